@@ -1,0 +1,38 @@
+# Two commands a newcomer needs: `make study` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.stamp-install
+CONFIG ?= configs/tiny.yaml
+OUT    ?= runs/tiny
+
+.PHONY: install study test test-fast lint bench clean
+
+install: $(STAMP)
+
+# torch first, pinned to the CPU wheel on disk; the package itself only asks for a range.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check "torch==2.13.0"
+	$(PY) -m pip install -q --disable-pip-version-check -e ".[all]"
+	touch $(STAMP)
+
+study: $(STAMP)
+	$(VENV)/bin/frequnlearn study $(CONFIG) --out $(OUT)
+
+# Every test, slow ones included (the end-to-end study among them).
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+# The quick inner loop: everything but the tests marked slow.
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks
+
+bench: $(STAMP)
+	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) runs build dist src/*.egg-info

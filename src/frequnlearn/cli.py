@@ -1,0 +1,64 @@
+"""The `frequnlearn` console script: one subcommand per pipeline stage, plus `study`.
+
+Each stage's command lives beside the stage (`<stage>/cli.py` or `<stage>_cli.py`) as a module with
+`register(subparsers)`; heavy imports happen only inside the command that needs them, so `--help`
+stays instant. Errors a user can fix print as one line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from frequnlearn import __version__
+from frequnlearn.errors import FrequnlearnError
+
+# Order is the order of `--help`.
+COMMAND_MODULES = (
+    "frequnlearn.data.cli",
+    "frequnlearn.pretrain_cli",
+    "frequnlearn.frequency.cli",
+    "frequnlearn.unlearn.cli",
+    "frequnlearn.evaluate.cli",
+    "frequnlearn.report.cli",
+    "frequnlearn.study_cli",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="frequnlearn",
+        description="Study how the pre-training frequency of knowledge decides whether it can be unlearned.",
+    )
+    parser.add_argument("--version", action="version", version=f"frequnlearn {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as err:
+            if err.name == name:  # stage not built yet
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 1
+    try:
+        return int(args.func(args) or 0)
+    except FrequnlearnError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: what was written is kept; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
