@@ -8,6 +8,11 @@ from typing import Any
 from frequnlearn.errors import DataError
 
 
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
 def resolve_dtype(dtype: str) -> Any:
     import torch
 
@@ -16,7 +21,9 @@ def resolve_dtype(dtype: str) -> Any:
     try:
         return getattr(torch, dtype)
     except AttributeError:
-        raise DataError(f"dtype: unknown torch dtype {dtype!r}; use auto, float32, bfloat16 or float16") from None
+        raise DataError(
+            f"dtype: unknown torch dtype {dtype!r}; use auto, float32, bfloat16 or float16"
+        ) from None
 
 
 def default_device() -> str:
@@ -25,12 +32,23 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def _check_local(name_or_path: str | Path) -> None:
+    """A path-looking name that does not exist is a typo, not a hub id: say so before transformers does."""
+    text = str(name_or_path)
+    if text.startswith((".", "/", "~")) and not Path(text).expanduser().exists():
+        raise DataError(f"--model {text}: no such directory")
+
+
 def load_tokenizer(name_or_path: str | Path, gguf_file: str | None = None) -> Any:
     """Tokenizer with a pad token (the end-of-text token when the model has none)."""
     from transformers import AutoTokenizer
 
+    _check_local(name_or_path)
     kwargs = {"gguf_file": gguf_file} if gguf_file else {}
-    tok = AutoTokenizer.from_pretrained(str(name_or_path), **kwargs)
+    try:
+        tok = AutoTokenizer.from_pretrained(str(name_or_path), **kwargs)
+    except OSError as err:
+        raise DataError(f"--model {name_or_path}: cannot load a tokenizer ({_first_line(err)})") from None
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
@@ -44,17 +62,14 @@ def load_model(
 ) -> Any:
     from transformers import AutoModelForCausalLM
 
-    path = Path(str(name_or_path))
-    if str(name_or_path).startswith((".", "/")) and not path.exists():
-        raise DataError(f"--model {name_or_path}: no such directory")
+    _check_local(name_or_path)
     kwargs: dict[str, Any] = {"dtype": resolve_dtype(dtype)}
     if gguf_file:
         kwargs["gguf_file"] = gguf_file
     try:
         model = AutoModelForCausalLM.from_pretrained(str(name_or_path), **kwargs)
     except OSError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise DataError(f"--model {name_or_path}: cannot load a causal LM ({first})") from None
+        raise DataError(f"--model {name_or_path}: cannot load a causal LM ({_first_line(err)})") from None
     return model.to(device or default_device())
 
 
