@@ -1,0 +1,130 @@
+"""The study config: one section per stage plus `study`, which says what is compared with what."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from frequnlearn.config.base import check, load_config
+from frequnlearn.config.count import CountConfig
+from frequnlearn.config.evaluate import EvalConfig
+from frequnlearn.config.generate import GenerateConfig
+from frequnlearn.config.pretrain import PretrainConfig
+from frequnlearn.config.unlearn import UnlearnConfig
+
+FORGET_METHODS = ("ga", "npo", "simnpo", "idk")
+RETAIN_LOSSES = ("none", "gd", "kl")
+
+
+def parse_method(spec: str) -> tuple[str, str]:
+    """`simnpo+gd` -> ("simnpo", "gd"); a bare forget method has no retain term."""
+    forget, _, retain = spec.partition("+")
+    return forget, retain or "none"
+
+
+@dataclass
+class StudyOptions:
+    """What the study compares.
+
+    `setting: synthetic` generates people and pretrains `model_sizes` from scratch for every seed;
+    `setting: real` takes `model` as it is and a QA table (`items`) whose frequency was counted.
+    """
+
+    setting: Literal["synthetic", "real"] = "synthetic"
+    seeds: list[int] = field(default_factory=lambda: [0])
+    model_sizes: list[str] = field(default_factory=lambda: ["tiny", "small"])
+    methods: list[str] = field(default_factory=lambda: ["ga+gd", "simnpo+gd"])
+    # Items are split into levels by this field; each listed level is unlearned in its own run.
+    compare_by: Literal["group", "frequency", "bucket"] = "group"
+    levels: list[str] = field(default_factory=lambda: ["forget_high", "forget_low"])
+    attribute: str | None = "employer"
+    # known: only items the model answers before unlearning (equal-size sets); all: the whole level.
+    selections: list[Literal["known", "all"]] = field(default_factory=lambda: ["known", "all"])
+    forget_size: int | None = None
+    retain_size: int | None = None
+    eval_retain_size: int = 40
+    eval_utility_size: int = 40
+    # Unlearning counts as done below this forget accuracy ...
+    forget_threshold: float = 0.1
+    # ... and retain accuracy may fall this far below its start before the method "wrecks" it.
+    retain_tolerance: float = 0.1
+    n_boot: int = 1000
+    # Unlearned weights are large and rarely needed after evaluation; keep them only when asked.
+    keep_models: bool = False
+    # The real setting.
+    model: str | None = None
+    gguf_file: str | None = None
+    items: str | None = None
+    retain_items: str | None = None
+    prompt_format: str = "plain"
+    dtype: str = "auto"
+
+    def validate(self) -> None:
+        check(len(self.seeds) >= 1, "seeds", "give at least one seed")
+        check(len(set(self.seeds)) == len(self.seeds), "seeds", "seeds must be distinct")
+        check(len(self.methods) >= 1, "methods", "give at least one method, e.g. [ga+gd, simnpo+gd]")
+        for spec in self.methods:
+            forget, retain = parse_method(spec)
+            check(
+                forget in FORGET_METHODS and retain in RETAIN_LOSSES,
+                "methods",
+                f"{spec!r} is not FORGET[+RETAIN] with FORGET in {FORGET_METHODS} and RETAIN in {RETAIN_LOSSES}",
+            )
+        check(
+            len(self.levels) >= 1,
+            "levels",
+            "give at least one level to unlearn, e.g. [forget_high, forget_low]",
+        )
+        check(len(set(self.levels)) == len(self.levels), "levels", "levels must be distinct")
+        check(len(self.selections) >= 1, "selections", "give known, all or both")
+        check(0.0 <= self.forget_threshold <= 1.0, "forget_threshold", "must be within [0, 1]")
+        check(0.0 <= self.retain_tolerance <= 1.0, "retain_tolerance", "must be within [0, 1]")
+        check(self.forget_size is None or self.forget_size >= 1, "forget_size", "must be >= 1 or null")
+        check(self.n_boot >= 100, "n_boot", "use at least 100 bootstrap resamples")
+        if self.setting == "synthetic":
+            check(len(self.model_sizes) >= 1, "model_sizes", "give at least one pretrain preset")
+            check(
+                self.model is None,
+                "model",
+                "only for setting: real (the synthetic setting pretrains its own)",
+            )
+        else:
+            check(self.model is not None, "model", "setting: real needs a model (hub id or local path)")
+            check(
+                self.items is not None,
+                "items",
+                "setting: real needs a QA table (path, 'builtin:NAME' or hub dataset)",
+            )
+            check(
+                self.compare_by != "group",
+                "compare_by",
+                "setting: real compares 'bucket' or 'frequency' levels",
+            )
+
+
+@dataclass
+class StudyConfig:
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    unlearn: UnlearnConfig = field(default_factory=UnlearnConfig)
+    evaluate: EvalConfig = field(default_factory=EvalConfig)
+    count: CountConfig = field(default_factory=CountConfig)
+    study: StudyOptions = field(default_factory=StudyOptions)
+
+    def validate(self) -> None:
+        if self.study.setting == "synthetic" and self.study.attribute is not None:
+            check(
+                self.study.attribute in self.generate.attributes,
+                "study.attribute",
+                f"must be one of the generated attributes {list(self.generate.attributes)}",
+            )
+        if self.study.setting == "synthetic" and self.study.compare_by == "group":
+            from frequnlearn.records import GROUPS
+
+            for level in self.study.levels:
+                check(level in GROUPS, "study.levels", f"{level!r} is not a group; groups are {list(GROUPS)}")
+
+
+def load_study_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> StudyConfig:
+    return load_config(StudyConfig, path, overrides)
