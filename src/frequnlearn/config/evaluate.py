@@ -1,0 +1,55 @@
+"""Config of the `evaluate` stage: which metric families run on which probes, and how fast."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from frequnlearn.config.base import check
+
+METRICS = ("prob", "gen", "tf", "bio", "utility")
+QA_PROBES = ("question", "paraphrase")
+
+
+@dataclass
+class EvalConfig:
+    """Per-item evaluation settings, read from the `evaluate:` section of a study file.
+
+    `metrics` picks families: prob (answer likelihood, ranking, truth ratio), gen (greedy answer),
+    tf (few-shot True/False), bio (biography completion, prob and gen), utility (lm-eval tasks).
+    """
+
+    metrics: list[str] = field(default_factory=lambda: ["prob", "gen", "tf", "bio"])
+    # QA probes run for prob, gen and tf; items without a paraphrase skip that probe.
+    probes: list[str] = field(default_factory=lambda: ["question", "paraphrase"])
+    prompt_format: str = "plain"
+    # Rows per forward pass, or "auto" (a token budget chosen from the device and its free memory).
+    batch_size: int | Literal["auto"] = "auto"
+    max_new_tokens: int = 24
+    # Solved examples before each True/False query (alternating true and false statements).
+    tf_shots: int = 3
+    seed: int = 0
+    # Bootstrap resamples over items for the summary's confidence intervals.
+    n_boot: int = 1000
+    ci: float = 0.95
+    # Generation verdict threshold for the misalignment summary.
+    gen_threshold: float = 0.5
+    utility_tasks: list[str] = field(default_factory=lambda: ["frequnlearn_capitals"])
+    # Documents per utility task (None: all of them).
+    utility_limit: int | None = None
+    dtype: str = "auto"
+    device: str | None = None
+
+    def validate(self) -> None:
+        for m in self.metrics:
+            check(m in METRICS, "metrics", f"unknown metric family {m!r}; choose from {', '.join(METRICS)}")
+        check(len(self.metrics) > 0, "metrics", "name at least one metric family")
+        for p in self.probes:
+            check(p in QA_PROBES, "probes", f"unknown probe {p!r}; choose from {', '.join(QA_PROBES)}")
+        check(self.batch_size == "auto" or self.batch_size >= 1, "batch_size", "must be >= 1 or 'auto'")
+        check(self.max_new_tokens >= 1, "max_new_tokens", "must be >= 1")
+        check(self.tf_shots >= 0, "tf_shots", "must be >= 0")
+        check(self.n_boot >= 0, "n_boot", "must be >= 0 (0 skips the confidence intervals)")
+        check(0.0 < self.ci < 1.0, "ci", "must be between 0 and 1, e.g. 0.95")
+        check(0.0 <= self.gen_threshold <= 1.0, "gen_threshold", "must be between 0 and 1")
+        check(self.utility_limit is None or self.utility_limit >= 1, "utility_limit", "must be >= 1 or null")

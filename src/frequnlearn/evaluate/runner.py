@@ -1,0 +1,260 @@
+"""`evaluate_items`: every metric family on every item, as one long table of per-item rows.
+
+Work is pooled across items before it touches the model: all (prompt, answer) pairs of all items go
+through one length-sorted batched scorer, all prompts to complete through one batched decoder, all
+True/False queries through one more. Rows are then assembled per (item, probe, family).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from frequnlearn.config.evaluate import EvalConfig
+from frequnlearn.errors import DataError
+from frequnlearn.evaluate.batching import pad_id_of, token_budget
+from frequnlearn.evaluate.generation import (
+    continuation_text,
+    generation_scores,
+    greedy_decode,
+    stop_token_mask,
+)
+from frequnlearn.evaluate.probability import completion_log_probs, likelihood_metrics
+from frequnlearn.evaluate.truefalse import next_token_probs, tf_prompt, verdict_token_ids
+from frequnlearn.models.prompts import PromptFormat, encode_completion, encode_pair, encode_prompt
+from frequnlearn.records import BioPrompt, QAItem
+
+IDENTITY = [
+    "model",
+    "run_id",
+    "step",
+    "item_id",
+    "person_id",
+    "group",
+    "attribute",
+    "frequency",
+    "bucket",
+    "probe",
+    "family",
+]
+PROB_METRICS = [
+    "logprob",
+    "logprob_per_token",
+    "p_norm",
+    "n_answer_tokens",
+    "rank",
+    "rank_correct",
+    "truth_ratio",
+]
+GEN_METRICS = ["generation", "rougeL_recall", "exact", "contains"]
+TF_METRICS = ["p_true", "p_false", "tf_correct"]
+COLUMNS = IDENTITY + PROB_METRICS + GEN_METRICS + TF_METRICS
+# Every numeric metric column (all but `generation`).
+NUMERIC_METRICS = [c for c in PROB_METRICS + GEN_METRICS + TF_METRICS if c != "generation"]
+
+
+@dataclass
+class _Probe:
+    """One way of asking for one item's answer: a prompt, the true completion and wrong ones."""
+
+    item: QAItem
+    probe: str
+    text: str
+    answer: str
+    prompt_ids: list[int]
+    answer_ids: list[int]
+    candidate_ids: list[list[int]] = field(default_factory=list)
+    person_id: Any = None
+    group: str | None = None
+    attribute: str | None = None
+    frequency: float | None = None
+
+
+def _completion_ids(tokenizer: Any, completion: str, item_id: str, what: str) -> list[int]:
+    ids = encode_completion(tokenizer, completion)
+    if not ids:
+        raise DataError(f"item {item_id}: {what} {completion!r} encodes to no tokens; fix or drop the item")
+    return ids
+
+
+def _qa_probes(
+    items: Sequence[QAItem], probes: Sequence[str], tokenizer: Any, fmt: PromptFormat
+) -> list[_Probe]:
+    out = []
+    for item in items:
+        for probe in probes:
+            text = item.question if probe == "question" else item.paraphrase
+            if not text:
+                continue
+            prompt_ids, _ = encode_pair(tokenizer, fmt, text, item.answer)
+            answer_ids = _completion_ids(tokenizer, fmt.completion(item.answer), item.item_id, "answer")
+            cands = [
+                _completion_ids(tokenizer, fmt.completion(c), item.item_id, "candidate")
+                for c in item.candidates
+            ]
+            out.append(
+                _Probe(
+                    item=item,
+                    probe=probe,
+                    text=text,
+                    answer=item.answer,
+                    prompt_ids=prompt_ids,
+                    answer_ids=answer_ids,
+                    candidate_ids=cands,
+                    person_id=item.person_id,
+                    group=item.group,
+                    attribute=item.attribute,
+                    frequency=item.frequency,
+                )
+            )
+    return out
+
+
+def _bio_probes(bio_prompts: Sequence[BioPrompt], by_id: dict[str, QAItem], tokenizer: Any) -> list[_Probe]:
+    """Biography prompts of the evaluated items; the answer continues the sentence after one space."""
+    out = []
+    for bp in bio_prompts:
+        item = by_id.get(bp.item_id)
+        if item is None:
+            continue
+        prompt_ids = encode_prompt(tokenizer, bp.prompt.rstrip(" "))
+        answer_ids = _completion_ids(tokenizer, " " + bp.target, bp.item_id, "bio target")
+        cands = [_completion_ids(tokenizer, " " + c, bp.item_id, "candidate") for c in item.candidates]
+        frequency = bp.frequency if bp.frequency is not None else item.frequency
+        out.append(
+            _Probe(
+                item=item,
+                probe="bio",
+                text=bp.prompt,
+                answer=bp.target,
+                prompt_ids=prompt_ids,
+                answer_ids=answer_ids,
+                candidate_ids=cands,
+                person_id=bp.person_id,
+                group=bp.group,
+                attribute=bp.attribute,
+                frequency=frequency,
+            )
+        )
+    return out
+
+
+def _row(p: _Probe, family: str, ident: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
+    row = dict.fromkeys(COLUMNS, math.nan)
+    row["generation"] = None
+    row.update(ident)
+    row.update(
+        item_id=p.item.item_id,
+        person_id=p.person_id,
+        group=p.group,
+        attribute=p.attribute,
+        frequency=math.nan if p.frequency is None else float(p.frequency),
+        bucket=p.item.bucket,
+        probe=p.probe,
+        family=family,
+    )
+    row.update(metrics)
+    return row
+
+
+def empty_frame() -> pd.DataFrame:
+    return _frame([])
+
+
+def _frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    df = pd.DataFrame(rows, columns=COLUMNS)
+    for col in NUMERIC_METRICS + ["frequency"]:
+        df[col] = df[col].astype("float64")
+    df["step"] = df["step"].astype("int64")
+    ids = df["person_id"].dropna()
+    if len({type(v) for v in ids}) > 1:
+        # Parquet needs one type per column; user tables may mix numeric and text ids.
+        df["person_id"] = df["person_id"].map(lambda v: None if v is None else str(v))
+    return df
+
+
+def evaluate_items(
+    model: Any,
+    tokenizer: Any,
+    items: list[QAItem],
+    cfg: EvalConfig,
+    *,
+    fmt: PromptFormat,
+    bio_prompts: list[BioPrompt] | None = None,
+    step: int = 0,
+    model_name: str = "",
+    run_id: str = "",
+) -> pd.DataFrame:
+    """Score every item with the families in `cfg.metrics`: one row per (item, probe, family).
+
+    Bio prompts whose `item_id` is among `items` are scored as probe "bio" (prob and gen families;
+    candidates are the QA item's). The model is put in eval mode and given back in the mode it had.
+    """
+    pad_id = pad_id_of(tokenizer)
+    budget = token_budget(model)
+    bs = cfg.batch_size
+    ident = {"model": model_name, "run_id": run_id, "step": int(step)}
+    metrics = set(cfg.metrics)
+    qa = _qa_probes(items, cfg.probes, tokenizer, fmt) if metrics & {"prob", "gen", "tf"} else []
+    bio: list[_Probe] = []
+    if "bio" in metrics and bio_prompts:
+        bio = _bio_probes(bio_prompts, {it.item_id: it for it in items}, tokenizer)
+    prob_probes = (qa if "prob" in metrics else []) + bio
+    gen_probes = (qa if "gen" in metrics else []) + bio
+    tf_probes = qa if "tf" in metrics else []
+
+    was_training = getattr(model, "training", False)
+    model.eval()
+    try:
+        pairs = []
+        for p in prob_probes:
+            pairs.append((p.prompt_ids, p.answer_ids))
+            pairs.extend((p.prompt_ids, c) for c in p.candidate_ids)
+        scores = completion_log_probs(model, pairs, pad_id, bs, budget)
+        generations: list[list[int]] = []
+        if gen_probes:
+            vocab = (
+                model.get_output_embeddings().weight.shape[0]
+                if hasattr(model, "get_output_embeddings")
+                else None
+            )
+            stop = stop_token_mask(tokenizer, vocab or len(tokenizer))
+            generations = greedy_decode(
+                model, [p.prompt_ids for p in gen_probes], stop, pad_id, cfg.max_new_tokens, bs, budget
+            )
+        tf = None
+        if tf_probes:
+            token_ids = verdict_token_ids(tokenizer)
+            pool = sorted(items, key=lambda it: it.item_id)
+            prompts = [
+                encode_prompt(
+                    tokenizer, tf_prompt(p.item, p.text, pool, fmt, tokenizer, cfg.tf_shots, cfg.seed)
+                )
+                for p in tf_probes
+            ]
+            tf = next_token_probs(model, prompts, token_ids, pad_id, bs, budget)
+    finally:
+        model.train(was_training)
+
+    rows = []
+    k = 0
+    for p in prob_probes:
+        n = 1 + len(p.candidate_ids)
+        rows.append(_row(p, "prob", ident, likelihood_metrics(scores[k], scores[k + 1 : k + n])))
+        k += n
+    for p, ids in zip(gen_probes, generations):
+        text = continuation_text(tokenizer, ids)
+        gen = generation_scores(text, p.answer, prefix=p.probe == "bio")
+        rows.append(_row(p, "gen", ident, {"generation": text, **gen}))
+    for j, p in enumerate(tf_probes):
+        p_true, p_false = float(tf[j, 0]), float(tf[j, 1])
+        rows.append(
+            _row(
+                p, "tf", ident, {"p_true": p_true, "p_false": p_false, "tf_correct": float(p_true > p_false)}
+            )
+        )
+    return _frame(rows)
