@@ -1,0 +1,82 @@
+"""Config of the `unlearn` stage: which loss, how hard, for how long, and when to evaluate.
+
+Defaults follow the papers (NPO/SimNPO beta 0.1, gamma 0, both weights 1, AdamW lr 1e-5 for real
+models); tiny CPU models need a larger `lr` (the study config sets one).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from frequnlearn.config.base import check
+from frequnlearn.models.prompts import get_prompt_format
+
+FORGET_METHODS = ("ga", "npo", "simnpo", "idk")
+RETAIN_LOSSES = ("none", "gd", "kl")
+
+
+@dataclass
+class UnlearnConfig:
+    # Forget term: ga (gradient ascent), npo, simnpo, idk (train towards `refusal`).
+    method: Literal["ga", "npo", "simnpo", "idk"] = "ga"
+    # Retain term: none, gd (NLL on retain pairs) or kl (KL to the model before unlearning).
+    retain_loss: Literal["none", "gd", "kl"] = "none"
+    # Tokens the retain term covers: the answer only, or question and answer (GradDiff's choice).
+    retain_on: Literal["answer", "full"] = "full"
+    forget_weight: float = 1.0
+    retain_weight: float = 1.0
+    beta: float = 0.1
+    gamma: float = 0.0
+    refusal: str = "I don't know."
+    # plain, olmo, chat (the tokenizer's template) or a string with {question} and {answer}.
+    prompt_format: str = "plain"
+
+    lr: float = 1e-5
+    weight_decay: float = 0.01
+    scheduler: Literal["constant", "linear", "cosine"] = "constant"
+    # Share of all optimizer steps spent warming the learning rate up from 0.
+    warmup_ratio: float = 0.0
+    # Gradient-norm clip; null leaves gradients as they are (their norm is still logged).
+    max_grad_norm: float | None = 1.0
+    # Forget examples per micro-batch (each is paired with one randomly drawn retain example).
+    batch_size: int = 8
+    grad_accum: int = 1
+    epochs: int = 5
+    # When set, training stops after this many optimizer steps, running as many epochs as needed.
+    max_steps: int | None = None
+
+    # Evaluation happens at step 0, at these steps, every `eval_every` steps (0: never) and after
+    # each epoch; dense early steps are where frequency levels differ.
+    eval_steps: list[int] = field(default_factory=lambda: [2, 4, 6, 8, 10, 15, 20, 30])
+    eval_every: int = 0
+
+    seed: int = 0
+    # Weights' dtype when the command loads the model (auto: float32 on CPU, the checkpoint's on GPU).
+    dtype: str = "auto"
+    # Column names in user QA tables (--forget/--retain/--eval-items).
+    question_column: str = "question"
+    answer_column: str = "answer"
+    id_column: str = "item_id"
+
+    def validate(self) -> None:
+        check(self.forget_weight >= 0, "forget_weight", "must be >= 0")
+        check(self.retain_weight >= 0, "retain_weight", "must be >= 0")
+        check(
+            self.forget_weight > 0 or self.retain_loss != "none", "forget_weight", "both loss terms are off"
+        )
+        check(self.beta > 0, "beta", "must be > 0 (NPO and SimNPO divide by it)")
+        check(bool(self.refusal.strip()) or self.method != "idk", "refusal", "idk needs a refusal text")
+        get_prompt_format(self.prompt_format)
+        check(self.lr > 0, "lr", "must be > 0")
+        check(self.weight_decay >= 0, "weight_decay", "must be >= 0")
+        check(0.0 <= self.warmup_ratio < 1.0, "warmup_ratio", "must be within [0, 1)")
+        check(self.max_grad_norm is None or self.max_grad_norm > 0, "max_grad_norm", "must be > 0 or null")
+        check(self.batch_size >= 1, "batch_size", "must be >= 1")
+        check(self.grad_accum >= 1, "grad_accum", "must be >= 1")
+        check(self.epochs >= 1, "epochs", "must be >= 1")
+        check(self.max_steps is None or self.max_steps >= 1, "max_steps", "must be >= 1 or null")
+        check(all(s >= 0 for s in self.eval_steps), "eval_steps", "steps must be >= 0")
+        check(self.eval_every >= 0, "eval_every", "must be >= 0 (0 turns it off)")
+        for key in ("question_column", "answer_column", "id_column"):
+            check(bool(getattr(self, key).strip()), key, "must name a column")

@@ -1,0 +1,209 @@
+"""`frequnlearn unlearn`: unlearn a QA table from any causal LM, evaluating forget and retain items as it goes."""
+
+from __future__ import annotations
+
+import argparse
+import random
+from pathlib import Path
+from typing import Any
+
+from frequnlearn.errors import ConfigError, DataError
+
+TABLE_HELP = """\
+tables (--forget, --retain, --eval-items):
+  SOURCE[?COLUMN=VALUE[,VALUE...][&COLUMN=VALUE...]]   (quote it: ? and & are special to the shell)
+  SOURCE is a .jsonl/.json/.csv/.tsv/.parquet file, a generated data directory (its qa.jsonl),
+  a directory from datasets' save_to_disk, or a datasets name with an optional split (NAME:SPLIT,
+  default train; a dataset config goes in the query as config=NAME). Filters keep rows whose column
+  equals one of the values. Columns: question, answer and item_id (change with question_column=...,
+  answer_column=..., id_column=...); same-named QAItem columns (candidates, paraphrase, group,
+  frequency, ...) are kept for evaluation.
+
+examples:
+  frequnlearn unlearn --model runs/tiny/model --method simnpo+gd --out runs/u1 \\
+      --forget 'data/qa.jsonl?group=forget_high&attribute=employer' \\
+      --retain 'data/qa.jsonl?group=retain&attribute=employer' lr=1e-4 max_steps=40
+  frequnlearn unlearn --model allenai/OLMo-7B-0724-SFT-hf --forget facts.csv --retain keep.csv \\
+      --method npo+kl --out runs/olmo prompt_format=olmo evaluate.metrics=[prob,gen]
+
+outputs in --out: model/ (weights and tokenizer), trajectory.parquet (per-item evaluation rows
+at each evaluated step, with a role column: forget, retain or eval), log.jsonl (loss terms per
+step), run.json (config, seed, versions, hardware, final losses).
+"""
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "unlearn",
+        help="unlearn a QA table from a causal LM (GA, NPO, SimNPO, IDK; +GD/+KL)",
+        description="Unlearn the --forget items from --model while keeping the --retain items, evaluating "
+        "both before unlearning and along the way. Config keys (method, lr, epochs, eval_steps, ...) come "
+        "from the `unlearn:` section of --config and key=value overrides; evaluate.KEY=VALUE overrides the "
+        "evaluation settings.",
+        epilog=TABLE_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--model", required=True, help="local model directory or hub id of a causal LM")
+    p.add_argument("--forget", required=True, metavar="TABLE", help="the items to unlearn")
+    p.add_argument("--retain", metavar="TABLE", help="items to keep (needed by retain_loss gd or kl)")
+    p.add_argument(
+        "--method",
+        metavar="FORGET[+RETAIN]",
+        help="e.g. ga, npo, simnpo+gd, idk+kl (sets method and retain_loss)",
+    )
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory (its parent must exist)")
+    p.add_argument("--eval-items", metavar="TABLE", help="more items to evaluate along the way (role 'eval')")
+    p.add_argument(
+        "--eval-retain",
+        type=int,
+        metavar="N",
+        help="evaluate a seeded sample of N retain items (default: all)",
+    )
+    p.add_argument(
+        "--bio-prompts", metavar="PATH", help="bio_prompts.jsonl of a generated data directory (probe 'bio')"
+    )
+    p.add_argument(
+        "--config",
+        metavar="YAML",
+        help="study or stage config; its `unlearn:` and `evaluate:` sections are read",
+    )
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="unlearn config overrides; evaluate.KEY=VALUE for evaluation",
+    )
+    p.set_defaults(func=run)
+
+
+def method_overrides(spec: str) -> list[str]:
+    """`simnpo+gd` -> method and retain_loss overrides; a bare `ga` leaves retain_loss as configured."""
+    from frequnlearn.config.unlearn import FORGET_METHODS, RETAIN_LOSSES
+
+    forget, plus, retain = spec.partition("+")
+    if forget not in FORGET_METHODS or (plus and retain not in RETAIN_LOSSES):
+        raise ConfigError(
+            f"--method {spec!r}: expected FORGET[+RETAIN] with FORGET in {', '.join(FORGET_METHODS)} "
+            f"and RETAIN in {', '.join(RETAIN_LOSSES)}, e.g. simnpo+gd"
+        )
+    return [f"method={forget}"] + ([f"retain_loss={retain}"] if plus else [])
+
+
+def run(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from frequnlearn.config import load_config, to_dict
+    from frequnlearn.config.evaluate import EvalConfig
+    from frequnlearn.config.unlearn import UnlearnConfig
+    from frequnlearn.data.tables import check_overlap, load_table
+    from frequnlearn.evaluate import evaluate_items
+    from frequnlearn.models.loading import load_model_and_tokenizer
+    from frequnlearn.models.prompts import get_prompt_format
+    from frequnlearn.records import BioPrompt, from_record, read_jsonl
+    from frequnlearn.unlearn import unlearn
+
+    eval_over = [o for o in args.overrides if o.startswith("evaluate.")]
+    unlearn_over = [o for o in args.overrides if not o.startswith("evaluate.")]
+    if args.method:
+        unlearn_over += method_overrides(args.method)
+    cfg = load_config(UnlearnConfig, args.config, unlearn_over, section="unlearn")
+    ecfg = load_config(EvalConfig, args.config, eval_over, section="evaluate")
+    out = Path(args.out)
+    if not out.parent.exists():
+        raise DataError(f"--out {out}: parent directory {out.parent} does not exist; create it first")
+
+    cols = {
+        "question_column": cfg.question_column,
+        "answer_column": cfg.answer_column,
+        "id_column": cfg.id_column,
+    }
+    forget = load_table(args.forget, name="--forget", **cols)
+    retain = load_table(args.retain, name="--retain", **cols) if args.retain else []
+    if cfg.retain_loss != "none" and not retain:
+        raise ConfigError(
+            f"--retain: retain_loss={cfg.retain_loss} needs a retain table; give --retain TABLE or retain_loss=none"
+        )
+    check_overlap(forget, retain)
+    extra = load_table(args.eval_items, name="--eval-items", **cols) if args.eval_items else []
+    if args.eval_retain is not None and args.eval_retain < 0:
+        raise ConfigError("--eval-retain: must be >= 0")
+    eval_retain = retain
+    if args.eval_retain is not None and args.eval_retain < len(retain):
+        eval_retain = random.Random(f"eval-retain-{cfg.seed}").sample(retain, args.eval_retain)
+    bios = None
+    if args.bio_prompts:
+        try:
+            bios = [from_record(BioPrompt, row) for row in read_jsonl(args.bio_prompts)]
+        except TypeError:
+            raise DataError(
+                f"--bio-prompts {args.bio_prompts}: rows are not biography prompts (need item_id, prompt, target, ...)"
+            ) from None
+
+    # One evaluation call over every role's items (batched together); an item keeps its first role.
+    roles: dict[str, str] = {}
+    eval_items = []
+    for role, items in (("forget", forget), ("retain", eval_retain), ("eval", extra)):
+        for it in items:
+            if it.item_id not in roles:
+                roles[it.item_id] = role
+                eval_items.append(it)
+    wanted = set(roles)
+    bio_list = [b for b in bios if b.item_id in wanted] if bios else None
+
+    model, tok = load_model_and_tokenizer(args.model, dtype=cfg.dtype)
+    fmt = get_prompt_format(cfg.prompt_format)
+
+    def eval_fn(m: Any, t: Any, step: int) -> pd.DataFrame:
+        df = evaluate_items(
+            m,
+            t,
+            eval_items,
+            ecfg,
+            fmt=fmt,
+            bio_prompts=bio_list,
+            step=step,
+            model_name=args.model,
+            run_id=out.name,
+        )
+        df["role"] = df["item_id"].map(roles)
+        return df
+
+    info = {
+        "inputs": {
+            "model": args.model,
+            "forget": args.forget,
+            "retain": args.retain,
+            "eval_items": args.eval_items,
+            "eval_retain": args.eval_retain,
+            "bio_prompts": args.bio_prompts,
+        },
+        "evaluate": to_dict(ecfg),
+    }
+    result = unlearn(model, tok, forget, retain, cfg, out, eval_fn=eval_fn, info=info)
+    print(
+        f"unlearned {len(forget)} items with {cfg.method}+{cfg.retain_loss}: {result.steps} steps in {result.seconds:.1f}s"
+    )
+    print("final: " + ", ".join(f"{k}={v:.4g}" for k, v in result.final.items() if isinstance(v, float)))
+    if result.trajectory is not None:
+        print(_accuracy_table(result.trajectory))
+    print(f"wrote {out}/model, trajectory.parquet, log.jsonl, run.json")
+    return 0
+
+
+def _accuracy_table(traj: Any) -> str:
+    """Share of items answered (greedy exact match) and ranked first, per role and evaluated step."""
+    q = traj[traj["probe"] == "question"]
+    parts = []
+    for family, column, label in (("gen", "exact", "exact"), ("prob", "rank_correct", "rank1")):
+        sub = q[q["family"] == family]
+        if len(sub) and sub[column].notna().any():
+            parts.append(
+                sub.pivot_table(index="step", columns="role", values=column, aggfunc="mean").add_prefix(
+                    f"{label}:"
+                )
+            )
+    if not parts:
+        return ""
+    import pandas as pd
+
+    return pd.concat(parts, axis=1).round(3).to_string()

@@ -1,0 +1,350 @@
+"""One training loop for every unlearning method, evaluated as it goes so each run is a trajectory.
+
+Each optimizer step sees `batch_size` forget examples (in a seeded shuffled order), each paired with
+a randomly drawn retain example, in one forward pass. Evaluation runs at step 0 (before any update),
+at `eval_steps`, every `eval_every` steps, after each epoch and at the end; the trajectory file is
+rewritten atomically after every evaluation and the loss log after every step, so a run that is
+killed or stopped by a NaN loss keeps everything measured up to then.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import math
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from frequnlearn.config.unlearn import UnlearnConfig
+from frequnlearn.data.tables import check_overlap
+from frequnlearn.errors import DataError, TrainingError
+from frequnlearn.models.prompts import get_prompt_format
+from frequnlearn.records import QAItem, atomic_dir, atomic_open, run_info, write_json, write_jsonl
+from frequnlearn.unlearn.data import Example, collate, encode_items, make_collate, pair_indices
+from frequnlearn.unlearn.losses import LossInputs, LossParams, get_loss
+
+EvalFn = Callable[[Any, Any, int], pd.DataFrame]
+
+_SCHEDULERS = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}
+
+
+@dataclass
+class UnlearnResult:
+    out_dir: Path
+    model_dir: Path
+    steps: int
+    epochs: int  # epochs started (the last may be cut by max_steps)
+    log: list[dict[str, Any]]
+    trajectory: pd.DataFrame | None
+    final: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def token_logprobs(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits aligned with targets [B, T-1, V], log-prob of each target token [B, T-1])."""
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+    targets = batch["input_ids"][:, 1:]
+    token_logp = -F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none")
+    return logits, token_logp
+
+
+@torch.no_grad()
+def reference_logps(
+    model: Any, examples: Sequence[Example], pad_id: int, batch_size: int, device: Any
+) -> torch.Tensor:
+    """log ref(y|x) of every example, once, before training (NPO needs nothing else from the reference)."""
+    was_training = model.training
+    model.eval()
+    out = []
+    for start in range(0, len(examples), batch_size):
+        batch = collate([(ex, "answer") for ex in examples[start : start + batch_size]], pad_id)
+        batch = {k: v.to(device) for k, v in batch.items()}
+        _, token_logp = token_logprobs(model, batch)
+        out.append((token_logp * batch["loss_mask"]).sum(-1).float().cpu())
+    model.train(was_training)
+    return torch.cat(out)
+
+
+def _max_positions(model: Any) -> int | None:
+    for key in ("max_position_embeddings", "n_positions"):
+        value = getattr(model.config, key, None)
+        if isinstance(value, int):
+            return value
+    return None
+
+
+def _check_lengths(model: Any, sets: dict[str, tuple[Sequence[QAItem], Sequence[Example]]]) -> None:
+    limit = _max_positions(model)
+    if limit is None:
+        return
+    for name, (items, examples) in sets.items():
+        for it, ex in zip(items, examples):
+            if len(ex.input_ids) > limit:
+                raise DataError(
+                    f"{name} item {it.item_id}: {len(ex.input_ids)} tokens, more than the model's {limit} "
+                    "positions; shorten its question or answer"
+                )
+
+
+def _write_parquet(frame: pd.DataFrame, path: Path, meta: dict[str, Any]) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    table = table.replace_schema_metadata(
+        {**(table.schema.metadata or {}), b"frequnlearn": json.dumps(meta, default=str).encode()}
+    )
+    with atomic_open(path, "wb") as fh:
+        pq.write_table(table, fh)
+
+
+def _eval_points(cfg: UnlearnConfig, total: int) -> set[int]:
+    points = {0, total, *(s for s in cfg.eval_steps if s <= total)}
+    if cfg.eval_every:
+        points.update(range(cfg.eval_every, total + 1, cfg.eval_every))
+    return points
+
+
+def unlearn(
+    model: Any,
+    tokenizer: Any,
+    forget: list[QAItem],
+    retain: list[QAItem],
+    cfg: UnlearnConfig,
+    out_dir: str | Path,
+    *,
+    eval_fn: EvalFn | None = None,
+    info: dict[str, Any] | None = None,
+) -> UnlearnResult:
+    """Unlearn `forget` from `model` (in place) while keeping `retain`; write model, trajectory, log.
+
+    `eval_fn(model, tokenizer, step)` returns a per-item frame; the frames become trajectory.parquet
+    with an `epoch` column added (fractional: step / steps per epoch). `info` (e.g. where the model
+    and tables came from) is recorded in run.json.
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from tqdm.auto import tqdm
+    from transformers import get_scheduler
+
+    started = time.perf_counter()
+    if not forget:
+        raise DataError("forget: the forget set is empty; give at least one item to unlearn")
+    forget_loss = get_loss(cfg.method, "forget")
+    retain_loss = get_loss(cfg.retain_loss, "retain")
+    use_retain = cfg.retain_loss != "none"
+    if use_retain and not retain:
+        raise DataError(
+            f"retain: the retain set is empty but retain_loss={cfg.retain_loss}; give retain items or retain_loss=none"
+        )
+    check_overlap(forget, retain)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    set_seed(cfg.seed)
+    device = accelerator.device
+    fmt = get_prompt_format(cfg.prompt_format)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    forget_ex = encode_items(tokenizer, fmt, forget, answer=cfg.refusal if cfg.method == "idk" else None)
+    retain_ex = encode_items(tokenizer, fmt, retain) if use_retain else None
+    _check_lengths(
+        model, {"forget": (forget, forget_ex), **({"retain": (retain, retain_ex)} if retain_ex else {})}
+    )
+
+    model.to(device)
+    ref_logp = None
+    if "ref_logp" in forget_loss.needs:
+        ref_logp = reference_logps(model, forget_ex, pad_id, cfg.batch_size, device)
+    ref_model = None
+    if "ref_model" in forget_loss.needs | retain_loss.needs:
+        ref_model = copy.deepcopy(model).eval().requires_grad_(False)
+
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    collate_fn = make_collate(forget_ex, retain_ex, pad_id, cfg.retain_on)
+
+    def loader_for(epoch: int) -> Any:
+        pairs = pair_indices(len(forget_ex), len(retain_ex or ()), cfg.seed, epoch)
+        dl = torch.utils.data.DataLoader(
+            pairs, batch_size=cfg.batch_size, shuffle=False, collate_fn=collate_fn
+        )
+        return accelerator.prepare_data_loader(dl)
+
+    micro_per_epoch = len(loader_for(0))
+    steps_per_epoch = math.ceil(micro_per_epoch / cfg.grad_accum)
+    total = cfg.max_steps if cfg.max_steps is not None else cfg.epochs * steps_per_epoch
+    scheduler = get_scheduler(
+        _SCHEDULERS[cfg.scheduler],
+        optimizer,
+        num_warmup_steps=round(cfg.warmup_ratio * total),
+        num_training_steps=total,
+    )
+    model, optimizer = accelerator.prepare(model, optimizer)
+    loss_params = LossParams(beta=cfg.beta, gamma=cfg.gamma)
+
+    meta = run_info(cfg, cfg.seed)
+    log_path, traj_path = out_dir / "log.jsonl", out_dir / "trajectory.parquet"
+    log: list[dict[str, Any]] = []
+    frames: list[pd.DataFrame] = []
+    evaluated: set[int] = set()
+    points = _eval_points(cfg, total)
+
+    def evaluate(step: int) -> None:
+        if eval_fn is None or step in evaluated:
+            return
+        evaluated.add(step)
+        if accelerator.is_main_process:
+            inner = accelerator.unwrap_model(model)
+            inner.eval()
+            # Evaluation must not shift the training's random stream (dropout), whatever it draws.
+            devices = [device.index or 0] if device.type == "cuda" else []
+            with torch.random.fork_rng(devices=devices), torch.no_grad():
+                frame = eval_fn(inner, tokenizer, step)
+            inner.train()
+            frame = frame.copy()
+            if "epoch" not in frame.columns:
+                frame["epoch"] = step / steps_per_epoch
+            frames.append(frame)
+            _write_parquet(pd.concat(frames, ignore_index=True), traj_path, meta)
+        accelerator.wait_for_everyone()
+
+    def write_log() -> None:
+        if accelerator.is_main_process:
+            write_jsonl(log_path, log)
+
+    def mean_over_processes(values: dict[str, float]) -> dict[str, float]:
+        if accelerator.num_processes == 1:
+            return values
+        t = accelerator.reduce(
+            torch.tensor(list(values.values()), device=device, dtype=torch.float64), "mean"
+        )
+        return dict(zip(values, t.tolist()))
+
+    def step_on(batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+        n_f = batch["forget_index"].shape[0]
+        logits, token_logp = token_logprobs(model, batch)
+        mask = batch["loss_mask"]
+        f_in = LossInputs(
+            token_logp[:n_f],
+            mask[:n_f],
+            ref_logp=ref_logp[batch["forget_index"].cpu()].to(device) if ref_logp is not None else None,
+        )
+        f_loss = forget_loss.fn(f_in, loss_params)
+        terms = {"forget_loss": f_loss.item(), "forget_token_logp": _token_mean(f_in)}
+        loss = cfg.forget_weight * f_loss
+        if use_retain:
+            ref_logits = None
+            if ref_model is not None:
+                with torch.no_grad():
+                    ref_logits = ref_model(
+                        input_ids=batch["input_ids"][n_f:], attention_mask=batch["attention_mask"][n_f:]
+                    ).logits[:, :-1]
+            r_in = LossInputs(token_logp[n_f:], mask[n_f:], logits=logits[n_f:], ref_logits=ref_logits)
+            r_loss = retain_loss.fn(r_in, loss_params)
+            terms.update(retain_loss=r_loss.item(), retain_token_logp=_token_mean(r_in))
+            loss = loss + cfg.retain_weight * r_loss
+        terms["loss"] = loss.item()
+        return loss, terms
+
+    bar = tqdm(
+        total=total,
+        desc=f"unlearn {cfg.method}" + (f"+{cfg.retain_loss}" if use_retain else ""),
+        disable=not accelerator.is_main_process or not sys.stderr.isatty(),
+    )
+    evaluate(0)
+    step, epoch = 0, 0
+    while step < total:
+        micro: list[dict[str, Any]] = []
+        batches = iter(loader_for(epoch))
+        while step < total:
+            micro = [b for _, b in zip(range(cfg.grad_accum), batches)]
+            if not micro:
+                break
+            sums: dict[str, float] = {}
+            for i, batch in enumerate(micro):
+                sync = i == len(micro) - 1
+                with contextlib.nullcontext() if sync else accelerator.no_sync(model):
+                    loss, terms = step_on(batch)
+                    finite = torch.tensor(float(math.isfinite(terms["loss"])), device=device)
+                    if accelerator.num_processes > 1:
+                        finite = accelerator.gather(finite.reshape(1)).min()
+                    if not finite.item():
+                        write_log()
+                        bar.close()
+                        shown = ", ".join(f"{k} {v:.4g}" for k, v in terms.items())
+                        raise TrainingError(
+                            f"step {step + 1}: the loss is not finite ({shown}); lower lr (now {cfg.lr:g}) or set "
+                            f"max_grad_norm; what was evaluated so far is kept in {out_dir}"
+                        )
+                    accelerator.backward(loss / len(micro))
+                for k, v in terms.items():
+                    sums[k] = sums.get(k, 0.0) + v / len(micro)
+            grad_norm = accelerator.clip_grad_norm_(
+                params, cfg.max_grad_norm if cfg.max_grad_norm else math.inf
+            )
+            lr = scheduler.get_last_lr()[0]
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            row = {"step": step, "epoch": epoch + 1, "lr": lr, **mean_over_processes(sums)}
+            row["grad_norm"] = float(grad_norm) if grad_norm is not None else None
+            log.append(row)
+            write_log()
+            bar.update(1)
+            bar.set_postfix(loss=f"{row['loss']:.4g}")
+            if step in points:
+                evaluate(step)
+        epoch += 1
+        evaluate(step)
+    bar.close()
+
+    accelerator.wait_for_everyone()
+    inner = accelerator.unwrap_model(model)
+    model_dir = out_dir / "model"
+    final = log[-1] if log else {}
+    if accelerator.is_main_process:
+        with atomic_dir(model_dir) as tmp:
+            inner.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+        summary = {
+            "steps": step,
+            "epochs": epoch,
+            "steps_per_epoch": steps_per_epoch,
+            "n_forget": len(forget),
+            "n_retain": len(retain),
+            "num_processes": accelerator.num_processes,
+            "evaluated_steps": sorted(evaluated),
+            "final": final,
+        }
+        write_json(out_dir / "run.json", {**meta, **(info or {}), "summary": summary})
+    accelerator.wait_for_everyone()
+    trajectory = pd.concat(frames, ignore_index=True) if frames else None
+    accelerator.free_memory()
+    return UnlearnResult(
+        out_dir=out_dir,
+        model_dir=model_dir,
+        steps=step,
+        epochs=epoch,
+        log=log,
+        trajectory=trajectory,
+        final=final,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _token_mean(inp: LossInputs) -> float:
+    """Mean log-prob of the counted tokens (a loss-free readout of how likely the targets still are)."""
+    with torch.no_grad():
+        return ((inp.token_logp * inp.mask).sum() / inp.mask.sum().clamp(min=1.0)).item()
