@@ -143,6 +143,33 @@ def _bio_probes(bio_prompts: Sequence[BioPrompt], by_id: dict[str, QAItem], toke
     return out
 
 
+def _max_positions(model: Any) -> int | None:
+    config = getattr(model, "config", None)
+    for key in ("n_positions", "max_position_embeddings"):
+        value = getattr(config, key, None)
+        if isinstance(value, int):
+            return value
+    return None
+
+
+def _check_lengths(limit: int | None, seqs: dict[str, int], what: str) -> None:
+    """Stop before the model sees a sequence longer than its position table (an index error deep in torch)."""
+    if limit is None or not seqs:
+        return
+    item_id, length = max(seqs.items(), key=lambda kv: kv[1])
+    if length > limit:
+        raise DataError(
+            f"item {item_id}: {what} needs {length} positions but the model has {limit}; {_FIXES[what]}"
+        )
+
+
+_FIXES = {
+    "scoring": "shorten the question or answer",
+    "generation": "lower max_new_tokens",
+    "True/False probe": "lower tf_shots",
+}
+
+
 def _row(p: _Probe, family: str, ident: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
     row = dict.fromkeys(COLUMNS, math.nan)
     row["generation"] = None
@@ -206,6 +233,29 @@ def evaluate_items(
     prob_probes = (qa if "prob" in metrics else []) + bio
     gen_probes = (qa if "gen" in metrics else []) + bio
     tf_probes = qa if "tf" in metrics else []
+
+    limit = _max_positions(model)
+    _check_lengths(
+        limit,
+        {
+            p.item.item_id: len(p.prompt_ids) + max(map(len, [p.answer_ids, *p.candidate_ids]))
+            for p in prob_probes
+        },
+        "scoring",
+    )
+    _check_lengths(
+        limit, {p.item.item_id: len(p.prompt_ids) + cfg.max_new_tokens for p in gen_probes}, "generation"
+    )
+    tf_prompts: list[list[int]] = []
+    if tf_probes:
+        pool = sorted(items, key=lambda it: it.item_id)
+        tf_prompts = [
+            encode_prompt(tokenizer, tf_prompt(p.item, p.text, pool, fmt, tokenizer, cfg.tf_shots, cfg.seed))
+            for p in tf_probes
+        ]
+        _check_lengths(
+            limit, {p.item.item_id: len(t) for p, t in zip(tf_probes, tf_prompts)}, "True/False probe"
+        )
 
     was_training = getattr(model, "training", False)
     model.eval()
