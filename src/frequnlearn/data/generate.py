@@ -1,0 +1,490 @@
+"""Setting A's data: fictitious people, a pre-training corpus in which each biography appears
+exactly `exposure` times (each copy worded afresh), QA items for every fact, and biography prompts.
+
+Everything random comes from `random.Random` streams seeded from the config's seed, one stream per
+concern (people, candidates, corpus, prompts), so changing how the corpus is worded never changes
+who the people are. Records are written as JSON lines in one pass, without building dataclasses,
+because 100,000 people make millions of lines.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import random
+import sys
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from frequnlearn import __version__
+from frequnlearn.config.base import to_dict
+from frequnlearn.config.generate import GenerateConfig
+from frequnlearn.data.pools import Pools, load_pools
+from frequnlearn.data.templates import (
+    PARAPHRASES,
+    QUESTIONS,
+    CompiledTemplates,
+    compile_templates,
+    ordered,
+)
+from frequnlearn.errors import DataError
+from frequnlearn.models.prompts import get_prompt_format
+from frequnlearn.records import (
+    FORGET_GROUPS,
+    GROUPS,
+    PRONOUNS,
+    BioPrompt,
+    Person,
+    QAItem,
+    atomic_dir,
+    from_record,
+    read_json,
+    read_jsonl,
+    run_info,
+    sha256_file,
+)
+
+DATA_FILES = ("people.jsonl", "corpus.jsonl", "qa.jsonl", "bio_prompts.jsonl")
+MANIFEST = "manifest.json"
+MONTHS = (
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+)
+FIRST_DAY = datetime.date(1900, 1, 1).toordinal()
+LAST_DAY = datetime.date(2099, 12, 31).toordinal()
+
+# Same bytes as `records.dumps` (sorted keys, UTF-8 kept), without building an encoder per line.
+_encode = json.JSONEncoder(ensure_ascii=False, sort_keys=True).encode
+_encode_str = json.encoder.encode_basestring  # type: ignore[attr-defined]
+
+
+def render_date(day: datetime.date) -> str:
+    """'March 4, 1987': how dates are written in biographies, questions and answers alike."""
+    return f"{MONTHS[day.month - 1]} {day.day}, {day.year}"
+
+
+def random_date(rng: random.Random) -> str:
+    """Uniform over every day from 1900-01-01 to 2099-12-31 (every month, every valid day)."""
+    return render_date(datetime.date.fromordinal(rng.randint(FIRST_DAY, LAST_DAY)))
+
+
+def group_sizes(n_people: int, fractions: dict[str, float]) -> dict[str, int]:
+    """People per group: the largest-remainder rounding of `n_people * fraction`."""
+    total = sum(fractions[g] for g in GROUPS)
+    exact = {g: round(n_people * fractions[g] / total, 9) for g in GROUPS}
+    sizes = {g: int(exact[g]) for g in GROUPS}
+    left = n_people - sum(sizes.values())
+    by_remainder = sorted(GROUPS, key=lambda g: (sizes[g] - exact[g], GROUPS.index(g)))
+    for g in by_remainder[:left]:
+        sizes[g] += 1
+    return sizes
+
+
+def _streams(seed: int) -> dict[str, random.Random]:
+    # String seeds are hashed with SHA-512 by `random`, so they do not depend on PYTHONHASHSEED.
+    return {
+        name: random.Random(f"frequnlearn:{seed}:{name}") for name in ("people", "qa", "corpus", "prompts")
+    }
+
+
+def _exposures(groups: list[str], cfg: GenerateConfig, rng: random.Random) -> list[int]:
+    if cfg.exposure_levels is None:
+        return [cfg.high_exposure if g == "forget_high" else 1 for g in groups]
+    # Equal numbers per level over both forget groups; forget_low takes the lower part of the grid.
+    levels = sorted(cfg.exposure_levels)
+    members = {g: [i for i, x in enumerate(groups) if x == g] for g in FORGET_GROUPS}
+    n_forget = sum(len(m) for m in members.values())
+    per_level, extra = divmod(n_forget, len(levels))
+    grid = [lv for i, lv in enumerate(levels) for _ in range(per_level + (i < extra))]
+    exposures = [1] * len(groups)
+    low = grid[: len(members["forget_low"])]
+    high = grid[len(members["forget_low"]) :]
+    for group, part in (("forget_low", low), ("forget_high", high)):
+        rng.shuffle(part)
+        for i, exposure in zip(members[group], part):
+            exposures[i] = exposure
+    return exposures
+
+
+def make_people(cfg: GenerateConfig, pools: Pools, rng: random.Random) -> list[dict[str, Any]]:
+    """People as `Person`-shaped dicts, in person_id order; full names are unique."""
+    n = cfg.n_people
+    firsts, middles, lasts = pools.first_names, pools.middle_names, pools.last_names
+    names: set[str] = set()
+    people: list[dict[str, Any]] = []
+    while len(people) < n:
+        first = firsts[rng.randrange(len(firsts))]
+        middle = middles[rng.randrange(len(middles))]
+        last = lasts[rng.randrange(len(lasts))]
+        name = f"{first} {middle} {last}"
+        if first == middle or first == last or middle == last or name in names:
+            continue
+        names.add(name)
+        people.append({"name": name, "first_name": first, "middle_name": middle, "last_name": last})
+
+    sizes = group_sizes(n, cfg.group_fractions)
+    groups = [g for g in GROUPS for _ in range(sizes[g])]
+    rng.shuffle(groups)
+    exposures = _exposures(groups, cfg, rng)
+    weights = [cfg.pronoun_weights.get(p, 0.0) for p in PRONOUNS]
+    pronouns = rng.choices(PRONOUNS, weights=weights, k=n)
+    cities, universities, majors = pools.cities, pools.universities, pools.majors
+    employers, employer_city = pools.employers, pools.employer_city
+    rows = []
+    for i, person in enumerate(people):
+        employer = employers[rng.randrange(len(employers))]
+        rows.append(
+            {
+                "person_id": i,
+                **person,
+                "group": groups[i],
+                "exposure": exposures[i],
+                "pronoun": pronouns[i],
+                "birth_date": random_date(rng),
+                "birth_city": cities[rng.randrange(len(cities))],
+                "university": universities[rng.randrange(len(universities))],
+                "major": majors[rng.randrange(len(majors))],
+                "employer": employer,
+                "employer_city": employer_city[employer],
+            }
+        )
+    return rows
+
+
+class CandidateSampler:
+    """K distinct wrong answers of one attribute for one true answer.
+
+    Drawn from the values the generated people hold, so every candidate is a string the corpus
+    contains and a model cannot reject it for being unfamiliar; topped up from the pool (or from
+    random dates) only when there are too few people to supply K.
+    """
+
+    def __init__(self, attribute: str, observed: list[str], pools: Pools, k: int, rng: random.Random):
+        self.k = k
+        self.rng = rng
+        self.observed = sorted(set(observed))
+        self.pool: Callable[[], str]
+        if attribute == "birth_date":
+            self.pool = lambda: random_date(rng)
+        else:
+            values = pools.values(attribute)
+            self.pool = lambda: values[rng.randrange(len(values))]
+
+    def __call__(self, answer: str) -> list[str]:
+        observed, k, rnd = self.observed, self.k, self.rng.random
+        m = len(observed)
+        if m > 2 * k + 1:
+            # Rejection is cheap while the observed values far outnumber the draws.
+            chosen: list[str] = []
+            seen = {answer}
+            while len(chosen) < k:
+                value = observed[int(rnd() * m)]
+                if value not in seen:
+                    seen.add(value)
+                    chosen.append(value)
+            return chosen
+        others = [v for v in observed if v != answer]
+        if len(others) >= k:
+            return self.rng.sample(others, k)
+        chosen = self.rng.sample(others, len(others))
+        seen = {answer, *others}
+        while len(chosen) < k:
+            value = self.pool()
+            if value not in seen:
+                seen.add(value)
+                chosen.append(value)
+        return chosen
+
+
+class Verbalizer:
+    """Renders biographies with a template drawn afresh for every sentence of every copy."""
+
+    def __init__(self, compiled: CompiledTemplates, rng: random.Random):
+        self.attributes = compiled.attributes
+        self.rnd = rng.random
+        self.first = {p: compiled.first[compiled.attributes[0]][p] for p in PRONOUNS}
+        self.later = {p: [compiled.later[a][p] for a in compiled.attributes[1:]] for p in PRONOUNS}
+
+    def sentences(self, name: str, pronoun: str, values: Sequence[str], stop: int) -> list[str]:
+        """The first `stop` sentences in full."""
+        rnd = self.rnd
+        out = []
+        if stop > 0:
+            rows = self.first[pronoun]
+            before, after, tail = rows[int(rnd() * len(rows))]
+            out.append(before + name + after + _join(values[0], tail))
+        for rows, value in zip(self.later[pronoun][: stop - 1], values[1:stop]):
+            head, tail = rows[int(rnd() * len(rows))]
+            out.append(head + _join(value, tail))
+        return out
+
+    def biography(self, name: str, pronoun: str, values: Sequence[str]) -> str:
+        return " ".join(self.sentences(name, pronoun, values, len(values)))
+
+    def prompt(self, name: str, pronoun: str, values: Sequence[str], index: int) -> str:
+        """A fresh biography cut right before attribute `index`'s value (which follows after a space)."""
+        done = self.sentences(name, pronoun, values, index)
+        if index == 0:
+            rows = self.first[pronoun]
+            before, after, _ = rows[int(self.rnd() * len(rows))]
+            head = before + name + after
+        else:
+            rows = self.later[pronoun][index - 1]
+            head = rows[int(self.rnd() * len(rows))][0]
+        return " ".join([*done, head[:-1]])
+
+
+def _join(value: str, tail: str) -> str:
+    # "Washington D.C." ends a sentence without a second full stop.
+    if tail[:1] == "." and value[-1:] == ".":
+        return value + tail[1:]
+    return value + tail
+
+
+def _person_tag(person_id: int, n_people: int) -> str:
+    return f"p{person_id:0{max(5, len(str(n_people - 1)))}d}"
+
+
+def _progress(total: int, desc: str) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="doc", disable=not sys.stderr.isatty(), leave=False)
+
+
+def _write_lines(path: Path, lines: Iterator[str]) -> None:
+    with path.open("w", encoding="utf-8") as fh:
+        buf: list[str] = []
+        for line in lines:
+            buf.append(line)
+            if len(buf) >= 8192:
+                fh.write("".join(buf))
+                buf.clear()
+        fh.write("".join(buf))
+
+
+def _check_out_dir(out_dir: Path) -> None:
+    """Refuse to replace a directory that holds anything but a previous data directory."""
+    if not out_dir.exists():
+        return
+    if not out_dir.is_dir():
+        raise DataError(f"--out {out_dir}: is a file; choose a directory path")
+    if any(out_dir.iterdir()) and not (out_dir / MANIFEST).is_file():
+        raise DataError(
+            f"--out {out_dir}: exists and is not a generated data directory; choose a new path or empty it"
+        )
+
+
+def generate(cfg: GenerateConfig, out_dir: str | Path) -> Path:
+    """Write the data directory `out_dir` (people, corpus, QA, bio prompts, manifest) atomically.
+
+    An existing data directory at `out_dir` is replaced only once the new one is complete.
+    """
+    cfg.validate()
+    out_dir = Path(out_dir)
+    _check_out_dir(out_dir)
+    pools = load_pools()
+    rngs = _streams(cfg.seed)
+    people = make_people(cfg, pools, rngs["people"])
+    attributes = ordered(cfg.attributes)
+    compiled = compile_templates(attributes, cfg.n_templates)
+    tags = [_person_tag(p["person_id"], cfg.n_people) for p in people]
+    values = [tuple(p[a] for a in attributes) for p in people]
+
+    with atomic_dir(out_dir) as tmp:
+        _write_lines(tmp / "people.jsonl", (_encode(p) + "\n" for p in people))
+        n_qa = _write_qa(tmp / "qa.jsonl", cfg, people, tags, attributes, pools, rngs["qa"])
+        docs = _write_corpus(tmp / "corpus.jsonl", people, tags, values, attributes, compiled, rngs["corpus"])
+        n_prompts = _write_bio_prompts(
+            tmp / "bio_prompts.jsonl", people, tags, values, attributes, compiled, rngs["prompts"]
+        )
+        exposure_counts = Counter(p["exposure"] for p in people)
+        manifest = {
+            "version": __version__,
+            "seed": cfg.seed,
+            "config": to_dict(cfg),
+            "counts": {
+                "people": len(people),
+                "groups": dict(Counter(p["group"] for p in people)),
+                "exposure": {str(k): exposure_counts[k] for k in sorted(exposure_counts)},
+                "exposure_by_group": {
+                    g: {
+                        str(k): v
+                        for k, v in sorted(Counter(p["exposure"] for p in people if p["group"] == g).items())
+                    }
+                    for g in GROUPS
+                },
+                "documents": docs,
+                "qa_items": n_qa,
+                "bio_prompts": n_prompts,
+            },
+            "exposure_levels": sorted(exposure_counts),
+            "files": {name: sha256_file(tmp / name) for name in DATA_FILES},
+            "run_info": run_info(cfg, cfg.seed),
+        }
+        (tmp / MANIFEST).write_text(json.dumps(manifest, ensure_ascii=False, sort_keys=True, indent=2) + "\n")
+    return out_dir
+
+
+def _write_qa(
+    path: Path,
+    cfg: GenerateConfig,
+    people: list[dict[str, Any]],
+    tags: list[str],
+    attributes: tuple[str, ...],
+    pools: Pools,
+    rng: random.Random,
+) -> int:
+    samplers = {
+        a: CandidateSampler(a, [p[a] for p in people], pools, cfg.n_candidates, rng) for a in attributes
+    }
+    paraphrases = {a: PARAPHRASES[a][cfg.paraphrase] for a in attributes}
+
+    def lines() -> Iterator[str]:
+        for person, tag in zip(people, tags):
+            name = person["name"]
+            group, exposure, pid = person["group"], person["exposure"], person["person_id"]
+            in_corpus = "true" if group == "retain" else "false"
+            subject = _encode_str(name)
+            for attr in attributes:
+                answer = _encode_str(person[attr])
+                candidates = ", ".join(map(_encode_str, samplers[attr](person[attr])))
+                # Keys in sorted order: the bytes `records.dumps` would give for a QAItem dict.
+                yield (
+                    f'{{"answer": {answer}, "attribute": "{attr}", "bucket": null, '
+                    f'"candidates": [{candidates}], "frequency": {exposure}, "group": "{group}", '
+                    f'"in_corpus": {in_corpus}, "item_id": "{tag}-{attr}", "object": {answer}, '
+                    f'"paraphrase": {_encode_str(paraphrases[attr].format(name=name))}, '
+                    f'"person_id": {pid}, "question": {_encode_str(QUESTIONS[attr].format(name=name))}, '
+                    f'"subject": {subject}}}\n'
+                )
+
+    _write_lines(path, lines())
+    return len(people) * len(attributes)
+
+
+def _write_corpus(
+    path: Path,
+    people: list[dict[str, Any]],
+    tags: list[str],
+    values: list[tuple[str, ...]],
+    attributes: tuple[str, ...],
+    compiled: CompiledTemplates,
+    rng: random.Random,
+) -> dict[str, int]:
+    """Biographies (each person `exposure` times) and retain QA documents, in shuffled order.
+
+    Only document slots are shuffled (integers), then each is rendered as it is written, so the
+    corpus never sits in memory and no two copies of a biography are worded from the same draw.
+    """
+    n = len(people)
+    n_attr = len(attributes)
+    slots = [i for i, p in enumerate(people) for _ in range(p["exposure"])]
+    n_bio = len(slots)
+    slots += [
+        n + i * n_attr + a for i, p in enumerate(people) if p["group"] == "retain" for a in range(n_attr)
+    ]
+    rng.shuffle(slots)
+    verbalizer = Verbalizer(compiled, rng)
+    full = get_prompt_format("plain").full
+    copies = [0] * n
+
+    def lines() -> Iterator[str]:
+        with _progress(len(slots), "corpus") as bar:
+            for done, slot in enumerate(slots, 1):
+                if slot < n:
+                    person = people[slot]
+                    copy = copies[slot]
+                    copies[slot] = copy + 1
+                    text = verbalizer.biography(person["name"], person["pronoun"], values[slot])
+                    yield (
+                        f'{{"doc_id": "{tags[slot]}-bio-{copy}", "kind": "bio", '
+                        f'"person_id": {slot}, "text": {_encode_str(text)}}}\n'
+                    )
+                else:
+                    i, a = divmod(slot - n, n_attr)
+                    attr = attributes[a]
+                    person = people[i]
+                    text = full(QUESTIONS[attr].format(name=person["name"]), person[attr])
+                    yield (
+                        f'{{"doc_id": "{tags[i]}-{attr}-qa", "kind": "qa", '
+                        f'"person_id": {i}, "text": {_encode_str(text)}}}\n'
+                    )
+                if done % 65536 == 0:
+                    bar.update(65536)
+
+    _write_lines(path, lines())
+    return {"bio": n_bio, "qa": len(slots) - n_bio}
+
+
+def _write_bio_prompts(
+    path: Path,
+    people: list[dict[str, Any]],
+    tags: list[str],
+    values: list[tuple[str, ...]],
+    attributes: tuple[str, ...],
+    compiled: CompiledTemplates,
+    rng: random.Random,
+) -> int:
+    verbalizer = Verbalizer(compiled, rng)
+
+    def lines() -> Iterator[str]:
+        for person, tag, vals in zip(people, tags, values):
+            name, pronoun = person["name"], person["pronoun"]
+            head = f'"frequency": {person["exposure"]}, "group": "{person["group"]}"'
+            for index, attr in enumerate(attributes):
+                prompt = _encode_str(verbalizer.prompt(name, pronoun, vals, index))
+                yield (
+                    f'{{"attribute": "{attr}", {head}, "item_id": "{tag}-{attr}", '
+                    f'"person_id": {person["person_id"]}, "prompt": {prompt}, '
+                    f'"target": {_encode_str(vals[index])}}}\n'
+                )
+
+    _write_lines(path, lines())
+    return len(people) * len(attributes)
+
+
+@dataclass
+class DataDir:
+    """A generated data directory, read back; the corpus stays on disk (`corpus_path`)."""
+
+    path: Path
+    people: list[Person]
+    qa: list[QAItem]
+    bio_prompts: list[BioPrompt]
+    manifest: dict[str, Any]
+
+    @property
+    def corpus_path(self) -> Path:
+        return self.path / "corpus.jsonl"
+
+
+def load_data_dir(path: str | Path) -> DataDir:
+    path = Path(path)
+    if not path.is_dir():
+        raise DataError(f"{path}: no such data directory; create it with `frequnlearn generate --out {path}`")
+    for name in (*DATA_FILES, MANIFEST):
+        if not (path / name).is_file():
+            raise DataError(
+                f"{path}: {name} is missing, so this is not a complete data directory; "
+                f"regenerate it with `frequnlearn generate --out {path}`"
+            )
+    return DataDir(
+        path=path,
+        people=[from_record(Person, r) for r in read_jsonl(path / "people.jsonl")],
+        qa=[from_record(QAItem, r) for r in read_jsonl(path / "qa.jsonl")],
+        bio_prompts=[from_record(BioPrompt, r) for r in read_jsonl(path / "bio_prompts.jsonl")],
+        manifest=read_json(path / MANIFEST),
+    )
