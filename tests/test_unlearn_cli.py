@@ -1,0 +1,111 @@
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from frequnlearn.cli import main
+from frequnlearn.records import read_json, read_jsonl
+
+ANSWERS = ["Google", "Apple", "London, UK", "Paris"]
+
+
+@pytest.fixture
+def qa(tmp_path):
+    """A generated-style qa.jsonl: 3 forget_high, 2 forget_low and 4 retain people, employer only."""
+    groups = ["forget_high"] * 3 + ["forget_low"] * 2 + ["retain"] * 4
+    rows = []
+    for i, group in enumerate(groups):
+        answer = ANSWERS[i % len(ANSWERS)]
+        rows.append(
+            {
+                "item_id": f"p{i:05d}-employer",
+                "person_id": i,
+                "group": group,
+                "attribute": "employer",
+                "question": f"Who employs Ada Mae {i}?",
+                "answer": answer,
+                "paraphrase": f"Who is the employer of Ada Mae {i}?",
+                "frequency": 10 if group == "forget_high" else 1,
+                "candidates": [a for a in ANSWERS if a != answer],
+            }
+        )
+    path = tmp_path / "qa.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def _args(model, out, forget, retain, *extra):
+    args = ["unlearn", "--model", str(model), "--forget", forget, "--out", str(out)]
+    if retain is not None:
+        args += ["--retain", retain]
+    fast = ["lr=0.001", "batch_size=2", "max_steps=2", "eval_steps=[1]", "evaluate.metrics=[prob,gen]"]
+    # Options first: argparse takes the KEY=VALUE overrides as one run of positionals at the end.
+    return args + [*extra, *fast, "evaluate.max_new_tokens=4"]
+
+
+def _high(qa):
+    return f"{qa}?group=forget_high&attribute=employer"
+
+
+def _retain(qa):
+    return f"{qa}?group=retain"
+
+
+@pytest.mark.parametrize("fixture", ["tiny_gpt2_dir", "tiny_llama_dir"])
+def test_same_command_on_two_architectures(fixture, request, qa, tmp_path, capsys):
+    model_dir = request.getfixturevalue(fixture)
+    out = tmp_path / "run"
+    assert main(_args(model_dir, out, _high(qa), _retain(qa), "--method", "simnpo+gd")) == 0
+    printed = capsys.readouterr().out
+    assert "unlearned 3 items with simnpo+gd: 2 steps" in printed
+    traj = pd.read_parquet(out / "trajectory.parquet")
+    assert sorted(traj["step"].unique()) == [0, 1, 2]
+    counts = traj[(traj["step"] == 0) & (traj["probe"] == "question") & (traj["family"] == "gen")][
+        "role"
+    ].value_counts()
+    assert counts.to_dict() == {"retain": 4, "forget": 3}
+    assert set(traj.loc[traj["role"] == "forget", "group"]) == {"forget_high"}
+    log = read_jsonl(out / "log.jsonl")
+    assert [r["step"] for r in log] == [1, 2] and all("retain_loss" in r for r in log)
+    info = read_json(out / "run.json")
+    assert info["config"]["method"] == "simnpo" and info["config"]["retain_loss"] == "gd"
+    assert info["inputs"]["forget"].endswith("?group=forget_high&attribute=employer")
+    assert info["evaluate"]["metrics"] == ["prob", "gen"]
+    from transformers import AutoModelForCausalLM
+
+    assert AutoModelForCausalLM.from_pretrained(out / "model").config.model_type in ("gpt2", "llama")
+
+
+def test_bare_method_keeps_configured_retain_loss(tiny_gpt2_dir, qa, tmp_path):
+    out = tmp_path / "run"
+    assert main(_args(tiny_gpt2_dir, out, _high(qa), _retain(qa), "--method", "npo", "retain_loss=kl")) == 0
+    cfg = read_json(out / "run.json")["config"]
+    assert (cfg["method"], cfg["retain_loss"]) == ("npo", "kl")
+
+
+@pytest.mark.parametrize(
+    "forget, retain, extra, fragment",
+    [
+        ("{qa}?group=forget_mid", "{qa}?group=retain", [], "--forget {qa}?group=forget_mid: no rows match"),
+        ("{qa}?group=forget_high", "{qa}", [], "also in the forget set"),
+        (
+            "{qa}?group=forget_high",
+            "{qa}?group=retain",
+            ["--method", "ga+xx"],
+            "--method 'ga+xx': expected FORGET[+RETAIN]",
+        ),
+        ("{qa}", None, ["question_column=prompt"], "no column 'prompt'"),
+        ("{tmp}/nope.csv", None, [], "nope.csv: file not found"),
+        ("{qa}?group=forget_high", None, ["--method", "ga+gd"], "needs a retain table"),
+    ],
+)
+def test_user_errors_are_one_line(tiny_gpt2_dir, qa, tmp_path, capsys, forget, retain, extra, fragment):
+    def fill(text):
+        return text.format(qa=qa, tmp=tmp_path)
+
+    args = _args(tiny_gpt2_dir, tmp_path / "run", fill(forget), retain and fill(retain), *extra)
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and fill(fragment) in err[0], err
