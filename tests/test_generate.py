@@ -67,6 +67,8 @@ def check_data_dir(path: Path, cfg: GenerateConfig) -> None:
         assert len({p["first_name"], p["middle_name"], p["last_name"]}) == 3
         assert p["name"] == f"{p['first_name']} {p['middle_name']} {p['last_name']}"
         assert p["employer_city"] == pools.employer_city[p["employer"]]
+        firsts, middles = pools.given_names(p["pronoun"])
+        assert p["first_name"] in firsts and p["middle_name"] in middles
         assert _date_ok(p["birth_date"])
     assert [p["person_id"] for p in people] == list(range(cfg.n_people))
 
@@ -185,7 +187,13 @@ configs = st.builds(
 )
 
 
-@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=20,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 @given(cfg=configs)
 def test_generated_data_keeps_its_promises(cfg):
     with tempfile.TemporaryDirectory() as tmp:
@@ -276,6 +284,15 @@ def _valid(year: int, month: int, day: int) -> bool:
     except ValueError:
         return False
     return True
+
+
+def test_given_names_suit_the_pronoun():
+    pools = load_pools()
+    he, she = pools.given_names("he"), pools.given_names("she")
+    assert {"Jacob", "Michael"} <= set(he[0]) and {"Emily", "Madison"} <= set(she[0])
+    assert {"Noah", "Liam"} <= set(he[1]) and {"Emma", "Sophia"} <= set(she[1])
+    assert not set(he[0]) & set(she[0])
+    assert pools.given_names("they") == (pools.first_names, pools.middle_names)
 
 
 def test_candidates_topped_up_when_few_people():

@@ -122,10 +122,14 @@ def _exposures(groups: list[str], cfg: GenerateConfig, rng: random.Random) -> li
 def make_people(cfg: GenerateConfig, pools: Pools, rng: random.Random) -> list[dict[str, Any]]:
     """People as `Person`-shaped dicts, in person_id order; full names are unique."""
     n = cfg.n_people
-    firsts, middles, lasts = pools.first_names, pools.middle_names, pools.last_names
+    weights = [cfg.pronoun_weights.get(p, 0.0) for p in PRONOUNS]
+    pronouns = rng.choices(PRONOUNS, weights=weights, k=n)
+    given = {p: pools.given_names(p) for p in PRONOUNS}
+    lasts = pools.last_names
     names: set[str] = set()
     people: list[dict[str, Any]] = []
     while len(people) < n:
+        firsts, middles = given[pronouns[len(people)]]
         first = firsts[rng.randrange(len(firsts))]
         middle = middles[rng.randrange(len(middles))]
         last = lasts[rng.randrange(len(lasts))]
@@ -139,8 +143,6 @@ def make_people(cfg: GenerateConfig, pools: Pools, rng: random.Random) -> list[d
     groups = [g for g in GROUPS for _ in range(sizes[g])]
     rng.shuffle(groups)
     exposures = _exposures(groups, cfg, rng)
-    weights = [cfg.pronoun_weights.get(p, 0.0) for p in PRONOUNS]
-    pronouns = rng.choices(PRONOUNS, weights=weights, k=n)
     cities, universities, majors = pools.cities, pools.universities, pools.majors
     employers, employer_city = pools.employers, pools.employer_city
     rows = []

@@ -1,7 +1,8 @@
 """The attribute pools that fictitious people are drawn from, shipped as package data.
 
 The lists in `fields/` come from the bioS data of *Physics of Language Models* (Apache-2.0, see
-`fields/LICENSE` and `fields/ATTRIBUTION.md`); they are read once and cached.
+`fields/LICENSE` and `fields/ATTRIBUTION.md`); they are read once and cached. The first and middle
+name lists hold 200 masculine names followed by 200 feminine ones, so names can match pronouns.
 """
 
 from __future__ import annotations
@@ -25,6 +26,13 @@ class Pools:
     # Headquarters city of each employer: the employer fixes where its people work.
     employer_city: dict[str, str]
 
+    def given_names(self, pronoun: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """(first names, middle names) that suit a pronoun: "they" takes any."""
+        if pronoun == "they":
+            return self.first_names, self.middle_names
+        half = {"he": slice(0, 200), "she": slice(200, 400)}[pronoun]
+        return self.first_names[half], self.middle_names[half]
+
     def values(self, attribute: str) -> tuple[str, ...]:
         """Distinct values an attribute can take (birth dates are generated, not pooled)."""
         if attribute == "birth_city":
@@ -41,8 +49,9 @@ class Pools:
 
     @property
     def name_capacity(self) -> int:
-        """About how many distinct full names (first, middle, last all different) the pools allow."""
-        return len(self.first_names) * len(self.middle_names) * len(self.last_names)
+        """About how many distinct full names (first, middle, last all different) the pools allow
+        for the pronoun with the fewest names."""
+        return min(len(f) * len(m) for f, m in map(self.given_names, ("he", "she"))) * len(self.last_names)
 
 
 def read_pool(name: str) -> tuple[str, ...]:
@@ -64,9 +73,12 @@ def load_pools() -> Pools:
         if not sep or not company.strip() or not city.strip():
             raise DataError(f"company.txt: expected 'Company; City, ST', got {line!r}")
         employers.setdefault(company.strip(), city.strip())
+    first_names, middle_names = read_pool("first_name"), read_pool("middle_name")
+    if len(first_names) != 400 or len(middle_names) != 400:
+        raise DataError("first_name.txt and middle_name.txt must hold 200 masculine then 200 feminine names")
     return Pools(
-        first_names=read_pool("first_name"),
-        middle_names=read_pool("middle_name"),
+        first_names=first_names,
+        middle_names=middle_names,
         last_names=read_pool("last_name"),
         cities=read_pool("city"),
         universities=read_pool("university"),
