@@ -1,0 +1,253 @@
+"""`frequnlearn evaluate`: per-item scores of one model on a QA table, with summaries beside them."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from frequnlearn.errors import ConfigError, DataError
+
+EPILOG = """\
+items (--items): SOURCE[?COLUMN=VALUE[,VALUE...][&COLUMN=VALUE...]], a .jsonl/.json/.csv/.tsv/.parquet
+  file, a generated data directory (its qa.jsonl) or a datasets name; --select adds the same filters.
+
+outputs, for --out scores.parquet:
+  scores.parquet              one row per (item, probe, family), run info in the Parquet metadata
+  scores.summary.csv          mean and bootstrap CI of every metric per group and per frequency level
+  scores.misalignment.csv     prob/gen verdict agreement per group and per frequency level
+  scores.run.json             config, seed, versions, hardware, inputs, timings (and utility results)
+
+examples:
+  frequnlearn evaluate --model runs/tiny/model --items runs/tiny/data/qa.jsonl \\
+      --bio runs/tiny/data/bio_prompts.jsonl --select group=forget_high --out scores.parquet
+  frequnlearn evaluate --model runs/u1/model --items facts.csv --metrics prob,gen,utility \\
+      --prompt-format olmo --out u1.parquet batch_size=32 utility_tasks=[tinyMMLU]
+"""
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="score a model on QA items: likelihood, ranking, True/False, greedy generation, utility",
+        description="Evaluate --model on every --items row with probability- and generation-based metrics "
+        "and write one row per (item, probe, family). Settings come from the `evaluate:` section of "
+        "--config and key=value overrides; the flags below override both.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--model", required=True, help="local model directory or hub id of a causal LM")
+    p.add_argument("--items", required=True, metavar="TABLE", help="QA table to evaluate")
+    p.add_argument(
+        "--bio", metavar="PATH", help="bio_prompts.jsonl: biography completion probes (probe 'bio')"
+    )
+    p.add_argument(
+        "--select",
+        action="append",
+        default=[],
+        metavar="COLUMN=VALUE[,VALUE]",
+        help="keep only items whose column has one of the values (repeatable)",
+    )
+    p.add_argument("--metrics", metavar="LIST", help="comma-separated families: prob,gen,tf,bio,utility")
+    p.add_argument(
+        "--prompt-format", metavar="FORMAT", help="plain, olmo, chat, or a '{question}...{answer}' string"
+    )
+    p.add_argument("--step", type=int, default=0, help="checkpoint step recorded in every row (default 0)")
+    p.add_argument("--run-id", help="run id recorded in every row (default: the --out file's stem)")
+    p.add_argument("--out", required=True, metavar="PATH.parquet", help="output Parquet file")
+    p.add_argument("--config", metavar="YAML", help="study or stage config; its `evaluate:` section is read")
+    p.add_argument(
+        "overrides", nargs="*", metavar="KEY=VALUE", help="evaluate config overrides, e.g. batch_size=16"
+    )
+    p.set_defaults(func=run)
+
+
+def _config(args: argparse.Namespace) -> Any:
+    from frequnlearn.config import from_dict, load_config, to_dict
+    from frequnlearn.config.evaluate import EvalConfig
+
+    cfg = load_config(EvalConfig, args.config, args.overrides, section="evaluate")
+    data = to_dict(cfg)
+    if args.metrics is not None:
+        data["metrics"] = [m.strip() for m in args.metrics.split(",") if m.strip()]
+    if args.prompt_format is not None:
+        data["prompt_format"] = args.prompt_format
+    try:
+        return from_dict(EvalConfig, data)
+    except ConfigError as err:
+        raise ConfigError(f"{err} (from --metrics/--prompt-format or the config)") from None
+
+
+def _items_spec(items: str, selects: list[str]) -> str:
+    for sel in selects:
+        if "=" not in sel:
+            raise ConfigError(f"--select {sel!r}: expected COLUMN=VALUE, e.g. group=forget_high")
+    if not selects:
+        return items
+    return items + ("&" if "?" in items else "?") + "&".join(selects)
+
+
+def _bio_prompts(path: str) -> list[Any]:
+    from frequnlearn.records import BioPrompt, from_record, read_jsonl
+
+    try:
+        return [from_record(BioPrompt, row) for row in read_jsonl(path)]
+    except TypeError:
+        raise DataError(
+            f"--bio {path}: rows are not biography prompts (need item_id, prompt, target, ...)"
+        ) from None
+
+
+def write_parquet(df: Any, path: Path, info: dict[str, Any]) -> None:
+    """Parquet with the run's info in its metadata (key `frequnlearn`), written atomically."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from frequnlearn.records import atomic_open
+
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    meta = dict(table.schema.metadata or {})
+    meta[b"frequnlearn"] = json.dumps(info, default=str, sort_keys=True).encode()
+    with atomic_open(path, "wb") as fh:
+        pq.write_table(table.replace_schema_metadata(meta), fh)
+
+
+def _write_csv(df: Any, path: Path) -> None:
+    from frequnlearn.records import atomic_open
+
+    with atomic_open(path) as fh:
+        df.to_csv(fh, index=False)
+
+
+def summaries(df: Any, cfg: Any) -> tuple[Any, Any]:
+    """(metric summary, misalignment rates), each per group, per frequency and per bucket where present.
+
+    The grouping column is named in `by` and its value, as text, in `level`, so one table holds all.
+    """
+    import pandas as pd
+
+    from frequnlearn.evaluate.misalignment import rates, verdicts
+    from frequnlearn.evaluate.summary import summarize
+
+    levels = [c for c in ("group", "frequency", "bucket") if df[c].notna().any()]
+    v = verdicts(df, gen_threshold=cfg.gen_threshold)
+    metric_parts, rate_parts = [], []
+    for col in levels:
+        keys = ["model", "step", "probe", col]
+        s = summarize(df, by=keys, n_boot=cfg.n_boot, seed=cfg.seed, ci=cfg.ci)
+        r = rates(v, by=keys)
+        for part, out in ((s, metric_parts), (r, rate_parts)):
+            part = part.rename(columns={col: "level"})
+            part["level"] = part["level"].map(
+                lambda x: "" if pd.isna(x) else (f"{x:g}" if isinstance(x, float) else str(x))
+            )
+            part.insert(3, "by", col)
+            out.append(part)
+    return (
+        pd.concat(metric_parts, ignore_index=True) if metric_parts else pd.DataFrame(),
+        pd.concat(rate_parts, ignore_index=True) if rate_parts else pd.DataFrame(),
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from frequnlearn.data.tables import load_table
+    from frequnlearn.evaluate import evaluate_items
+    from frequnlearn.models.loading import load_model_and_tokenizer
+    from frequnlearn.models.prompts import get_prompt_format
+    from frequnlearn.records import run_info, write_json
+
+    cfg = _config(args)
+    out = Path(args.out)
+    if out.suffix != ".parquet":
+        raise ConfigError(f"--out {out}: name a .parquet file, e.g. scores.parquet")
+    if not out.parent.exists():
+        raise DataError(f"--out {out}: parent directory {out.parent} does not exist; create it first")
+    fmt = get_prompt_format(cfg.prompt_format)
+    items = load_table(_items_spec(args.items, args.select), name="--items")
+    bios = None
+    if args.bio:
+        bios = _bio_prompts(args.bio)
+    elif args.metrics is not None and "bio" in cfg.metrics:
+        raise ConfigError("--metrics: 'bio' needs biography prompts; give --bio bio_prompts.jsonl")
+
+    model, tok = load_model_and_tokenizer(args.model, dtype=cfg.dtype, device=cfg.device)
+    run_id = args.run_id if args.run_id is not None else out.stem
+    start = time.perf_counter()
+    df = evaluate_items(
+        model,
+        tok,
+        items,
+        cfg,
+        fmt=fmt,
+        bio_prompts=bios,
+        step=args.step,
+        model_name=args.model,
+        run_id=run_id,
+    )
+    seconds = time.perf_counter() - start
+    utility = None
+    if "utility" in cfg.metrics:
+        utility = _utility(model, tok, items, cfg, fmt)
+
+    info = run_info(cfg, cfg.seed)
+    info["inputs"] = {
+        "model": args.model,
+        "items": args.items,
+        "select": args.select,
+        "bio": args.bio,
+        "step": args.step,
+        "run_id": run_id,
+    }
+    info["n_items"] = len(items)
+    info["n_rows"] = len(df)
+    info["seconds"] = round(seconds, 3)
+    if utility is not None:
+        info["utility"] = utility
+    stem = out.with_suffix("")
+    write_parquet(df, out, info)
+    metric_summary, misalignment = summaries(df, cfg)
+    _write_csv(metric_summary, Path(f"{stem}.summary.csv"))
+    _write_csv(misalignment, Path(f"{stem}.misalignment.csv"))
+    write_json(Path(f"{stem}.run.json"), info)
+    print(f"evaluated {len(items)} items ({len(df)} rows) in {seconds:.1f}s -> {out}")
+    print(_headline(df))
+    if utility:
+        for task, metrics in utility.items():
+            print(f"utility {task}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+    return 0
+
+
+def _utility(model: Any, tok: Any, items: list[Any], cfg: Any, fmt: Any) -> dict[str, dict[str, float]]:
+    """Configured lm-eval tasks, plus multiple choice over the table's utility group when it has one."""
+    from frequnlearn.evaluate.utility import run_utility, write_qa_task
+
+    tasks = list(cfg.utility_tasks)
+    group = [it for it in items if it.group == "utility" and it.candidates]
+    batch = cfg.batch_size if isinstance(cfg.batch_size, int) else 16
+    with tempfile.TemporaryDirectory() as tmp:
+        if group:
+            tasks.append(write_qa_task(group, tmp, "frequnlearn_utility_qa", fmt, tok, seed=cfg.seed))
+        if not tasks:
+            raise ConfigError("utility_tasks: empty, and the items have no utility group; name a task")
+        return run_utility(
+            model, tok, tasks, batch_size=batch, limit=cfg.utility_limit, seed=cfg.seed, include_paths=[tmp]
+        )
+
+
+def _headline(df: Any) -> str:
+    """Per group and probe: share of items answered exactly, ranked first and affirmed as true."""
+    lines = [f"{'group':<14}{'probe':<12}{'n':>5}{'exact':>8}{'rank1':>8}{'tf':>8}"]
+    for (group, probe), sub in df.groupby(["group", "probe"], dropna=False, sort=True):
+
+        def share(family: str, column: str, rows: Any = sub) -> str:
+            values = rows.loc[rows["family"] == family, column].dropna()
+            return f"{values.mean():.3f}" if len(values) else "-"
+
+        lines.append(
+            f"{str(group):<14}{probe:<12}{sub['item_id'].nunique():>5}"
+            f"{share('gen', 'exact'):>8}{share('prob', 'rank_correct'):>8}{share('tf', 'tf_correct'):>8}"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,136 @@
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from frequnlearn.cli import main
+from frequnlearn.evaluate import COLUMNS
+from frequnlearn.records import write_jsonl
+
+
+@pytest.fixture
+def data(tmp_path):
+    rows, bios = [], []
+    for i, group in enumerate(["forget_high", "forget_high", "forget_low", "retain"]):
+        item_id = f"p{i:05d}-employer"
+        rows.append(
+            {
+                "item_id": item_id,
+                "person_id": i,
+                "group": group,
+                "attribute": "employer",
+                "question": f"Who employs Ada {i}?",
+                "paraphrase": f"Where does Ada {i} work?",
+                "answer": "Google" if i % 2 else "Apple",
+                "candidates": ["Paris", "London, UK"],
+                "frequency": 10 if group == "forget_high" else 1,
+            }
+        )
+        bios.append(
+            {
+                "item_id": item_id,
+                "person_id": i,
+                "group": group,
+                "attribute": "employer",
+                "prompt": f"Ada {i} works for",
+                "target": rows[-1]["answer"],
+            }
+        )
+    write_jsonl(tmp_path / "qa.jsonl", rows)
+    write_jsonl(tmp_path / "bio_prompts.jsonl", bios)
+    return tmp_path
+
+
+def test_evaluate_command_writes_scores_and_summaries(tiny_gpt2_dir, data, capsys):
+    out = data / "scores.parquet"
+    code = main(
+        [
+            "evaluate",
+            "--model",
+            str(tiny_gpt2_dir),
+            "--items",
+            str(data / "qa.jsonl"),
+            "--bio",
+            str(data / "bio_prompts.jsonl"),
+            "--select",
+            "group=forget_high,forget_low",
+            "--out",
+            str(out),
+            "max_new_tokens=4",
+            "tf_shots=1",
+            "n_boot=50",
+            "--step",
+            "3",
+        ]
+    )
+    assert code == 0
+    df = pd.read_parquet(out)
+    assert list(df.columns) == COLUMNS
+    assert set(df.group) == {"forget_high", "forget_low"} and (df.step == 3).all()
+    assert (df.run_id == "scores").all()
+    # 3 items x (question, paraphrase) x (prob, gen, tf) + 3 bio x (prob, gen)
+    assert len(df) == 3 * 2 * 3 + 3 * 2
+    info = json.loads(pq.read_schema(out).metadata[b"frequnlearn"])
+    assert info["config"]["max_new_tokens"] == 4 and info["n_items"] == 3 and "versions" in info
+    assert json.loads((data / "scores.run.json").read_text())["n_rows"] == len(df)
+    summary = pd.read_csv(data / "scores.summary.csv")
+    assert set(summary["by"]) == {"group", "frequency"}
+    row = summary[
+        (summary["by"] == "frequency")
+        & (summary.level == "10")
+        & (summary.metric == "logprob")
+        & (summary.probe == "question")
+    ]
+    assert len(row) == 1 and row.n.item() == 2
+    assert row["mean"].item() == pytest.approx(
+        df[(df.frequency == 10) & (df.family == "prob") & (df.probe == "question")].logprob.mean()
+    )
+    mis = pd.read_csv(data / "scores.misalignment.csv")
+    assert {"disagree", "prob_only", "gen_only", "n"} <= set(mis.columns)
+    assert "forget_high" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--metrics", "prob,bogus"], "metrics"),
+        (["--metrics", "bio"], "--bio"),
+        (["--select", "group"], "--select"),
+        (["--select", "colour=red"], "colour"),
+        (["batch_sise=3"], "batch_size"),
+    ],
+)
+def test_evaluate_command_errors(tiny_gpt2_dir, data, capsys, extra, message):
+    code = main(
+        [
+            "evaluate",
+            "--model",
+            str(tiny_gpt2_dir),
+            "--items",
+            str(data / "qa.jsonl"),
+            "--out",
+            str(data / "s.parquet"),
+            *extra,
+        ]
+    )
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and message in err and "Traceback" not in err
+
+
+def test_out_must_be_parquet(tiny_gpt2_dir, data, capsys):
+    code = main(
+        [
+            "evaluate",
+            "--model",
+            str(tiny_gpt2_dir),
+            "--items",
+            str(data / "qa.jsonl"),
+            "--out",
+            str(data / "s.csv"),
+        ]
+    )
+    assert code == 2 and ".parquet" in capsys.readouterr().err
