@@ -9,6 +9,7 @@ A small knowledge check (greedy answers to each group's questions) tracks what t
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import math
 import os
@@ -253,6 +254,32 @@ def _accuracy(rows: list[bool]) -> dict[str, Any]:
     return {"accuracy": sum(rows) / len(rows) if rows else float("nan"), "n": len(rows)}
 
 
+def greedy_decode(model: Any, ids: Any, mask: Any, max_new_tokens: int) -> Any:
+    """Greedy continuation of left-padded prompts with a KV cache: [batch, max_new_tokens] token ids.
+
+    A bare loop rather than `generate`: for models this small, `generate`'s per-token overhead costs
+    more than the forward passes.
+    """
+    import torch
+    from transformers import DynamicCache
+
+    # transformers renamed `past_key_values` to `cache`; pass whichever this version's forward takes.
+    cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    cache = {cache_arg: DynamicCache()}
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    out = []
+    inputs = ids
+    for _ in range(max_new_tokens):
+        logits = model(
+            input_ids=inputs, attention_mask=mask, position_ids=positions, use_cache=True, **cache
+        ).logits
+        inputs = logits[:, -1].argmax(-1, keepdim=True)
+        out.append(inputs)
+        mask = torch.cat([mask, torch.ones_like(inputs)], dim=1)
+        positions = positions[:, -1:] + 1
+    return torch.cat(out, dim=1)
+
+
 def knowledge_check(
     model: Any, tokenizer: Any, items: Sequence[QAItem], *, fmt: Any = None, batch_size: int = 128
 ) -> dict[str, Any]:
@@ -283,14 +310,10 @@ def knowledge_check(
                 for row, i in enumerate(idx):
                     ids[row, width - len(prompts[i]) :] = torch.tensor(prompts[i])
                     mask[row, width - len(prompts[i]) :] = 1
-                out = model.generate(
-                    input_ids=ids.to(device),
-                    attention_mask=mask.to(device),
-                    max_new_tokens=max(answer_lens[i] for i in idx) + 1,
-                    do_sample=False,
-                    pad_token_id=pad,
+                new_tokens = greedy_decode(
+                    model, ids.to(device), mask.to(device), max(answer_lens[i] for i in idx) + 1
                 )
-                texts = tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
+                texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
                 for i, text in zip(idx, texts):
                     correct[i] = answer_matches(text, items[i].answer)
     finally:

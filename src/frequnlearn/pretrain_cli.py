@@ -1,0 +1,48 @@
+"""`frequnlearn pretrain --data DATA_DIR --preset small --out MODEL_DIR [--config PATH] [key=value ...]`."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "pretrain",
+        help="train a GPT-2 preset from scratch on a generated corpus (resumable)",
+        description="Train a GPT-2 of a named size on DATA_DIR's corpus: tokenizer, packing, accelerate loop, "
+        "checkpoints every save_every steps, a knowledge check per group and exposure. Rerunning the same "
+        "command resumes from the last checkpoint. Runs under `accelerate launch` for several processes.",
+    )
+    p.add_argument(
+        "--data", required=True, metavar="DATA_DIR", help="directory written by `frequnlearn generate`"
+    )
+    p.add_argument(
+        "--out", required=True, metavar="MODEL_DIR", help="where the model, logs and checkpoints go"
+    )
+    p.add_argument(
+        "--preset",
+        default=None,
+        help="model size: tiny, small, base, gpt2-20m, gpt2-50m, gpt2-124m, gpt2-210m (default: the config's)",
+    )
+    p.add_argument(
+        "--config", default=None, metavar="PATH", help="YAML file; its `pretrain:` section is read"
+    )
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="config overrides, e.g. epochs=40 lr=2e-3 n_layer=6 log_with=[tensorboard]",
+    )
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from frequnlearn.config import load_config
+    from frequnlearn.config.pretrain import PretrainConfig
+    from frequnlearn.pretrain import pretrain
+
+    overrides = ([f"preset={args.preset}"] if args.preset else []) + list(args.overrides)
+    cfg = load_config(PretrainConfig, args.config, overrides, section="pretrain")
+    out = pretrain(args.data, cfg, args.out)
+    print(out)
+    return 0
