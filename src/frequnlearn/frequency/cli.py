@@ -33,26 +33,23 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import dataclasses
+
     from frequnlearn.config import load_config
     from frequnlearn.config.count import CountConfig
     from frequnlearn.frequency.stage import run_count
 
-    extra = list(args.overrides)
-    if args.backend:
-        extra.append(f"backend={args.backend}")
-    if args.corpus:
-        extra.append(f"corpus={args.corpus}")
-    cfg = load_config(CountConfig, args.config, extra, section="count")
+    cfg = load_config(CountConfig, args.config, args.overrides, section="count")
+    # Flags win over the config; applied as values, so a path is never read as YAML.
+    flags = {"backend": args.backend, "corpus": args.corpus}
+    cfg = dataclasses.replace(cfg, **{k: v for k, v in flags.items() if v is not None})
     if cfg.backend == "ground-truth" and cfg.people is None:
-        cfg = load_config(
-            CountConfig,
-            args.config,
-            [*extra, f"people={Path(args.items).parent / 'people.jsonl'}"],
-            section="count",
-        )
+        cfg = dataclasses.replace(cfg, people=str(Path(args.items).parent / "people.jsonl"))
+    cfg.validate()
     record = run_count(args.items, args.out, cfg)
     sizes = ", ".join(f"{k} {v}" for k, v in record["buckets"]["sizes"].items())
     print(
-        f"counted {record['n_items']} items ({record['backend']}, {record['measure']}) -> {args.out}; buckets: {sizes}"
+        f"counted {record['n_items']} items ({record['backend']}, {record['measure']}) -> {args.out}; "
+        f"buckets: {sizes}"
     )
     return 0

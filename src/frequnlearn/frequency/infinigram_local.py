@@ -238,9 +238,13 @@ def build_index(
     if (final / "meta.json").is_file():
         return final
     root.mkdir(parents=True, exist_ok=True)
+    if sys.stderr.isatty():
+        size = corpus.stat().st_size / 1e6
+        print(f"indexing {corpus} ({size:.0f} MB) with infini-gram into {final}", file=sys.stderr)
     start = time.perf_counter()
     with atomic_dir(final) as tmp:
         n_docs, n_bytes = _write_tokens(corpus, kinds, tokens, tmp)
+        prepared = time.perf_counter()
         used = safe_cpus(n_bytes, tokens.width, cpus, mem_gb)
         with _alias(tmp) as alias:
             cmd = [
@@ -264,7 +268,8 @@ def build_index(
             "documents": n_docs,
             "bytes": n_bytes,
             "cpus": used,
-            "build_seconds": round(time.perf_counter() - start, 3),
+            "prepare_seconds": round(prepared - start, 3),
+            "suffix_array_seconds": round(time.perf_counter() - prepared, 3),
             "infini_gram": _infini_gram_version(),
         }
         write_json(tmp / "meta.json", meta)
