@@ -15,7 +15,7 @@ from frequnlearn.cli import main
 from frequnlearn.config import from_dict
 from frequnlearn.config.count import CountConfig
 from frequnlearn.errors import ConfigError, DataError
-from frequnlearn.frequency import count_items, count_values, make_counter
+from frequnlearn.frequency import count_items, count_values, infinigram_local, make_counter
 from frequnlearn.frequency.base import case_variants
 from frequnlearn.frequency.infinigram_local import (
     LocalIndexCounter,
@@ -247,6 +247,17 @@ def test_tokenized_index_counts_names_at_document_start_and_after_spaces(tiny_to
     assert local.occurrences("Google") == 1
     # Window in tokens: "Lovelace ... London" in the last document is farther apart than 3 tokens.
     assert local.window("Ada Mae Lovelace", "London", 3) < local.window("Ada Mae Lovelace", "London", 100)
+
+
+def test_large_vocabularies_are_refused_where_the_builder_cannot_run(tiny_tokenizer, tmp_path, monkeypatch):
+    # 65,535 ids or more take a u32 index, whose builder allocates 32 GiB.
+    tiny_tokenizer.save_pretrained(tmp_path / "tok")
+    tokens = Tokens(str(tmp_path / "tok"))
+    tokens.dtype = "u32"
+    monkeypatch.setattr(infinigram_local, "_physical_memory", lambda: 16 * 2**30)
+    path = write_corpus(tmp_path / "c.jsonl", ["Ada in London"])
+    with pytest.raises(DataError, match="needs a u32 index; .* allocates 32 GiB"):
+        build_index(path, tmp_path / "cache", tokens=tokens)
 
 
 # ---------------------------------------------------------------- items, variants, ground truth

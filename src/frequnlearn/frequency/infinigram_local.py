@@ -23,6 +23,8 @@ What infini-gram 2.6.0 does on a small CPU machine, handled here rather than lef
   the path contains "tokenized", "table", "offset", ...), and the indexer passes paths to a shell
   unquoted: a cache under e.g. `~/timetables/` or a path with a space breaks them, so both only ever
   see the index through a symlink in a fresh temporary directory whose path is checked;
+- its builder allocates a table over the whole id range of a `u32` index (32 GiB), so a tokenizer
+  of 65,535 ids or more is refused up front on a machine with less memory;
 - with a byte-level BPE, a name at the start of a document and the same name after a space are
   different token sequences: a string is looked up in both forms.
 A byte-level index matches substrings exactly ("Ann" inside "Annabelle"); a tokenized one matches
@@ -210,6 +212,23 @@ def _write_tokens(corpus: Path, kinds: Sequence[str], tokens: Tokens, out: Path)
     return n_docs, offset
 
 
+U32_BUILD_BYTES = 2**32 * 8
+
+
+def _physical_memory() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def _last_message(text: str) -> str:
+    """The last line of a failed build worth showing (progress bars and a bare "Aborted" left out)."""
+    lines = [
+        ln.strip()
+        for ln in text.replace("\r", "\n").splitlines()
+        if ln.strip() and "%|" not in ln and not ln.strip().startswith("Aborted")
+    ]
+    return lines[-1] if lines else "no output"
+
+
 def _open_limit() -> int:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     return soft if hard == resource.RLIM_INFINITY else hard
@@ -237,6 +256,12 @@ def build_index(
     final = root / index_key(corpus, kinds, tokens)
     if (final / "meta.json").is_file():
         return final
+    if tokens.dtype == "u32" and _physical_memory() < U32_BUILD_BYTES:
+        raise DataError(
+            f"count.tokenizer: {tokens.name} has {tokens.vocab_size} ids, which needs a u32 index; "
+            f"infini-gram's builder then allocates {U32_BUILD_BYTES / 2**30:.0f} GiB, more than this machine has; "
+            "count in a byte-level index instead (tokenizer: null)"
+        )
     root.mkdir(parents=True, exist_ok=True)
     if sys.stderr.isatty():
         size = corpus.stat().st_size / 1e6
@@ -255,8 +280,8 @@ def build_index(
             ]  # fmt: skip
             proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0 or not (tmp / "table.0").is_file():
-            tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-            raise DataError(f"infini-gram indexing of {corpus} failed (exit {proc.returncode}): {tail[0]}")
+            why = _last_message(proc.stderr) if proc.stderr.strip() else _last_message(proc.stdout)
+            raise DataError(f"infini-gram indexing of {corpus} failed (exit {proc.returncode}): {why}")
         meta = {
             "format": INDEX_FORMAT,
             "corpus": str(corpus),
