@@ -8,6 +8,7 @@ code path serves both. Matches are found by the engine's suffix-array search (`f
 offsets are then read from the suffix array on disk, which gives exact window and document counts.
 
 What infini-gram 2.6.0 does on a small CPU machine, handled here rather than left to the user:
+- it needs numpy and transformers even for a byte-level index: checked up front, with an install hint;
 - its indexer raises the open-file limit to `--ulimit` (default 1,048,576), which an unprivileged
   process may not do: we pass the hard limit the process already has;
 - with more than one CPU, a corpus under ~100 KB per CPU silently yields a corrupt suffix array (zero
