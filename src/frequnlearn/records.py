@@ -184,6 +184,9 @@ def atomic_dir(path: str | Path, overwrite: bool = True) -> Iterator[Path]:
     if not path.parent.exists():
         raise DataError(f"--out {path}: parent directory {path.parent} does not exist; create it first")
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's 0700 would make shared results unreadable to others
     try:
         yield tmp
         if path.exists():
