@@ -313,9 +313,13 @@ def knowledge_check(
                 new_tokens = greedy_decode(
                     model, ids.to(device), mask.to(device), max(answer_lens[i] for i in idx) + 1
                 )
-                texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
-                for i, text in zip(idx, texts):
-                    correct[i] = answer_matches(text, items[i].answer)
+                for i, row in zip(idx, new_tokens.tolist()):
+                    # The answer ends at end-of-text; what follows belongs to another document.
+                    if tokenizer.eos_token_id in row:
+                        row = row[: row.index(tokenizer.eos_token_id)]
+                    correct[i] = answer_matches(
+                        tokenizer.decode(row, skip_special_tokens=True), items[i].answer
+                    )
     finally:
         model.train(was_training)
     groups: dict[str, dict[str, list[bool]]] = {
@@ -429,11 +433,14 @@ def _check_run_config(out_dir: Path, cfg: PretrainConfig) -> None:
 
 
 def _mixed_precision(setting: str) -> str:
+    """accelerate's name for the setting ("no" is spelt fp32 in configs: YAML reads `no` as false)."""
     import torch
 
+    if setting == "fp32":
+        return "no"
     if setting != "auto":
-        if setting != "no" and not torch.cuda.is_available():
-            raise ConfigError(f"mixed_precision: {setting} needs a GPU; use auto or no on CPU")
+        if not torch.cuda.is_available():
+            raise ConfigError(f"mixed_precision: {setting} needs a GPU; use auto or fp32 on CPU")
         return setting
     if torch.cuda.is_available():
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"

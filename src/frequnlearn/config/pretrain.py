@@ -47,8 +47,8 @@ class PretrainConfig:
     warmup: float = 0.1  # fraction of the optimizer steps
     schedule: Literal["cosine", "linear", "constant"] = "cosine"
     max_grad_norm: float = 1.0
-    # auto: bf16 on a GPU that has it, fp16 on other GPUs, full precision on CPU.
-    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
+    # auto: bf16 on a GPU that has it, fp16 on other GPUs, fp32 (no mixed precision) on CPU.
+    mixed_precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     seed: int = 0
     # CPU threads for torch (null: torch's default). Not part of the result: it changes speed only.
     num_threads: int | None = None

