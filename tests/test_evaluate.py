@@ -331,3 +331,20 @@ def test_decode_matches_transformers_generate(fixture, request):
         )[0, len(prompt) :].tolist()
         cut = next((k + 1 for k, t in enumerate(ref) if stop[t]), len(ref))
         assert got == ref[:cut]
+
+
+@pytest.mark.parametrize("fixture", ["tiny_gpt2_dir", "tiny_llama_dir"])
+def test_shared_prompt_scoring_equals_full_sequences(fixture, request):
+    """Scoring completions from a cached prompt gives the log-probs of scoring each sequence whole."""
+    from frequnlearn.evaluate.probability import full_sequence_log_probs, shared_prompt_log_probs
+
+    model, _ = load_model_and_tokenizer(request.getfixturevalue(fixture))
+    rng = np.random.default_rng(0)
+    vocab = model.config.vocab_size
+    prompts = [rng.integers(1, vocab, size=rng.integers(2, 20)).tolist() for _ in range(5)]
+    pairs = [(p, rng.integers(1, vocab, size=rng.integers(1, 6)).tolist()) for p in prompts for _ in range(4)]
+    ref = [full_sequence_log_probs(model, [pair], 0, 1, 0)[0] for pair in pairs]
+    for bs, budget in ((1, 0), (3, 0), ("auto", 60), ("auto", 10_000)):
+        got = shared_prompt_log_probs(model, pairs, 0, bs, budget)
+        assert [len(g) for g in got] == [len(c) for _, c in pairs]
+        np.testing.assert_allclose(np.concatenate(got), np.concatenate(ref), atol=1e-5, rtol=0)

@@ -35,6 +35,14 @@ def forward_kwargs(model: Any) -> set[str]:
     return set(params)
 
 
+def cache_kwarg(accepted: set[str]) -> str | None:
+    """Name under which `forward` takes a KV cache (`cache` in transformers 5, `past_key_values` before)."""
+    for name in ("cache", "past_key_values"):
+        if name in accepted:
+            return name
+    return None
+
+
 def token_budget(model: Any) -> int:
     """Tokens per forward pass for batch_size="auto": from free accelerator memory, or a CPU constant."""
     device = model_device(model)
@@ -52,10 +60,17 @@ def token_budget(model: Any) -> int:
 
 
 def plan_batches(
-    lengths: Sequence[int], batch_size: int | str, budget: int, extra: int = 0
+    lengths: Sequence[int],
+    batch_size: int | str,
+    budget: int,
+    extra: int = 0,
+    order: Sequence[int] | None = None,
 ) -> Iterator[list[int]]:
-    """Row indices per batch, longest rows first; `extra` tokens are added per row (generation)."""
-    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    """Row indices per batch, longest rows first unless `order` is given; `extra` tokens are added per
+    row (generation). An int `batch_size` is rows per batch; "auto" fills batches up to `budget` tokens.
+    """
+    if order is None:
+        order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
     if batch_size != "auto":
         size = int(batch_size)
         for start in range(0, len(order), size):

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from frequnlearn.evaluate.batching import forward_kwargs, model_device, pad, plan_batches
+from frequnlearn.evaluate.batching import cache_kwarg, forward_kwargs, model_device, pad, plan_batches
 
 _STOP_MASKS: weakref.WeakKeyDictionary[Any, torch.Tensor] = weakref.WeakKeyDictionary()
 
@@ -36,13 +36,6 @@ def stop_token_mask(tokenizer: Any, vocab_size: int) -> torch.Tensor:
             mask[tid] = True
     _STOP_MASKS[tokenizer] = mask
     return mask
-
-
-def _cache_name(accepted: set[str]) -> str | None:
-    for name in ("cache", "past_key_values"):
-        if name in accepted:
-            return name
-    return None
 
 
 @torch.inference_mode()
@@ -71,7 +64,7 @@ def _decode_batch(
 ) -> list[list[int]]:
     device = model_device(model)
     accepted = forward_kwargs(model)
-    cache_name = _cache_name(accepted)
+    cache_name = cache_kwarg(accepted)
     ids, mask = pad(prompts, pad_id, "left", device)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     kwargs: dict[str, Any] = {}
