@@ -534,7 +534,10 @@ def pretrain(data_dir: str | Path, cfg: PretrainConfig, out_dir: str | Path) -> 
     )
     fmt = get_prompt_format(cfg.prompt_format)
 
+    # cpu=True on a machine without GPUs lets torchrun-started processes (`accelerate launch --multi_gpu`,
+    # `torchrun --nproc_per_node N`) train together over gloo instead of each alone.
     accelerator = Accelerator(
+        cpu=not torch.cuda.is_available(),
         mixed_precision=_mixed_precision(cfg.mixed_precision),
         log_with=cfg.log_with or None,
         project_dir=str(out_dir),
