@@ -304,3 +304,22 @@ def test_bad_inputs(tmp_path, data_dir):
         tiny_cfg(preset="huge")
     with pytest.raises(ConfigError, match="n_head"):
         tiny_cfg(n_head=3)
+
+
+def test_trackers(data_dir, tmp_path):
+    from accelerate.tracking import get_available_trackers
+
+    if "tensorboard" not in {str(t) for t in get_available_trackers()}:
+        with pytest.raises(ConfigError, match="log_with: tensorboard is not installed"):
+            pretrain(data_dir, tiny_cfg(log_with=["tensorboard"]), tmp_path / "tb")
+        return
+    out = pretrain(data_dir, tiny_cfg(max_steps=4, log_with=["tensorboard"]), tmp_path / "tb")
+    assert list(out.rglob("events.out.tfevents.*"))
+
+
+@pytest.mark.slow
+def test_a_short_run_memorises_the_qa_it_was_trained_on(data_dir, tmp_path):
+    out = pretrain(data_dir, tiny_cfg(max_steps=300, n_embd=64, eval_every=0, log_every=50), tmp_path / "m")
+    final = read_jsonl(out / "knowledge.jsonl")[-1]
+    # Retain QA is in the corpus verbatim: the check must find it (answers end at end-of-text).
+    assert final["by_group"]["retain"]["accuracy"] == 1.0

@@ -447,6 +447,20 @@ def _mixed_precision(setting: str) -> str:
     return "no"
 
 
+def _check_trackers(names: Sequence[str]) -> None:
+    """accelerate drops a tracker whose package is missing without a word; say so instead."""
+    if not names:
+        return
+    from accelerate.tracking import get_available_trackers
+
+    available = {str(t) for t in get_available_trackers()}
+    for name in names:
+        if name not in available:
+            raise ConfigError(
+                f"log_with: {name} is not installed; `pip install {name}` or remove it from log_with"
+            )
+
+
 def build_optimizer(model: Any, cfg: PretrainConfig) -> Any:
     """AdamW with weight decay on matrices and embeddings only (not biases or layer norms)."""
     import torch
@@ -534,6 +548,7 @@ def pretrain(data_dir: str | Path, cfg: PretrainConfig, out_dir: str | Path) -> 
     )
     fmt = get_prompt_format(cfg.prompt_format)
 
+    _check_trackers(cfg.log_with)
     # cpu=True on a machine without GPUs lets torchrun-started processes (`accelerate launch --multi_gpu`,
     # `torchrun --nproc_per_node N`) train together over gloo instead of each alone.
     accelerator = Accelerator(
