@@ -78,11 +78,35 @@ def test_same_command_on_two_architectures(fixture, request, qa, tmp_path, capsy
     assert AutoModelForCausalLM.from_pretrained(out / "model").config.model_type in ("gpt2", "llama")
 
 
-def test_bare_method_keeps_configured_retain_loss(tiny_gpt2_dir, qa, tmp_path):
+def test_config_file_sections_and_bare_method(tiny_gpt2_dir, qa, tmp_path):
+    """A study file's `unlearn:` and `evaluate:` sections are read; a bare --method keeps its retain_loss;
+    a sample of retain items and extra items are evaluated with their roles."""
+    study = tmp_path / "study.yaml"
+    study.write_text(
+        "unlearn:\n  retain_loss: kl\n  beta: 0.5\nevaluate:\n  metrics: [prob]\n  probes: [question]\n"
+    )
     out = tmp_path / "run"
-    assert main(_args(tiny_gpt2_dir, out, _high(qa), _retain(qa), "--method", "npo", "retain_loss=kl")) == 0
-    cfg = read_json(out / "run.json")["config"]
-    assert (cfg["method"], cfg["retain_loss"]) == ("npo", "kl")
+    extra = ["--eval-retain", "2", "--eval-items", f"{qa}?group=forget_low"]
+    assert (
+        main(
+            _args(
+                tiny_gpt2_dir, out, _high(qa), _retain(qa), "--config", str(study), "--method", "npo", *extra
+            )
+        )
+        == 0
+    )
+    info = read_json(out / "run.json")
+    assert (info["config"]["method"], info["config"]["retain_loss"], info["config"]["beta"]) == (
+        "npo",
+        "kl",
+        0.5,
+    )
+    # evaluate.metrics on the command line wins over the file; probes come from the file.
+    assert info["evaluate"]["metrics"] == ["prob", "gen"] and info["evaluate"]["probes"] == ["question"]
+    traj = pd.read_parquet(out / "trajectory.parquet")
+    assert set(traj["probe"]) == {"question"}
+    first = traj[(traj["step"] == 0) & (traj["family"] == "prob")]
+    assert first["role"].value_counts().to_dict() == {"forget": 3, "retain": 2, "eval": 2}
 
 
 @pytest.mark.parametrize(

@@ -183,7 +183,8 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"unlearned {len(forget)} items with {cfg.method}+{cfg.retain_loss}: {result.steps} steps in {result.seconds:.1f}s"
     )
-    print("final: " + ", ".join(f"{k}={v:.4g}" for k, v in result.final.items() if isinstance(v, float)))
+    terms = ("loss", "forget_loss", "retain_loss", "forget_token_logp", "retain_token_logp")
+    print("final: " + ", ".join(f"{k}={result.final[k]:.4g}" for k in terms if k in result.final))
     if result.trajectory is not None:
         print(_accuracy_table(result.trajectory))
     print(f"wrote {out}/model, trajectory.parquet, log.jsonl, run.json")
