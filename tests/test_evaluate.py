@@ -172,21 +172,36 @@ def test_true_false_picks_larger_probability(tiny_tokenizer):
     assert (df.tf_correct == 0.0).all()
 
 
-def test_true_false_prompt_shots(tiny_tokenizer):
-    from frequnlearn.evaluate.truefalse import shots_for, tf_prompt
+def test_true_false_shots_and_prompt(tiny_tokenizer):
+    from frequnlearn.evaluate.truefalse import encode_split, shot_sets, tf_texts
 
-    pool = [item(i, answer=f"A{i}", candidates=[f"W{i}"]) for i in range(6)]
-    shots = shots_for(pool[0], pool, 3, seed=0)
-    assert len(shots) == 3
-    assert [s[2] for s in shots] in ([True, False, True], [False, True, False])
-    for q, a, is_true in shots:
-        (other,) = [p for p in pool if p.question == q and (a == p.answer or a in p.candidates)][:1]
-        assert other.person_id != 0
-        assert (a == other.answer) == is_true
-    assert shots_for(pool[0], pool, 3, seed=0) == shots
-    text = tf_prompt(pool[0], pool[0].question, pool, FMT, tiny_tokenizer, 3, 0)
-    assert text.endswith(f"Question: {pool[0].question}\nAnswer: A0\nTrue or False:")
-    assert text.count("True or False:") == 4
+    pool = [item(i, answer=f"A{i}", question=f"Who employs Ada {i}?", candidates=[f"W{i}"]) for i in range(8)]
+    for it in pool[4:]:
+        it.group = "retain"
+    sets = shot_sets(pool, 2, seed=0)
+    assert [len(s) for s in sets] == [2, 2]
+    people = [{shot.person_id for shot, _, _ in s} for s in sets]
+    assert not people[0] & people[1]
+    # Enough retain people for both sets: the examples are retain facts, known throughout unlearning.
+    assert all(shot.group == "retain" for s in sets for shot, _, _ in s)
+    for s in sets:
+        assert s[0][2] != s[1][2]
+        for shot, answer, is_true in s:
+            assert answer == (shot.answer if is_true else shot.candidates[0])
+    assert shot_sets(pool, 2, seed=0) == sets
+
+    query_item = pool[0]
+    prefix, query = tf_texts(query_item, query_item.question, sets, FMT, tiny_tokenizer)
+    text = prefix + query
+    assert text.endswith(f"Question: {query_item.question}\nAnswer: A0\nTrue or False:")
+    assert text.count("True or False:") == 3
+    # An item about a person in the first set is asked after the second set.
+    shown = sets[0][0][0]
+    prefix_b, _ = tf_texts(shown, shown.question, sets, FMT, tiny_tokenizer)
+    assert shown.question not in prefix_b and prefix_b != prefix
+    head, rest = encode_split(tiny_tokenizer, prefix, query)
+    assert head + rest == encode_prompt(tiny_tokenizer, text)
+    assert head == encode_prompt(tiny_tokenizer, prefix)
 
 
 def test_generation_scores_text():
@@ -348,3 +363,26 @@ def test_shared_prompt_scoring_equals_full_sequences(fixture, request):
         got = shared_prompt_log_probs(model, pairs, 0, bs, budget)
         assert [len(g) for g in got] == [len(c) for _, c in pairs]
         np.testing.assert_allclose(np.concatenate(got), np.concatenate(ref), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("fixture", ["tiny_gpt2_dir", "tiny_llama_dir"])
+def test_cached_prefix_true_false_equals_full_sequences(fixture, request):
+    from frequnlearn.evaluate.truefalse import next_token_probs
+
+    model, tok = load_model_and_tokenizer(request.getfixturevalue(fixture))
+    rng = np.random.default_rng(1)
+    vocab = model.config.vocab_size
+    prefixes = [rng.integers(1, vocab, size=n).tolist() for n in (1, 9, 30)]
+    pairs = [
+        (p, rng.integers(1, vocab, size=rng.integers(1, 12)).tolist()) for p in prefixes for _ in range(3)
+    ]
+    tokens = [5, 17]
+    full = MarkovLM(vocab)  # any model without a cache takes the whole-sequence path
+    full.forward = lambda input_ids, attention_mask=None, **kw: model(
+        input_ids=input_ids, attention_mask=attention_mask
+    )
+    ref = next_token_probs(full, pairs, tokens, 0, 1, 0)
+    for bs, budget in ((1, 0), (4, 0), ("auto", 50), ("auto", 10_000)):
+        np.testing.assert_allclose(
+            next_token_probs(model, pairs, tokens, 0, bs, budget), ref, rtol=1e-4, atol=1e-7
+        )

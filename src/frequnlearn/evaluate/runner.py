@@ -24,7 +24,13 @@ from frequnlearn.evaluate.generation import (
     stop_token_mask,
 )
 from frequnlearn.evaluate.probability import completion_log_probs, likelihood_metrics
-from frequnlearn.evaluate.truefalse import next_token_probs, tf_prompt, verdict_token_ids
+from frequnlearn.evaluate.truefalse import (
+    encode_split,
+    next_token_probs,
+    shot_sets,
+    tf_texts,
+    verdict_token_ids,
+)
 from frequnlearn.models.prompts import PromptFormat, encode_completion, encode_pair, encode_prompt
 from frequnlearn.records import BioPrompt, QAItem
 
@@ -246,15 +252,16 @@ def evaluate_items(
     _check_lengths(
         limit, {p.item.item_id: len(p.prompt_ids) + cfg.max_new_tokens for p in gen_probes}, "generation"
     )
-    tf_prompts: list[list[int]] = []
+    tf_pairs: list[tuple[list[int], list[int]]] = []
     if tf_probes:
-        pool = sorted(items, key=lambda it: it.item_id)
-        tf_prompts = [
-            encode_prompt(tokenizer, tf_prompt(p.item, p.text, pool, fmt, tokenizer, cfg.tf_shots, cfg.seed))
-            for p in tf_probes
+        sets = shot_sets(items, cfg.tf_shots, cfg.seed)
+        tf_pairs = [
+            encode_split(tokenizer, *tf_texts(p.item, p.text, sets, fmt, tokenizer)) for p in tf_probes
         ]
         _check_lengths(
-            limit, {p.item.item_id: len(t) for p, t in zip(tf_probes, tf_prompts)}, "True/False probe"
+            limit,
+            {p.item.item_id: len(a) + len(b) for p, (a, b) in zip(tf_probes, tf_pairs)},
+            "True/False probe",
         )
 
     was_training = getattr(model, "training", False)
@@ -278,15 +285,7 @@ def evaluate_items(
             )
         tf = None
         if tf_probes:
-            token_ids = verdict_token_ids(tokenizer)
-            pool = sorted(items, key=lambda it: it.item_id)
-            prompts = [
-                encode_prompt(
-                    tokenizer, tf_prompt(p.item, p.text, pool, fmt, tokenizer, cfg.tf_shots, cfg.seed)
-                )
-                for p in tf_probes
-            ]
-            tf = next_token_probs(model, prompts, token_ids, pad_id, bs, budget)
+            tf = next_token_probs(model, tf_pairs, verdict_token_ids(tokenizer), pad_id, bs, budget)
     finally:
         model.train(was_training)
 
