@@ -50,7 +50,7 @@ def bare(data: Path, cfg, tokenizer_dir: Path, warmup: int) -> float:
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
     preset = get_preset(cfg.preset)
     model = build_model(preset, tok, seed=cfg.seed)
-    stream = BatchStream(prepare_data(data, tok, cfg), cfg.epochs, cfg.batch_size)
+    stream = BatchStream(prepare_data(data, tok, cfg), cfg.batch_size)
     optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg, cfg.max_steps)
     model.train()

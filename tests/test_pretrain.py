@@ -163,8 +163,8 @@ def test_epochs_mix_ratio_and_reshuffle():
 
 def test_batches_cross_epochs_deterministically():
     corpus = PackedCorpus([[0, 1, 2]] * 10, [], seq_len=4, qa_ratio=3.0, seed=1, pad_id=0)
-    stream = BatchStream(corpus, epochs=2.5, batch_size=3)
-    assert stream.steps_for_epochs == 25 // 3
+    stream = BatchStream(corpus, batch_size=3)
+    assert stream.steps_for(2.5) == 25 // 3
     ids, _, epoch = stream.batch(3)  # sequences 9, 10, 11: the last of epoch 0 and two of epoch 1
     assert ids.shape == (3, 4) and epoch == pytest.approx(0.9)
 

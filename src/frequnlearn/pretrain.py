@@ -137,6 +137,7 @@ class PackedCorpus:
         self.bio_docs, self.qa_docs = bio_docs, qa_docs
         self.seq_len, self.qa_ratio, self.seed, self.pad_id = seq_len, qa_ratio, seed, pad_id
         self._cache: tuple[int, Any, Any] | None = None
+        self._plans: dict[int, EpochPlan] = {}
 
     def _rng(self, epoch: int) -> Any:
         import numpy as np
@@ -165,7 +166,9 @@ class PackedCorpus:
         return seqs, plan
 
     def plan(self, epoch: int) -> EpochPlan:
-        return self._sequences(epoch)[1]
+        if epoch not in self._plans:
+            self._plans[epoch] = self._sequences(epoch)[1]
+        return self._plans[epoch]
 
     def epoch(self, epoch: int) -> tuple[Any, Any]:
         """(input_ids, labels) tensors of shape [sequences, seq_len]; padding is not a target."""
@@ -173,7 +176,7 @@ class PackedCorpus:
 
         if self._cache is not None and self._cache[0] == epoch:
             return self._cache[1], self._cache[2]
-        seqs, _ = self._sequences(epoch)
+        seqs, self._plans[epoch] = self._sequences(epoch)
         ids = torch.full((len(seqs), self.seq_len), self.pad_id, dtype=torch.long)
         labels = torch.full((len(seqs), self.seq_len), IGNORE_INDEX, dtype=torch.long)
         for row, seq in enumerate(seqs):
@@ -186,23 +189,24 @@ class PackedCorpus:
 class BatchStream:
     """Global batches over consecutive epochs: step `s` always gets the same sequences."""
 
-    def __init__(self, corpus: PackedCorpus, epochs: float, batch_size: int) -> None:
+    def __init__(self, corpus: PackedCorpus, batch_size: int) -> None:
         self.corpus, self.batch_size = corpus, batch_size
+        self.epoch_sizes: list[int] = []
+
+    def steps_for(self, epochs: float) -> int:
+        """Whole global batches in `epochs` epochs (a fractional last epoch counts in part)."""
         whole = math.floor(epochs)
-        self.epoch_sizes = [
-            corpus.plan(e).bio_seqs + corpus.plan(e).qa_seqs for e in range(math.ceil(epochs))
-        ]
-        total = sum(self.epoch_sizes[:whole])
+        total = sum(self._size(e) for e in range(whole))
         if epochs > whole:
-            total += int((epochs - whole) * self.epoch_sizes[whole])
-        self.steps_for_epochs = total // batch_size
+            total += int((epochs - whole) * self._size(whole))
+        return total // self.batch_size
 
     def position(self, step: int) -> tuple[int, int]:
         """(epoch, offset in that epoch) of the first sequence of `step`."""
         index = step * self.batch_size
         epoch = 0
         while True:
-            size = self.epoch_sizes[epoch] if epoch < len(self.epoch_sizes) else self._size(epoch)
+            size = self._size(epoch)
             if index < size:
                 return epoch, index
             index -= size
@@ -573,8 +577,8 @@ def pretrain(data_dir: str | Path, cfg: PretrainConfig, out_dir: str | Path) -> 
     set_seed(cfg.seed)
     tok = _prepare_tokenizer(accelerator, data_dir, preset, out_dir)
     corpus = prepare_data(data_dir, tok, cfg)
-    stream = BatchStream(corpus, cfg.epochs, cfg.batch_size)
-    total_steps = cfg.max_steps or stream.steps_for_epochs
+    stream = BatchStream(corpus, cfg.batch_size)
+    total_steps = cfg.max_steps or stream.steps_for(cfg.epochs)
     if total_steps < 1:
         raise ConfigError(
             f"epochs: {cfg.epochs} epochs hold fewer sequences than one batch ({cfg.batch_size})"
