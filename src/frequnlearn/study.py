@@ -307,9 +307,17 @@ class Study:
     def _pretrain(self, task: Task) -> None:
         from frequnlearn.pretrain import pretrain
 
+        import torch
+
         path, key = self._path_and_key(task)
         clear_if_stale(path, key)
-        pretrain(self.data_dir, self._pretrain_cfg(task.params["size"], task.params["seed"]), path)
+        # pretrain may pin torch's thread count; later stages must not depend on whether it ran in
+        # this process (summation order changes with threads, and near-tied ranks with it).
+        threads = torch.get_num_threads()
+        try:
+            pretrain(self.data_dir, self._pretrain_cfg(task.params["size"], task.params["seed"]), path)
+        finally:
+            torch.set_num_threads(threads)
         mark_done(path, key)
 
     def _load_model(self, tag: str) -> tuple[Any, Any]:

@@ -1,0 +1,126 @@
+"""End to end: a reduced study runs, its report is consistent with its per-item records, a rerun skips
+everything, a changed field reruns only what it affects, and a killed study resumes to the same result."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from frequnlearn.cli import main
+from frequnlearn.config.study import load_study_config
+from frequnlearn.study import describe_plan
+
+pytestmark = pytest.mark.slow
+
+CONFIG = """
+generate: {n_people: 48, seed: 3}
+pretrain: {preset: tiny, n_layer: 2, n_embd: 32, n_head: 2, vocab_size: 400, seq_len: 64, epochs: 4,
+           batch_size: 8, lr: 3.0e-3, save_every: 10, eval_per_group: 2, num_threads: 1}
+unlearn: {lr: 2.0e-3, max_steps: 4, eval_steps: [0, 2, 4], batch_size: 4}
+evaluate: {metrics: [prob, gen, bio], utility_tasks: [], max_new_tokens: 8, batch_size: 16}
+study: {model_sizes: [tiny], methods: [ga+gd], selections: [all], eval_retain_size: 6,
+        eval_utility_size: 6, n_boot: 200}
+"""
+
+
+@pytest.fixture(scope="module")
+def config_path(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("cfg") / "e2e.yaml"
+    path.write_text(CONFIG)
+    return path
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, config_path) -> Path:
+    out = tmp_path_factory.mktemp("study") / "run"
+    assert main(["study", str(config_path), "--out", str(out), "--quiet"]) == 0
+    return out
+
+
+def _known_at_start(run: Path, level: str) -> float:
+    """Share of forget items generated before unlearning, straight from the per-item records."""
+    traj = pd.read_parquet(next((run / "unlearn").glob(f"**/{level}-all/trajectory.parquet")))
+    rows = traj[(traj["role"] == "forget") & (traj["probe"] == "question") & (traj["family"] == "gen")]
+    rows = rows[rows["step"] == rows["step"].min()]
+    return float((rows["rougeL_recall"] >= 0.5).mean())
+
+
+def test_report_files_and_numbers(finished):
+    report = finished / "report"
+    for name in ("report.html", "report.md", "headline.csv", "curves.csv", "findings.json", "misalignment.png",
+                 "trajectories_all_question.png"):
+        assert (report / name).is_file(), name
+    html = (report / "report.html").read_text()
+    assert "data:image/png;base64," in html and "Finding 1" in html
+    head = pd.read_csv(report / "headline.csv")
+    q = head[(head["probe"] == "question")].set_index("level")
+    assert set(q.index) == {"forget_high", "forget_low"}
+    for level in ("forget_high", "forget_low"):
+        assert q.loc[level, "forget_start"] == pytest.approx(_known_at_start(finished, level))
+        assert 0.0 <= q.loc[level, "forget_auc"] <= 1.0
+    # Equal-size forget sets for the two levels.
+    assert q.loc["forget_high", "n_items"] == q.loc["forget_low", "n_items"]
+
+
+def test_rerun_skips_and_one_field_reruns_only_its_stages(finished, config_path, capsys, tmp_path):
+    finished = Path(shutil.copytree(finished, tmp_path / "run"))  # keep the shared run as it was
+    model_files = sorted((finished / "models").glob("*/model.safetensors"))
+    mtimes = {p: p.stat().st_mtime_ns for p in model_files}
+    assert main(["study", str(config_path), "--out", str(finished)]) == 0
+    err = capsys.readouterr().err
+    assert err.count("(done, skipping)") == 5  # generate, pretrain, baseline, 2 unlearn runs
+    assert main(["study", str(config_path), "unlearn.lr=1.0e-3", "--out", str(finished)]) == 0
+    err = capsys.readouterr().err
+    assert "pretrain: tiny-s0 (done, skipping)" in err and "baseline: tiny-s0 (done, skipping)" in err
+    assert "unlearn: tiny-s0/ga+gd/forget_high-all (running)" in err
+    assert {p: p.stat().st_mtime_ns for p in model_files} == mtimes
+
+
+def _wait_for(pattern: str, root: Path, proc: subprocess.Popen, timeout: float = 300) -> bool:
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if list(root.glob(pattern)):
+            return True
+        if proc.poll() is not None:
+            return False
+        time.sleep(0.05)
+    return False
+
+
+def test_kill_and_resume_gives_the_same_results(tmp_path, config_path, finished):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "frequnlearn.cli", "study", str(config_path), "--out", str(out), "--quiet"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # Kill once during pretraining (after a checkpoint) and once during unlearning.
+    for pattern in ("models/*/checkpoints/*", "unlearn/**/*.partial"):
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        reached = _wait_for(pattern, out, proc)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert reached, f"the study finished or stalled before {pattern} appeared"
+    assert subprocess.run(cmd, env=env, capture_output=True).returncode == 0
+    a = pd.read_csv(finished / "report" / "curves.csv")
+    b = pd.read_csv(out / "report" / "curves.csv")
+    pd.testing.assert_frame_equal(a, b)
+
+
+def test_dry_run_prints_plan(config_path, capsys):
+    assert main(["study", str(config_path), "--dry-run", "--out", "x"]) == 0
+    out = capsys.readouterr().out
+    assert "[pretrain] tiny-s0" in out and "[unlearn ] tiny-s0/ga+gd/forget_low-all" in out
+    assert describe_plan(load_study_config(config_path), Path("x")) in out
+
+
+def test_bad_study_config_is_one_line(config_path, capsys):
+    assert main(["study", str(config_path), "study.methods=[xx+gd]", "--dry-run"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: study.methods:") and "\n" not in err
