@@ -55,8 +55,15 @@ def _known_at_start(run: Path, level: str) -> float:
 
 def test_report_files_and_numbers(finished):
     report = finished / "report"
-    for name in ("report.html", "report.md", "headline.csv", "curves.csv", "findings.json", "misalignment.png",
-                 "trajectories_all_question.png"):
+    for name in (
+        "report.html",
+        "report.md",
+        "headline.csv",
+        "curves.csv",
+        "findings.json",
+        "misalignment.png",
+        "trajectories_all_question.png",
+    ):
         assert (report / name).is_file(), name
     html = (report / "report.html").read_text()
     assert "data:image/png;base64," in html and "Finding 1" in html

@@ -305,9 +305,9 @@ class Study:
         mark_done(out, self._data_key())
 
     def _pretrain(self, task: Task) -> None:
-        from frequnlearn.pretrain import pretrain
-
         import torch
+
+        from frequnlearn.pretrain import pretrain
 
         path, key = self._path_and_key(task)
         clear_if_stale(path, key)
