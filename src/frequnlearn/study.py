@@ -54,33 +54,37 @@ def plan(cfg: StudyConfig) -> list[Task]:
     tasks: list[Task] = []
     if s.setting == "synthetic":
         tasks.append(Task("generate", "data", 0.2))
-        models = [(model_tag(size, seed), size, seed) for seed in s.seeds for size in s.model_sizes]
-        for tag, size, seed in models:
+        # Every seed pretrains its own models; each is unlearned with that same seed.
+        models = [(model_tag(size, seed), size, seed, [seed]) for seed in s.seeds for size in s.model_sizes]
+        for tag, size, seed, _ in models:
             tasks.append(Task("pretrain", tag, 6.0, {"size": size, "seed": seed}))
     else:
         if cfg.count.backend != "ground-truth":
             tasks.append(Task("count", "items", 0.5))
-        models = [(model_tag(Path(s.model or "model").name, seed), None, seed) for seed in s.seeds]
-    for tag, size, seed in models:
+        # One given model, scored once; the seeds vary the unlearning runs (and their sampled sets).
+        models = [(Path(s.model or "model").name, None, s.seeds[0], list(s.seeds))]
+    for tag, size, seed, run_seeds in models:
         tasks.append(Task("baseline", tag, 0.5, {"size": size, "seed": seed}))
-        for method in s.methods:
-            for selection in s.selections:
-                for level in s.levels:
-                    tasks.append(
-                        Task(
-                            "unlearn",
-                            f"{tag}/{run_name(method, level, selection)}",
-                            1.0,
-                            {
-                                "model": tag,
-                                "size": size,
-                                "seed": seed,
-                                "method": method,
-                                "level": level,
-                                "selection": selection,
-                            },
+        for run_seed in run_seeds:
+            prefix = tag if s.setting == "synthetic" else f"{tag}/s{run_seed}"
+            for method in s.methods:
+                for selection in s.selections:
+                    for level in s.levels:
+                        tasks.append(
+                            Task(
+                                "unlearn",
+                                f"{prefix}/{run_name(method, level, selection)}",
+                                1.0,
+                                {
+                                    "model": tag,
+                                    "size": size or tag,
+                                    "seed": run_seed,
+                                    "method": method,
+                                    "level": level,
+                                    "selection": selection,
+                                },
+                            )
                         )
-                    )
     tasks.append(Task("report", "report", 0.2))
     return tasks
 
