@@ -284,7 +284,9 @@ def test_resume_equals_uninterrupted(data_dir, tmp_path):
     import shutil
 
     shutil.rmtree(cut / "checkpoints" / "step-00000010")
+    (cut / "checkpoints" / ".step-00000010.tmp").mkdir()  # a save cut by the kill
     pretrain(data_dir, cfg, cut)
+    assert not (cut / "checkpoints" / ".step-00000010.tmp").exists()
     a = AutoModelForCausalLM.from_pretrained(whole).state_dict()
     b = AutoModelForCausalLM.from_pretrained(cut).state_dict()
     for name in a:

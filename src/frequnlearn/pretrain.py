@@ -30,8 +30,20 @@ from frequnlearn.records import QAItem, from_record, read_jsonl, run_info, write
 
 CONFIG_FILE = "pretrain_config.json"
 DONE_FILE = "done.json"
-# Fields that change speed or bookkeeping but not the trained weights: a resume may change them.
-RUNTIME_FIELDS = ("num_threads", "log_every", "save_every", "keep_checkpoints", "log_with", "eval_batch_size")
+# Fields that change speed, bookkeeping or the knowledge check but not the trained weights: a resumed
+# run may change them.
+RUNTIME_FIELDS = (
+    "num_threads",
+    "log_every",
+    "save_every",
+    "keep_checkpoints",
+    "log_with",
+    "eval_every",
+    "eval_attributes",
+    "eval_per_group",
+    "eval_batch_size",
+    "prompt_format",
+)
 IGNORE_INDEX = -100
 
 
@@ -593,6 +605,9 @@ def pretrain(data_dir: str | Path, cfg: PretrainConfig, out_dir: str | Path) -> 
     accelerator.register_for_checkpointing(scheduler)
 
     ckpt_dir = out_dir / "checkpoints"
+    if main and ckpt_dir.is_dir():
+        for partial in ckpt_dir.glob(".step-*.tmp"):  # a save cut by a kill
+            shutil.rmtree(partial, ignore_errors=True)
     start_step, tokens_seen = 0, 0
     resumed_window = (0.0, 0)
     found = _checkpoints(ckpt_dir)

@@ -32,10 +32,12 @@ class PretrainConfig:
     # Data. Documents are packed whole (never cut, unless longer than seq_len) into sequences of
     # seq_len tokens; biography and QA documents go into separate sequences.
     seq_len: int = 128
-    # QA sequences per biography sequence in one epoch (paper: about 3). The corpus holds QA for the
-    # retain people only, so reaching the ratio repeats those documents; an epoch is always one
-    # pass over every biography copy. Null: each document once per epoch (the corpus as it is).
-    qa_ratio: float | None = 3.0
+    # QA sequences per biography sequence in one epoch (the paper mixed about 3). An epoch is always
+    # one pass over every biography copy, so a person's exposure stays what `generate` recorded. The
+    # corpus holds QA for the retain people only, so a ratio repeats those documents (at 3, each
+    # retain QA document about 10 times per epoch) and makes every epoch ~3x dearer without adding
+    # exposure for anyone else. Null: each document once per epoch (the corpus as it is), the CPU default.
+    qa_ratio: float | None = None
 
     # Optimisation. batch_size is global (sequences per optimizer step over all processes).
     epochs: float = 30.0
