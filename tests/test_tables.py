@@ -112,6 +112,19 @@ def test_saved_datasets_directory(tmp_path):
     assert [(it.question, it.answer) for it in items] == [("Q2?", "A2")]
 
 
+def test_folder_of_data_files_through_load_dataset(tmp_path):
+    folder = tmp_path / "facts"
+    folder.mkdir()
+    pd.DataFrame({"question": ["Q1?", "Q2?"], "answer": ["A1", "A2"]}).to_csv(
+        folder / "train.csv", index=False
+    )
+    pd.DataFrame({"question": ["Q3?"], "answer": ["A3"]}).to_csv(folder / "test.csv", index=False)
+    assert [it.answer for it in load_table(str(folder))] == ["A1", "A2"]
+    assert [it.answer for it in load_table(f"{folder}:test")] == ["A3"]
+    with pytest.raises(DataError, match="cannot be loaded as a datasets dataset"):
+        load_table(f"{folder}:validation")
+
+
 def _one_line(err: pytest.ExceptionInfo) -> str:
     text = str(err.value)
     assert "\n" not in text

@@ -60,15 +60,27 @@ def _answer_logp(model, tok, items, answer=None) -> float:
     return ((token_logp * batch["loss_mask"]).sum() / batch["loss_mask"].sum()).item()
 
 
-def test_encoding_masks_answer_or_full_sequence(tiny_gpt2_dir):
+@pytest.mark.parametrize(
+    "spec, answer_text",
+    [("plain", " Google"), ("olmo", "Google"), ("Q: {question} A: {answer}.", " Google.")],
+)
+def test_encoding_masks_answer_or_full_sequence(tiny_gpt2_dir, spec, answer_text):
     _, tok = load_model_and_tokenizer(tiny_gpt2_dir)
-    (ex,) = encode_items(tok, get_prompt_format("plain"), [FORGET[0]])
+    (ex,) = encode_items(tok, get_prompt_format(spec), [FORGET[0]])
     batch = collate([(ex, "answer"), (ex, "full")], tok.pad_token_id)
     n = len(ex.input_ids)
     answer_targets = [ex.input_ids[j + 1] for j in range(n - 1) if batch["loss_mask"][0, j]]
-    assert tok.decode(answer_targets) == " Google"
+    assert tok.decode(answer_targets) == answer_text
     assert batch["loss_mask"][1, : n - 1].sum().item() == n - 1  # every token after BOS
     assert ex.input_ids[0] == tok.bos_token_id
+
+
+def test_chat_format_uses_the_tokenizer_template(tiny_gpt2_dir):
+    _, tok = load_model_and_tokenizer(tiny_gpt2_dir)
+    tok.chat_template = "{% for m in messages %}User: {{ m['content'] }}\n{% endfor %}{% if add_generation_prompt %}Bot:{% endif %}"
+    (ex,) = encode_items(tok, get_prompt_format("chat"), [FORGET[0]])
+    assert tok.decode(ex.input_ids[1 : ex.answer_start]) == "User: Who employs Ada Mae Lovelace?\nBot:"
+    assert tok.decode(ex.input_ids[ex.answer_start :]) == "Google"
 
 
 def test_pairing_is_a_seeded_shuffle_with_random_retain():

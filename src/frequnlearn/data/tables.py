@@ -5,8 +5,9 @@ A table is named by one string, so a command line can say which rows it means:
     SOURCE[?COLUMN=VALUE[,VALUE...][&COLUMN=VALUE...]]
 
 SOURCE is a JSONL/JSON/CSV/TSV/Parquet file, a generated data directory (its qa.jsonl), a directory
-written by `datasets.save_to_disk`, or a `datasets` dataset name with an optional split
-(`NAME:SPLIT`, default `train`; a dataset config goes in the query as `config=NAME`). Filters keep the
+written by `datasets.save_to_disk`, or anything `datasets.load_dataset` takes (a hub name or a folder
+of data files) with an optional split (`NAME:SPLIT`, default `train`; a dataset config goes in the
+query as `config=NAME`). Filters keep the
 rows whose column equals one of the listed values, e.g. `qa.jsonl?group=forget_high&attribute=employer`.
 """
 
@@ -124,11 +125,15 @@ def read_rows(source: str, config: str | None = None) -> tuple[list[dict[str, An
                     f"{source}: holds several splits ({', '.join(ds)}); name one, e.g. {source}/{next(iter(ds))}"
                 )
             return [{k: _clean(v) for k, v in row.items()} for row in ds], list(ds.column_names)
-        raise DataError(f"{source}: a directory without qa.jsonl or a saved dataset; point to a table file")
+        # A folder of data files: `datasets` infers the format and the splits from the file names.
+        return _read_dataset(source, config)
     if path.is_file():
         if path.suffix.lower() not in FILE_SUFFIXES:
             raise DataError(f"{source}: unknown table type {path.suffix!r}; use {', '.join(FILE_SUFFIXES)}")
         return _read_file(path)
+    head, colon, _ = source.partition(":")
+    if colon and Path(head).expanduser().is_dir():
+        return _read_dataset(source, config)
     if path.suffix.lower() in FILE_SUFFIXES or source.startswith((".", "/", "~")):
         raise DataError(f"{source}: file not found")
     return _read_dataset(source, config)

@@ -13,16 +13,19 @@ TABLE_HELP = """\
 tables (--forget, --retain, --eval-items):
   SOURCE[?COLUMN=VALUE[,VALUE...][&COLUMN=VALUE...]]   (quote it: ? and & are special to the shell)
   SOURCE is a .jsonl/.json/.csv/.tsv/.parquet file, a generated data directory (its qa.jsonl),
-  a directory from datasets' save_to_disk, or a datasets name with an optional split (NAME:SPLIT,
-  default train; a dataset config goes in the query as config=NAME). Filters keep rows whose column
-  equals one of the values. Columns: question, answer and item_id (change with question_column=...,
-  answer_column=..., id_column=...); same-named QAItem columns (candidates, paraphrase, group,
-  frequency, ...) are kept for evaluation.
+  a directory from datasets' save_to_disk, or what datasets.load_dataset takes (a hub name or a
+  folder of data files) with an optional split (NAME:SPLIT, default train; a dataset config goes
+  in the query as config=NAME). Filters keep the rows whose column equals one of the values.
+  Columns: question, answer, item_id (rename with question_column=, answer_column=, id_column=);
+  same-named QAItem columns (candidates, paraphrase, group, frequency, ...) are kept for evaluation.
+
+prompt_format (plain, olmo, chat or a string with {question} and {answer}) is used for training and
+for evaluation alike.
 
 examples:
   frequnlearn unlearn --model runs/tiny/model --method simnpo+gd --out runs/u1 \\
       --forget 'data/qa.jsonl?group=forget_high&attribute=employer' \\
-      --retain 'data/qa.jsonl?group=retain&attribute=employer' lr=1e-4 max_steps=40
+      --retain 'data/qa.jsonl?group=retain&attribute=employer' lr=0.0001 max_steps=40
   frequnlearn unlearn --model allenai/OLMo-7B-0724-SFT-hf --forget facts.csv --retain keep.csv \\
       --method npo+kl --out runs/olmo prompt_format=olmo evaluate.metrics=[prob,gen]
 
