@@ -325,3 +325,30 @@ def test_a_short_run_memorises_the_qa_it_was_trained_on(data_dir, tmp_path):
     final = read_jsonl(out / "knowledge.jsonl")[-1]
     # Retain QA is in the corpus verbatim: the check must find it (answers end at end-of-text).
     assert final["by_group"]["retain"]["accuracy"] == 1.0
+
+
+def test_command_line(data_dir, tmp_path, capsys):
+    from frequnlearn.cli import main
+
+    config = tmp_path / "study.yaml"
+    config.write_text(
+        "pretrain:\n  n_layer: 1\n  n_embd: 32\n  n_head: 2\n  vocab_size: 300\n  seq_len: 64\n"
+        "  batch_size: 4\n  max_steps: 3\n  eval_per_group: 1\n"
+    )
+    out = tmp_path / "model"
+    args = [
+        "pretrain",
+        "--data",
+        str(data_dir),
+        "--preset",
+        "tiny",
+        "--out",
+        str(out),
+        "--config",
+        str(config),
+    ]
+    assert main([*args, "lr=0.001"]) == 0
+    run = json.loads((out / "run.json").read_text())
+    assert run["config"]["n_layer"] == 1 and run["config"]["lr"] == 0.001 and run["summary"]["steps"] == 3
+    assert main(["pretrain", "--data", str(tmp_path / "nope"), "--out", str(out)]) == 2
+    assert "error: --data" in capsys.readouterr().err
