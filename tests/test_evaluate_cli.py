@@ -134,3 +134,32 @@ def test_out_must_be_parquet(tiny_gpt2_dir, data, capsys):
         ]
     )
     assert code == 2 and ".parquet" in capsys.readouterr().err
+
+
+def test_evaluate_command_utility(tiny_gpt2_dir, data, monkeypatch):
+    pytest.importorskip("lm_eval")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    rows = [json.loads(line) for line in (data / "qa.jsonl").read_text().splitlines()]
+    rows[-1]["group"] = "utility"
+    write_jsonl(data / "qa.jsonl", rows)
+    out = data / "u.parquet"
+    code = main(
+        [
+            "evaluate",
+            "--model",
+            str(tiny_gpt2_dir),
+            "--items",
+            str(data / "qa.jsonl"),
+            "--metrics",
+            "prob,utility",
+            "--out",
+            str(out),
+            "utility_limit=3",
+            "n_boot=0",
+        ]
+    )
+    assert code == 0
+    utility = json.loads((data / "u.run.json").read_text())["utility"]
+    assert set(utility) == {"frequnlearn_capitals", "frequnlearn_utility_qa"}
+    assert utility["frequnlearn_utility_qa"]["sample_len"] == 1
+    assert set(pd.read_parquet(out).family) == {"prob"}

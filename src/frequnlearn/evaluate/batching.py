@@ -7,7 +7,8 @@ function of its own row only, so the batch a row lands in never changes its valu
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterator, Sequence
+import sys
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
@@ -65,28 +66,35 @@ def plan_batches(
     budget: int,
     extra: int = 0,
     order: Sequence[int] | None = None,
-) -> Iterator[list[int]]:
+    desc: str = "",
+) -> Iterable[list[int]]:
     """Row indices per batch, longest rows first unless `order` is given; `extra` tokens are added per
     row (generation). An int `batch_size` is rows per batch; "auto" fills batches up to `budget` tokens.
+    With `desc`, a progress bar shows on a terminal (and nothing elsewhere).
     """
     if order is None:
         order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    batches: list[list[int]] = []
     if batch_size != "auto":
         size = int(batch_size)
-        for start in range(0, len(order), size):
-            yield order[start : start + size]
-        return
-    batch: list[int] = []
-    width = 0
-    for i in order:
-        new_width = max(width, lengths[i] + extra)
-        if batch and (len(batch) + 1) * new_width > budget or len(batch) >= MAX_ROWS:
-            yield batch
-            batch, new_width = [], lengths[i] + extra
-        batch.append(i)
-        width = new_width
-    if batch:
-        yield batch
+        batches = [list(order[start : start + size]) for start in range(0, len(order), size)]
+    else:
+        batch: list[int] = []
+        width = 0
+        for i in order:
+            new_width = max(width, lengths[i] + extra)
+            if batch and (len(batch) + 1) * new_width > budget or len(batch) >= MAX_ROWS:
+                batches.append(batch)
+                batch, new_width = [], lengths[i] + extra
+            batch.append(i)
+            width = new_width
+        if batch:
+            batches.append(batch)
+    if desc and len(batches) > 1 and sys.stderr.isatty():
+        from tqdm.auto import tqdm
+
+        return tqdm(batches, desc=desc, unit="batch", leave=False)
+    return batches
 
 
 def pad(

@@ -51,7 +51,7 @@ def greedy_decode(
     """Greedy continuation ids of each prompt, up to and including its stop token."""
     out: list[list[int]] = [[] for _ in prompts]
     lengths = [len(p) for p in prompts]
-    for batch in plan_batches(lengths, batch_size, budget, extra=max_new_tokens):
+    for batch in plan_batches(lengths, batch_size, budget, extra=max_new_tokens, desc="generating"):
         for i, ids in zip(
             batch, _decode_batch(model, [prompts[i] for i in batch], stop, pad_id, max_new_tokens)
         ):

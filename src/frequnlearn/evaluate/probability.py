@@ -54,7 +54,7 @@ def full_sequence_log_probs(
     """One right-padded sequence per pair: needs nothing of the model but logits."""
     seqs = [list(p) + list(c) for p, c in pairs]
     out: list[np.ndarray] = [np.zeros(0)] * len(pairs)
-    for batch in plan_batches([len(s) for s in seqs], batch_size, budget):
+    for batch in plan_batches([len(s) for s in seqs], batch_size, budget, desc="scoring"):
         starts = [len(pairs[i][0]) for i in batch]
         lens = [len(pairs[i][1]) for i in batch]
         logp, offset = tail_log_probs(model, [seqs[i] for i in batch], min(starts) - 1, pad_id)
@@ -103,7 +103,7 @@ def shared_prompt_log_probs(
     # Longest prompts first, a prompt's completions side by side.
     order = sorted(range(len(pairs)), key=lambda i: (-len(pairs[i][0]), group[keys[i]], -len(pairs[i][1]), i))
     out: list[np.ndarray] = [np.zeros(0)] * len(pairs)
-    for batch in plan_batches(lengths, batch_size, budget, order=order):
+    for batch in plan_batches(lengths, batch_size, budget, order=order, desc="scoring"):
         prompt_keys = list(dict.fromkeys(keys[i] for i in batch))
         slot = {k: j for j, k in enumerate(prompt_keys)}
         ids, mask = pad([list(k) for k in prompt_keys], pad_id, "left", device)

@@ -152,7 +152,7 @@ def next_token_probs(
         return _prefix_next_token_probs(model, pairs, token_ids, pad_id, batch_size, budget)
     seqs = [list(p) + list(q) for p, q in pairs]
     out = np.zeros((len(seqs), len(token_ids)))
-    for batch in plan_batches([len(s) for s in seqs], batch_size, budget):
+    for batch in plan_batches([len(s) for s in seqs], batch_size, budget, desc="true/false"):
         last = [len(seqs[i]) - 1 for i in batch]
         logp, offset = tail_log_probs(model, [seqs[i] for i in batch], min(last), pad_id)
         rows = torch.arange(len(batch), device=logp.device)
@@ -181,7 +181,7 @@ def _prefix_next_token_probs(
     order = sorted(range(len(pairs)), key=lambda i: (group[keys[i]], -len(pairs[i][1]), i))
     out = np.zeros((len(pairs), len(token_ids)))
     wanted = torch.tensor(list(token_ids), device=device)
-    for batch in plan_batches(lengths, batch_size, budget, order=order):
+    for batch in plan_batches(lengths, batch_size, budget, order=order, desc="true/false"):
         if any(len(pairs[i][1]) == 0 for i in batch):
             raise ValueError("every query needs at least one token after its prefix")
         prefix_keys = list(dict.fromkeys(keys[i] for i in batch))
