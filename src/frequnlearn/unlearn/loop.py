@@ -3,8 +3,8 @@
 Each optimizer step sees `batch_size` forget examples (in a seeded shuffled order), each paired with
 a randomly drawn retain example, in one forward pass. Evaluation runs at step 0 (before any update),
 at `eval_steps`, every `eval_every` steps, after each epoch and at the end; the trajectory file is
-rewritten atomically after every evaluation and the loss log after every step, so a run that is
-killed or stopped by a NaN loss keeps everything measured up to then.
+rewritten atomically after every evaluation and each step's losses are appended to the log as soon as
+the step is done, so a run that is killed or stopped by a NaN loss keeps everything measured so far.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import contextlib
 import copy
 import json
 import math
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -28,7 +29,7 @@ from frequnlearn.config.unlearn import UnlearnConfig
 from frequnlearn.data.tables import check_overlap
 from frequnlearn.errors import DataError, TrainingError
 from frequnlearn.models.prompts import get_prompt_format
-from frequnlearn.records import QAItem, atomic_dir, atomic_open, run_info, write_json, write_jsonl
+from frequnlearn.records import QAItem, atomic_dir, atomic_open, dumps, run_info, write_json, write_jsonl
 from frequnlearn.unlearn.data import Example, collate, encode_items, make_collate, pair_indices
 from frequnlearn.unlearn.losses import LossInputs, LossParams, get_loss
 
@@ -219,9 +220,16 @@ def unlearn(
             _write_parquet(pd.concat(frames, ignore_index=True), traj_path, meta)
         accelerator.wait_for_everyone()
 
-    def write_log() -> None:
+    if accelerator.is_main_process:
+        write_jsonl(log_path, [])
+
+    def write_log(row: dict[str, Any]) -> None:
+        """Append one step's row: O(1) per step, and a killed run keeps every finished step."""
         if accelerator.is_main_process:
-            write_jsonl(log_path, log)
+            with log_path.open("a") as fh:
+                fh.write(dumps(row) + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
 
     def mean_over_processes(values: dict[str, float]) -> dict[str, float]:
         if accelerator.num_processes == 1:
@@ -280,7 +288,6 @@ def unlearn(
                     if accelerator.num_processes > 1:
                         finite = accelerator.gather(finite.reshape(1)).min()
                     if not finite.item():
-                        write_log()
                         bar.close()
                         shown = ", ".join(f"{k} {v:.4g}" for k, v in terms.items())
                         raise TrainingError(
@@ -301,7 +308,7 @@ def unlearn(
             row = {"step": step, "epoch": epoch + 1, "lr": lr, **mean_over_processes(sums)}
             row["grad_norm"] = float(grad_norm) if grad_norm is not None else None
             log.append(row)
-            write_log()
+            write_log(row)
             bar.update(1)
             bar.set_postfix(loss=f"{row['loss']:.4g}")
             if step in points:
