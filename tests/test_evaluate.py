@@ -199,7 +199,7 @@ def test_true_false_shots_and_prompt(tiny_tokenizer):
     shown = sets[0][0][0]
     prefix_b, _ = tf_texts(shown, shown.question, sets, FMT, tiny_tokenizer)
     assert shown.question not in prefix_b and prefix_b != prefix
-    head, rest = encode_split(tiny_tokenizer, prefix, query)
+    head, rest = encode_split(lambda t: encode_prompt(tiny_tokenizer, t), prefix, query)
     assert head + rest == encode_prompt(tiny_tokenizer, text)
     assert head == encode_prompt(tiny_tokenizer, prefix)
 

@@ -31,7 +31,7 @@ from frequnlearn.evaluate.truefalse import (
     tf_texts,
     verdict_token_ids,
 )
-from frequnlearn.models.prompts import PromptFormat, encode_completion, encode_pair, encode_prompt
+from frequnlearn.models.prompts import PromptFormat, encode_completion, encode_prompt
 from frequnlearn.records import BioPrompt, QAItem
 
 IDENTITY = [
@@ -80,35 +80,47 @@ class _Probe:
     frequency: float | None = None
 
 
-def _completion_ids(tokenizer: Any, completion: str, item_id: str, what: str) -> list[int]:
-    ids = encode_completion(tokenizer, completion)
-    if not ids:
-        raise DataError(f"item {item_id}: {what} {completion!r} encodes to no tokens; fix or drop the item")
-    return ids
+class _Encoder:
+    """Token ids of prompts and completions, each distinct text encoded once per call (candidates
+    repeat across items and probes; the True/False prefix across all queries)."""
+
+    def __init__(self, tokenizer: Any):
+        self.tokenizer = tokenizer
+        self._prompts: dict[str, list[int]] = {}
+        self._completions: dict[str, list[int]] = {}
+
+    def prompt(self, text: str) -> list[int]:
+        if text not in self._prompts:
+            self._prompts[text] = encode_prompt(self.tokenizer, text)
+        return self._prompts[text]
+
+    def completion(self, text: str, item_id: str, what: str) -> list[int]:
+        if text not in self._completions:
+            self._completions[text] = encode_completion(self.tokenizer, text)
+        ids = self._completions[text]
+        if not ids:
+            raise DataError(f"item {item_id}: {what} {text!r} encodes to no tokens; fix or drop the item")
+        return ids
 
 
 def _qa_probes(
-    items: Sequence[QAItem], probes: Sequence[str], tokenizer: Any, fmt: PromptFormat
+    items: Sequence[QAItem], probes: Sequence[str], enc: _Encoder, fmt: PromptFormat
 ) -> list[_Probe]:
     out = []
     for item in items:
+        cands = [enc.completion(fmt.completion(c), item.item_id, "candidate") for c in item.candidates]
+        answer_ids = enc.completion(fmt.completion(item.answer), item.item_id, "answer")
         for probe in probes:
             text = item.question if probe == "question" else item.paraphrase
             if not text:
                 continue
-            prompt_ids, _ = encode_pair(tokenizer, fmt, text, item.answer)
-            answer_ids = _completion_ids(tokenizer, fmt.completion(item.answer), item.item_id, "answer")
-            cands = [
-                _completion_ids(tokenizer, fmt.completion(c), item.item_id, "candidate")
-                for c in item.candidates
-            ]
             out.append(
                 _Probe(
                     item=item,
                     probe=probe,
                     text=text,
                     answer=item.answer,
-                    prompt_ids=prompt_ids,
+                    prompt_ids=enc.prompt(fmt.prompt(text, enc.tokenizer)),
                     answer_ids=answer_ids,
                     candidate_ids=cands,
                     person_id=item.person_id,
@@ -120,16 +132,14 @@ def _qa_probes(
     return out
 
 
-def _bio_probes(bio_prompts: Sequence[BioPrompt], by_id: dict[str, QAItem], tokenizer: Any) -> list[_Probe]:
+def _bio_probes(bio_prompts: Sequence[BioPrompt], by_id: dict[str, QAItem], enc: _Encoder) -> list[_Probe]:
     """Biography prompts of the evaluated items; the answer continues the sentence after one space."""
     out = []
     for bp in bio_prompts:
         item = by_id.get(bp.item_id)
         if item is None:
             continue
-        prompt_ids = encode_prompt(tokenizer, bp.prompt.rstrip(" "))
-        answer_ids = _completion_ids(tokenizer, " " + bp.target, bp.item_id, "bio target")
-        cands = [_completion_ids(tokenizer, " " + c, bp.item_id, "candidate") for c in item.candidates]
+        cands = [enc.completion(" " + c, bp.item_id, "candidate") for c in item.candidates]
         frequency = bp.frequency if bp.frequency is not None else item.frequency
         out.append(
             _Probe(
@@ -137,8 +147,8 @@ def _bio_probes(bio_prompts: Sequence[BioPrompt], by_id: dict[str, QAItem], toke
                 probe="bio",
                 text=bp.prompt,
                 answer=bp.target,
-                prompt_ids=prompt_ids,
-                answer_ids=answer_ids,
+                prompt_ids=enc.prompt(bp.prompt.rstrip(" ")),
+                answer_ids=enc.completion(" " + bp.target, bp.item_id, "bio target"),
                 candidate_ids=cands,
                 person_id=bp.person_id,
                 group=bp.group,
@@ -194,10 +204,6 @@ def _row(p: _Probe, family: str, ident: dict[str, Any], metrics: dict[str, Any])
     return row
 
 
-def empty_frame() -> pd.DataFrame:
-    return _frame([])
-
-
 def _frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     df = pd.DataFrame(rows, columns=COLUMNS)
     for col in NUMERIC_METRICS + ["frequency"]:
@@ -232,10 +238,11 @@ def evaluate_items(
     bs = cfg.batch_size
     ident = {"model": model_name, "run_id": run_id, "step": int(step)}
     metrics = set(cfg.metrics)
-    qa = _qa_probes(items, cfg.probes, tokenizer, fmt) if metrics & {"prob", "gen", "tf"} else []
+    enc = _Encoder(tokenizer)
+    qa = _qa_probes(items, cfg.probes, enc, fmt) if metrics & {"prob", "gen", "tf"} else []
     bio: list[_Probe] = []
     if "bio" in metrics and bio_prompts:
-        bio = _bio_probes(bio_prompts, {it.item_id: it for it in items}, tokenizer)
+        bio = _bio_probes(bio_prompts, {it.item_id: it for it in items}, enc)
     prob_probes = (qa if "prob" in metrics else []) + bio
     gen_probes = (qa if "gen" in metrics else []) + bio
     tf_probes = qa if "tf" in metrics else []
@@ -256,7 +263,7 @@ def evaluate_items(
     if tf_probes:
         sets = shot_sets(items, cfg.tf_shots, cfg.seed)
         tf_pairs = [
-            encode_split(tokenizer, *tf_texts(p.item, p.text, sets, fmt, tokenizer)) for p in tf_probes
+            encode_split(enc.prompt, *tf_texts(p.item, p.text, sets, fmt, tokenizer)) for p in tf_probes
         ]
         _check_lengths(
             limit,

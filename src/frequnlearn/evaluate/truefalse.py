@@ -12,7 +12,7 @@ are read against.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -27,7 +27,7 @@ from frequnlearn.evaluate.batching import (
     plan_batches,
     tail_log_probs,
 )
-from frequnlearn.models.prompts import PromptFormat, encode_completion, encode_prompt
+from frequnlearn.models.prompts import PromptFormat, encode_completion
 from frequnlearn.records import QAItem
 
 log = logging.getLogger(__name__)
@@ -120,14 +120,15 @@ def tf_texts(
     return prefix, SEPARATOR + statement
 
 
-def encode_split(tokenizer: Any, prefix: str, query: str) -> tuple[list[int], list[int]]:
-    """Ids of prefix and query such that together they are the ids of the whole text.
+def encode_split(encode: Callable[[str], list[int]], prefix: str, query: str) -> tuple[list[int], list[int]]:
+    """Ids of prefix and query (`encode` is `encode_prompt` bound to a tokenizer) that together are the
+    ids of the whole text.
 
     Where the tokenizer merges across the boundary, the whole text's ids are split after the first
     token instead (correct, only not shared).
     """
-    whole = encode_prompt(tokenizer, prefix + query)
-    head = encode_prompt(tokenizer, prefix)
+    whole = encode(prefix + query)
+    head = encode(prefix)
     if len(head) < len(whole) and whole[: len(head)] == head:
         return head, whole[len(head) :]
     return whole[:1], whole[1:]
