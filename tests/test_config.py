@@ -70,3 +70,10 @@ def test_override_syntax():
 def test_hash_is_stable():
     assert config_hash(Outer()) == config_hash(Outer())
     assert config_hash(Outer()) != config_hash(Outer(n=11))
+
+
+def test_exponent_without_dot_is_a_number():
+    assert from_dict(Inner, {"lr": "1e-4"}).lr == 1e-4
+    assert load_config(Outer, None, ["inner.lr=1e-4"]).inner.lr == 1e-4
+    with pytest.raises(ConfigError, match="inner.lr: expected a number"):
+        from_dict(Outer, {"inner": {"lr": "fast"}})

@@ -11,10 +11,7 @@ from frequnlearn.config.count import CountConfig
 from frequnlearn.config.evaluate import EvalConfig
 from frequnlearn.config.generate import GenerateConfig
 from frequnlearn.config.pretrain import PretrainConfig
-from frequnlearn.config.unlearn import UnlearnConfig
-
-FORGET_METHODS = ("ga", "npo", "simnpo", "idk")
-RETAIN_LOSSES = ("none", "gd", "kl")
+from frequnlearn.config.unlearn import FORGET_METHODS, RETAIN_LOSSES, UnlearnConfig
 
 
 def parse_method(spec: str) -> tuple[str, str]:
