@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from frequnlearn.config.base import check, load_config
+from frequnlearn.config.base import ConfigError, check, load_config
 from frequnlearn.config.count import CountConfig
 from frequnlearn.config.evaluate import EvalConfig
 from frequnlearn.config.generate import GenerateConfig
@@ -110,6 +110,15 @@ class StudyConfig:
     study: StudyOptions = field(default_factory=StudyOptions)
 
     def validate(self) -> None:
+        if self.study.setting == "synthetic":
+            import dataclasses
+
+            # The pretrain section is validated against its own preset; each studied size must pass too.
+            for size in self.study.model_sizes:
+                try:
+                    dataclasses.replace(self.pretrain, preset=size).validate()
+                except ConfigError as err:
+                    raise ConfigError(f"study.model_sizes: {size}: pretrain.{err}") from None
         if self.study.setting == "synthetic" and self.study.attribute is not None:
             check(
                 self.study.attribute in self.generate.attributes,
