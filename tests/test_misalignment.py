@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from frequnlearn.evaluate.columns import COLUMNS
 from frequnlearn.evaluate.misalignment import change_correlation, rates, spearman, verdicts
-from frequnlearn.evaluate.runner import COLUMNS
 
 
 def frame(rows):
@@ -96,3 +96,10 @@ def test_change_correlation_from_baseline():
     out = change_correlation(frame(before + step4 + step8), baseline_step=0)
     assert out.step.tolist() == [4, 8] and out.n.tolist() == [5, 5]
     assert out.spearman.tolist() == pytest.approx([1.0, -1.0])
+
+
+def test_added_columns_come_along():
+    df = frame(FOUR)
+    df["role"] = "forget"
+    v = verdicts(df)
+    assert (v["role"] == "forget").all() and len(v) == 4

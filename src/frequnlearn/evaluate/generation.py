@@ -100,14 +100,13 @@ def _decode_batch(
             if "position_ids" in accepted:
                 kwargs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)
         out = model(input_ids=step_ids, attention_mask=mask, **kwargs)
-    gen = torch.stack(new, dim=1).cpu()
-    stop_cpu = stop.cpu()
+    stops = set(torch.nonzero(stop).flatten().tolist())
     result = []
-    for row in gen.tolist():
+    for row in torch.stack(new, dim=1).tolist():
         ids_row: list[int] = []
         for tid in row:
             ids_row.append(tid)
-            if stop_cpu[tid]:
+            if tid in stops:
                 break
         result.append(ids_row)
     return result

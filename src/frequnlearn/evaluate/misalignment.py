@@ -11,6 +11,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from frequnlearn.evaluate.columns import COLUMNS
+
 KEYS = ["model", "run_id", "step", "item_id", "probe"]
 ITEM_COLUMNS = ["person_id", "group", "attribute", "frequency", "bucket"]
 VERDICTS = ["prob_known", "gen_known", "disagree", "prob_only", "gen_only"]
@@ -23,7 +25,11 @@ def verdicts(df: pd.DataFrame, gen_threshold: float = 0.5, prob_rank: int = 1) -
     gen_known: ROUGE-L recall of the greedy answer >= `gen_threshold`. Items without candidates have
     no probability verdict and are left out.
     """
-    prob = df.loc[df["family"] == "prob", KEYS + ITEM_COLUMNS + ["rank", "logprob", "p_norm", "truth_ratio"]]
+    # Columns a caller added to the rows (e.g. an unlearning run's `role`) come along from the prob rows.
+    extra = [c for c in df.columns if c not in COLUMNS]
+    prob = df.loc[
+        df["family"] == "prob", KEYS + ITEM_COLUMNS + extra + ["rank", "logprob", "p_norm", "truth_ratio"]
+    ]
     gen = df.loc[df["family"] == "gen", KEYS + ["rougeL_recall", "exact", "contains"]]
     out = prob.merge(gen, on=KEYS, how="inner").dropna(subset=["rank", "rougeL_recall"])
     out = out.reset_index(drop=True)

@@ -17,6 +17,7 @@ import pandas as pd
 from frequnlearn.config.evaluate import EvalConfig
 from frequnlearn.errors import DataError
 from frequnlearn.evaluate.batching import pad_id_of, token_budget
+from frequnlearn.evaluate.columns import COLUMNS, NUMERIC_METRICS
 from frequnlearn.evaluate.generation import (
     continuation_text,
     generation_scores,
@@ -33,34 +34,6 @@ from frequnlearn.evaluate.truefalse import (
 )
 from frequnlearn.models.prompts import PromptFormat, encode_completion, encode_prompt
 from frequnlearn.records import BioPrompt, QAItem
-
-IDENTITY = [
-    "model",
-    "run_id",
-    "step",
-    "item_id",
-    "person_id",
-    "group",
-    "attribute",
-    "frequency",
-    "bucket",
-    "probe",
-    "family",
-]
-PROB_METRICS = [
-    "logprob",
-    "logprob_per_token",
-    "p_norm",
-    "n_answer_tokens",
-    "rank",
-    "rank_correct",
-    "truth_ratio",
-]
-GEN_METRICS = ["generation", "rougeL_recall", "exact", "contains"]
-TF_METRICS = ["p_true", "p_false", "tf_correct"]
-COLUMNS = IDENTITY + PROB_METRICS + GEN_METRICS + TF_METRICS
-# Every numeric metric column (all but `generation`).
-NUMERIC_METRICS = [c for c in PROB_METRICS + GEN_METRICS + TF_METRICS if c != "generation"]
 
 
 @dataclass

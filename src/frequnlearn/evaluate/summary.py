@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from frequnlearn.evaluate.runner import NUMERIC_METRICS
+from frequnlearn.evaluate.columns import NUMERIC_METRICS
 
 SUMMARY_COLUMNS = ["metric", "n", "mean", "ci_low", "ci_high"]
 

@@ -1,0 +1,31 @@
+"""The columns of per-item evaluation rows: the contract every later stage reads (no heavy imports)."""
+
+from __future__ import annotations
+
+IDENTITY = [
+    "model",
+    "run_id",
+    "step",
+    "item_id",
+    "person_id",
+    "group",
+    "attribute",
+    "frequency",
+    "bucket",
+    "probe",
+    "family",
+]
+PROB_METRICS = [
+    "logprob",
+    "logprob_per_token",
+    "p_norm",
+    "n_answer_tokens",
+    "rank",
+    "rank_correct",
+    "truth_ratio",
+]
+GEN_METRICS = ["generation", "rougeL_recall", "exact", "contains"]
+TF_METRICS = ["p_true", "p_false", "tf_correct"]
+COLUMNS = IDENTITY + PROB_METRICS + GEN_METRICS + TF_METRICS
+# Every numeric metric column (all but `generation`).
+NUMERIC_METRICS = [c for c in PROB_METRICS + GEN_METRICS + TF_METRICS if c != "generation"]
