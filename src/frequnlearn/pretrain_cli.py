@@ -11,7 +11,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="train a GPT-2 preset from scratch on a generated corpus (resumable)",
         description="Train a GPT-2 of a named size on DATA_DIR's corpus: tokenizer, packing, accelerate loop, "
         "checkpoints every save_every steps, a knowledge check per group and exposure. Rerunning the same "
-        "command resumes from the last checkpoint. Runs under `accelerate launch` for several processes.",
+        "command resumes from the last checkpoint. Several processes: `accelerate launch --multi_gpu "
+        "--num_processes 2 -m frequnlearn.cli pretrain ...` (also on a machine without GPUs, where they train "
+        "on the CPU) or `torchrun --nproc_per_node 2 -m frequnlearn.cli pretrain ...`; batch_size stays the "
+        "global batch. Options come before the key=value overrides.",
     )
     p.add_argument(
         "--data", required=True, metavar="DATA_DIR", help="directory written by `frequnlearn generate`"
