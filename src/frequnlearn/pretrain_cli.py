@@ -34,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "overrides",
         nargs="*",
         metavar="key=value",
-        help="config overrides, e.g. epochs=40 lr=2e-3 n_layer=6 log_with=[tensorboard]",
+        help="config overrides, e.g. epochs=40 lr=0.002 n_layer=6 log_with=[tensorboard]",
     )
     p.set_defaults(func=run)
 
