@@ -386,3 +386,19 @@ def test_cached_prefix_true_false_equals_full_sequences(fixture, request):
         np.testing.assert_allclose(
             next_token_probs(model, pairs, tokens, 0, bs, budget), ref, rtol=1e-4, atol=1e-7
         )
+
+
+def test_auto_budget_follows_model_size(tiny_tokenizer):
+    from transformers import GPT2Config, LlamaConfig
+
+    from frequnlearn.evaluate.batching import CPU_TOKEN_BUDGET, plan_batches, token_budget
+
+    small = MarkovLM(len(tiny_tokenizer))
+    small.config = GPT2Config(n_layer=4, n_embd=128, vocab_size=2048)
+    assert token_budget(small) == CPU_TOKEN_BUDGET
+    big = MarkovLM(4)
+    big.config = LlamaConfig(hidden_size=8192, num_hidden_layers=80, vocab_size=128_256)
+    assert token_budget(big) < token_budget(small)
+    batches = list(plan_batches([10, 30, 20, 5], "auto", budget=60))
+    assert batches == [[1, 2], [0, 3]]  # longest first; rows x widest row within the budget
+    assert list(plan_batches([10, 30, 20, 5], 3, budget=0)) == [[1, 2, 0], [3]]

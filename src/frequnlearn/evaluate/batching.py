@@ -7,6 +7,7 @@ function of its own row only, so the batch a row lands in never changes its valu
 from __future__ import annotations
 
 import inspect
+import os
 import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -45,19 +46,22 @@ def cache_kwarg(accepted: set[str]) -> str | None:
 
 
 def token_budget(model: Any) -> int:
-    """Tokens per forward pass for batch_size="auto": from free accelerator memory, or a CPU constant."""
+    """Tokens per forward pass for batch_size="auto": what 40% of the free memory of the model's device
+    holds (KV cache, activations, float32 logits per token), and on a CPU at most CPU_TOKEN_BUDGET."""
     device = model_device(model)
-    if device.type != "cuda":
-        return CPU_TOKEN_BUDGET
-    free, _ = torch.cuda.mem_get_info(device)
     config = getattr(model, "config", None)
-    hidden = getattr(config, "hidden_size", None) or getattr(config, "n_embd", 4096)
-    layers = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer", 32)
-    vocab = getattr(config, "vocab_size", 50000)
-    elem = next(model.parameters()).element_size()
-    # KV cache of every layer, a few live activations of width 4*hidden, and float32 logits.
+    hidden = getattr(config, "hidden_size", None) or getattr(config, "n_embd", None) or 4096
+    layers = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer", None) or 32
+    vocab = getattr(config, "vocab_size", None) or 50_000
+    elem = next(iter(model.parameters())).element_size()
     per_token = elem * (2 * layers * hidden + 8 * hidden) + 8 * vocab
-    return int(max(1024, min(1 << 20, 0.4 * free / per_token)))
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        ceiling = 1 << 20
+    else:
+        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        ceiling = CPU_TOKEN_BUDGET
+    return int(max(256, min(ceiling, 0.4 * free / per_token)))
 
 
 def plan_batches(
