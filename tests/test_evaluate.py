@@ -402,3 +402,20 @@ def test_auto_budget_follows_model_size(tiny_tokenizer):
     batches = list(plan_batches([10, 30, 20, 5], "auto", budget=60))
     assert batches == [[1, 2], [0, 3]]  # longest first; rows x widest row within the budget
     assert list(plan_batches([10, 30, 20, 5], 3, budget=0)) == [[1, 2, 0], [3]]
+
+
+def test_eval_config_checks():
+    from frequnlearn.config import from_dict
+    from frequnlearn.errors import ConfigError
+
+    assert from_dict(EvalConfig, {"batch_size": 8}).batch_size == 8
+    assert from_dict(EvalConfig, {"batch_size": "auto"}).batch_size == "auto"
+    for bad, key in (
+        ({"batch_size": 0}, "batch_size"),
+        ({"batch_size": "big"}, "batch_size"),
+        ({"metrics": ["prob", "probability"]}, "metrics"),
+        ({"probes": ["bio"]}, "probes"),
+        ({"ci": 1.5}, "ci"),
+    ):
+        with pytest.raises(ConfigError, match=key):
+            from_dict(EvalConfig, bad)
