@@ -63,14 +63,15 @@ def t_interval(values: Sequence[float]) -> tuple[float, float, float]:
 
 
 def bootstrap_mean(values: Sequence[float], n_boot: int = 1000, seed: int = 0) -> tuple[float, float, float]:
-    """Mean and 95% percentile bootstrap interval over items."""
+    """Mean and 95% percentile bootstrap interval over items (NaNs dropped)."""
+    from frequnlearn.evaluate.summary import bootstrap_ci
+
     x = np.asarray(values, dtype=float)
     x = x[~np.isnan(x)]
     if len(x) == 0:
         return (math.nan, math.nan, math.nan)
-    rng = np.random.default_rng(seed)
-    means = x[rng.integers(0, len(x), size=(n_boot, len(x)))].mean(axis=1)
-    return (float(x.mean()), float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975)))
+    lo, hi = bootstrap_ci(x, n_boot, 0.95, np.random.default_rng(seed))
+    return (float(x.mean()), lo, hi)
 
 
 def normalised_auc(steps: Sequence[float], values: Sequence[float]) -> float:
