@@ -163,6 +163,7 @@ def atomic_open(path: str | Path, mode: str = "w") -> Iterator[Any]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would hide results from other users
         with os.fdopen(fd, mode) as fh:
             yield fh
             fh.flush()
@@ -184,9 +185,7 @@ def atomic_dir(path: str | Path, overwrite: bool = True) -> Iterator[Path]:
     if not path.parent.exists():
         raise DataError(f"--out {path}: parent directory {path.parent} does not exist; create it first")
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's 0700 would make shared results unreadable to others
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700 would make shared results unreadable to others
     try:
         yield tmp
         if path.exists():
@@ -202,6 +201,12 @@ def atomic_dir(path: str | Path, overwrite: bool = True) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def sha256_file(path: str | Path) -> str:

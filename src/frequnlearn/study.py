@@ -398,7 +398,25 @@ class Study:
         scores = self._evaluate(model, tok, items, bios, 0, task.name, f"{task.name}/baseline")
         path.mkdir(parents=True, exist_ok=True)
         write_parquet(scores, path / "scores.parquet", self.cfg, task.params.get("seed"))
+        self._utility(model, tok, path)
         mark_done(path, key)
+
+    def _utility(self, model: Any, tok: Any, path: Path) -> None:
+        """General ability through lm-eval (`evaluate.metrics` has `utility`), before and after."""
+        if "utility" not in self.cfg.evaluate.metrics or not self.cfg.evaluate.utility_tasks:
+            return
+        from frequnlearn.evaluate.utility import run_utility
+
+        e = self.cfg.evaluate
+        scores = run_utility(
+            model,
+            tok,
+            e.utility_tasks,
+            batch_size=e.batch_size if isinstance(e.batch_size, int) else 16,
+            limit=e.utility_limit,
+            seed=e.seed,
+        )
+        write_json(path / "utility.json", {"tasks": scores})
 
     def known_items(self, tag: str) -> set[str]:
         import pandas as pd
@@ -489,6 +507,7 @@ class Study:
         unlearn(
             model, tok, sets["forget"], sets["retain"], self._unlearn_cfg(task.params), tmp, eval_fn=eval_fn
         )
+        self._utility(model, tok, tmp)
         if not self.s.keep_models:
             shutil.rmtree(tmp / "model", ignore_errors=True)
         mark_done(tmp, key, {"task": task.name, **task.params})

@@ -46,6 +46,26 @@ def load_trajectories(run_dir: Path) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
+def load_utility(run_dir: Path) -> pd.DataFrame:
+    """lm-eval utility scores before (each model's baseline) and after (each unlearning run)."""
+    rows = []
+    for path in sorted(run_dir.glob("models/*/baseline/utility.json")):
+        for task, metrics in read_json(path)["tasks"].items():
+            rows += [
+                {"run_id": f"{path.parent.parent.name}/baseline", "task": task, "metric": m, "value": v}
+                for m, v in metrics.items()
+            ]
+    for marker in sorted((run_dir / "unlearn").glob(f"**/{STAGE_FILE}")):
+        path = marker.parent / "utility.json"
+        if path.is_file():
+            for task, metrics in read_json(path)["tasks"].items():
+                rows += [
+                    {"run_id": read_json(marker)["task"], "task": task, "metric": m, "value": v}
+                    for m, v in metrics.items()
+                ]
+    return pd.DataFrame(rows, columns=["run_id", "task", "metric", "value"])
+
+
 def item_verdicts(traj: pd.DataFrame, gen_threshold: float) -> pd.DataFrame:
     """Per (run, step, item, probe): generation and probability verdicts, with role and run identity."""
     from frequnlearn.evaluate.misalignment import verdicts
@@ -112,6 +132,7 @@ def build_report(run_dir: str | Path) -> Path:
     seeds = analysis.seed_differences(summaries, high, low)
     mis = analysis.misalignment_by_size(v)
     findings = analysis.describe_findings(effect, seeds, mis, sizes, high, low)
+    utility = load_utility(run_dir)
 
     out = run_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
@@ -122,6 +143,7 @@ def build_report(run_dir: str | Path) -> Path:
         ("frequency_effect", effect),
         ("seed_differences", seeds),
         ("misalignment", mis),
+        ("utility", utility),
     ]:
         with atomic_open(out / f"{name}.csv") as fh:
             df.to_csv(fh, index=False)
@@ -168,11 +190,11 @@ def build_report(run_dir: str | Path) -> Path:
             "run_info": info,
         },
     )
-    md = _markdown(findings, head, effect, seeds, mis, figures, info)
+    md = _markdown(findings, head, effect, seeds, mis, utility, figures, info)
     with atomic_open(out / "report.md") as fh:
         fh.write(md)
     with atomic_open(out / "report.html") as fh:
-        fh.write(_html(findings, head, effect, seeds, mis, figures, info))
+        fh.write(_html(findings, head, effect, seeds, mis, utility, figures, info))
     return out
 
 
@@ -204,7 +226,7 @@ HEAD_COLS = [
 ]
 
 
-def _markdown(findings, head, effect, seeds, mis, figures, info) -> str:
+def _markdown(findings, head, effect, seeds, mis, utility, figures, info) -> str:
     parts = ["# frequnlearn study report", "", "## Findings", ""]
     parts += [f"- {f}" for f in findings]
     parts += [
@@ -228,9 +250,10 @@ def _markdown(findings, head, effect, seeds, mis, figures, info) -> str:
         "",
         analysis.as_markdown(mis),
         "",
-        "## Figures",
-        "",
     ]
+    if len(utility):
+        parts += ["## Utility (lm-eval)", "", analysis.as_markdown(utility), ""]
+    parts += ["## Figures", ""]
     parts += [f"![{cap}]({name})" for name, cap, _ in figures]
     parts += ["", "## Run", "", f"versions: {info['versions']}", "", f"hardware: {info['hardware']}", ""]
     return "\n".join(parts)
@@ -240,7 +263,7 @@ def _table_html(df: pd.DataFrame) -> str:
     return df.to_html(index=False, float_format=lambda x: f"{x:.3f}", na_rep="", border=0, classes="t")
 
 
-def _html(findings, head, effect, seeds, mis, figures, info) -> str:
+def _html(findings, head, effect, seeds, mis, utility, figures, info) -> str:
     esc = html.escape
     imgs = "\n".join(
         f'<figure><img alt="{esc(cap)}" src="data:image/png;base64,{base64.b64encode(data).decode()}">'
@@ -266,6 +289,7 @@ figure {{ margin: 1em 0; }} img {{ max-width: 100%; }} figcaption {{ font-size: 
 <h2>Frequency effect (high minus low)</h2>{_table_html(effect)}
 <h2>Across seeds</h2>{_table_html(seeds)}
 <h2>Misalignment by size</h2>{_table_html(mis)}
+{f"<h2>Utility (lm-eval)</h2>{_table_html(utility)}" if len(utility) else ""}
 <h2>Figures</h2>{imgs}
 <h2>Run</h2><pre>{esc(str(info["versions"]))}\n{esc(str(info["hardware"]))}</pre>
 </body></html>
