@@ -190,6 +190,7 @@ class Study:
         self.run_dir = Path(run_dir)
         self.quiet = quiet
         self.s = cfg.study
+        self._items: tuple[list[QAItem], dict[str, Any]] | None = None
 
     # ---- paths
     @property
@@ -205,7 +206,9 @@ class Study:
     # ---- entry point
     def run(self) -> Path:
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        write_json(self.run_dir / "study.json", {"config": to_dict(self.cfg)})
+        from frequnlearn.records import run_info
+
+        write_json(self.run_dir / "study.json", run_info(self.cfg, self.s.seeds))
         tasks = plan(self.cfg)
         progress = Progress(tasks, stream=open("/dev/null", "w") if self.quiet else None)  # noqa: SIM115
         handlers = {
@@ -241,8 +244,12 @@ class Study:
     def _model_key(self, task_params: dict[str, Any]) -> str:
         if self.s.setting == "real":
             return stage_key("model", self.s.model, self.s.gguf_file, self.s.dtype)
+        from frequnlearn.pretrain import RUNTIME_FIELDS
+
+        # Fields that change only speed or logging do not make a new model.
+        cfg = to_dict(self._pretrain_cfg(task_params["size"], task_params["seed"]))
         return stage_key(
-            "pretrain", self._data_key(), self._pretrain_cfg(task_params["size"], task_params["seed"])
+            "pretrain", self._data_key(), {k: v for k, v in cfg.items() if k not in RUNTIME_FIELDS}
         )
 
     def _baseline_key(self, params: dict[str, Any]) -> str:
@@ -294,18 +301,19 @@ class Study:
         from frequnlearn.data.generate import generate
 
         generate(self.cfg.generate, self.data_dir)
+        self._items = None
         mark_done(self.data_dir, self._data_key())
 
     def _count(self, task: Task) -> None:
         from frequnlearn.frequency import count_items
+        from frequnlearn.records import write_jsonl
 
         items = self._load_real_items()
         out = self.run_dir / "items"
         out.mkdir(parents=True, exist_ok=True)
         counted = count_items(items, self.cfg.count)
-        from frequnlearn.records import write_jsonl
-
         write_jsonl(out / "items.jsonl", counted)
+        self._items = None
         mark_done(out, self._data_key())
 
     def _pretrain(self, task: Task) -> None:
@@ -337,6 +345,11 @@ class Study:
 
     def _all_items(self) -> tuple[list[QAItem], dict[str, Any]]:
         """QA items of the studied attribute and, for the synthetic setting, their biography prompts."""
+        if self._items is None:
+            self._items = self._read_items()
+        return self._items
+
+    def _read_items(self) -> tuple[list[QAItem], dict[str, Any]]:
         if self.s.setting == "synthetic":
             from frequnlearn.data.generate import load_data_dir
 
