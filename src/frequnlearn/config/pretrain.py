@@ -40,7 +40,7 @@ class PretrainConfig:
     qa_ratio: float | None = None
 
     # Optimisation. batch_size is global (sequences per optimizer step over all processes).
-    epochs: float = 30.0
+    epochs: float = 40.0
     max_steps: int | None = None  # overrides epochs when set
     batch_size: int = 8
     grad_accum: int = 1
