@@ -29,6 +29,10 @@ from frequnlearn.records import QAItem, read_json, write_json
 STAGE_FILE = ".stage.json"
 
 
+class NothingToUnlearn(DataError):
+    """A level has no eligible items for one model (e.g. it knows none of them)."""
+
+
 # ---------------------------------------------------------------- plan
 
 
@@ -460,9 +464,9 @@ class Study:
             n = min(n, self.s.forget_size)
         if n == 0:
             empty = [lv for lv, v in by_level.items() if not v]
-            raise DataError(
-                f"study.levels: no {p['selection']} items in {empty} for {p['model']}; the model knows none of "
-                "them before unlearning (train longer, add people, or use selections: [all])"
+            raise NothingToUnlearn(
+                f"no {p['selection']} items in {empty} for {p['model']}: the model knows none of them before "
+                "unlearning (train longer, add people, or use selections: [all])"
             )
         forget = sorted(rng.sample(sorted(by_level[p["level"]], key=_id), n), key=_id)
         forget_ids = {it.item_id for it in forget}
@@ -498,7 +502,14 @@ class Study:
         from frequnlearn.unlearn import unlearn
 
         path, key = self._path_and_key(task)
-        sets = self.select_sets(task)
+        try:
+            sets = self.select_sets(task)
+        except NothingToUnlearn as why:
+            # Recorded, not fatal: the other models and selections still make a study.
+            print(f"skipping {task.name}: {why}", file=sys.stderr)
+            path.mkdir(parents=True, exist_ok=True)
+            mark_done(path, key, {"task": task.name, **task.params, "skipped": str(why)})
+            return
         _, bios = self._all_items()
         roles = {it.item_id: "forget" for it in sets["forget"]}
         roles.update({it.item_id: "retain" for it in sets["eval_retain"]})

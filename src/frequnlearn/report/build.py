@@ -28,7 +28,7 @@ def load_trajectories(run_dir: Path) -> pd.DataFrame:
     for marker in sorted((run_dir / "unlearn").glob(f"**/{STAGE_FILE}")):
         info = read_json(marker)
         traj = marker.parent / "trajectory.parquet"
-        if not traj.is_file():
+        if info.get("skipped") or not traj.is_file():
             continue
         df = pd.read_parquet(traj)
         df["run_id"] = info["task"]
@@ -44,6 +44,15 @@ def load_trajectories(run_dir: Path) -> pd.DataFrame:
             f"{run_dir}: no finished unlearning runs to report on (run `frequnlearn study` first)"
         )
     return pd.concat(frames, ignore_index=True)
+
+
+def skipped_runs(run_dir: Path) -> list[str]:
+    """Unlearning runs the study could not make, with the reason (e.g. no known items)."""
+    return [
+        f"{info['task']}: {info['skipped']}"
+        for info in (read_json(m) for m in sorted((run_dir / "unlearn").glob(f"**/{STAGE_FILE}")))
+        if info.get("skipped")
+    ]
 
 
 def load_utility(run_dir: Path) -> pd.DataFrame:
@@ -132,6 +141,7 @@ def build_report(run_dir: str | Path) -> Path:
     seeds = analysis.seed_differences(summaries, high, low)
     mis = analysis.misalignment_by_size(v)
     findings = analysis.describe_findings(effect, seeds, mis, sizes, high, low)
+    findings += [f"Skipped {s}" for s in skipped_runs(run_dir)]
     utility = load_utility(run_dir)
 
     out = run_dir / "report"
