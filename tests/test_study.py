@@ -18,8 +18,6 @@ from frequnlearn.cli import main
 from frequnlearn.config.study import load_study_config
 from frequnlearn.study import describe_plan
 
-pytestmark = pytest.mark.slow
-
 CONFIG = """
 generate: {n_people: 48, seed: 3}
 pretrain: {preset: tiny, n_layer: 2, n_embd: 32, n_head: 2, vocab_size: 400, seq_len: 64, epochs: 4,
@@ -53,6 +51,7 @@ def _known_at_start(run: Path, level: str) -> float:
     return float((rows["rougeL_recall"] >= 0.5).mean())
 
 
+@pytest.mark.slow
 def test_report_files_and_numbers(finished):
     report = finished / "report"
     for name in (
@@ -77,6 +76,7 @@ def test_report_files_and_numbers(finished):
     assert q.loc["forget_high", "n_items"] == q.loc["forget_low", "n_items"]
 
 
+@pytest.mark.slow
 def test_rerun_skips_and_one_field_reruns_only_its_stages(finished, config_path, capsys, tmp_path):
     finished = Path(shutil.copytree(finished, tmp_path / "run"))  # keep the shared run as it was
     model_files = sorted((finished / "models").glob("*/model.safetensors"))
@@ -102,6 +102,7 @@ def _wait_for(pattern: str, root: Path, proc: subprocess.Popen, timeout: float =
     return False
 
 
+@pytest.mark.slow
 def test_kill_and_resume_gives_the_same_results(tmp_path, config_path, finished):
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "frequnlearn.cli", "study", str(config_path), "--out", str(out), "--quiet"]
@@ -131,3 +132,10 @@ def test_bad_study_config_is_one_line(config_path, capsys):
     assert main(["study", str(config_path), "study.methods=[xx+gd]", "--dry-run"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: study.methods:") and "\n" not in err
+
+
+@pytest.mark.parametrize("name", ["tiny", "effect", "paper-gpt2"])
+def test_shipped_synthetic_configs_validate(name, capsys):
+    path = Path(__file__).resolve().parents[1] / "configs" / f"{name}.yaml"
+    assert main(["study", str(path), "--dry-run"]) == 0
+    assert "[unlearn ]" in capsys.readouterr().out
