@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import json
 import random
+import re
 import shutil
 import sys
 import time
@@ -66,7 +67,8 @@ def plan(cfg: StudyConfig) -> list[Task]:
         if cfg.count.backend != "ground-truth":
             tasks.append(Task("count", "items", 0.5))
         # One given model, scored once; the seeds vary the unlearning runs (and their sampled sets).
-        models = [(Path(s.model or "model").name, None, s.seeds[0], list(s.seeds))]
+        tag = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(s.model or "model").name).strip("-")
+        models = [(tag, None, s.seeds[0], list(s.seeds))]
     for tag, size, seed, run_seeds in models:
         tasks.append(Task("baseline", tag, 0.5, {"size": size, "seed": seed}))
         for run_seed in run_seeds:
