@@ -25,6 +25,7 @@ def test_paper_presets_have_the_paper_shapes(name):
 @pytest.mark.parametrize(
     ("name", "low", "high"),
     [
+        ("mini", 0.4e6, 0.7e6),
         ("tiny", 0.8e6, 1.2e6),
         ("small", 3e6, 5e6),
         ("base", 15e6, 25e6),

@@ -38,6 +38,7 @@ class ModelPreset:
 # CPU presets: a locally trained BPE keeps the embedding small; dropout 0 because the study wants
 # the model to memorise the people, not to generalise beyond them.
 PRESETS: dict[str, ModelPreset] = {
+    "mini": ModelPreset(n_layer=4, n_embd=96, n_head=4, n_positions=256, vocab_size=1024),
     "tiny": ModelPreset(n_layer=4, n_embd=128, n_head=4, n_positions=256, vocab_size=1024),
     "small": ModelPreset(n_layer=4, n_embd=256, n_head=4, n_positions=256, vocab_size=1024),
     "base": ModelPreset(n_layer=6, n_embd=512, n_head=8, n_positions=512, vocab_size=2048),
