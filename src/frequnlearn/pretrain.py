@@ -538,7 +538,7 @@ def pretrain(data_dir: str | Path, cfg: PretrainConfig, out_dir: str | Path) -> 
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
-    from frequnlearn.models.presets import build_model, get_preset
+    from frequnlearn.models.presets import build_model
     from frequnlearn.models.prompts import get_prompt_format
 
     data_dir, out_dir = Path(data_dir), Path(out_dir)
@@ -552,16 +552,7 @@ def pretrain(data_dir: str | Path, cfg: PretrainConfig, out_dir: str | Path) -> 
         return out_dir
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
-    preset = get_preset(
-        cfg.preset,
-        n_layer=cfg.n_layer,
-        n_embd=cfg.n_embd,
-        n_head=cfg.n_head,
-        n_positions=cfg.n_positions,
-        dropout=cfg.dropout,
-        vocab_size=cfg.vocab_size,
-        tokenizer=cfg.tokenizer,
-    )
+    preset = cfg.model_preset()
     fmt = get_prompt_format(cfg.prompt_format)
 
     _check_trackers(cfg.log_with)

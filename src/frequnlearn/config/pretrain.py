@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from frequnlearn.config.base import check
 
@@ -105,9 +105,18 @@ class PretrainConfig:
                 "eval_attributes",
                 f"unknown attribute {attr!r}; use some of {list(ATTRIBUTES)}",
             )
+        preset = self.model_preset()
+        check(
+            self.seq_len <= preset.n_positions,
+            "seq_len",
+            f"{self.seq_len} exceeds the model's n_positions ({preset.n_positions}); lower seq_len or raise n_positions",
+        )
+
+    def model_preset(self) -> Any:
+        """The named preset with this config's non-null model fields applied."""
         from frequnlearn.models.presets import get_preset
 
-        preset = get_preset(
+        return get_preset(
             self.preset,
             n_layer=self.n_layer,
             n_embd=self.n_embd,
@@ -116,9 +125,4 @@ class PretrainConfig:
             dropout=self.dropout,
             vocab_size=self.vocab_size,
             tokenizer=self.tokenizer,
-        )
-        check(
-            self.seq_len <= preset.n_positions,
-            "seq_len",
-            f"{self.seq_len} exceeds the model's n_positions ({preset.n_positions}); lower seq_len or raise n_positions",
         )
