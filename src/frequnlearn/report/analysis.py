@@ -320,7 +320,9 @@ def describe_findings(
         vals = [float(by_size[s]) for s in ordered]
         grows = all(b >= a for a, b in zip(vals, vals[1:])) and vals[-1] > vals[0]
         # A rise smaller than a couple of items' worth is not read as support.
-        verdict = ("holds" if vals[-1] - vals[0] >= 0.05 else "is only marginal") if grows else "does not hold"
+        verdict = (
+            ("holds" if vals[-1] - vals[0] >= 0.05 else "is only marginal") if grows else "does not hold"
+        )
         desc = ", ".join(f"{s} {v:.2f}" for s, v in zip(ordered, vals))
         out.append(
             f"Finding 2 (misalignment grows with size) {verdict} in this run: "
