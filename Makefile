@@ -11,7 +11,7 @@ OUT    ?= runs/tiny
 install: $(STAMP)
 
 # torch first, pinned to the CPU wheel on disk; the package itself only asks for a range.
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check "torch==2.13.0"
 	$(PY) -m pip install -q --disable-pip-version-check -e ".[all]"
