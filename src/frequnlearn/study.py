@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import io
 import json
 import random
 import re
@@ -216,7 +217,7 @@ class Study:
 
         write_json(self.run_dir / "study.json", run_info(self.cfg, self.s.seeds))
         tasks = plan(self.cfg)
-        progress = Progress(tasks, stream=open("/dev/null", "w") if self.quiet else None)  # noqa: SIM115
+        progress = Progress(tasks, stream=io.StringIO() if self.quiet else None)
         handlers = {
             "generate": self._generate,
             "count": self._count,
