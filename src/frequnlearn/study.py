@@ -29,6 +29,8 @@ from frequnlearn.errors import DataError
 from frequnlearn.records import QAItem, read_json, write_json
 
 STAGE_FILE = ".stage.json"
+# Bumped whenever `generate` writes different items for the same config (e.g. how candidates are drawn).
+DATA_FORMAT = 2
 
 
 class NothingToUnlearn(DataError):
@@ -242,7 +244,7 @@ class Study:
     # ---- keys: each stage's own config plus the keys of its inputs
     def _data_key(self) -> str:
         if self.s.setting == "synthetic":
-            return stage_key("generate", self.cfg.generate)
+            return stage_key("generate", DATA_FORMAT, self.cfg.generate)
         return stage_key("items", self.s.items, self.s.retain_items, self.s.compare_by, self.cfg.count)
 
     def _pretrain_cfg(self, size: str, seed: int) -> Any:
@@ -253,11 +255,19 @@ class Study:
             return stage_key("model", self.s.model, self.s.gguf_file, self.s.dtype)
         from frequnlearn.pretrain import RUNTIME_FIELDS
 
-        # Fields that change only speed or logging do not make a new model.
+        # Fields that change only speed or logging do not make a new model; nor does a change of the
+        # QA items (candidates, counts) that leaves the training corpus byte for byte the same.
         cfg = to_dict(self._pretrain_cfg(task_params["size"], task_params["seed"]))
         return stage_key(
-            "pretrain", self._data_key(), {k: v for k, v in cfg.items() if k not in RUNTIME_FIELDS}
+            "pretrain", self._corpus_hash(), {k: v for k, v in cfg.items() if k not in RUNTIME_FIELDS}
         )
+
+    def _corpus_hash(self) -> str:
+        """The content hash of the training corpus the generate stage recorded in its manifest."""
+        manifest = self.data_dir / "manifest.json"
+        if not manifest.is_file():
+            return "missing"
+        return str(read_json(manifest).get("files", {}).get("corpus.jsonl", "missing"))
 
     def _baseline_key(self, params: dict[str, Any]) -> str:
         return stage_key(
