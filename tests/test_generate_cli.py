@@ -75,7 +75,7 @@ def test_refuses_to_replace_a_directory_it_did_not_write(tmp_path, capsys):
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "notes.txt").write_text("keep me")
     code, _, err = _run(capsys, "--out", str(tmp_path / "d"), "n_people=8")
-    assert code == 2 and "is not a generated data directory" in err and err.count("\n") == 1
+    assert code == 2 and "this tool did not write" in err and err.count("\n") == 1
     assert (tmp_path / "d" / "notes.txt").read_text() == "keep me"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d"]
 

@@ -60,6 +60,12 @@ def main(argv: list[str] | None = None) -> int:
     except FrequnlearnError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:
+        if err.errno is None:  # not the system's refusal (permissions, disk full): a bug to show in full
+            raise
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"error: {where}{err.strerror}; check the path, its permissions and free space", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted: what was written is kept; rerun the same command to resume", file=sys.stderr)
         return 130

@@ -13,9 +13,10 @@ import hashlib
 import json
 import os
 import platform
+import re
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -109,8 +110,9 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     rows = []
-    with path.open() as fh:
-        for lineno, line in enumerate(fh, 1):
+    with path.open("rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            line = _decode(path, lineno, raw)
             if not line.strip():
                 continue
             try:
@@ -120,9 +122,21 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
+def _decode(path: Path, lineno: int, raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise DataError(
+            f"{path}:{lineno}: not UTF-8 text (byte 0x{raw[err.start]:02x} at column {err.start + 1}); "
+            "save the file as UTF-8"
+        ) from None
+
+
 def iter_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
-    with Path(path).open() as fh:
-        for line in fh:
+    path = Path(path)
+    with path.open("rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            line = _decode(path, lineno, raw)
             if line.strip():
                 yield json.loads(line)
 
@@ -153,7 +167,7 @@ def read_json(path: str | Path) -> Any:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found")
-    return json.loads(path.read_text())
+    return json.loads(_decode(path, 1, path.read_bytes()))
 
 
 @contextlib.contextmanager
@@ -177,17 +191,18 @@ def atomic_open(path: str | Path, mode: str = "w") -> Iterator[Any]:
 
 @contextlib.contextmanager
 def atomic_dir(path: str | Path, overwrite: bool = True) -> Iterator[Path]:
-    """Yield a temp directory that becomes `path` only if the block finishes.
+    """Yield a temp directory that becomes `path` only if the block finishes (`path` must not exist,
+    unless `overwrite`: then the old directory is replaced whole; only for directories the caller owns).
 
     The parent must exist (a missing parent is almost always a typo, so it is an error, not a mkdir).
     """
     path = Path(path)
     if not path.parent.exists():
         raise DataError(f"--out {path}: parent directory {path.parent} does not exist; create it first")
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
-    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700 would make shared results unreadable to others
+    tmp = _scratch_dir(path.parent, path.name)
     try:
         yield tmp
+        (tmp / OUTPUT_MARKER).unlink(missing_ok=True)
         if path.exists():
             if not overwrite:
                 raise DataError(f"--out {path}: already exists; remove it or choose another directory")
@@ -201,6 +216,175 @@ def atomic_dir(path: str | Path, overwrite: bool = True) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+# ---------------------------------------------------------------- output paths
+#
+# The one rule for every command's output: write only into a path this tool created, or one that
+# carries its own marker for the same kind of output; anything else needs an explicit --overwrite, and
+# even then only files of the output's own names are replaced. Multi-file outputs are written as a
+# set: built in a scratch directory beside the target, then moved in with the file readers check
+# (manifest, run record) removed first and put back last.
+
+OUTPUT_MARKER = ".frequnlearn-output.json"
+# What each kind of output is called in messages, and the files that mark a directory written before
+# the marker existed (a study run, a data directory, a pretraining run).
+OUTPUT_KINDS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "data": ("a data directory (`generate`)", ("manifest.json",)),
+    "model": ("a pretraining run (`pretrain`)", ("pretrain_config.json",)),
+    "unlearn": ("an unlearning run (`unlearn`)", ("log.jsonl",)),
+    "study": ("a study run directory (`study`)", ("study.json", ".stage.json")),
+    "report": ("a report (`report`)", ("report.html", "findings.json")),
+}
+_TEMP_SUFFIX = re.compile(r"\.[a-z0-9_]{8}\.tmp$")  # tempfile's names: prefix + 8 characters + suffix
+
+
+def output_kind(path: str | Path) -> str | None:
+    """Which kind of this tool's output the directory `path` holds, or None."""
+    path = Path(path)
+    marker = path / OUTPUT_MARKER
+    if marker.is_file():
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            return str(json.loads(marker.read_text(encoding="utf-8")).get("kind"))
+    for kind, (_, files) in OUTPUT_KINDS.items():
+        if any((path / name).is_file() for name in files):
+            return kind
+    return None
+
+
+def _probe_writable(directory: Path, flag: str, target: Path) -> None:
+    """Create and remove a file in `directory`: the only test of writability that root cannot pass by rank."""
+    try:
+        fd, probe = tempfile.mkstemp(dir=directory, prefix=".frequnlearn-probe.", suffix=".tmp")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise DataError(
+            f"{flag} {target}: cannot write in {directory} ({err.strerror or err}); "
+            "choose a writable location or fix its permissions"
+        ) from None
+
+
+def check_output_dir(path: str | Path, kind: str, *, overwrite: bool = False, flag: str = "--out") -> Path:
+    """Validate an output directory before any work starts (see the rule above); remove our stale temps.
+
+    Allowed: a new path in an existing directory, an empty directory, or a directory holding this
+    kind's own output; with `overwrite`, any directory (its other files are kept).
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise DataError(f"{flag} {path}: is a file, not a directory; choose a directory path")
+    if not path.exists():
+        if not path.parent.is_dir():
+            raise DataError(f"{flag} {path}: parent directory {path.parent} does not exist; create it first")
+        _probe_writable(path.parent, flag, path)
+    else:
+        _probe_writable(path, flag, path)
+        owner = output_kind(path)
+        foreign = [p for p in path.iterdir() if not _TEMP_SUFFIX.search(p.name)]
+        if owner != kind and foreign and not overwrite:
+            what = f"holds {OUTPUT_KINDS[owner][0]}" if owner in OUTPUT_KINDS else "holds files this tool did not write"
+            raise DataError(
+                f"{flag} {path}: {what}; choose a new directory, or add --overwrite to write "
+                f"{OUTPUT_KINDS[kind][0].split(' (')[0]} into it (other files are kept)"
+            )
+    remove_stale_temps(path)
+    return path
+
+
+def check_output_files(
+    paths: Sequence[Path], owned: bool, *, overwrite: bool = False, flag: str = "--out"
+) -> None:
+    """Validate a set of output files before any work starts: none may be a directory, their folder
+    must be writable, and existing ones are replaced only if they are this tool's (`owned`) or with
+    `overwrite`."""
+    first = Path(paths[0])
+    for path in map(Path, paths):
+        if path.is_dir():
+            raise DataError(f"{flag} {first}: {path} is a directory; name a file")
+    if not first.parent.is_dir():
+        raise DataError(f"{flag} {first}: parent directory {first.parent} does not exist; create it first")
+    _probe_writable(first.parent, flag, first)
+    existing = [p for p in map(Path, paths) if p.exists()]
+    if existing and not owned and not overwrite:
+        raise DataError(
+            f"{flag} {first}: {existing[0]} exists and was not written by this tool; choose another "
+            "name, or add --overwrite to replace it"
+        )
+    for path in paths:
+        remove_stale_temps(Path(path))
+
+
+def claim_output_dir(path: str | Path, kind: str) -> Path:
+    """Create `path` if needed and mark it as this kind's output, so a rerun knows it may write there."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    if output_kind(path) != kind or not (path / OUTPUT_MARKER).is_file():
+        write_json(path / OUTPUT_MARKER, {"kind": kind})
+    return path
+
+
+def remove_stale_temps(path: str | Path) -> None:
+    """Remove what a killed write of `path` left: our scratch directories and temp files beside it
+    (named `.NAME.XXXXXXXX.tmp`) and, inside a directory of ours, temp files of its own files."""
+    path = Path(path)
+    pattern = re.compile(rf"^\.{re.escape(path.name)}\.[a-z0-9_]{{8}}\.tmp$")
+    if path.parent.is_dir():
+        for entry in path.parent.iterdir():
+            if not pattern.match(entry.name):
+                continue
+            if entry.is_dir() and (entry / OUTPUT_MARKER).is_file():
+                shutil.rmtree(entry, ignore_errors=True)
+            elif entry.is_file():
+                entry.unlink(missing_ok=True)
+    if path.is_dir() and output_kind(path):
+        inner = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
+        for entry in path.iterdir():
+            if inner.match(entry.name) and entry.is_file():
+                entry.unlink(missing_ok=True)
+
+
+def _scratch_dir(parent: Path, name: str, kind: str = "scratch") -> Path:
+    tmp = Path(tempfile.mkdtemp(dir=parent, prefix=f".{name}.", suffix=".tmp"))
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700 would make shared results unreadable to others
+    write_json(tmp / OUTPUT_MARKER, {"kind": kind})  # lets a rerun know this leftover is its own
+    return tmp
+
+
+@contextlib.contextmanager
+def output_set(
+    dest: str | Path, names: Sequence[str], last: str, *, kind: str | None = None, prefix: str | None = None
+) -> Iterator[Path]:
+    """Yield a scratch directory; when the block finishes, its entries replace `names` in `dest`.
+
+    `last` (the file readers check: a manifest or run record) is removed from `dest` first and put
+    back last, so a kill in between leaves a set that says it is incomplete, never a mixed one that
+    says it is whole. A name in `names` that the new set lacks is removed (it belonged to the old
+    set). A new directory `dest` of `kind` is made by one rename. Other files in `dest` are kept.
+    """
+    dest = Path(dest)
+    tmp = _scratch_dir(dest.parent if kind else dest, prefix or dest.name, kind or "scratch")
+    try:
+        yield tmp
+        if kind and not dest.exists():
+            write_json(tmp / OUTPUT_MARKER, {"kind": kind})
+            os.replace(tmp, dest)
+            return
+        if kind:
+            claim_output_dir(dest, kind)
+        (dest / last).unlink(missing_ok=True)
+        trash = tmp / ".replaced"
+        trash.mkdir()
+        for name in [n for n in names if n != last] + [last]:
+            new, old = tmp / name, dest / name
+            if old.is_dir() and not old.is_symlink():
+                os.replace(old, trash / name)
+            if new.exists():
+                os.replace(new, old)
+            elif old.exists() or old.is_symlink():
+                old.unlink()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _umask() -> int:

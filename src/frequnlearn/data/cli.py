@@ -19,7 +19,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--config", type=Path, help="study YAML file; its `generate:` section is read")
     parser.add_argument(
-        "--out", type=Path, required=True, help="data directory to write (its parent must exist)"
+        "--out",
+        type=Path,
+        required=True,
+        help="data directory to write: a new one, or one `generate` wrote before (its parent must exist)",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="write into an existing directory that `generate` did not make (files of other names are kept)",
     )
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
     parser.set_defaults(func=run)
@@ -32,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from frequnlearn.records import read_json
 
     cfg = load_config(GenerateConfig, args.config, args.overrides, section="generate")
-    out = generate(cfg, args.out)
+    out = generate(cfg, args.out, overwrite=args.overwrite)
     counts = read_json(out / MANIFEST)["counts"]
     groups = ", ".join(f"{g} {n}" for g, n in counts["groups"].items())
     exposure = ", ".join(f"x{k}: {n}" for k, n in counts["exposure"].items())

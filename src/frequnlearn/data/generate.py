@@ -39,8 +39,9 @@ from frequnlearn.records import (
     BioPrompt,
     Person,
     QAItem,
-    atomic_dir,
+    check_output_dir,
     from_record,
+    output_set,
     read_json,
     read_jsonl,
     run_info,
@@ -277,26 +278,21 @@ def _write_lines(path: Path, lines: Iterator[str]) -> None:
         fh.write("".join(buf))
 
 
-def _check_out_dir(out_dir: Path) -> None:
-    """Refuse to replace a directory that holds anything but a previous data directory."""
-    if not out_dir.exists():
-        return
-    if not out_dir.is_dir():
-        raise DataError(f"--out {out_dir}: is a file; choose a directory path")
-    if any(out_dir.iterdir()) and not (out_dir / MANIFEST).is_file():
-        raise DataError(
-            f"--out {out_dir}: exists and is not a generated data directory; choose a new path or empty it"
-        )
+def _check_out_dir(out_dir: Path, overwrite: bool = False) -> None:
+    """Refuse, before any work, a path that is not a data directory's (see `records.check_output_dir`);
+    remove what a killed earlier run left beside it."""
+    check_output_dir(out_dir, "data", overwrite=overwrite)
 
 
-def generate(cfg: GenerateConfig, out_dir: str | Path) -> Path:
-    """Write the data directory `out_dir` (people, corpus, QA, bio prompts, manifest) atomically.
+def generate(cfg: GenerateConfig, out_dir: str | Path, overwrite: bool = False) -> Path:
+    """Write the data directory `out_dir` (people, corpus, QA, bio prompts, manifest) as one set.
 
-    An existing data directory at `out_dir` is replaced only once the new one is complete.
+    The files are built in a scratch directory and moved in with the manifest last, so an existing
+    data directory is never left half old, half new; files of other names in it are kept.
     """
     cfg.validate()
     out_dir = Path(out_dir)
-    _check_out_dir(out_dir)
+    _check_out_dir(out_dir, overwrite)
     pools = load_pools()
     rngs = _streams(cfg.seed)
     people = make_people(cfg, pools, rngs["people"])
@@ -305,7 +301,7 @@ def generate(cfg: GenerateConfig, out_dir: str | Path) -> Path:
     tags = [_person_tag(p["person_id"], cfg.n_people) for p in people]
     values = [tuple(p[a] for a in attributes) for p in people]
 
-    with atomic_dir(out_dir) as tmp:
+    with output_set(out_dir, (*DATA_FILES, MANIFEST), MANIFEST, kind="data") as tmp:
         _write_lines(tmp / "people.jsonl", (_encode(p) + "\n" for p in people))
         n_qa = _write_qa(tmp / "qa.jsonl", cfg, people, tags, attributes, pools, rngs["qa"])
         docs = _write_corpus(tmp / "corpus.jsonl", people, tags, values, attributes, compiled, rngs["corpus"])

@@ -13,23 +13,50 @@ def _first_line(err: BaseException) -> str:
     return text.splitlines()[0] if text else type(err).__name__
 
 
+# Files any of which a saved tokenizer leaves in its directory.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model", "spiece.model")
+
+
 def resolve_dtype(dtype: str) -> Any:
     import torch
 
     if dtype == "auto":
         return torch.float32 if not torch.cuda.is_available() else "auto"
-    try:
-        return getattr(torch, dtype)
-    except AttributeError:
+    found = getattr(torch, str(dtype), None)
+    if not isinstance(found, torch.dtype) or not found.is_floating_point:
         raise DataError(
-            f"dtype: unknown torch dtype {dtype!r}; use auto, float32, bfloat16 or float16"
-        ) from None
+            f"dtype: {dtype!r} is not a floating-point torch dtype, so it cannot hold model weights; "
+            "use auto, float32, bfloat16 or float16"
+        )
+    return found
 
 
 def default_device() -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def resolve_device(device: str | None) -> str:
+    """The device to load onto; one that this torch build or machine lacks is a one-line error."""
+    import torch
+
+    if device in (None, "auto"):
+        return default_device()
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, TypeError):
+        raise DataError(f"device: {device!r} is not a device; use cpu, cuda, cuda:N or auto") from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise DataError(f"device: {device} but this torch has no usable CUDA GPU; use device=cpu or auto")
+    if kind == "cuda" and torch.device(device).index is not None:
+        if torch.device(device).index >= torch.cuda.device_count():
+            raise DataError(
+                f"device: {device} but only {torch.cuda.device_count()} GPU(s) are visible; use cuda:0 or auto"
+            )
+    if kind == "mps" and not torch.backends.mps.is_available():
+        raise DataError(f"device: {device} but MPS is not available here; use device=cpu or auto")
+    return device
 
 
 def _check_local(name_or_path: str | Path) -> None:
@@ -44,10 +71,16 @@ def load_tokenizer(name_or_path: str | Path, gguf_file: str | None = None) -> An
     from transformers import AutoTokenizer
 
     _check_local(name_or_path)
+    local = Path(str(name_or_path)).expanduser()
+    if local.is_dir() and not gguf_file and not any((local / f).is_file() for f in TOKENIZER_FILES):
+        raise DataError(
+            f"--model {name_or_path}: no tokenizer files ({', '.join(TOKENIZER_FILES[:3])}, ...); save the "
+            "tokenizer beside the weights (tokenizer.save_pretrained(DIR))"
+        )
     kwargs = {"gguf_file": gguf_file} if gguf_file else {}
     try:
         tok = AutoTokenizer.from_pretrained(str(name_or_path), **kwargs)
-    except OSError as err:
+    except (OSError, ValueError, UnicodeDecodeError) as err:
         raise DataError(f"--model {name_or_path}: cannot load a tokenizer ({_first_line(err)})") from None
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
@@ -62,15 +95,24 @@ def load_model(
 ) -> Any:
     from transformers import AutoModelForCausalLM
 
+    from safetensors import SafetensorError
+
     _check_local(name_or_path)
     kwargs: dict[str, Any] = {"dtype": resolve_dtype(dtype)}
+    target = resolve_device(device)
     if gguf_file:
         kwargs["gguf_file"] = gguf_file
     try:
         model = AutoModelForCausalLM.from_pretrained(str(name_or_path), **kwargs)
     except OSError as err:
         raise DataError(f"--model {name_or_path}: cannot load a causal LM ({_first_line(err)})") from None
-    return model.to(device or default_device())
+    except (SafetensorError, RuntimeError, EOFError, ValueError) as err:
+        # A truncated or corrupted weight file (a copy cut short, a save that was killed).
+        raise DataError(
+            f"--model {name_or_path}: the weight files are unreadable or incomplete ({_first_line(err)}); "
+            "copy or save the model again"
+        ) from None
+    return model.to(target)
 
 
 def load_model_and_tokenizer(
