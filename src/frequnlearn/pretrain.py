@@ -26,7 +26,15 @@ from typing import Any
 from frequnlearn.config.base import config_hash, to_dict
 from frequnlearn.config.pretrain import PretrainConfig
 from frequnlearn.errors import ConfigError, DataError, TrainingError
-from frequnlearn.records import QAItem, from_record, read_jsonl, run_info, write_json
+from frequnlearn.records import (
+    QAItem,
+    claim_output_dir,
+    from_record,
+    read_jsonl,
+    run_info,
+    sha256_file,
+    write_json,
+)
 
 CONFIG_FILE = "pretrain_config.json"
 DONE_FILE = "done.json"
@@ -431,18 +439,52 @@ def _checkpoints(ckpt_dir: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def _check_run_config(out_dir: Path, cfg: PretrainConfig) -> None:
-    """A directory holding another run is never silently continued with a different config."""
+def _check_run_config(out_dir: Path, cfg: PretrainConfig, data_sha256: str) -> None:
+    """A directory holding another run is never silently continued (or returned) with a different
+    config or on other data. A run recorded before the data hash was kept is taken as is."""
     path = out_dir / CONFIG_FILE
     mine = {k: v for k, v in to_dict(cfg).items() if k not in RUNTIME_FIELDS}
     if path.is_file():
-        theirs = {k: v for k, v in json.loads(path.read_text())["config"].items() if k not in RUNTIME_FIELDS}
+        record = json.loads(path.read_text())
+        theirs = {k: v for k, v in record["config"].items() if k not in RUNTIME_FIELDS}
         changed = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
         if changed:
             raise ConfigError(
                 f"--out {out_dir}: holds a pretraining run with other settings ({', '.join(changed)}); "
                 "use another --out, or remove it to start over"
             )
+        if record.get("data_sha256", data_sha256) != data_sha256:
+            raise ConfigError(
+                f"--out {out_dir}: holds a pretraining run on other data (its corpus.jsonl differs from "
+                "--data's); use another --out, or remove it to start over"
+            )
+
+
+def _unreadable(path: Path) -> str | None:
+    """Why the checkpoint `path` cannot be resumed from (a file missing, cut short or corrupt), or None.
+
+    Checked before `load_state`, which would otherwise fail half way with the model already changed.
+    """
+    import torch
+
+    try:
+        json.loads((path / "trainer_state.json").read_text())
+    except (OSError, ValueError) as err:
+        return f"trainer_state.json: {err}"
+    files = sorted(p for p in path.iterdir() if p.suffix in (".bin", ".pkl", ".pt", ".safetensors"))
+    if not any(p.name.startswith(("model", "pytorch_model")) for p in files):
+        return "no model weights"
+    for file in files:
+        try:
+            if file.suffix == ".safetensors":
+                from safetensors.torch import load_file
+
+                load_file(file)
+            else:
+                torch.load(file, map_location="cpu", weights_only=False)
+        except Exception as err:  # noqa: BLE001 - any failure to read means: not this checkpoint
+            return f"{file.name}: {str(err).splitlines()[0] if str(err) else type(err).__name__}"
+    return None
 
 
 # ---------------------------------------------------------------- the loop
@@ -547,8 +589,9 @@ def pretrain(data_dir: str | Path, cfg: PretrainConfig, out_dir: str | Path) -> 
             raise DataError(
                 f"--data {data_dir}: no {name}; point it at a directory written by `frequnlearn generate`"
             )
+    data_sha256 = sha256_file(data_dir / "corpus.jsonl")
     if (out_dir / DONE_FILE).is_file():
-        _check_run_config(out_dir, cfg)
+        _check_run_config(out_dir, cfg, data_sha256)
         return out_dir
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
@@ -572,9 +615,11 @@ def pretrain(data_dir: str | Path, cfg: PretrainConfig, out_dir: str | Path) -> 
         )
     main = accelerator.is_main_process
     if main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        _check_run_config(out_dir, cfg)
-        write_json(out_dir / CONFIG_FILE, {"config": to_dict(cfg), "key": config_hash(cfg)})
+        claim_output_dir(out_dir, "model")
+        _check_run_config(out_dir, cfg, data_sha256)
+        write_json(
+            out_dir / CONFIG_FILE, {"config": to_dict(cfg), "key": config_hash(cfg), "data_sha256": data_sha256}
+        )
     accelerator.wait_for_everyone()
 
     set_seed(cfg.seed)
@@ -601,13 +646,24 @@ def pretrain(data_dir: str | Path, cfg: PretrainConfig, out_dir: str | Path) -> 
             shutil.rmtree(partial, ignore_errors=True)
     start_step, tokens_seen = 0, 0
     resumed_window = (0.0, 0)
-    found = _checkpoints(ckpt_dir)
-    if found:
-        step, path = found[-1]
+    # Resume from the newest checkpoint that can be read whole; say which one, and why newer ones were not.
+    saved = _checkpoints(ckpt_dir)
+    for _, path in reversed(saved):
+        why = _unreadable(path)
+        if why is not None:
+            if main:
+                print(f"checkpoint {path.name} is unreadable ({why}); trying an older one", file=sys.stderr)
+            continue
+        if main:
+            print(f"resuming from checkpoint {path.name}", file=sys.stderr)
         accelerator.load_state(str(path))
         state = json.loads((path / "trainer_state.json").read_text())
         start_step, tokens_seen = state["step"], state["tokens_seen"]
         resumed_window = (state["window_loss"], state["window_steps"])
+        break
+    else:
+        if saved and main:
+            print("no checkpoint is readable; training from step 0", file=sys.stderr)
     metrics = JsonlLog(out_dir / "metrics.jsonl", start_step, main)
     knowledge = JsonlLog(out_dir / "knowledge.jsonl", start_step, main)
     if cfg.log_with:
