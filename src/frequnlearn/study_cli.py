@@ -20,7 +20,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="key=value",
         help="config overrides, e.g. study.seeds=[0,1] generate.n_people=600",
     )
-    p.add_argument("--out", default=None, help="run directory (default: runs/<config name>)")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="run directory (default: runs/<config name>): a new one, or one `study` wrote before (resumed)",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="run in an existing directory that `study` did not make (files of other names are kept)",
+    )
     p.add_argument(
         "--dry-run", action="store_true", help="validate the config and print the plan; load nothing"
     )
@@ -32,13 +41,19 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from frequnlearn.config.study import load_study_config
+    from frequnlearn.records import check_output_dir, claim_output_dir
     from frequnlearn.study import Study, describe_plan
 
     cfg = load_study_config(args.config, args.overrides)
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
+    if args.out is None and not args.dry_run:
+        out.parent.mkdir(parents=True, exist_ok=True)  # the default runs/ folder is the tool's own
+    if out.parent.is_dir() or args.out is not None:
+        check_output_dir(out, "study", overwrite=args.overwrite)
     if args.dry_run:
         print(describe_plan(cfg, out))
         return 0
+    claim_output_dir(out, "study")
     report = Study(cfg, out, quiet=args.quiet).run()
     print(f"report: {report / 'report.html'}")
     return 0

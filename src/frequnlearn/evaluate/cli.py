@@ -19,7 +19,10 @@ outputs, for --out scores.parquet:
   scores.parquet              one row per (item, probe, family), run info in the Parquet metadata
   scores.summary.csv          mean and bootstrap CI of every metric per group and per frequency level
   scores.misalignment.csv     prob/gen verdict agreement per group and per frequency level
-  scores.run.json             config, seed, versions, hardware, inputs, timings (and utility results)
+  scores.run.json             config, seed, versions, hardware, inputs, timings (and utility results),
+                              and the hashes of the three files above
+  The four are written as a set: built beside --out, moved in with scores.run.json removed first and
+  written last, so a run record always describes the files beside it.
 
 examples:
   frequnlearn evaluate --model runs/tiny/model --items runs/tiny/data/qa.jsonl \\
@@ -57,7 +60,15 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--step", type=int, default=0, help="checkpoint step recorded in every row (default 0)")
     p.add_argument("--run-id", help="run id recorded in every row (default: the --out file's stem)")
-    p.add_argument("--out", required=True, metavar="PATH.parquet", help="output Parquet file")
+    p.add_argument(
+        "--out",
+        required=True,
+        metavar="PATH.parquet",
+        help="output Parquet file (new, or written by `evaluate` before); the three files beside it share its stem",
+    )
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace output files that `evaluate` did not write"
+    )
     p.add_argument("--config", metavar="YAML", help="study or stage config; its `evaluate:` section is read")
     p.add_argument(
         "overrides", nargs="*", metavar="KEY=VALUE", help="evaluate config overrides, e.g. batch_size=16"
@@ -115,6 +126,35 @@ def write_parquet(df: Any, path: Path, info: dict[str, Any]) -> None:
         pq.write_table(table.replace_schema_metadata(meta), fh)
 
 
+def output_files(out: Path) -> dict[str, Path]:
+    """The Parquet file and the three files beside it that share its stem."""
+    stem = out.with_suffix("")
+    return {
+        "scores": out,
+        "summary": Path(f"{stem}.summary.csv"),
+        "misalignment": Path(f"{stem}.misalignment.csv"),
+        "run": Path(f"{stem}.run.json"),
+    }
+
+
+def _written_here(out: Path) -> bool:
+    """Whether the existing outputs at `out` are an earlier evaluation's (its Parquet carries our
+    metadata, or, when a kill took the Parquet away, its run record names what it wrote)."""
+    import pyarrow.parquet as pq
+
+    files = output_files(out)
+    if out.is_file():
+        try:
+            return b"frequnlearn" in (pq.read_schema(out).metadata or {})
+        except (OSError, ValueError):
+            return False
+    try:
+        record = json.loads(files["run"].read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and "n_rows" in record and "inputs" in record
+
+
 def _write_csv(df: Any, path: Path) -> None:
     from frequnlearn.records import atomic_open
 
@@ -157,14 +197,22 @@ def run(args: argparse.Namespace) -> int:
     from frequnlearn.evaluate import evaluate_items
     from frequnlearn.models.loading import load_model_and_tokenizer
     from frequnlearn.models.prompts import get_prompt_format
-    from frequnlearn.records import run_info, write_json
+    from frequnlearn.records import (
+        check_output_files,
+        output_set,
+        remove_stale_temps,
+        run_info,
+        sha256_file,
+        write_json,
+    )
 
     cfg = _config(args)
     out = Path(args.out)
     if out.suffix != ".parquet":
         raise ConfigError(f"--out {out}: name a .parquet file, e.g. scores.parquet")
-    if not out.parent.exists():
-        raise DataError(f"--out {out}: parent directory {out.parent} does not exist; create it first")
+    files = output_files(out)
+    check_output_files(list(files.values()), _written_here(out), overwrite=args.overwrite)
+    remove_stale_temps(out.with_suffix(""))
     fmt = get_prompt_format(cfg.prompt_format)
     items = load_table(_items_spec(args.items, args.select), name="--items")
     bios = None
@@ -206,12 +254,16 @@ def run(args: argparse.Namespace) -> int:
     info["seconds"] = round(seconds, 3)
     if utility is not None:
         info["utility"] = utility
-    stem = out.with_suffix("")
-    write_parquet(df, out, info)
+    # The four files are one set: built in a scratch directory, then moved in with run.json (which
+    # records the others' hashes) removed first and written last.
+    names = {key: path.name for key, path in files.items()}
     metric_summary, misalignment = summaries(df, cfg)
-    _write_csv(metric_summary, Path(f"{stem}.summary.csv"))
-    _write_csv(misalignment, Path(f"{stem}.misalignment.csv"))
-    write_json(Path(f"{stem}.run.json"), info)
+    with output_set(out.parent, list(names.values()), names["run"], prefix=out.stem) as scratch:
+        write_parquet(df, scratch / names["scores"], info)
+        _write_csv(metric_summary, scratch / names["summary"])
+        _write_csv(misalignment, scratch / names["misalignment"])
+        info["files"] = {names[k]: sha256_file(scratch / names[k]) for k in ("scores", "summary", "misalignment")}
+        write_json(scratch / names["run"], info)
     print(f"evaluated {len(items)} items ({len(df)} rows) in {seconds:.1f}s -> {out}")
     print(_headline(df))
     if utility:

@@ -19,8 +19,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--items", required=True, help="QA table (JSONL) with subject and object/answer per item")
     p.add_argument(
-        "--out", required=True, help="output JSONL; a <name>.run.json with settings goes beside it"
+        "--out",
+        required=True,
+        help="output JSONL (new, or written by `count` before); a <name>.run.json with settings goes beside it",
     )
+    p.add_argument("--overwrite", action="store_true", help="replace output files that `count` did not write")
     p.add_argument("--corpus", help="JSONL corpus with a `text` field (infinigram-local and scan backends)")
     p.add_argument(
         "--backend",
@@ -38,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
     from frequnlearn.config import load_config
     from frequnlearn.config.count import CountConfig
     from frequnlearn.frequency.stage import run_count
+    from frequnlearn.records import check_output_files, output_set, remove_stale_temps
 
     cfg = load_config(CountConfig, args.config, args.overrides, section="count")
     # Flags win over the config; applied as values, so a path is never read as YAML.
@@ -46,10 +50,27 @@ def run(args: argparse.Namespace) -> int:
     if cfg.backend == "ground-truth" and cfg.people is None:
         cfg = dataclasses.replace(cfg, people=str(Path(args.items).parent / "people.jsonl"))
     cfg.validate()
-    record = run_count(args.items, args.out, cfg)
+    out = Path(args.out)
+    run_json = out.with_name(out.stem + ".run.json")
+    check_output_files([out, run_json], _written_here(run_json), overwrite=args.overwrite)
+    remove_stale_temps(out.with_suffix(""))
+    # Counted table and run record are one set: built beside --out, moved in with the record last.
+    with output_set(out.parent, [out.name, run_json.name], run_json.name, prefix=out.stem) as scratch:
+        record = run_count(args.items, scratch / out.name, cfg)
     sizes = ", ".join(f"{k} {v}" for k, v in record["buckets"]["sizes"].items())
     print(
         f"counted {record['n_items']} items ({record['backend']}, {record['measure']}) -> {args.out}; "
         f"buckets: {sizes}"
     )
     return 0
+
+
+def _written_here(run_json: Path) -> bool:
+    """Whether the outputs at --out are an earlier count's: its run record sits beside them."""
+    import json
+
+    try:
+        record = json.loads(run_json.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and "backend" in record and "n_items" in record

@@ -17,8 +17,21 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from frequnlearn.errors import DataError
+    from frequnlearn.records import check_output_dir, output_kind
     from frequnlearn.report import build_report
 
-    out = build_report(args.run_dir)
+    run_dir = Path(args.run_dir)
+    if not run_dir.is_dir():
+        raise DataError(f"RUN_DIR {run_dir}: no such directory; give a run directory of `frequnlearn study`")
+    if output_kind(run_dir) != "study":
+        raise DataError(
+            f"RUN_DIR {run_dir}: not a study run directory (no study.json); give the --out of `frequnlearn study`"
+        )
+    # The report goes in RUN_DIR/report: checked (writable, not someone else's) before any work.
+    check_output_dir(run_dir / "report", "report", flag="RUN_DIR")
+    out = build_report(run_dir)
     print(f"report: {out / 'report.html'}")
     return 0

@@ -7,7 +7,10 @@ import random
 from pathlib import Path
 from typing import Any
 
-from frequnlearn.errors import ConfigError, DataError
+from frequnlearn.errors import ConfigError, DataError, TrainingError
+
+# What one run writes in --out; replaced together, run.json last.
+RUN_FILES = ("model", "trajectory.parquet", "log.jsonl", "sets.json", "run.json")
 
 TABLE_HELP = """\
 tables (--forget, --retain, --eval-items):
@@ -31,7 +34,9 @@ examples:
 
 outputs in --out: model/ (weights and tokenizer), trajectory.parquet (per-item evaluation rows
 at each evaluated step, with a role column: forget, retain or eval), log.jsonl (loss terms per
-step), run.json (config, seed, versions, hardware, final losses).
+step), run.json (config, seed, versions, hardware, final losses). They are built in a scratch
+directory beside --out and moved in together when the run ends, run.json last: a killed run leaves
+--out as it was, and its rerun starts afresh.
 """
 
 
@@ -54,7 +59,18 @@ def register(sub: Any) -> None:
         metavar="FORGET[+RETAIN]",
         help="e.g. ga, npo, simnpo+gd, idk+kl (sets method and retain_loss)",
     )
-    p.add_argument("--out", required=True, metavar="DIR", help="output directory (its parent must exist)")
+    p.add_argument(
+        "--out",
+        required=True,
+        metavar="DIR",
+        help="output directory: a new one, or one `unlearn` wrote before, replaced only when the run ends "
+        "(its parent must exist)",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="write into an existing directory that `unlearn` did not make (files of other names are kept)",
+    )
     p.add_argument("--eval-items", metavar="TABLE", help="more items to evaluate along the way (role 'eval')")
     p.add_argument(
         "--eval-retain",
@@ -102,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
     from frequnlearn.evaluate import evaluate_items
     from frequnlearn.models.loading import load_model_and_tokenizer
     from frequnlearn.models.prompts import get_prompt_format
-    from frequnlearn.records import BioPrompt, from_record, read_jsonl
+    from frequnlearn.records import BioPrompt, check_output_dir, from_record, output_set, read_jsonl
     from frequnlearn.unlearn import unlearn
 
     eval_over = [o for o in args.overrides if o.startswith("evaluate.")]
@@ -111,9 +127,7 @@ def run(args: argparse.Namespace) -> int:
         unlearn_over += method_overrides(args.method)
     cfg = load_config(UnlearnConfig, args.config, unlearn_over, section="unlearn")
     ecfg = load_config(EvalConfig, args.config, eval_over, section="evaluate")
-    out = Path(args.out)
-    if not out.parent.exists():
-        raise DataError(f"--out {out}: parent directory {out.parent} does not exist; create it first")
+    out = check_output_dir(args.out, "unlearn", overwrite=args.overwrite)
 
     cols = {
         "question_column": cfg.question_column,
@@ -182,7 +196,16 @@ def run(args: argparse.Namespace) -> int:
         },
         "evaluate": to_dict(ecfg),
     }
-    result = unlearn(model, tok, forget, retain, cfg, out, eval_fn=eval_fn, info=info)
+    # The run is written in a scratch directory and moved into --out as one set when it ends (also
+    # when the loss stops it: what it measured is kept), so an earlier run there is never mixed in.
+    failure = None
+    with output_set(out, RUN_FILES, "run.json", kind="unlearn") as scratch:
+        try:
+            result = unlearn(model, tok, forget, retain, cfg, scratch, eval_fn=eval_fn, info=info)
+        except TrainingError as err:
+            failure = TrainingError(str(err).replace(str(scratch), str(out)))
+    if failure is not None:
+        raise failure
     print(
         f"unlearned {len(forget)} items with {cfg.method}+{cfg.retain_loss}: {result.steps} steps in {result.seconds:.1f}s"
     )
