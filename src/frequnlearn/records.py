@@ -122,12 +122,13 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
-def _decode(path: Path, lineno: int, raw: bytes) -> str:
+def _decode(path: Path, lineno: int | None, raw: bytes) -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as err:
+        where = f"{path}:{lineno}" if lineno else str(path)
         raise DataError(
-            f"{path}:{lineno}: not UTF-8 text (byte 0x{raw[err.start]:02x} at column {err.start + 1}); "
+            f"{where}: not UTF-8 text (byte 0x{raw[err.start]:02x} at column {err.start + 1}); "
             "save the file as UTF-8"
         ) from None
 
@@ -167,7 +168,7 @@ def read_json(path: str | Path) -> Any:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found")
-    return json.loads(_decode(path, 1, path.read_bytes()))
+    return json.loads(_decode(path, None, path.read_bytes()))
 
 
 @contextlib.contextmanager

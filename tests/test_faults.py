@@ -1,0 +1,639 @@
+"""Faults a user can cause or meet, tried on every command as a new user would.
+
+Each case asserts the exit code, a one-line message (or the command's normal one-line result), and
+that no file that existed before the command changed: every file under the case's directory and
+under the shared inputs is hashed before and after. Kill cases stop a command with SIGKILL at a named
+point (a rename of one of its files, or a call of one of its functions), then compare the rerun
+with an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from frequnlearn.cli import main
+from frequnlearn.records import OUTPUT_MARKER
+
+ANSWERS = ["Google", "Apple", "London, UK", "Paris"]
+PRETRAIN = [
+    "preset=tiny",
+    "n_layer=2",
+    "n_embd=32",
+    "n_head=2",
+    "vocab_size=300",
+    "seq_len=64",
+    "batch_size=4",
+    "max_steps=12",
+    "save_every=4",
+    "log_every=2",
+    "eval_per_group=2",
+    "num_threads=1",
+]
+UNLEARN = ["lr=0.001", "batch_size=2", "max_steps=3", "eval_steps=[1,2]", "evaluate.metrics=[prob,gen]"]
+UNLEARN += ["evaluate.max_new_tokens=4"]
+EVALUATE = ["--metrics", "prob,gen"]  # a case's own flags come after these, and win
+
+# Runs the command line with one kill point: SIGKILL just before (or after) the n-th os.replace onto
+# a path matching a glob, or just before the n-th call of a function.
+KILLER = r"""
+import fnmatch, importlib, json, os, signal, sys
+spec = json.loads(os.environ["FAULT_KILL"])
+seen = [0]
+def hit():
+    seen[0] += 1
+    if seen[0] == spec["n"]:
+        os.kill(os.getpid(), signal.SIGKILL)
+if "replace" in spec:
+    real = os.replace
+    def replace(src, dst, *args, **kwargs):
+        match = fnmatch.fnmatch(str(dst), spec["replace"])
+        if match and not spec.get("after"):
+            hit()
+        result = real(src, dst, *args, **kwargs)
+        if match and spec.get("after"):
+            hit()
+        return result
+    os.replace = replace
+else:
+    module, name = spec["call"].split(":")
+    module = importlib.import_module(module)
+    real = getattr(module, name)
+    def wrapped(*args, **kwargs):
+        hit()
+        return real(*args, **kwargs)
+    setattr(module, name, wrapped)
+from frequnlearn.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+# ---------------------------------------------------------------- shared inputs
+
+
+def _qa_rows() -> list[dict]:
+    groups = ["forget_high"] * 3 + ["retain"] * 4
+    rows = []
+    for i, group in enumerate(groups):
+        answer = ANSWERS[i % len(ANSWERS)]
+        rows.append(
+            {
+                "item_id": f"p{i:05d}-employer",
+                "person_id": i,
+                "group": group,
+                "attribute": "employer",
+                "question": f"Who employs Ada Mae {i}?",
+                "answer": answer,
+                "subject": f"Ada Mae {i}",
+                "object": answer,
+                "frequency": 10 if group == "forget_high" else 1,
+                "candidates": [a for a in ANSWERS if a != answer],
+            }
+        )
+    return rows
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Pretraining pins torch to one thread; every run here uses one, so reruns compare bit for bit."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@dataclass
+class Inputs:
+    root: Path
+    model: Path
+    qa: Path
+    data: Path
+    other_data: Path
+    bio: Path
+    ref: dict[str, Path] = field(default_factory=dict)
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory, tiny_gpt2_dir) -> Inputs:
+    """Model, tables and two data directories, plus an uninterrupted run of every command."""
+    root = tmp_path_factory.mktemp("shared")
+    model = Path(shutil.copytree(tiny_gpt2_dir, root / "model"))
+    qa = root / "qa.jsonl"
+    qa.write_text("".join(json.dumps(r) + "\n" for r in _qa_rows()))
+    assert main(["generate", "--out", str(root / "data"), "n_people=12"]) == 0
+    assert main(["generate", "--out", str(root / "other"), "n_people=12", "seed=1"]) == 0
+    bio = root / "data" / "bio_prompts.jsonl"
+    inp = Inputs(root, model, qa, root / "data", root / "other", bio)
+    refs = root / "refs"
+    refs.mkdir()
+    assert main(["pretrain", "--data", str(inp.data), "--out", str(refs / "model"), *PRETRAIN]) == 0
+    assert main(_unlearn_args(inp, refs / "u")) == 0  # same name as the cases' --out: run_id is its name
+    assert main(_evaluate_args(inp, refs / "scores.parquet")) == 0
+    inp.ref = {"model": refs / "model", "unlearn": refs / "u", "scores": refs / "scores.parquet"}
+    return inp
+
+
+def _unlearn_args(inp: Inputs, out: Path, *extra: str) -> list[str]:
+    spec = f"{inp.qa}?group=forget_high"
+    return ["unlearn", "--model", str(inp.model), "--forget", spec, "--retain", f"{inp.qa}?group=retain",
+            "--method", "ga+gd", "--out", str(out), *extra, *UNLEARN]  # fmt: skip
+
+
+def _evaluate_args(inp: Inputs, out: Path, *extra: str) -> list[str]:
+    return ["evaluate", "--model", str(inp.model), "--items", str(inp.qa), "--out", str(out), *EVALUATE,
+            *extra, "max_new_tokens=4"]  # fmt: skip
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def snapshot(*roots: Path) -> dict[str, str]:
+    """sha256 of every file under the roots (what a user has on disk)."""
+    found = {}
+    for root in roots:
+        for path in sorted(root.rglob("*")):
+            if path.is_file() and not path.is_symlink():
+                found[str(path)] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return found
+
+
+def lost(before: dict[str, str], after: dict[str, str], allowed: Callable[[str], bool]) -> list[str]:
+    """Files that existed before and were changed or removed (outputs the command owns excepted)."""
+    return [p for p, h in before.items() if after.get(p) != h and not allowed(p)]
+
+
+def run(capsys, argv: list[str]) -> tuple[int, str, str]:
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def kill_at(argv: list[str], spec: dict) -> int:
+    """Run the command in a fresh process that SIGKILLs itself at the point `spec` names."""
+    env = {**os.environ, "FAULT_KILL": json.dumps(spec)}
+    proc = subprocess.run([sys.executable, "-c", KILLER, *argv], env=env, capture_output=True, text=True)
+    assert proc.returncode == -9, f"the kill point {spec} was never reached:\n{proc.stderr[-2000:]}"
+    return proc.returncode
+
+
+def readonly_dir(tmp_path: Path) -> Path:
+    """A directory the test process cannot write in (chmod for a user; /sys for root, who ignores modes)."""
+    if os.geteuid() != 0:
+        path = tmp_path / "ro"
+        path.mkdir()
+        path.chmod(0o555)
+        return path
+    probe = Path("/sys/kernel")
+    try:
+        (probe / ".frequnlearn-probe").touch()
+    except OSError:
+        return probe
+    pytest.skip("no unwritable directory is available to root here")
+
+
+def truncated_model(inp: Inputs, path: Path) -> Path:
+    shutil.copytree(inp.model, path)
+    weights = path / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    return path
+
+
+def model_without_tokenizer(inp: Inputs, path: Path) -> Path:
+    path.mkdir()
+    for name in ("config.json", "model.safetensors", "generation_config.json"):
+        if (inp.model / name).is_file():
+            shutil.copy(inp.model / name, path / name)
+    return path
+
+
+def non_utf8_jsonl(path: Path, row: dict) -> Path:
+    text = json.dumps(row, ensure_ascii=False).encode("utf-8").replace(b"Ada", b"Ad\xe9")
+    path.write_bytes(text + b"\n")
+    return path
+
+
+def study_config(path: Path) -> Path:
+    path.write_text(
+        """
+generate: {n_people: 24, seed: 3}
+pretrain: {preset: tiny, n_layer: 2, n_embd: 32, n_head: 2, vocab_size: 300, seq_len: 64, epochs: 2,
+           batch_size: 8, lr: 3.0e-3, save_every: 4, eval_per_group: 2, num_threads: 1}
+unlearn: {lr: 2.0e-3, max_steps: 2, eval_steps: [0, 2], batch_size: 4}
+evaluate: {metrics: [prob, gen], utility_tasks: [], max_new_tokens: 4, batch_size: 16}
+study: {model_sizes: [tiny], methods: [ga+gd], selections: [all], eval_retain_size: 4,
+        eval_utility_size: 4, n_boot: 100}
+"""
+    )
+    return path
+
+
+# ---------------------------------------------------------------- one-line cases
+#
+# (name, setup(inputs, case dir) -> argv, expected exit code, fragments of the message)
+
+Setup = Callable[[Inputs, Path], list[str]]
+
+
+def _user_dir(d: Path) -> Path:
+    (d / "mine").mkdir()
+    (d / "mine" / "notes.txt").write_text("my notes")
+    (d / "mine" / "counts.csv").write_text("name,count\nx,1\n")
+    return d / "mine"
+
+
+def _copied_unlearned_model(inp: Inputs, d: Path) -> list[str]:
+    shutil.copytree(inp.model, d / "unlearned")  # weights and tokenizer, no pretraining record
+    return ["pretrain", "--data", str(inp.data), "--out", str(d / "unlearned"), *PRETRAIN]
+
+
+def _finished_on_other_data(inp: Inputs, d: Path) -> list[str]:
+    shutil.copytree(inp.ref["model"], d / "model")
+    return ["pretrain", "--data", str(inp.other_data), "--out", str(d / "model"), *PRETRAIN]
+
+
+def _legacy_study_dir(inp: Inputs, d: Path) -> list[str]:
+    run_dir = d / "run"
+    (run_dir / "data").mkdir(parents=True)
+    (run_dir / "study.json").write_text("{}\n")
+    (run_dir / "data" / ".stage.json").write_text('{"key": "x"}\n')
+    return ["study", str(study_config(d / "s.yaml")), "--out", str(run_dir), "--dry-run"]
+
+
+def _foreign_parquet(inp: Inputs, d: Path) -> list[str]:
+    pd.DataFrame({"a": [1, 2]}).to_parquet(d / "scores.parquet")
+    return _evaluate_args(inp, d / "scores.parquet")
+
+
+def _non_utf8_csv(inp: Inputs, d: Path) -> list[str]:
+    (d / "items.csv").write_bytes(b"item_id,question,answer\nq1,Who employs Ad\xe9?,Google\n")
+    return ["evaluate", "--model", str(inp.model), "--items", str(d / "items.csv"), "--out", str(d / "s.parquet")]
+
+
+CASES: list[tuple[str, Setup, int, tuple[str, ...]]] = [
+    # bad configs
+    ("generate-bad-type", lambda i, d: ["generate", "--out", str(d / "g"), "n_people=many"], 2, ("n_people",)),
+    ("generate-unknown-key", lambda i, d: ["generate", "--out", str(d / "g"), "n_peple=8"], 2, ("n_peple",)),
+    ("pretrain-unknown-preset", lambda i, d: ["pretrain", "--data", str(i.data), "--out", str(d / "m"),
+                                              "--preset", "huge"], 2, ("preset",)),  # fmt: skip
+    ("unlearn-bad-method", lambda i, d: _unlearn_args(i, d / "u", "--method", "forget-it"), 2, ("--method",)),
+    ("evaluate-bad-metric", lambda i, d: _evaluate_args(i, d / "s.parquet", "--metrics", "vibes"), 2,
+     ("metrics",)),  # fmt: skip
+    ("evaluate-dtype-int8", lambda i, d: _evaluate_args(i, d / "s.parquet", "dtype=int8"), 2, ("dtype", "int8")),
+    ("unlearn-dtype-int8", lambda i, d: _unlearn_args(i, d / "u", "dtype=int8"), 2, ("dtype", "int8")),
+    ("evaluate-device-cuda", lambda i, d: _evaluate_args(i, d / "s.parquet", "device=cuda"), 2,
+     ("device", "cuda")),  # fmt: skip
+    ("evaluate-device-nonsense", lambda i, d: _evaluate_args(i, d / "s.parquet", "device=gpu9"), 2,
+     ("device", "gpu9")),  # fmt: skip
+    ("count-bad-measure", lambda i, d: ["count", "--items", str(i.qa), "--out", str(d / "c.jsonl"),
+                                        "measure=vibes"], 2, ("measure",)),  # fmt: skip
+    ("study-bad-method", lambda i, d: ["study", str(study_config(d / "s.yaml")), "study.methods=[xx+gd]",
+                                       "--out", str(d / "run")], 2, ("xx",)),  # fmt: skip
+    # bad tables
+    ("count-non-utf8", lambda i, d: ["count", "--items", str(non_utf8_jsonl(d / "t.jsonl", _qa_rows()[0])),
+                                     "--backend", "scan", "--corpus", str(i.data / "corpus.jsonl"),
+                                     "--out", str(d / "c.jsonl")], 2, ("t.jsonl:1", "UTF-8")),  # fmt: skip
+    ("evaluate-bio-non-utf8", lambda i, d: _evaluate_args(
+        i, d / "s.parquet", "--bio", str(non_utf8_jsonl(d / "bio.jsonl", {"item_id": "x", "prompt": "Ada"}))),
+     2, ("bio.jsonl:1", "UTF-8")),  # fmt: skip
+    ("unlearn-bio-non-utf8", lambda i, d: _unlearn_args(
+        i, d / "u", "--bio-prompts", str(non_utf8_jsonl(d / "bio.jsonl", {"item_id": "x", "prompt": "Ada"}))),
+     2, ("bio.jsonl:1", "UTF-8")),  # fmt: skip
+    ("evaluate-csv-non-utf8", _non_utf8_csv, 2, ("items.csv",)),
+    ("evaluate-broken-json", lambda i, d: _evaluate_args(
+        i, d / "s.parquet", "--items", str(_file(d / "b.jsonl", '{"item_id": \n'))),
+     2, ("b.jsonl:1", "not valid JSON")),  # fmt: skip
+    ("unlearn-missing-forget", lambda i, d: _unlearn_args(i, d / "u", "--forget", str(d / "nope.jsonl")), 2,
+     ("nope.jsonl",)),  # fmt: skip
+    ("pretrain-data-not-generated", lambda i, d: ["pretrain", "--data", str(d), "--out", str(d / "m"),
+                                                  *PRETRAIN], 2, ("corpus.jsonl",)),  # fmt: skip
+    # bad models
+    ("evaluate-truncated-weights", lambda i, d: _evaluate_args(i, d / "s.parquet", "--model",
+                                                               str(truncated_model(i, d / "cut"))), 2,
+     ("cut", "unreadable or incomplete")),  # fmt: skip
+    ("unlearn-truncated-weights", lambda i, d: _unlearn_args(i, d / "u", "--model",
+                                                             str(truncated_model(i, d / "cut"))), 2,
+     ("cut", "unreadable or incomplete")),  # fmt: skip
+    ("evaluate-no-tokenizer", lambda i, d: _evaluate_args(i, d / "s.parquet", "--model",
+                                                          str(model_without_tokenizer(i, d / "bare"))), 2,
+     ("bare", "no tokenizer files")),  # fmt: skip
+    ("unlearn-no-tokenizer", lambda i, d: _unlearn_args(i, d / "u", "--model",
+                                                        str(model_without_tokenizer(i, d / "bare"))), 2,
+     ("bare", "no tokenizer files")),  # fmt: skip
+    ("evaluate-model-missing", lambda i, d: _evaluate_args(i, d / "s.parquet", "--model", str(d / "none")), 2,
+     ("none", "no such directory")),  # fmt: skip
+    ("evaluate-no-weights", lambda i, d: _evaluate_args(i, d / "s.parquet", "--model", str(
+        (shutil.copytree(i.model, d / "now", ignore=shutil.ignore_patterns("*.safetensors"))))), 2,
+     ("now", "cannot load a causal LM")),  # fmt: skip
+    # bad output paths
+    ("generate-into-user-dir", lambda i, d: ["generate", "--out", str(_user_dir(d)), "n_people=8"], 2,
+     ("mine", "did not write", "--overwrite")),  # fmt: skip
+    ("generate-out-is-file", lambda i, d: ["generate", "--out", str(_file(d / "f")), "n_people=8"], 2,
+     ("is a file",)),  # fmt: skip
+    ("generate-out-readonly", lambda i, d: ["generate", "--out", str(readonly_dir(d) / "g"), "n_people=8"], 2,
+     ("cannot write",)),  # fmt: skip
+    ("generate-out-no-parent", lambda i, d: ["generate", "--out", str(d / "a" / "b"), "n_people=8"], 2,
+     ("parent directory",)),  # fmt: skip
+    ("pretrain-into-copied-model", _copied_unlearned_model, 2, ("unlearned", "did not write")),
+    ("pretrain-finished-on-other-data", _finished_on_other_data, 2, ("other data",)),
+    ("pretrain-out-is-file", lambda i, d: ["pretrain", "--data", str(i.data), "--out", str(_file(d / "f")),
+                                           *PRETRAIN], 2, ("is a file",)),  # fmt: skip
+    ("pretrain-out-readonly", lambda i, d: ["pretrain", "--data", str(i.data), "--out",
+                                            str(readonly_dir(d) / "m"), *PRETRAIN], 2, ("cannot write",)),  # fmt: skip
+    ("pretrain-into-data-dir", lambda i, d: ["pretrain", "--data", str(i.data), "--out",
+                                             str(shutil.copytree(i.data, d / "data")), *PRETRAIN], 2,
+     ("a data directory",)),  # fmt: skip
+    ("unlearn-into-user-dir", lambda i, d: _unlearn_args(i, _user_dir(d)), 2, ("did not write",)),
+    ("unlearn-out-is-file", lambda i, d: _unlearn_args(i, _file(d / "f")), 2, ("is a file",)),
+    ("unlearn-out-readonly", lambda i, d: _unlearn_args(i, readonly_dir(d) / "u"), 2, ("cannot write",)),
+    ("evaluate-out-is-dir", lambda i, d: _evaluate_args(i, _dir(d / "s.parquet")), 2, ("is a directory",)),
+    ("evaluate-out-readonly", lambda i, d: _evaluate_args(i, readonly_dir(d) / "s.parquet"), 2,
+     ("cannot write",)),  # fmt: skip
+    ("evaluate-over-foreign-parquet", _foreign_parquet, 2, ("not written by this tool", "--overwrite")),
+    ("evaluate-out-no-parent", lambda i, d: _evaluate_args(i, d / "x" / "s.parquet"), 2, ("parent directory",)),
+    ("count-over-user-table", lambda i, d: ["count", "--items", str(i.qa), "--out",
+                                            str(_file(d / "mine.jsonl"))], 2, ("not written by this tool",)),  # fmt: skip
+    ("count-out-readonly", lambda i, d: ["count", "--items", str(i.qa), "--out",
+                                         str(readonly_dir(d) / "c.jsonl")], 2, ("cannot write",)),  # fmt: skip
+    ("study-into-user-dir", lambda i, d: ["study", str(study_config(d / "s.yaml")), "--out", str(_user_dir(d))],
+     2, ("did not write",)),  # fmt: skip
+    ("study-out-is-file", lambda i, d: ["study", str(study_config(d / "s.yaml")), "--out", str(_file(d / "f"))],
+     2, ("is a file",)),  # fmt: skip
+    ("report-not-a-study", lambda i, d: ["report", str(_user_dir(d))], 2, ("not a study run directory",)),
+    ("report-missing-dir", lambda i, d: ["report", str(d / "nope")], 2, ("no such directory",)),
+    # a study directory of the current layout is the study's own: it resumes without --overwrite
+    ("study-resumes-legacy-dir", _legacy_study_dir, 0, ("generate",)),
+]
+
+
+def _file(path: Path, text: str = "someone's file\n") -> Path:
+    path.write_text(text)
+    return path
+
+
+def _dir(path: Path) -> Path:
+    path.mkdir()
+    return path
+
+
+@pytest.mark.parametrize("name,setup,code,fragments", CASES, ids=[c[0] for c in CASES])
+def test_one_line(name, setup, code, fragments, inputs, tmp_path, capsys):
+    if name == "evaluate-device-cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    argv = setup(inputs, tmp_path)
+    capsys.readouterr()
+    before = snapshot(tmp_path, inputs.root)
+    got, out, err = run(capsys, argv)
+    after = snapshot(tmp_path, inputs.root)
+    assert got == code, err
+    message = err if code else out
+    assert "Traceback" not in err
+    if code:
+        assert message.startswith("error: ") and message.count("\n") == 1, message
+    for fragment in fragments:
+        assert fragment in message, message
+    assert lost(before, after, lambda p: False) == []
+    if code:  # a refused command leaves nothing new either, beyond what the case set up
+        assert set(after) == set(before)
+
+
+# ---------------------------------------------------------------- writing into its own output
+
+
+def test_generate_rerun_keeps_the_users_files(inputs, tmp_path, capsys):
+    out = Path(shutil.copytree(inputs.data, tmp_path / "data"))
+    (out / "notes.txt").write_text("my notes")
+    (out / "counted.csv").write_text("a,1\n")
+    before = snapshot(tmp_path)
+    code, text, err = run(capsys, ["generate", "--out", str(out), "n_people=12", "seed=1"])
+    assert code == 0 and text.count("\n") == 1 and text.startswith("wrote "), err
+    after = snapshot(tmp_path)
+    assert lost(before, after, lambda p: Path(p).parent == out and Path(p).name != "counted.csv"
+                and Path(p).name != "notes.txt") == []  # fmt: skip
+    assert (out / "corpus.jsonl").read_bytes() == (inputs.other_data / "corpus.jsonl").read_bytes()
+
+
+def test_generate_into_a_directory_of_the_old_layout(inputs, tmp_path, capsys):
+    out = Path(shutil.copytree(inputs.data, tmp_path / "data"))
+    (out / OUTPUT_MARKER).unlink()  # written before the marker existed: its manifest marks it
+    assert run(capsys, ["generate", "--out", str(out), "n_people=12"])[0] == 0
+
+
+def test_unlearn_over_an_earlier_run_replaces_only_its_own_files(inputs, tmp_path, capsys):
+    out = Path(shutil.copytree(inputs.ref["unlearn"], tmp_path / "u"))
+    (out / "notes.txt").write_text("mine")
+    before = snapshot(tmp_path)
+    code, text, err = run(capsys, _unlearn_args(inputs, out, "seed=1"))
+    assert code == 0, err
+    after = snapshot(tmp_path)
+    assert after[str(out / "notes.txt")] == before[str(out / "notes.txt")]
+    assert after[str(out / "run.json")] != before[str(out / "run.json")]
+    assert json.loads((out / "run.json").read_text())["config"]["seed"] == 1
+
+
+def test_overwrite_writes_into_a_users_directory_and_keeps_its_files(inputs, tmp_path, capsys):
+    mine = _user_dir(tmp_path)
+    before = snapshot(tmp_path)
+    assert run(capsys, ["generate", "--out", str(mine), "n_people=8", "--overwrite"])[0] == 0
+    assert lost(before, snapshot(tmp_path), lambda p: False) == []
+    assert (mine / "manifest.json").is_file()
+
+
+def test_overwrite_replaces_a_foreign_parquet(inputs, tmp_path, capsys):
+    _foreign_parquet(inputs, tmp_path)
+    code, _, err = run(capsys, _evaluate_args(inputs, tmp_path / "scores.parquet", "--overwrite"))
+    assert code == 0, err
+    assert (tmp_path / "scores.run.json").is_file()
+
+
+def test_evaluate_checks_out_before_loading_the_model(inputs, tmp_path, capsys):
+    """A bad --out is refused before any work: even a missing model is not looked at."""
+    (tmp_path / "s.parquet").mkdir()
+    code, _, err = run(capsys, _evaluate_args(inputs, tmp_path / "s.parquet", "--model", str(tmp_path / "no")))
+    assert code == 2 and "is a directory" in err
+
+
+# ---------------------------------------------------------------- kill -9 and rerun
+
+
+def _same_files(a: Path, b: Path, names: list[str]) -> None:
+    for name in names:
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+
+
+def _at(spec: dict, out: Path) -> dict:
+    """The kill point with `{out}` in its glob filled in (so a scratch copy of the file does not match)."""
+    return {k: v.format(out=out) if isinstance(v, str) else v for k, v in spec.items()}
+
+
+def _no_temps(parent: Path) -> None:
+    left = [p.name for p in parent.rglob("*") if p.name.endswith(".tmp")]
+    assert left == [], left
+
+
+GENERATE_KILLS = [
+    ("before-manifest", {"call": "frequnlearn.data.generate:sha256_file", "n": 1}),
+    ("mid-commit", {"replace": "*/data/corpus.jsonl", "n": 1}),
+]
+
+
+@pytest.mark.parametrize("name,spec", GENERATE_KILLS, ids=[k[0] for k in GENERATE_KILLS])
+def test_kill_generate(name, spec, inputs, tmp_path, capsys):
+    out = Path(shutil.copytree(inputs.other_data, tmp_path / "data"))  # an earlier data directory
+    (out / "notes.txt").write_text("mine")
+    argv = ["generate", "--out", str(out), "n_people=12"]
+    before = snapshot(tmp_path)
+    kill_at(argv, spec)
+    assert (out / "notes.txt").read_text() == "mine"
+    if name == "before-manifest":  # nothing was moved in yet
+        assert lost(before, snapshot(tmp_path), lambda p: False) == []
+    else:  # the set says it is incomplete: no manifest beside a mix of files
+        assert not (out / "manifest.json").exists()
+    code, text, _ = run(capsys, argv)
+    assert code == 0 and text.count("\n") == 1
+    _same_files(out, inputs.data, ["people.jsonl", "corpus.jsonl", "qa.jsonl", "bio_prompts.jsonl"])
+    assert (out / "notes.txt").read_text() == "mine"
+    _no_temps(tmp_path)
+
+
+# Each kill case starts a fresh Python (torch and transformers imports included): one per command
+# runs by default, the others are marked slow.
+SLOW = pytest.mark.slow
+PRETRAIN_KILLS = [
+    pytest.param("after-first-checkpoint", {"replace": "*/checkpoints/step-*", "n": 1, "after": True}, marks=SLOW),
+    pytest.param("after-second-checkpoint", {"replace": "*/checkpoints/step-*", "n": 2, "after": True}, marks=SLOW),
+    pytest.param("before-done-marker", {"replace": "*/done.json", "n": 1}, marks=SLOW),
+]
+
+
+def _assert_same_model(a: Path, b: Path) -> None:
+    from transformers import AutoModelForCausalLM
+
+    x = AutoModelForCausalLM.from_pretrained(a).state_dict()
+    y = AutoModelForCausalLM.from_pretrained(b).state_dict()
+    for key in x:
+        torch.testing.assert_close(x[key], y[key], rtol=0, atol=1e-6)
+    loss = [(r["step"], r["loss"]) for r in map(json.loads, (a / "metrics.jsonl").read_text().splitlines())]
+    assert loss == [(r["step"], r["loss"]) for r in map(json.loads, (b / "metrics.jsonl").read_text().splitlines())]
+
+
+@pytest.mark.parametrize("name,spec", PRETRAIN_KILLS, ids=[k.values[0] for k in PRETRAIN_KILLS])
+def test_kill_pretrain(name, spec, inputs, tmp_path, capsys):
+    out = tmp_path / "model"
+    argv = ["pretrain", "--data", str(inputs.data), "--out", str(out), *PRETRAIN]
+    kill_at(argv, spec)
+    assert not (out / "done.json").exists()
+    code, text, err = run(capsys, argv)
+    assert code == 0 and text.strip() == str(out), err
+    assert "resuming from checkpoint step-" in err
+    _assert_same_model(inputs.ref["model"], out)
+    _no_temps(out)
+
+
+def test_kill_pretrain_then_lose_a_checkpoints_weights(inputs, tmp_path, capsys):
+    """The newest checkpoint's weight file is gone: resume falls back to the one before and says so."""
+    out = tmp_path / "model"
+    argv = ["pretrain", "--data", str(inputs.data), "--out", str(out), *PRETRAIN]
+    kill_at(argv, {"replace": "*/checkpoints/step-*", "n": 2, "after": True})
+    newest = sorted((out / "checkpoints").iterdir())[-1]
+    for weights in newest.glob("*model*"):
+        weights.unlink()
+    code, _, err = run(capsys, argv)
+    assert code == 0, err
+    assert f"checkpoint {newest.name} is unreadable" in err and "resuming from checkpoint step-00000004" in err
+    _assert_same_model(inputs.ref["model"], out)
+
+
+UNLEARN_KILLS = [
+    pytest.param("after-first-evaluation", {"replace": "*/trajectory.parquet", "n": 1, "after": True}, marks=SLOW),
+    pytest.param("while-saving-the-model", {"call": "frequnlearn.unlearn.loop:atomic_dir", "n": 1}, marks=SLOW),
+    pytest.param("mid-commit", {"replace": "{out}/trajectory.parquet", "n": 1, "after": True}),
+]
+
+
+@pytest.mark.parametrize("name,spec", UNLEARN_KILLS, ids=[k.values[0] for k in UNLEARN_KILLS])
+def test_kill_unlearn(name, spec, inputs, tmp_path, capsys):
+    out = Path(shutil.copytree(inputs.ref["unlearn"], tmp_path / "u"))  # an earlier run's directory
+    (out / "notes.txt").write_text("mine")
+    argv = _unlearn_args(inputs, out)
+    before = snapshot(tmp_path)
+    kill_at(argv, _at(spec, out))
+    if name == "mid-commit":  # the set says it is incomplete
+        assert not (out / "run.json").exists()
+    else:  # the earlier run is untouched
+        assert lost(before, snapshot(tmp_path), lambda p: False) == []
+    code, _, err = run(capsys, argv)
+    assert code == 0, err
+    assert (out / "notes.txt").read_text() == "mine"
+    ref = pd.read_parquet(inputs.ref["unlearn"] / "trajectory.parquet")
+    pd.testing.assert_frame_equal(ref, pd.read_parquet(out / "trajectory.parquet"))
+    _same_files(out, inputs.ref["unlearn"], ["log.jsonl"])
+    _no_temps(tmp_path)
+
+
+EVALUATE_KILLS = [
+    pytest.param("while-summarising", {"call": "frequnlearn.evaluate.cli:summaries", "n": 1}, marks=SLOW),
+    pytest.param("mid-commit", {"replace": "{out}/scores.summary.csv", "n": 1, "after": True}),
+]
+
+
+@pytest.mark.parametrize("name,spec", EVALUATE_KILLS, ids=[k.values[0] for k in EVALUATE_KILLS])
+def test_kill_evaluate(name, spec, inputs, tmp_path, capsys):
+    for path in inputs.ref["scores"].parent.glob("scores.*"):
+        shutil.copy(path, tmp_path / path.name)
+    (tmp_path / "notes.txt").write_text("mine")
+    argv = _evaluate_args(inputs, tmp_path / "scores.parquet", "--step", "3")
+    before = snapshot(tmp_path)
+    kill_at(argv, _at(spec, tmp_path))
+    if name == "mid-commit":  # no run record beside a mix of old and new files
+        assert not (tmp_path / "scores.run.json").exists()
+    else:
+        assert lost(before, snapshot(tmp_path), lambda p: False) == []
+    code, text, err = run(capsys, argv)
+    assert code == 0, err
+    ref = pd.read_parquet(inputs.ref["scores"]).assign(step=3)
+    pd.testing.assert_frame_equal(ref, pd.read_parquet(tmp_path / "scores.parquet"))
+    record = json.loads((tmp_path / "scores.run.json").read_text())
+    for name_, digest in record["files"].items():
+        assert hashlib.sha256((tmp_path / name_).read_bytes()).hexdigest() == digest
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+    _no_temps(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def study_ref(tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("study")
+    config = study_config(root / "s.yaml")
+    assert main(["study", str(config), "--out", str(root / "run"), "--quiet"]) == 0
+    return config, root / "run"
+
+
+STUDY_KILLS = [
+    ("pretrain-checkpoint", {"replace": "*/checkpoints/step-*", "n": 1, "after": True}),
+    ("unlearn-evaluation", {"replace": "*/trajectory.parquet", "n": 1, "after": True}),
+    ("report", {"replace": "*/report/*.csv", "n": 1}),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,spec", STUDY_KILLS, ids=[k[0] for k in STUDY_KILLS])
+def test_kill_study(name, spec, study_ref, tmp_path, capsys):
+    config, ref = study_ref
+    out = tmp_path / "run"
+    argv = ["study", str(config), "--out", str(out), "--quiet"]
+    kill_at(argv, spec)
+    code, text, err = run(capsys, argv)
+    assert code == 0 and text.startswith("report: "), err
+    a = pd.read_csv(ref / "report" / "curves.csv")
+    pd.testing.assert_frame_equal(a, pd.read_csv(out / "report" / "curves.csv"))
+    _no_temps(out)
