@@ -146,13 +146,36 @@ def inputs(tmp_path_factory, tiny_gpt2_dir) -> Inputs:
 
 def _unlearn_args(inp: Inputs, out: Path, *extra: str) -> list[str]:
     spec = f"{inp.qa}?group=forget_high"
-    return ["unlearn", "--model", str(inp.model), "--forget", spec, "--retain", f"{inp.qa}?group=retain",
-            "--method", "ga+gd", "--out", str(out), *extra, *UNLEARN]  # fmt: skip
+    return [
+        "unlearn",
+        "--model",
+        str(inp.model),
+        "--forget",
+        spec,
+        "--retain",
+        f"{inp.qa}?group=retain",
+        "--method",
+        "ga+gd",
+        "--out",
+        str(out),
+        *extra,
+        *UNLEARN,
+    ]
 
 
 def _evaluate_args(inp: Inputs, out: Path, *extra: str) -> list[str]:
-    return ["evaluate", "--model", str(inp.model), "--items", str(inp.qa), "--out", str(out), *EVALUATE,
-            *extra, "max_new_tokens=4"]  # fmt: skip
+    return [
+        "evaluate",
+        "--model",
+        str(inp.model),
+        "--items",
+        str(inp.qa),
+        "--out",
+        str(out),
+        *EVALUATE,
+        *extra,
+        "max_new_tokens=4",
+    ]
 
 
 # ---------------------------------------------------------------- helpers
@@ -277,98 +300,273 @@ def _foreign_parquet(inp: Inputs, d: Path) -> list[str]:
 
 def _non_utf8_csv(inp: Inputs, d: Path) -> list[str]:
     (d / "items.csv").write_bytes(b"item_id,question,answer\nq1,Who employs Ad\xe9?,Google\n")
-    return ["evaluate", "--model", str(inp.model), "--items", str(d / "items.csv"), "--out", str(d / "s.parquet")]
+    return [
+        "evaluate",
+        "--model",
+        str(inp.model),
+        "--items",
+        str(d / "items.csv"),
+        "--out",
+        str(d / "s.parquet"),
+    ]
 
 
 CASES: list[tuple[str, Setup, int, tuple[str, ...]]] = [
     # bad configs
-    ("generate-bad-type", lambda i, d: ["generate", "--out", str(d / "g"), "n_people=many"], 2, ("n_people",)),
+    (
+        "generate-bad-type",
+        lambda i, d: ["generate", "--out", str(d / "g"), "n_people=many"],
+        2,
+        ("n_people",),
+    ),
     ("generate-unknown-key", lambda i, d: ["generate", "--out", str(d / "g"), "n_peple=8"], 2, ("n_peple",)),
-    ("pretrain-unknown-preset", lambda i, d: ["pretrain", "--data", str(i.data), "--out", str(d / "m"),
-                                              "--preset", "huge"], 2, ("preset",)),  # fmt: skip
+    (
+        "pretrain-unknown-preset",
+        lambda i, d: ["pretrain", "--data", str(i.data), "--out", str(d / "m"), "--preset", "huge"],
+        2,
+        ("preset",),
+    ),
     ("unlearn-bad-method", lambda i, d: _unlearn_args(i, d / "u", "--method", "forget-it"), 2, ("--method",)),
-    ("evaluate-bad-metric", lambda i, d: _evaluate_args(i, d / "s.parquet", "--metrics", "vibes"), 2,
-     ("metrics",)),  # fmt: skip
-    ("evaluate-dtype-int8", lambda i, d: _evaluate_args(i, d / "s.parquet", "dtype=int8"), 2, ("dtype", "int8")),
+    (
+        "evaluate-bad-metric",
+        lambda i, d: _evaluate_args(i, d / "s.parquet", "--metrics", "vibes"),
+        2,
+        ("metrics",),
+    ),
+    (
+        "evaluate-dtype-int8",
+        lambda i, d: _evaluate_args(i, d / "s.parquet", "dtype=int8"),
+        2,
+        ("dtype", "int8"),
+    ),
     ("unlearn-dtype-int8", lambda i, d: _unlearn_args(i, d / "u", "dtype=int8"), 2, ("dtype", "int8")),
-    ("evaluate-device-cuda", lambda i, d: _evaluate_args(i, d / "s.parquet", "device=cuda"), 2,
-     ("device", "cuda")),  # fmt: skip
-    ("evaluate-device-nonsense", lambda i, d: _evaluate_args(i, d / "s.parquet", "device=gpu9"), 2,
-     ("device", "gpu9")),  # fmt: skip
-    ("count-bad-measure", lambda i, d: ["count", "--items", str(i.qa), "--out", str(d / "c.jsonl"),
-                                        "measure=vibes"], 2, ("measure",)),  # fmt: skip
-    ("study-bad-method", lambda i, d: ["study", str(study_config(d / "s.yaml")), "study.methods=[xx+gd]",
-                                       "--out", str(d / "run")], 2, ("xx",)),  # fmt: skip
+    (
+        "evaluate-device-cuda",
+        lambda i, d: _evaluate_args(i, d / "s.parquet", "device=cuda"),
+        2,
+        ("device", "cuda"),
+    ),
+    (
+        "evaluate-device-nonsense",
+        lambda i, d: _evaluate_args(i, d / "s.parquet", "device=gpu9"),
+        2,
+        ("device", "gpu9"),
+    ),
+    (
+        "count-bad-measure",
+        lambda i, d: ["count", "--items", str(i.qa), "--out", str(d / "c.jsonl"), "measure=vibes"],
+        2,
+        ("measure",),
+    ),
+    (
+        "study-bad-method",
+        lambda i, d: [
+            "study",
+            str(study_config(d / "s.yaml")),
+            "study.methods=[xx+gd]",
+            "--out",
+            str(d / "run"),
+        ],
+        2,
+        ("xx",),
+    ),
     # bad tables
-    ("count-non-utf8", lambda i, d: ["count", "--items", str(non_utf8_jsonl(d / "t.jsonl", _qa_rows()[0])),
-                                     "--backend", "scan", "--corpus", str(i.data / "corpus.jsonl"),
-                                     "--out", str(d / "c.jsonl")], 2, ("t.jsonl:1", "UTF-8")),  # fmt: skip
-    ("evaluate-bio-non-utf8", lambda i, d: _evaluate_args(
-        i, d / "s.parquet", "--bio", str(non_utf8_jsonl(d / "bio.jsonl", {"item_id": "x", "prompt": "Ada"}))),
-     2, ("bio.jsonl:1", "UTF-8")),  # fmt: skip
-    ("unlearn-bio-non-utf8", lambda i, d: _unlearn_args(
-        i, d / "u", "--bio-prompts", str(non_utf8_jsonl(d / "bio.jsonl", {"item_id": "x", "prompt": "Ada"}))),
-     2, ("bio.jsonl:1", "UTF-8")),  # fmt: skip
+    (
+        "count-non-utf8",
+        lambda i, d: [
+            "count",
+            "--items",
+            str(non_utf8_jsonl(d / "t.jsonl", _qa_rows()[0])),
+            "--backend",
+            "scan",
+            "--corpus",
+            str(i.data / "corpus.jsonl"),
+            "--out",
+            str(d / "c.jsonl"),
+        ],
+        2,
+        ("t.jsonl:1", "UTF-8"),
+    ),
+    (
+        "evaluate-bio-non-utf8",
+        lambda i, d: _evaluate_args(
+            i,
+            d / "s.parquet",
+            "--bio",
+            str(non_utf8_jsonl(d / "bio.jsonl", {"item_id": "x", "prompt": "Ada"})),
+        ),
+        2,
+        ("bio.jsonl:1", "UTF-8"),
+    ),
+    (
+        "unlearn-bio-non-utf8",
+        lambda i, d: _unlearn_args(
+            i,
+            d / "u",
+            "--bio-prompts",
+            str(non_utf8_jsonl(d / "bio.jsonl", {"item_id": "x", "prompt": "Ada"})),
+        ),
+        2,
+        ("bio.jsonl:1", "UTF-8"),
+    ),
     ("evaluate-csv-non-utf8", _non_utf8_csv, 2, ("items.csv",)),
-    ("evaluate-broken-json", lambda i, d: _evaluate_args(
-        i, d / "s.parquet", "--items", str(_file(d / "b.jsonl", '{"item_id": \n'))),
-     2, ("b.jsonl:1", "not valid JSON")),  # fmt: skip
-    ("unlearn-missing-forget", lambda i, d: _unlearn_args(i, d / "u", "--forget", str(d / "nope.jsonl")), 2,
-     ("nope.jsonl",)),  # fmt: skip
-    ("pretrain-data-not-generated", lambda i, d: ["pretrain", "--data", str(d), "--out", str(d / "m"),
-                                                  *PRETRAIN], 2, ("corpus.jsonl",)),  # fmt: skip
+    (
+        "evaluate-broken-json",
+        lambda i, d: _evaluate_args(
+            i, d / "s.parquet", "--items", str(_file(d / "b.jsonl", '{"item_id": \n'))
+        ),
+        2,
+        ("b.jsonl:1", "not valid JSON"),
+    ),
+    (
+        "unlearn-missing-forget",
+        lambda i, d: _unlearn_args(i, d / "u", "--forget", str(d / "nope.jsonl")),
+        2,
+        ("nope.jsonl",),
+    ),
+    (
+        "pretrain-data-not-generated",
+        lambda i, d: ["pretrain", "--data", str(d), "--out", str(d / "m"), *PRETRAIN],
+        2,
+        ("corpus.jsonl",),
+    ),
     # bad models
-    ("evaluate-truncated-weights", lambda i, d: _evaluate_args(i, d / "s.parquet", "--model",
-                                                               str(truncated_model(i, d / "cut"))), 2,
-     ("cut", "unreadable or incomplete")),  # fmt: skip
-    ("unlearn-truncated-weights", lambda i, d: _unlearn_args(i, d / "u", "--model",
-                                                             str(truncated_model(i, d / "cut"))), 2,
-     ("cut", "unreadable or incomplete")),  # fmt: skip
-    ("evaluate-no-tokenizer", lambda i, d: _evaluate_args(i, d / "s.parquet", "--model",
-                                                          str(model_without_tokenizer(i, d / "bare"))), 2,
-     ("bare", "no tokenizer files")),  # fmt: skip
-    ("unlearn-no-tokenizer", lambda i, d: _unlearn_args(i, d / "u", "--model",
-                                                        str(model_without_tokenizer(i, d / "bare"))), 2,
-     ("bare", "no tokenizer files")),  # fmt: skip
-    ("evaluate-model-missing", lambda i, d: _evaluate_args(i, d / "s.parquet", "--model", str(d / "none")), 2,
-     ("none", "no such directory")),  # fmt: skip
-    ("evaluate-no-weights", lambda i, d: _evaluate_args(i, d / "s.parquet", "--model", str(
-        (shutil.copytree(i.model, d / "now", ignore=shutil.ignore_patterns("*.safetensors"))))), 2,
-     ("now", "cannot load a causal LM")),  # fmt: skip
+    (
+        "evaluate-truncated-weights",
+        lambda i, d: _evaluate_args(i, d / "s.parquet", "--model", str(truncated_model(i, d / "cut"))),
+        2,
+        ("cut", "unreadable or incomplete"),
+    ),
+    (
+        "unlearn-truncated-weights",
+        lambda i, d: _unlearn_args(i, d / "u", "--model", str(truncated_model(i, d / "cut"))),
+        2,
+        ("cut", "unreadable or incomplete"),
+    ),
+    (
+        "evaluate-no-tokenizer",
+        lambda i, d: _evaluate_args(
+            i, d / "s.parquet", "--model", str(model_without_tokenizer(i, d / "bare"))
+        ),
+        2,
+        ("bare", "no tokenizer files"),
+    ),
+    (
+        "unlearn-no-tokenizer",
+        lambda i, d: _unlearn_args(i, d / "u", "--model", str(model_without_tokenizer(i, d / "bare"))),
+        2,
+        ("bare", "no tokenizer files"),
+    ),
+    (
+        "evaluate-model-missing",
+        lambda i, d: _evaluate_args(i, d / "s.parquet", "--model", str(d / "none")),
+        2,
+        ("none", "no such directory"),
+    ),
+    (
+        "evaluate-no-weights",
+        lambda i, d: _evaluate_args(
+            i,
+            d / "s.parquet",
+            "--model",
+            str(shutil.copytree(i.model, d / "now", ignore=shutil.ignore_patterns("*.safetensors"))),
+        ),
+        2,
+        ("now", "cannot load a causal LM"),
+    ),
     # bad output paths
-    ("generate-into-user-dir", lambda i, d: ["generate", "--out", str(_user_dir(d)), "n_people=8"], 2,
-     ("mine", "did not write", "--overwrite")),  # fmt: skip
-    ("generate-out-is-file", lambda i, d: ["generate", "--out", str(_file(d / "f")), "n_people=8"], 2,
-     ("is a file",)),  # fmt: skip
-    ("generate-out-readonly", lambda i, d: ["generate", "--out", str(readonly_dir(d) / "g"), "n_people=8"], 2,
-     ("cannot write",)),  # fmt: skip
-    ("generate-out-no-parent", lambda i, d: ["generate", "--out", str(d / "a" / "b"), "n_people=8"], 2,
-     ("parent directory",)),  # fmt: skip
+    (
+        "generate-into-user-dir",
+        lambda i, d: ["generate", "--out", str(_user_dir(d)), "n_people=8"],
+        2,
+        ("mine", "did not write", "--overwrite"),
+    ),
+    (
+        "generate-out-is-file",
+        lambda i, d: ["generate", "--out", str(_file(d / "f")), "n_people=8"],
+        2,
+        ("is a file",),
+    ),
+    (
+        "generate-out-readonly",
+        lambda i, d: ["generate", "--out", str(readonly_dir(d) / "g"), "n_people=8"],
+        2,
+        ("cannot write",),
+    ),
+    (
+        "generate-out-no-parent",
+        lambda i, d: ["generate", "--out", str(d / "a" / "b"), "n_people=8"],
+        2,
+        ("parent directory",),
+    ),
     ("pretrain-into-copied-model", _copied_unlearned_model, 2, ("unlearned", "did not write")),
     ("pretrain-finished-on-other-data", _finished_on_other_data, 2, ("other data",)),
-    ("pretrain-out-is-file", lambda i, d: ["pretrain", "--data", str(i.data), "--out", str(_file(d / "f")),
-                                           *PRETRAIN], 2, ("is a file",)),  # fmt: skip
-    ("pretrain-out-readonly", lambda i, d: ["pretrain", "--data", str(i.data), "--out",
-                                            str(readonly_dir(d) / "m"), *PRETRAIN], 2, ("cannot write",)),  # fmt: skip
-    ("pretrain-into-data-dir", lambda i, d: ["pretrain", "--data", str(i.data), "--out",
-                                             str(shutil.copytree(i.data, d / "data")), *PRETRAIN], 2,
-     ("a data directory",)),  # fmt: skip
+    (
+        "pretrain-out-is-file",
+        lambda i, d: ["pretrain", "--data", str(i.data), "--out", str(_file(d / "f")), *PRETRAIN],
+        2,
+        ("is a file",),
+    ),
+    (
+        "pretrain-out-readonly",
+        lambda i, d: ["pretrain", "--data", str(i.data), "--out", str(readonly_dir(d) / "m"), *PRETRAIN],
+        2,
+        ("cannot write",),
+    ),
+    (
+        "pretrain-into-data-dir",
+        lambda i, d: [
+            "pretrain",
+            "--data",
+            str(i.data),
+            "--out",
+            str(shutil.copytree(i.data, d / "data")),
+            *PRETRAIN,
+        ],
+        2,
+        ("a data directory",),
+    ),
     ("unlearn-into-user-dir", lambda i, d: _unlearn_args(i, _user_dir(d)), 2, ("did not write",)),
     ("unlearn-out-is-file", lambda i, d: _unlearn_args(i, _file(d / "f")), 2, ("is a file",)),
     ("unlearn-out-readonly", lambda i, d: _unlearn_args(i, readonly_dir(d) / "u"), 2, ("cannot write",)),
     ("evaluate-out-is-dir", lambda i, d: _evaluate_args(i, _dir(d / "s.parquet")), 2, ("is a directory",)),
-    ("evaluate-out-readonly", lambda i, d: _evaluate_args(i, readonly_dir(d) / "s.parquet"), 2,
-     ("cannot write",)),  # fmt: skip
+    (
+        "evaluate-out-readonly",
+        lambda i, d: _evaluate_args(i, readonly_dir(d) / "s.parquet"),
+        2,
+        ("cannot write",),
+    ),
     ("evaluate-over-foreign-parquet", _foreign_parquet, 2, ("not written by this tool", "--overwrite")),
-    ("evaluate-out-no-parent", lambda i, d: _evaluate_args(i, d / "x" / "s.parquet"), 2, ("parent directory",)),
-    ("count-over-user-table", lambda i, d: ["count", "--items", str(i.qa), "--out",
-                                            str(_file(d / "mine.jsonl"))], 2, ("not written by this tool",)),  # fmt: skip
-    ("count-out-readonly", lambda i, d: ["count", "--items", str(i.qa), "--out",
-                                         str(readonly_dir(d) / "c.jsonl")], 2, ("cannot write",)),  # fmt: skip
-    ("study-into-user-dir", lambda i, d: ["study", str(study_config(d / "s.yaml")), "--out", str(_user_dir(d))],
-     2, ("did not write",)),  # fmt: skip
-    ("study-out-is-file", lambda i, d: ["study", str(study_config(d / "s.yaml")), "--out", str(_file(d / "f"))],
-     2, ("is a file",)),  # fmt: skip
+    (
+        "evaluate-out-no-parent",
+        lambda i, d: _evaluate_args(i, d / "x" / "s.parquet"),
+        2,
+        ("parent directory",),
+    ),
+    (
+        "count-over-user-table",
+        lambda i, d: ["count", "--items", str(i.qa), "--out", str(_file(d / "mine.jsonl"))],
+        2,
+        ("not written by this tool",),
+    ),
+    (
+        "count-out-readonly",
+        lambda i, d: ["count", "--items", str(i.qa), "--out", str(readonly_dir(d) / "c.jsonl")],
+        2,
+        ("cannot write",),
+    ),
+    (
+        "study-into-user-dir",
+        lambda i, d: ["study", str(study_config(d / "s.yaml")), "--out", str(_user_dir(d))],
+        2,
+        ("did not write",),
+    ),
+    (
+        "study-out-is-file",
+        lambda i, d: ["study", str(study_config(d / "s.yaml")), "--out", str(_file(d / "f"))],
+        2,
+        ("is a file",),
+    ),
     ("report-not-a-study", lambda i, d: ["report", str(_user_dir(d))], 2, ("not a study run directory",)),
     ("report-missing-dir", lambda i, d: ["report", str(d / "nope")], 2, ("no such directory",)),
     # a study directory of the current layout is the study's own: it resumes without --overwrite
@@ -418,8 +616,14 @@ def test_generate_rerun_keeps_the_users_files(inputs, tmp_path, capsys):
     code, text, err = run(capsys, ["generate", "--out", str(out), "n_people=12", "seed=1"])
     assert code == 0 and text.count("\n") == 1 and text.startswith("wrote "), err
     after = snapshot(tmp_path)
-    assert lost(before, after, lambda p: Path(p).parent == out and Path(p).name != "counted.csv"
-                and Path(p).name != "notes.txt") == []  # fmt: skip
+    assert (
+        lost(
+            before,
+            after,
+            lambda p: Path(p).parent == out and Path(p).name != "counted.csv" and Path(p).name != "notes.txt",
+        )
+        == []
+    )
     assert (out / "corpus.jsonl").read_bytes() == (inputs.other_data / "corpus.jsonl").read_bytes()
 
 
@@ -438,7 +642,9 @@ def test_unlearn_over_an_earlier_run_replaces_only_its_own_files(inputs, tmp_pat
     after = snapshot(tmp_path)
     assert after[str(out / "notes.txt")] == before[str(out / "notes.txt")]
     assert after[str(out / "run.json")] != before[str(out / "run.json")]
-    assert json.loads((out / "run.json").read_text())["config"]["seed"] == 1
+    record = json.loads((out / "run.json").read_text())
+    assert record["config"]["seed"] == 1
+    assert record["inputs_sha256"]["forget"] == hashlib.sha256(inputs.qa.read_bytes()).hexdigest()
 
 
 def test_overwrite_writes_into_a_users_directory_and_keeps_its_files(inputs, tmp_path, capsys):
@@ -459,7 +665,9 @@ def test_overwrite_replaces_a_foreign_parquet(inputs, tmp_path, capsys):
 def test_evaluate_checks_out_before_loading_the_model(inputs, tmp_path, capsys):
     """A bad --out is refused before any work: even a missing model is not looked at."""
     (tmp_path / "s.parquet").mkdir()
-    code, _, err = run(capsys, _evaluate_args(inputs, tmp_path / "s.parquet", "--model", str(tmp_path / "no")))
+    code, _, err = run(
+        capsys, _evaluate_args(inputs, tmp_path / "s.parquet", "--model", str(tmp_path / "no"))
+    )
     assert code == 2 and "is a directory" in err
 
 
@@ -510,8 +718,12 @@ def test_kill_generate(name, spec, inputs, tmp_path, capsys):
 # runs by default, the others are marked slow.
 SLOW = pytest.mark.slow
 PRETRAIN_KILLS = [
-    pytest.param("after-first-checkpoint", {"replace": "*/checkpoints/step-*", "n": 1, "after": True}, marks=SLOW),
-    pytest.param("after-second-checkpoint", {"replace": "*/checkpoints/step-*", "n": 2, "after": True}, marks=SLOW),
+    pytest.param(
+        "after-first-checkpoint", {"replace": "*/checkpoints/step-*", "n": 1, "after": True}, marks=SLOW
+    ),
+    pytest.param(
+        "after-second-checkpoint", {"replace": "*/checkpoints/step-*", "n": 2, "after": True}, marks=SLOW
+    ),
     pytest.param("before-done-marker", {"replace": "*/done.json", "n": 1}, marks=SLOW),
 ]
 
@@ -524,7 +736,9 @@ def _assert_same_model(a: Path, b: Path) -> None:
     for key in x:
         torch.testing.assert_close(x[key], y[key], rtol=0, atol=1e-6)
     loss = [(r["step"], r["loss"]) for r in map(json.loads, (a / "metrics.jsonl").read_text().splitlines())]
-    assert loss == [(r["step"], r["loss"]) for r in map(json.loads, (b / "metrics.jsonl").read_text().splitlines())]
+    assert loss == [
+        (r["step"], r["loss"]) for r in map(json.loads, (b / "metrics.jsonl").read_text().splitlines())
+    ]
 
 
 @pytest.mark.parametrize("name,spec", PRETRAIN_KILLS, ids=[k.values[0] for k in PRETRAIN_KILLS])
@@ -550,13 +764,19 @@ def test_kill_pretrain_then_lose_a_checkpoints_weights(inputs, tmp_path, capsys)
         weights.unlink()
     code, _, err = run(capsys, argv)
     assert code == 0, err
-    assert f"checkpoint {newest.name} is unreadable" in err and "resuming from checkpoint step-00000004" in err
+    assert (
+        f"checkpoint {newest.name} is unreadable" in err and "resuming from checkpoint step-00000004" in err
+    )
     _assert_same_model(inputs.ref["model"], out)
 
 
 UNLEARN_KILLS = [
-    pytest.param("after-first-evaluation", {"replace": "*/trajectory.parquet", "n": 1, "after": True}, marks=SLOW),
-    pytest.param("while-saving-the-model", {"call": "frequnlearn.unlearn.loop:atomic_dir", "n": 1}, marks=SLOW),
+    pytest.param(
+        "after-first-evaluation", {"replace": "*/trajectory.parquet", "n": 1, "after": True}, marks=SLOW
+    ),
+    pytest.param(
+        "while-saving-the-model", {"call": "frequnlearn.unlearn.loop:atomic_dir", "n": 1}, marks=SLOW
+    ),
     pytest.param("mid-commit", {"replace": "{out}/trajectory.parquet", "n": 1, "after": True}),
 ]
 
@@ -604,6 +824,7 @@ def test_kill_evaluate(name, spec, inputs, tmp_path, capsys):
     ref = pd.read_parquet(inputs.ref["scores"]).assign(step=3)
     pd.testing.assert_frame_equal(ref, pd.read_parquet(tmp_path / "scores.parquet"))
     record = json.loads((tmp_path / "scores.run.json").read_text())
+    assert record["inputs_sha256"] == {"items": hashlib.sha256(inputs.qa.read_bytes()).hexdigest()}
     for name_, digest in record["files"].items():
         assert hashlib.sha256((tmp_path / name_).read_bytes()).hexdigest() == digest
     assert (tmp_path / "notes.txt").read_text() == "mine"

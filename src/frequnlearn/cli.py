@@ -64,7 +64,9 @@ def main(argv: list[str] | None = None) -> int:
         if err.errno is None:  # not the system's refusal (permissions, disk full): a bug to show in full
             raise
         where = f"{err.filename}: " if err.filename else ""
-        print(f"error: {where}{err.strerror}; check the path, its permissions and free space", file=sys.stderr)
+        print(
+            f"error: {where}{err.strerror}; check the path, its permissions and free space", file=sys.stderr
+        )
         return 2
     except KeyboardInterrupt:
         print("interrupted: what was written is kept; rerun the same command to resume", file=sys.stderr)

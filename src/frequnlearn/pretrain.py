@@ -618,7 +618,8 @@ def pretrain(data_dir: str | Path, cfg: PretrainConfig, out_dir: str | Path) -> 
         claim_output_dir(out_dir, "model")
         _check_run_config(out_dir, cfg, data_sha256)
         write_json(
-            out_dir / CONFIG_FILE, {"config": to_dict(cfg), "key": config_hash(cfg), "data_sha256": data_sha256}
+            out_dir / CONFIG_FILE,
+            {"config": to_dict(cfg), "key": config_hash(cfg), "data_sha256": data_sha256},
         )
     accelerator.wait_for_everyone()
 

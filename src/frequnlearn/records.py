@@ -284,13 +284,25 @@ def check_output_dir(path: str | Path, kind: str, *, overwrite: bool = False, fl
         owner = output_kind(path)
         foreign = [p for p in path.iterdir() if not _TEMP_SUFFIX.search(p.name)]
         if owner != kind and foreign and not overwrite:
-            what = f"holds {OUTPUT_KINDS[owner][0]}" if owner in OUTPUT_KINDS else "holds files this tool did not write"
+            what = (
+                f"holds {OUTPUT_KINDS[owner][0]}"
+                if owner in OUTPUT_KINDS
+                else "holds files this tool did not write"
+            )
             raise DataError(
                 f"{flag} {path}: {what}; choose a new directory, or add --overwrite to write "
                 f"{OUTPUT_KINDS[kind][0].split(' (')[0]} into it (other files are kept)"
             )
-    remove_stale_temps(path)
+    if is_main_process():
+        remove_stale_temps(path)
     return path
+
+
+def is_main_process() -> bool:
+    """Rank 0 of a `torchrun`/`accelerate launch` group (or a lone process): the one that cleans and
+    commits outputs, so that no process removes another's scratch files. Read from the launcher's
+    environment because the check runs before any accelerator exists."""
+    return os.environ.get("RANK", "0") == "0"
 
 
 def check_output_files(
@@ -312,8 +324,9 @@ def check_output_files(
             f"{flag} {first}: {existing[0]} exists and was not written by this tool; choose another "
             "name, or add --overwrite to replace it"
         )
-    for path in paths:
-        remove_stale_temps(Path(path))
+    if is_main_process():
+        for path in paths:
+            remove_stale_temps(Path(path))
 
 
 def claim_output_dir(path: str | Path, kind: str) -> Path:
@@ -354,7 +367,13 @@ def _scratch_dir(parent: Path, name: str, kind: str = "scratch") -> Path:
 
 @contextlib.contextmanager
 def output_set(
-    dest: str | Path, names: Sequence[str], last: str, *, kind: str | None = None, prefix: str | None = None
+    dest: str | Path,
+    names: Sequence[str],
+    last: str,
+    *,
+    kind: str | None = None,
+    prefix: str | None = None,
+    commit: bool = True,
 ) -> Iterator[Path]:
     """Yield a scratch directory; when the block finishes, its entries replace `names` in `dest`.
 
@@ -362,11 +381,14 @@ def output_set(
     back last, so a kill in between leaves a set that says it is incomplete, never a mixed one that
     says it is whole. A name in `names` that the new set lacks is removed (it belonged to the old
     set). A new directory `dest` of `kind` is made by one rename. Other files in `dest` are kept.
+    Without `commit` (a process other than the main one) the scratch directory is only removed.
     """
     dest = Path(dest)
     tmp = _scratch_dir(dest.parent if kind else dest, prefix or dest.name, kind or "scratch")
     try:
         yield tmp
+        if not commit:
+            return
         if kind and not dest.exists():
             write_json(tmp / OUTPUT_MARKER, {"kind": kind})
             os.replace(tmp, dest)
@@ -400,6 +422,21 @@ def sha256_file(path: str | Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def input_hashes(**specs: str | None) -> dict[str, str]:
+    """sha256 of each input that is a local file (a table spec's `?filters` dropped; a data directory
+    stands for its qa.jsonl), so a run record names the exact data it saw, not only its path."""
+    found = {}
+    for name, spec in specs.items():
+        if not spec:
+            continue
+        path = Path(str(spec).split("?", 1)[0])
+        if path.is_dir() and (path / "qa.jsonl").is_file():
+            path = path / "qa.jsonl"
+        if path.is_file():
+            found[name] = sha256_file(path)
+    return found
 
 
 def run_info(config: Any = None, seed: int | None = None) -> dict[str, Any]:

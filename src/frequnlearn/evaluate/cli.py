@@ -199,6 +199,7 @@ def run(args: argparse.Namespace) -> int:
     from frequnlearn.models.prompts import get_prompt_format
     from frequnlearn.records import (
         check_output_files,
+        input_hashes,
         output_set,
         remove_stale_temps,
         run_info,
@@ -249,6 +250,7 @@ def run(args: argparse.Namespace) -> int:
         "step": args.step,
         "run_id": run_id,
     }
+    info["inputs_sha256"] = input_hashes(items=args.items, bio=args.bio)
     info["n_items"] = len(items)
     info["n_rows"] = len(df)
     info["seconds"] = round(seconds, 3)
@@ -262,7 +264,9 @@ def run(args: argparse.Namespace) -> int:
         write_parquet(df, scratch / names["scores"], info)
         _write_csv(metric_summary, scratch / names["summary"])
         _write_csv(misalignment, scratch / names["misalignment"])
-        info["files"] = {names[k]: sha256_file(scratch / names[k]) for k in ("scores", "summary", "misalignment")}
+        info["files"] = {
+            names[k]: sha256_file(scratch / names[k]) for k in ("scores", "summary", "misalignment")
+        }
         write_json(scratch / names["run"], info)
     print(f"evaluated {len(items)} items ({len(df)} rows) in {seconds:.1f}s -> {out}")
     print(_headline(df))

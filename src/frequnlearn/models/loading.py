@@ -93,9 +93,8 @@ def load_model(
     device: str | None = None,
     gguf_file: str | None = None,
 ) -> Any:
-    from transformers import AutoModelForCausalLM
-
     from safetensors import SafetensorError
+    from transformers import AutoModelForCausalLM
 
     _check_local(name_or_path)
     kwargs: dict[str, Any] = {"dtype": resolve_dtype(dtype)}

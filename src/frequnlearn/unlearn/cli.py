@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import random
-from pathlib import Path
 from typing import Any
 
 from frequnlearn.errors import ConfigError, DataError, TrainingError
@@ -118,7 +117,15 @@ def run(args: argparse.Namespace) -> int:
     from frequnlearn.evaluate import evaluate_items
     from frequnlearn.models.loading import load_model_and_tokenizer
     from frequnlearn.models.prompts import get_prompt_format
-    from frequnlearn.records import BioPrompt, check_output_dir, from_record, output_set, read_jsonl
+    from frequnlearn.records import (
+        BioPrompt,
+        check_output_dir,
+        from_record,
+        input_hashes,
+        is_main_process,
+        output_set,
+        read_jsonl,
+    )
     from frequnlearn.unlearn import unlearn
 
     eval_over = [o for o in args.overrides if o.startswith("evaluate.")]
@@ -195,11 +202,14 @@ def run(args: argparse.Namespace) -> int:
             "bio_prompts": args.bio_prompts,
         },
         "evaluate": to_dict(ecfg),
+        "inputs_sha256": input_hashes(
+            forget=args.forget, retain=args.retain, eval_items=args.eval_items, bio_prompts=args.bio_prompts
+        ),
     }
     # The run is written in a scratch directory and moved into --out as one set when it ends (also
     # when the loss stops it: what it measured is kept), so an earlier run there is never mixed in.
     failure = None
-    with output_set(out, RUN_FILES, "run.json", kind="unlearn") as scratch:
+    with output_set(out, RUN_FILES, "run.json", kind="unlearn", commit=is_main_process()) as scratch:
         try:
             result = unlearn(model, tok, forget, retain, cfg, scratch, eval_fn=eval_fn, info=info)
         except TrainingError as err:
