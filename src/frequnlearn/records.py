@@ -330,10 +330,13 @@ def check_output_files(
 
 
 def claim_output_dir(path: str | Path, kind: str) -> Path:
-    """Create `path` if needed and mark it as this kind's output, so a rerun knows it may write there."""
+    """Create `path` if needed and mark it as this kind's output, so a rerun knows it may write there.
+
+    Another kind's directory (written into with --overwrite) keeps its own mark.
+    """
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    if output_kind(path) != kind or not (path / OUTPUT_MARKER).is_file():
+    if not (path / OUTPUT_MARKER).is_file() and output_kind(path) in (None, kind):
         write_json(path / OUTPUT_MARKER, {"kind": kind})
     return path
 
