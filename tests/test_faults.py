@@ -647,6 +647,27 @@ def test_unlearn_over_an_earlier_run_replaces_only_its_own_files(inputs, tmp_pat
     assert record["inputs_sha256"]["forget"] == hashlib.sha256(inputs.qa.read_bytes()).hexdigest()
 
 
+def test_finished_pretraining_on_the_same_data_is_reused_untouched(inputs, tmp_path, capsys):
+    out = Path(shutil.copytree(inputs.ref["model"], tmp_path / "model"))
+    (out / OUTPUT_MARKER).unlink()  # written before the marker existed: its pretrain_config.json marks it
+    before = snapshot(tmp_path)
+    code, text, err = run(capsys, ["pretrain", "--data", str(inputs.data), "--out", str(out), *PRETRAIN])
+    assert code == 0 and text.strip() == str(out), err
+    assert lost(before, snapshot(tmp_path), lambda p: False) == []
+
+
+def test_stale_temps_of_others_are_not_removed(inputs, tmp_path, capsys):
+    """Only leftovers that carry the tool's mark are cleaned; a user's look-alike stays."""
+    look_alike = tmp_path / ".data.abcdefgh.tmp"
+    look_alike.mkdir()
+    (look_alike / "keep.txt").write_text("mine")
+    ours = tmp_path / ".data.12345678.tmp"
+    ours.mkdir()
+    (ours / OUTPUT_MARKER).write_text('{"kind": "data"}')
+    assert run(capsys, ["generate", "--out", str(tmp_path / "data"), "n_people=8"])[0] == 0
+    assert (look_alike / "keep.txt").read_text() == "mine" and not ours.exists()
+
+
 def test_overwrite_writes_into_a_users_directory_and_keeps_its_files(inputs, tmp_path, capsys):
     mine = _user_dir(tmp_path)
     before = snapshot(tmp_path)
