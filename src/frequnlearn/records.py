@@ -266,8 +266,11 @@ def _probe_writable(directory: Path, flag: str, target: Path) -> None:
         ) from None
 
 
-def check_output_dir(path: str | Path, kind: str, *, overwrite: bool = False, flag: str = "--out") -> Path:
-    """Validate an output directory before any work starts (see the rule above); remove our stale temps.
+def check_output_dir(
+    path: str | Path, kind: str, *, overwrite: bool = False, flag: str = "--out", deep: bool = False
+) -> Path:
+    """Validate an output directory before any work starts (see the rule above); remove our stale temps
+    (with `deep`, also in its subdirectories: a study's stages write there).
 
     Allowed: a new path in an existing directory, an empty directory, or a directory holding this
     kind's own output; with `overwrite`, any directory (its other files are kept).
@@ -294,7 +297,7 @@ def check_output_dir(path: str | Path, kind: str, *, overwrite: bool = False, fl
                 f"{OUTPUT_KINDS[kind][0].split(' (')[0]} into it (other files are kept)"
             )
     if is_main_process():
-        remove_stale_temps(path)
+        remove_stale_temps(path, deep=deep)
     return path
 
 
@@ -341,9 +344,10 @@ def claim_output_dir(path: str | Path, kind: str) -> Path:
     return path
 
 
-def remove_stale_temps(path: str | Path) -> None:
+def remove_stale_temps(path: str | Path, deep: bool = False) -> None:
     """Remove what a killed write of `path` left: our scratch directories and temp files beside it
-    (named `.NAME.XXXXXXXX.tmp`) and, inside a directory of ours, temp files of its own files."""
+    (named `.NAME.XXXXXXXX.tmp`) and, inside a directory of ours, temp files of its own files (with
+    `deep`, in every subdirectory too)."""
     path = Path(path)
     pattern = re.compile(rf"^\.{re.escape(path.name)}\.[a-z0-9_]{{8}}\.tmp$")
     if path.parent.is_dir():
@@ -356,9 +360,13 @@ def remove_stale_temps(path: str | Path) -> None:
                 entry.unlink(missing_ok=True)
     if path.is_dir() and output_kind(path):
         inner = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
-        for entry in path.iterdir():
-            if inner.match(entry.name) and entry.is_file():
+        for entry in list(path.rglob("*") if deep else path.iterdir()):
+            if not inner.match(entry.name):
+                continue
+            if entry.is_file():
                 entry.unlink(missing_ok=True)
+            elif entry.is_dir() and (entry / OUTPUT_MARKER).is_file():
+                shutil.rmtree(entry, ignore_errors=True)
 
 
 def _scratch_dir(parent: Path, name: str, kind: str = "scratch") -> Path:

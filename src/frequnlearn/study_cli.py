@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     if args.out is None and not args.dry_run:
         out.parent.mkdir(parents=True, exist_ok=True)  # the default runs/ folder is the tool's own
     if out.parent.is_dir() or args.out is not None:
-        check_output_dir(out, "study", overwrite=args.overwrite)
+        check_output_dir(out, "study", overwrite=args.overwrite, deep=not args.dry_run)
     if args.dry_run:
         print(describe_plan(cfg, out))
         return 0
