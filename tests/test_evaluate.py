@@ -425,7 +425,11 @@ def test_same_state_wrong_city_is_not_known(tiny_tokenizer):
     """ROUGE-L recall gives "Anaheim, CA" half marks for "Escondido, CA"; the one "known" rule does not."""
     tok = tiny_tokenizer
     model = chain_model(tok, " Anaheim, CA")
-    items = [item(0, answer="Escondido, CA"), item(1, answer="Anaheim, CA"), item(2, answer="the Anaheim, CA")]
+    items = [
+        item(0, answer="Escondido, CA"),
+        item(1, answer="Anaheim, CA"),
+        item(2, answer="the Anaheim, CA"),
+    ]
     df = evaluate_items(model, tok, items, cfg(metrics=["gen"]), fmt=FMT).set_index("item_id")
     assert df.generation.tolist() == ["Anaheim, CA"] * 3
     assert df.rougeL_recall.iloc[0] == 0.5
@@ -452,7 +456,9 @@ def test_nan_model_gets_no_rank_and_no_verdict(tiny_tokenizer):
     model = MarkovLM(len(tiny_tokenizer))
     with torch.no_grad():
         model.table.fill_(float("nan"))
-    df = evaluate_items(model, tiny_tokenizer, [item()], cfg(metrics=["prob", "gen", "tf"], tf_shots=0), fmt=FMT)
+    df = evaluate_items(
+        model, tiny_tokenizer, [item()], cfg(metrics=["prob", "gen", "tf"], tf_shots=0), fmt=FMT
+    )
     assert not df["finite"].any() and df["finite"].dtype == bool
     prob = df[df.family == "prob"].iloc[0]
     assert math.isnan(prob["rank"]) and math.isnan(prob.rank_correct) and math.isnan(prob.margin)

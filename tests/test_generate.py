@@ -137,7 +137,9 @@ def check_data_dir(path: Path, cfg: GenerateConfig) -> None:
         # Frequency-matched: each candidate is stated within a factor of 2 as often as the truth.
         assert item["answer_count"] == counts[item["answer"]] >= person["exposure"]
         assert item["candidate_counts"] == [counts[c] for c in cands]
-        assert all(item["answer_count"] <= 2 * c and c <= 2 * item["answer_count"] for c in item["candidate_counts"])
+        assert all(
+            item["answer_count"] <= 2 * c and c <= 2 * item["answer_count"] for c in item["candidate_counts"]
+        )
         short[f"{item['group']}/{item['attribute']}"] += len(cands) < cfg.n_candidates
         if item["attribute"] == "birth_date":
             assert all(_date_ok(c) for c in cands)
@@ -169,7 +171,9 @@ def check_data_dir(path: Path, cfg: GenerateConfig) -> None:
     assert manifest["seed"] == cfg.seed and manifest["config"]["n_people"] == cfg.n_people
     assert manifest["candidates_short"] == {k: v for k, v in sorted(short.items()) if v}
     baseline = manifest["frequency_only_baseline"]
-    assert set(baseline) <= set(GROUPS) and all(0 <= b["top1"] <= 1 and 0 < b["chance"] <= 1 for b in baseline.values())
+    assert set(baseline) <= set(GROUPS) and all(
+        0 <= b["top1"] <= 1 and 0 < b["chance"] <= 1 for b in baseline.values()
+    )
     assert manifest["run_info"]["config"] == manifest["config"]
     for name in DATA_FILES:
         with (path / name).open() as fh:
@@ -329,7 +333,9 @@ def test_candidates_prefer_same_exposure_and_never_leave_2x():
 
 def test_frequency_only_baseline_breaks_ties_at_random():
     rows = [("g", 5, [5, 5, 5]), ("g", 9, [1, 2, 3]), ("g", 1, [2, 3, 4]), ("h", 3, [])]
-    assert frequency_only_baseline(rows) == {"g": {"top1": round((0.25 + 1 + 0) / 3, 6), "chance": 0.25, "n": 3}}
+    assert frequency_only_baseline(rows) == {
+        "g": {"top1": round((0.25 + 1 + 0) / 3, 6), "chance": 0.25, "n": 3}
+    }
 
 
 # sha256 of corpus.jsonl for two small configs, taken before candidates were frequency-matched:
@@ -341,7 +347,9 @@ CORPUS_SHA256 = {
 
 
 def test_tiny_corpus_is_pinned_and_its_candidates_are_frequency_matched(tmp_path):
-    small = GenerateConfig(seed=0, n_people=60, high_exposure=3, attributes=["birth_city", "university", "employer"])
+    small = GenerateConfig(
+        seed=0, n_people=60, high_exposure=3, attributes=["birth_city", "university", "employer"]
+    )
     assert sha256_file(generate(small, tmp_path / "small") / "corpus.jsonl") == CORPUS_SHA256[60]
     cfg = load_config(GenerateConfig, Path(__file__).parents[1] / "configs" / "tiny.yaml", section="generate")
     out = generate(cfg, tmp_path / "tiny")
@@ -350,7 +358,9 @@ def test_tiny_corpus_is_pinned_and_its_candidates_are_frequency_matched(tmp_path
     assert len(qa) == 900
     for item in qa:
         assert item["candidate_counts"], item["item_id"]
-        assert all(item["answer_count"] <= 2 * c <= 4 * item["answer_count"] for c in item["candidate_counts"])
+        assert all(
+            item["answer_count"] <= 2 * c <= 4 * item["answer_count"] for c in item["candidate_counts"]
+        )
     # A forget_high person's answer is stated >= 10 times, and so is every candidate of it but for rounding.
     high = [i for i in qa if i["group"] == "forget_high"]
     assert min(min(i["candidate_counts"]) for i in high) >= 5

@@ -6,10 +6,10 @@ import random
 import pytest
 import torch
 
-from frequnlearn.evaluate.known import is_known
 from frequnlearn.config import load_config
 from frequnlearn.config.pretrain import PretrainConfig
 from frequnlearn.errors import ConfigError, DataError
+from frequnlearn.evaluate.known import is_known
 from frequnlearn.models.prompts import encode_prompt, get_prompt_format
 from frequnlearn.pretrain import (
     BatchStream,

@@ -142,14 +142,21 @@ def test_evaluated_retain_people_are_never_in_the_retain_loss(tiny_gpt2_dir, qa,
 
     items = [QAItem(f"p{i}-{a}", "q", "a", person_id=i) for i in range(10) for a in ("x", "y")]
     trained, evaluated = split_retain(items, 3, 0, trained=True)
-    assert len(evaluated) == 3 and {it.person_id for it in trained}.isdisjoint(it.person_id for it in evaluated)
+    assert len(evaluated) == 3 and {it.person_id for it in trained}.isdisjoint(
+        it.person_id for it in evaluated
+    )
     assert len(trained) + len({it.person_id for it in evaluated}) * 2 == 20
     trained, evaluated = split_retain(items, None, 0, trained=True)
-    assert len(evaluated) == 4 and {it.person_id for it in trained}.isdisjoint(it.person_id for it in evaluated)
+    assert len(evaluated) == 4 and {it.person_id for it in trained}.isdisjoint(
+        it.person_id for it in evaluated
+    )
     assert split_retain(items, None, 0, trained=False) == (items, items)
 
     out = tmp_path / "run"
-    assert main(_args(tiny_gpt2_dir, out, _high(qa), _retain(qa), "--method", "ga+gd", "--eval-retain", "2")) == 0
+    assert (
+        main(_args(tiny_gpt2_dir, out, _high(qa), _retain(qa), "--method", "ga+gd", "--eval-retain", "2"))
+        == 0
+    )
     sets = read_json(out / "run.json")["sets"]
     assert len(sets["eval_retain"]) == 2 and len(sets["retain"]) == 2
     assert set(sets["eval_retain"]).isdisjoint(sets["retain"])

@@ -57,7 +57,9 @@ class EvalConfig:
         from frequnlearn.evaluate.known import KNOWN_RULES
 
         check(
-            self.known in KNOWN_RULES, "known", f"unknown rule {self.known!r}; choose from {', '.join(KNOWN_RULES)}"
+            self.known in KNOWN_RULES,
+            "known",
+            f"unknown rule {self.known!r}; choose from {', '.join(KNOWN_RULES)}",
         )
         check(0.0 <= self.gen_threshold <= 1.0, "gen_threshold", "must be between 0 and 1")
         check(self.utility_limit is None or self.utility_limit >= 1, "utility_limit", "must be >= 1 or null")

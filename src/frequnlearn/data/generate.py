@@ -12,7 +12,6 @@ from __future__ import annotations
 import bisect
 import datetime
 import json
-import math
 import random
 import sys
 from collections import Counter

@@ -143,4 +143,3 @@ def generation_scores(continuation: str, answer: str, prefix: bool = False) -> d
     contains = bool(ans) and f" {ans} " in f" {cont} "
     recall = rouge_recall(continuation, answer)
     return {"rougeL_recall": float(recall), "exact": float(exact), "contains": float(contains)}
-

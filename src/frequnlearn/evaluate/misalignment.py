@@ -62,7 +62,9 @@ def _finite(df: pd.DataFrame) -> list[str]:
     return ["finite"] if "finite" in df.columns else []
 
 
-def nonfinite_counts(df: pd.DataFrame, by: Sequence[str] = ("model", "run_id", "step", "probe")) -> pd.DataFrame:
+def nonfinite_counts(
+    df: pd.DataFrame, by: Sequence[str] = ("model", "run_id", "step", "probe")
+) -> pd.DataFrame:
     """Items with a non-finite row (no verdict, no score) per group of `by`: what summaries leave out."""
     by = list(by)
     if "finite" not in df.columns:

@@ -155,7 +155,16 @@ def likelihood_metrics(true_lp: np.ndarray, wrong_lps: Sequence[np.ndarray]) -> 
     NaN: comparisons with NaN are all false, which would otherwise rank the truth first.
     """
     row: dict[str, Any] = dict.fromkeys(
-        ("logprob", "logprob_per_token", "p_norm", "n_answer_tokens", "rank", "rank_correct", "truth_ratio", "margin"),
+        (
+            "logprob",
+            "logprob_per_token",
+            "p_norm",
+            "n_answer_tokens",
+            "rank",
+            "rank_correct",
+            "truth_ratio",
+            "margin",
+        ),
         math.nan,
     )
     finite = bool(np.isfinite(true_lp).all()) and all(bool(np.isfinite(w).all()) for w in wrong_lps)

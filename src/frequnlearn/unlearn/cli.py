@@ -104,7 +104,11 @@ def split_retain(
     Without a retain loss nothing is trained on, so every retain item may be evaluated.
     """
     if not trained:
-        chosen = retain if n_eval is None or n_eval >= len(retain) else random.Random(f"eval-retain-{seed}").sample(retain, n_eval)
+        chosen = (
+            retain
+            if n_eval is None or n_eval >= len(retain)
+            else random.Random(f"eval-retain-{seed}").sample(retain, n_eval)
+        )
         return retain, chosen
     n = max(1, len(retain) // 5) if n_eval is None else n_eval
     chosen = random.Random(f"eval-retain-{seed}").sample(retain, min(n, len(retain)))
