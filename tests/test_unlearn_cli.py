@@ -162,3 +162,16 @@ def test_evaluated_retain_people_are_never_in_the_retain_loss(tiny_gpt2_dir, qa,
     assert set(sets["eval_retain"]).isdisjoint(sets["retain"])
     traj = pd.read_parquet(out / "trajectory.parquet")
     assert set(traj.loc[traj["role"] == "retain", "item_id"]) == set(sets["eval_retain"])
+
+
+def test_non_finite_training_exits_2_and_keeps_only_finite_steps(tiny_gpt2_dir, qa, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["unlearn", "--model", str(tiny_gpt2_dir), "--forget", _high(qa), "--retain", _retain(qa)]
+    args += ["--out", str(out), "--method", "ga+gd", "lr=1e3", "weight_decay=0.01", "batch_size=2"]
+    args += ["max_steps=12", f"eval_steps={list(range(13))}", "evaluate.metrics=[prob,gen]"]
+    assert main([*args, "evaluate.max_new_tokens=2"]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "step " in last and "not finite" in last and "lr" in last
+    traj = pd.read_parquet(out / "trajectory.parquet")
+    assert traj["finite"].all() and traj.loc[traj["family"] == "prob", "rank"].notna().all()
+    assert not (out / "model").exists()
