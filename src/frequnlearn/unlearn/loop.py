@@ -222,7 +222,7 @@ def unlearn(
                 bar.close()
                 n_bad = int((~frame["finite"].astype(bool)).sum())
                 raise TrainingError(
-                    f"step {step}: the model gives non-finite logits after this update ({n_bad} of "
+                    f"step {step}: the logits are not finite after this update ({n_bad} of "
                     f"{len(frame)} evaluation rows); lower lr (now {cfg.lr:g}) or set max_grad_norm; "
                     f"what was evaluated before is kept in {out_dir}"
                 )
