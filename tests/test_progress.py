@@ -9,7 +9,6 @@ import sys
 import warnings
 
 import pytest
-from test_pretrain import make_data_dir, tiny_cfg
 
 from frequnlearn import progress
 from frequnlearn.config import from_dict
@@ -23,6 +22,7 @@ from frequnlearn.models.prompts import get_prompt_format
 from frequnlearn.pretrain import pretrain
 from frequnlearn.records import QAItem, from_record, read_jsonl
 from frequnlearn.unlearn import unlearn
+from test_pretrain import make_data_dir, tiny_cfg
 
 
 class Terminal(io.StringIO):
@@ -87,7 +87,8 @@ def test_a_bar_opened_inside_another_shows_in_its_line(monkeypatch):
 
 
 def test_a_bar_left_open_by_an_error_does_not_capture_later_bars(monkeypatch):
-    terminal = on_terminal(monkeypatch)
+    on_terminal(monkeypatch)
+
     def failing() -> None:
         b = progress.bar(10, "pretrain")
         b.update(1)
@@ -135,7 +136,9 @@ def test_pretrain_unlearn_evaluate_show_progress_and_no_library_warnings(monkeyp
             items = [from_record(QAItem, r) for r in read_jsonl(data / "qa.jsonl")]
             forget = [it for it in items if it.group == "forget_high"][:4]
             retain = [it for it in items if it.group == "retain"][:4]
-            eval_cfg = from_dict(EvalConfig, {"metrics": ["prob", "gen"], "batch_size": 2, "max_new_tokens": 4})
+            eval_cfg = from_dict(
+                EvalConfig, {"metrics": ["prob", "gen"], "batch_size": 2, "max_new_tokens": 4}
+            )
             fmt = get_prompt_format("plain")
 
             def eval_fn(m, t, step):
@@ -143,7 +146,14 @@ def test_pretrain_unlearn_evaluate_show_progress_and_no_library_warnings(monkeyp
 
             cfg = from_dict(
                 UnlearnConfig,
-                {"method": "ga", "retain_loss": "gd", "lr": 1e-3, "batch_size": 2, "max_steps": 2, "eval_steps": [1]},
+                {
+                    "method": "ga",
+                    "retain_loss": "gd",
+                    "lr": 1e-3,
+                    "batch_size": 2,
+                    "max_steps": 2,
+                    "eval_steps": [1],
+                },
             )
             unlearn(model, tok, forget, retain, cfg, tmp_path / "unlearn", eval_fn=eval_fn)
             unlearned = terminal.getvalue()[len(pretrained) :]
