@@ -124,7 +124,9 @@ class StudyConfig:
         over = self.study.method_overrides.get(spec, {})
         for key in ("method", "retain_loss", "seed", "prompt_format"):
             check(key not in over, f"study.method_overrides.{spec}.{key}", "is set by the study; remove it")
-        return from_dict(UnlearnConfig, {**to_dict(self.unlearn), **over}, prefix=f"study.method_overrides.{spec}.")
+        return from_dict(
+            UnlearnConfig, {**to_dict(self.unlearn), **over}, prefix=f"study.method_overrides.{spec}."
+        )
 
     def validate(self) -> None:
         for spec in self.study.method_overrides:

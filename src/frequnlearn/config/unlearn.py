@@ -15,7 +15,6 @@ from frequnlearn.config.base import check
 from frequnlearn.models.prompts import get_prompt_format
 
 
-
 def method_names() -> tuple[list[str], list[str]]:
     """(forget methods, retain terms) as registered; imported late, since the losses need torch."""
     from frequnlearn.unlearn.losses import loss_names

@@ -158,7 +158,9 @@ def unlearn(
     fmt = get_prompt_format(cfg.prompt_format)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     forget_ex = encode_items(tokenizer, fmt, forget)
-    refusal_ex = encode_items(tokenizer, fmt, forget, answer=cfg.refusal) if "refusal" in forget_loss.needs else None
+    refusal_ex = (
+        encode_items(tokenizer, fmt, forget, answer=cfg.refusal) if "refusal" in forget_loss.needs else None
+    )
     retain_ex = encode_items(tokenizer, fmt, retain) if use_retain else None
     _check_lengths(
         model,
