@@ -186,11 +186,13 @@ def unlearn(
     if needs & {"hidden", "ref_hidden"}:
         layer = rmu_layer(model, cfg.rmu_layer)
         steer = steering_vector(model.config.hidden_size, cfg.rmu_coeff, cfg.seed).to(device)
+    frozen: list[torch.nn.Parameter] = []
     if cfg.method == "rmu" and cfg.rmu_params == "mlp":
         # As published, RMU trains a few MLPs below the steered block and nothing else.
         scope = set(mlp_parameter_names(model, layer))
-        for name, p in model.named_parameters():
-            p.requires_grad_(p.requires_grad and name in scope)
+        frozen = [p for name, p in model.named_parameters() if p.requires_grad and name not in scope]
+        for p in frozen:
+            p.requires_grad_(False)
     block = decoder_blocks(model)[layer] if layer is not None else None
     ref_block = decoder_blocks(ref_model)[layer] if layer is not None and ref_model is not None else None
 
@@ -392,6 +394,8 @@ def unlearn(
         write_json(out_dir / "run.json", {**meta, **(info or {}), "summary": summary})
     accelerator.wait_for_everyone()
     trajectory = pd.concat(frames, ignore_index=True) if frames else None
+    for p in frozen:
+        p.requires_grad_(True)
     accelerator.free_memory()
     return UnlearnResult(
         out_dir=out_dir,
