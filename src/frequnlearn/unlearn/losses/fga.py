@@ -30,8 +30,8 @@ def fga(inp: LossInputs, p: LossParams) -> torch.Tensor:
     w_i = 1 + freq_scale * ln(max(f_i, 1))  (f_i the item's recorded frequency: 1 -> 1, 10 -> 3.3)
     s_i = 1 while item i is still known (`still_known`), else 0 (always 1 when freq_stop is false).
 
-    The log keeps a count of thousands within a factor of ten of a count of one (frequency effects
-    are roughly log-linear in the paper's buckets). The stop makes the average run over the items
+    Real corpus counts span orders of magnitude; the log keeps a count of thousands within a factor
+    of ten of a count of one. The stop makes the average run over the items
     that resist, so they get the push the forgotten ones no longer need; an item that comes back
     rejoins. With freq_scale = 0 and freq_stop false it is GA.
     """
