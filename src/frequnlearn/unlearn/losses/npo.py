@@ -12,7 +12,7 @@ from frequnlearn.unlearn.losses.base import LossInputs, LossParams, register, re
 def npo(inp: LossInputs, p: LossParams) -> torch.Tensor:
     """L = -(2/beta) log sigmoid(-beta (log pi(y|x) - log ref(y|x))), averaged over examples.
 
-    Zhang et al. 2024, "Negative Preference Optimization", arXiv 2404.05868, eq. 3. Its gradient
+    Zhang et al. 2024, "Negative Preference Optimization", arXiv 2404.05868. Its gradient
     weights each example by 2 sigmoid(beta * ratio), so it slows down once an answer is already less
     likely than under the reference, unlike GA; beta -> 0 gives GA's direction.
     """

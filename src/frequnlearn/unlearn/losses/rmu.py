@@ -12,7 +12,7 @@ def rmu(inp: LossInputs, p: LossParams) -> torch.Tensor:
     """L = mean over answer tokens of (1/H) ||h_l(x)_t - c u||^2.
 
     Li et al. 2024, "The WMDP Benchmark: Measuring and Reducing Malicious Use with Unlearning"
-    (arXiv 2403.03218), section 5: h_l is the output of block l (`rmu_layer`), u a random unit vector
+    (arXiv 2403.03218): h_l is the output of block l (`rmu_layer`), u a random unit vector
     drawn once per run (uniform in [0, 1)^H, normalised), c the steering coefficient (`rmu_coeff`).
     Its retain term keeps h_l on retain inputs where the frozen model had it (`retain_loss: act`).
     As published, only the MLP weights of blocks l-2..l are trained (`rmu_params: mlp`).

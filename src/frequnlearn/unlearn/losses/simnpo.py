@@ -13,7 +13,7 @@ def simnpo(inp: LossInputs, p: LossParams) -> torch.Tensor:
     """L = -(2/beta) log sigmoid(-(beta/|y|) log pi(y|x) - gamma), averaged over examples.
 
     Fan et al. 2024, "Simplicity Prevails: Rethinking Negative Preference Optimization for LLM
-    Unlearning", arXiv 2410.07163, eq. 4.
+    Unlearning", arXiv 2410.07163.
     """
     length = inp.mask.sum(-1).clamp(min=1.0)
     return -(2.0 / p.beta) * F.logsigmoid(-(p.beta / length) * sequence_logp(inp) - p.gamma).mean()
