@@ -31,7 +31,7 @@ from frequnlearn.records import QAItem, read_json, write_json
 
 STAGE_FILE = ".stage.json"
 # Bumped whenever `generate` writes different items for the same config (e.g. how candidates are drawn).
-DATA_FORMAT = 2
+DATA_FORMAT = 3
 
 
 class NothingToUnlearn(DataError):
@@ -307,7 +307,7 @@ class Study:
     def _unlearn_cfg(self, params: dict[str, Any]) -> Any:
         forget, retain = parse_method(params["method"])
         return dataclasses.replace(
-            self.cfg.unlearn,
+            self.cfg.method_unlearn(params["method"]),
             method=forget,
             retain_loss=retain,
             seed=params["seed"],
