@@ -162,7 +162,7 @@ def frequency_effect(effect: pd.DataFrame, high: str, low: str, probe: str = "qu
                 color=color,
                 mfc=color if verdict else "white",
                 capsize=4,
-                label=("margin-matched" if matched else "all known") if x == xs[0] or r is rows[0] else None,
+                label="margin-matched" if matched else "all known",
             )
             ax.annotate(
                 f"n={int(r['n_high'])}+{int(r['n_low'])}",
