@@ -306,3 +306,20 @@ def test_report_page_order_and_contents(tmp_path):
     verdicts = pd.read_csv(out / "verdicts.csv")
     assert list(verdicts["size"]) == ["mini", "tiny"]
     assert pd.read_csv(out / "parameters.csv").set_index("size")["parameters"].is_monotonic_increasing
+
+
+def test_size_trend_without_a_control_arm_is_descriptive():
+    v = _frame()
+    v = pd.concat(
+        [v, v.assign(size="small", model="small-s0", run_id=v["run_id"] + "-small")], ignore_index=True
+    )
+    params = {"tiny": 1e6, "small": 4e6}
+    trend = A.size_trend(A.misalignment_items(v), params, n_boot=200)
+    assert len(trend) and (trend["verdict"] != "descriptive").all()
+    no_control = A.misalignment_items(v[v["role"] != "control"])
+    trend = A.size_trend(no_control, params, n_boot=200)
+    assert (trend["verdict"] == "descriptive").all()
+    text = A.describe_findings(
+        pd.DataFrame(), pd.DataFrame(), trend, ["tiny", "small"], "forget_high", "forget_low"
+    )
+    assert "no verdict" in text[-1] and "control arm" in text[-1]

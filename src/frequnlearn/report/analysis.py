@@ -272,8 +272,10 @@ def headline(summaries: pd.DataFrame, items: pd.DataFrame, levels: Sequence[str]
     items known at the start, the control arm's AUC, Kaplan-Meier median steps to threshold (runs that
     never reached it are censored) and forget accuracy at matched retain."""
     rows = []
+    known = items[items["known0"]] if len(items) else items
+    by_cell = {cell: g for cell, g in known.groupby(CELL, dropna=False)} if len(known) else {}
     for cell, s in summaries.groupby(CELL, dropna=False):
-        it = items[(items[CELL].apply(tuple, axis=1) == cell) & items["known0"]] if len(items) else items
+        it = by_cell.get(cell, known.iloc[0:0])
         for level in levels:
             sl = s[s["level"] == level]
             if sl.empty:
@@ -354,7 +356,8 @@ def frequency_effect(
     bootstrap); the seed interval is a t-interval of the per-seed effects. With `matched`, only items
     paired on baseline margin (`match_on_margin`) count.
     """
-    k = items[items["known0"]]
+    # Items without an AUC (a step lost to non-finite logits) cannot give a drop.
+    k = items[items["known0"] & items["drop"].notna()]
     if matched:
         k = match_on_margin(k, high, low)
     rows = []
@@ -540,6 +543,7 @@ def misalignment(mi: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> pd.Data
                         "level": level,
                         "view": view,
                         "n_forgotten": nt,
+                        "control": bool(roles[CONTROL]),
                         "n_control_forgotten": nc,
                         "target_share": t if nt else math.nan,
                         "control_share": c if nc else math.nan,
@@ -578,7 +582,7 @@ def size_trend(mi: pd.DataFrame, params: dict[str, float], n_boot: int = 1000, s
             groups.append(("both", pooled))
         for level, by_size in groups:
             for view in VIEWS:
-                xs, pts, boots, n, smallest = [], [], [], 0, math.inf
+                xs, pts, boots, n, smallest, control = [], [], [], 0, math.inf, False
                 for size in sorted(by_size):
                     roles = by_size[size].get(view)
                     if roles is None:
@@ -588,6 +592,7 @@ def size_trend(mi: pd.DataFrame, params: dict[str, float], n_boot: int = 1000, s
                     if nt == 0:
                         continue
                     smallest = min(smallest, nt, nc if nc else nt)
+                    control = control or bool(roles[CONTROL])
                     xs.append(math.log(params[size]))
                     pts.append(t - c)
                     boots.append(tb - cb)
@@ -605,6 +610,7 @@ def size_trend(mi: pd.DataFrame, params: dict[str, float], n_boot: int = 1000, s
                         "probe": key[2],
                         "level": level,
                         "view": view,
+                        "control": control,
                         "sizes": len(xs),
                         "n_forgotten": n,
                         "slope": slope,
@@ -615,8 +621,10 @@ def size_trend(mi: pd.DataFrame, params: dict[str, float], n_boot: int = 1000, s
     out = pd.DataFrame(rows)
     if len(out):
         out["verdict"] = [
-            verdict(s, lo, hi, expected=1) if sel == "known" else "descriptive"
-            for s, lo, hi, sel in zip(out["slope"], out["slope_lo"], out["slope_hi"], out["selection"])
+            verdict(s, lo, hi, expected=1) if sel == "known" and ctl else "descriptive"
+            for s, lo, hi, sel, ctl in zip(
+                out["slope"], out["slope_lo"], out["slope_hi"], out["selection"], out["control"]
+            )
         ]
     return out
 
@@ -673,30 +681,36 @@ def describe_findings(
                 )
             out.append(s)
     t = trend[(trend["selection"] == "known") & (trend["probe"] == probe)] if len(trend) else trend
+    tv = t[t["verdict"] != "descriptive"] if len(t) else t
     if len(sizes) < 2:
         out.append(
             f"Finding 2 (misalignment grows with size): no verdict: it needs >= 2 model sizes, this run has {len(sizes)}."
         )
-    elif t.empty:
+    elif len(t) and tv.empty:
+        out.append(
+            "Finding 2 (misalignment grows with size): no verdict: it needs `known` selections with a control "
+            "arm, and this run has none (the misalignment tables are descriptive only)."
+        )
+    elif tv.empty:
         out.append(
             "Finding 2 (misalignment grows with size) is not supported: no known target item reached the "
             f"matched forgetting level (normalised generation accuracy <= {MATCHED_LEVEL}) at two or more sizes, "
             "so there is no misalignment to compare."
         )
     else:
-        for method, tm in (
-            t[t["level"] == "both"].groupby("method", sort=True)
-            if (t["level"] == "both").any()
-            else t.groupby("method", sort=True)
-        ):
+        pooled = "both" if (tv["level"] == "both").any() else None
+        for (method, level), tm in tv.groupby(["method", "level"], sort=True):
+            if pooled and level != pooled:
+                continue
             parts = [
                 f"{VIEWS[r.view]}: slope {_ci(r.slope, r.slope_lo, r.slope_hi)} per e-fold of parameters, "
                 f"{r.sizes} sizes, n = {r.n_forgotten}: {r.verdict}"
                 for r in tm.itertuples(index=False)
             ]
+            where = "levels pooled" if level == "both" else f"level {level}"
             out.append(
-                f"Finding 2 (misalignment grows with size), {method}, levels pooled, share of no longer "
-                "generated items still preferred, control-subtracted: " + "; ".join(parts) + "."
+                f"Finding 2 (misalignment grows with size), {method}, {where}: share of known items no longer "
+                "generated but still preferred, target minus control: " + "; ".join(parts) + "."
             )
     return out
 
