@@ -149,13 +149,15 @@ def frequency_only_baseline(run_dir: Path) -> pd.DataFrame:
 def build_info(config: dict[str, Any], seeds: Any) -> dict[str, Any]:
     """Run info plus the command that built the report and the commit of the code that ran it."""
     info = run_info(config, seeds)
+    here = Path(__file__).parent
+
+    def git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", "-C", str(here), *args], capture_output=True, text=True, timeout=10)
+
     try:
-        commit = subprocess.run(
-            ["git", "-C", str(Path(__file__).parent), "describe", "--always", "--dirty"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
+        # Only a checkout that tracks this very file names the code (an installed copy may sit in another repo).
+        tracked = git("ls-files", "--error-unmatch", Path(__file__).name).returncode == 0
+        commit = git("describe", "--always", "--dirty").stdout.strip() if tracked else ""
     except (OSError, subprocess.SubprocessError):
         commit = ""
     info["commit"] = commit or "unknown (not a git checkout)"
