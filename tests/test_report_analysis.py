@@ -323,3 +323,10 @@ def test_size_trend_without_a_control_arm_is_descriptive():
         pd.DataFrame(), pd.DataFrame(), trend, ["tiny", "small"], "forget_high", "forget_low"
     )
     assert "no verdict" in text[-1] and "control arm" in text[-1]
+
+
+def test_an_exposure_grid_compares_its_largest_and_smallest_level():
+    from frequnlearn.report.build import high_and_low
+
+    assert high_and_low(["1", "2", "4", "32"]) == ("32", "1")
+    assert high_and_low(["forget_high", "forget_low"]) == ("forget_high", "forget_low")

@@ -116,6 +116,16 @@ def _ordered(values: Any, preferred: list[str]) -> list[str]:
     return [v for v in preferred if v in present] + sorted(v for v in present if v not in preferred)
 
 
+def high_and_low(levels: list[str]) -> tuple[str, str]:
+    """The two levels compared: the largest and smallest exposure of a numeric grid, else the first and
+    last configured level (forget_high, forget_low)."""
+    try:
+        numeric = sorted(levels, key=float)
+    except ValueError:
+        return levels[0], levels[-1]
+    return numeric[-1], numeric[0]
+
+
 def parameter_counts(run_dir: Path, sizes: list[str]) -> dict[str, float]:
     """Parameters per model size, from a pretrained model's saved GPT-2 config, else from its preset;
     sizes with neither are left out (they cannot enter the size trend)."""
@@ -184,7 +194,7 @@ def build_report(run_dir: str | Path) -> Path:
     methods = _ordered(v["method"], list(scfg.get("methods", [])))
     selections = _ordered(v["selection"], ["known", "all"])
     probes = _ordered(v["probe"], ["question", "paraphrase", "bio"])
-    high, low = (levels[0], levels[-1]) if len(levels) >= 2 else (levels[0], levels[0])
+    high, low = high_and_low(levels)
     params = parameter_counts(run_dir, sizes)
 
     c = analysis.curves(v)
