@@ -494,13 +494,20 @@ def _pool(parts: list[dict[str, Strata]]) -> dict[str, Strata]:
     return out
 
 
+def _counts(idx: np.ndarray) -> np.ndarray:
+    """[resample, item] how often each item was drawn, from [resample, draw] item indices."""
+    rows, n = idx.shape
+    flat = (idx + n * np.arange(rows)[:, None]).ravel()
+    return np.bincount(flat, minlength=rows * n).reshape(rows, n).astype(float)
+
+
 def _share(
     strata: list[tuple[str, np.ndarray, np.ndarray]], n_boot: int, rng, draws: dict[str, np.ndarray]
 ) -> tuple[float, np.ndarray, int]:
     """Pooled P(view | forgotten) over runs, its bootstrap replicates and the number forgotten.
 
-    `draws` keeps each run's resampled item indices, so every view and pooling of a run is computed on
-    the same resamples. With no forgotten item the share is 0: nothing lost its generation, so there is
+    `draws` keeps each run's resamples (as counts of each item per resample: a resample's sums are
+    one matrix product), so every view and pooling of a run is computed on the same resamples. With no forgotten item the share is 0: nothing lost its generation, so there is
     no disagreement of this kind to subtract (a control arm whose items all stay generated)."""
     den = sum(int(d.sum()) for _, d, _ in strata)
     num = sum(int(n.sum()) for _, _, n in strata)
@@ -508,9 +515,9 @@ def _share(
     for run, d, n in strata:
         if len(d):
             if run not in draws:
-                draws[run] = rng.integers(0, len(d), size=(n_boot, len(d)))
-            bd += d[draws[run]].sum(axis=1)
-            bn += n[draws[run]].sum(axis=1)
+                draws[run] = _counts(rng.integers(0, len(d), size=(n_boot, len(d))))
+            bd += draws[run] @ d
+            bn += draws[run] @ n
     share = num / den if den else 0.0
     boot = np.divide(bn, bd, out=np.zeros(n_boot), where=bd > 0)
     return share, boot, den
