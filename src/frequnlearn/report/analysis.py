@@ -254,7 +254,7 @@ def run_summaries(c: pd.DataFrame, forget_threshold: float, retain_tolerance: fl
         row["control_auc"] = normalised_auc(cc["step"], cc["acc_norm"]) if len(cc) else math.nan
         # Retain damage is read on the trained (question) probe whatever probe the forget row uses.
         rc = run[(run["role"] == "retain") & (run["probe"] == "question")].sort_values("step")
-        if len(rc):
+        if len(rc) and rc["n_known0"].iloc[0] > 0:
             r_steps, r_acc = rc["step"].to_numpy(), rc["acc_norm"].to_numpy()
             ok = r_acc >= 1.0 - retain_tolerance
             last_ok = r_steps[ok].max() if ok.any() else r_steps[0]
