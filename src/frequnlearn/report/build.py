@@ -407,7 +407,8 @@ class Page:
 body {{ font-family: system-ui, sans-serif; max-width: 1200px; margin: 1em auto; padding: 0 1em; color: #222; }}
 h1 {{ font-size: 1.5em; margin: 0.3em 0; }} h2 {{ font-size: 1.2em; }}
 ul.findings {{ font-size: 14px; line-height: 1.35; padding-left: 1.2em; }}
-.lead {{ display: flex; flex-wrap: wrap; gap: 1em; }} .lead figure {{ flex: 1 1 520px; margin: 0; }}
+.lead {{ display: flex; flex-wrap: wrap; gap: 1em; }} .lead figure {{ flex: 1 1 420px; margin: 0; }}
+.lead figure + figure {{ flex: 1.7 1 560px; }} p {{ font-size: 14px; }}
 .scroll {{ overflow-x: auto; max-width: 100%; }}
 table.t {{ border-collapse: collapse; font-size: 12px; margin: 0.5em 0 1em; }}
 table.t th, table.t td {{ border-bottom: 1px solid #ddd; padding: 3px 6px; text-align: right; white-space: nowrap; }}
