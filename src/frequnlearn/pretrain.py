@@ -15,6 +15,7 @@ import math
 import os
 import re
 import shutil
+import sys
 import time
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
