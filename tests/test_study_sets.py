@@ -76,7 +76,9 @@ def test_known_selection_draws_only_known_items_and_the_control_is_never_unlearn
 def test_sets_are_deterministic_and_depend_on_the_seed():
     a = select_sets(ITEMS, None, OPTIONS, seed=1, level="forget_high")
     b = select_sets(list(reversed(ITEMS)), None, OPTIONS, seed=1, level="forget_high")
-    assert {k: [it.item_id for it in v] for k, v in a.items()} == {k: [it.item_id for it in v] for k, v in b.items()}
+    assert {k: [it.item_id for it in v] for k, v in a.items()} == {
+        k: [it.item_id for it in v] for k, v in b.items()
+    }
     c = select_sets(ITEMS, None, OPTIONS, seed=2, level="forget_high")
     assert _ids(a["forget"]) != _ids(c["forget"])
 
@@ -86,17 +88,27 @@ def test_evaluated_retain_people_are_never_in_the_retain_loss():
     assert len(sets["eval_retain"]) == 10 and len(sets["eval_utility"]) == 8
     # retain_size null: every retain person not evaluated along the way.
     assert _ids(sets["retain"]) | _ids(sets["eval_retain"]) == {f"retain-{i:03d}" for i in range(40)}
-    sized = select_sets(ITEMS, None, dataclasses.replace(OPTIONS, retain_size=12), seed=0, level="forget_high")
+    sized = select_sets(
+        ITEMS, None, dataclasses.replace(OPTIONS, retain_size=12), seed=0, level="forget_high"
+    )
     assert len(sized["retain"]) == 12 and not _ids(sized["retain"]) & _ids(sized["eval_retain"])
     # The same retain and evaluation people for every level and selection of a seed.
-    other = select_sets(ITEMS, {f"forget_{g}-{i:03d}" for g in ("high", "low") for i in range(6)}, OPTIONS, 0, level="forget_low")
+    other = select_sets(
+        ITEMS,
+        {f"forget_{g}-{i:03d}" for g in ("high", "low") for i in range(6)},
+        OPTIONS,
+        0,
+        level="forget_low",
+    )
     for name in ("retain", "eval_retain", "eval_utility"):
         assert _ids(other[name]) == _ids(sets[name])
 
 
 def test_a_level_with_fewer_than_two_eligible_items_is_nothing_to_unlearn():
     with pytest.raises(NothingToUnlearn, match="forget_low"):
-        select_sets(ITEMS, {"forget_high-000", "forget_high-001", "forget_low-000"}, OPTIONS, 0, level="forget_high")
+        select_sets(
+            ITEMS, {"forget_high-000", "forget_high-001", "forget_low-000"}, OPTIONS, 0, level="forget_high"
+        )
 
 
 def test_exposure_levels_are_drawn_from_the_forget_groups_only(tmp_path: Path):
@@ -108,7 +120,9 @@ def test_exposure_levels_are_drawn_from_the_forget_groups_only(tmp_path: Path):
     generate(gen, tmp_path)
     items = load_data_dir(tmp_path).qa
     assert any(it.group == "retain" and it.frequency == 1 for it in items)  # the trap is there
-    options = StudyOptions(compare_by="frequency", levels=["1", "3", "9"], eval_retain_size=10, eval_utility_size=10)
+    options = StudyOptions(
+        compare_by="frequency", levels=["1", "3", "9"], eval_retain_size=10, eval_utility_size=10
+    )
     pools = level_pools(items, None, options)
     assert all(len(pool) >= 2 for pool in pools.values())
     for level in options.levels:
@@ -123,7 +137,8 @@ def test_exposure_levels_are_drawn_from_the_forget_groups_only(tmp_path: Path):
 
 def test_real_setting_splits_the_other_items_into_retain_and_utility():
     items = [
-        QAItem(f"x{i:02d}", "q", "a", bucket=["low", "high", "medium"][i % 3], frequency=float(i)) for i in range(30)
+        QAItem(f"x{i:02d}", "q", "a", bucket=["low", "high", "medium"][i % 3], frequency=float(i))
+        for i in range(30)
     ]
     options = StudyOptions(
         setting="real", compare_by="bucket", levels=["low", "high"], eval_retain_size=3, eval_utility_size=3

@@ -376,7 +376,9 @@ def select_sets(
     evaluated = {it.item_id for it in eval_retain}
     rest = [it for it in retain_pool if it.item_id not in evaluated]
     if options.retain_size is not None:
-        rest = sorted(random.Random(f"retain-{seed}").sample(rest, min(options.retain_size, len(rest))), key=_id)
+        rest = sorted(
+            random.Random(f"retain-{seed}").sample(rest, min(options.retain_size, len(rest))), key=_id
+        )
     return {
         "forget": forget,
         "control": control,
@@ -440,7 +442,9 @@ class Study:
         path = self.model_dir(task.name)
         try:
             summary = read_json(path / "run.json")["summary"]
-            rates = [float(r["tokens_per_s"]) for r in read_jsonl(path / "metrics.jsonl") if r.get("tokens_per_s")]
+            rates = [
+                float(r["tokens_per_s"]) for r in read_jsonl(path / "metrics.jsonl") if r.get("tokens_per_s")
+            ]
         except (DataError, OSError, KeyError, ValueError, json.JSONDecodeError):
             return  # nothing to learn from; later estimates wait for the next size
         if not rates or not summary.get("epochs"):
