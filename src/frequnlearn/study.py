@@ -131,7 +131,11 @@ def describe_plan(cfg: StudyConfig, run_dir: Path) -> str:
                 + (f"{p['tokens']} tokens" if p["tokens"] else f"{p['epochs']:g} epochs")
                 for size, p in sizes.items()
             )
-            + f" (x{param_span(cfg):.1f} parameters from the smallest to the largest)"
+            + (
+                f" (x{param_span(cfg):.1f} parameters from the smallest to the largest)"
+                if len(sizes) > 1
+                else ""
+            )
         )
     counts: dict[str, int] = {}
     for task in tasks:

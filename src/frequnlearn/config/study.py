@@ -47,8 +47,8 @@ class StudyOptions:
     # the retain loss.
     eval_retain_size: int = 40
     eval_utility_size: int = 40
-    # Pretraining epochs per model size (sizes not listed use pretrain.epochs): a smaller model may
-    # need more epochs to know the frequent people as well as a larger one.
+    # Pretraining epochs per preset (sizes not listed use pretrain.epochs): a smaller model may need
+    # more epochs to know the frequent people as well as a larger one.
     epochs_by_size: dict[str, float] = field(default_factory=dict)
     # Unlearning counts as done below this forget accuracy ...
     forget_threshold: float = 0.1
@@ -102,11 +102,14 @@ class StudyOptions:
                 "compare_by",
                 "the synthetic setting compares 'group' or 'frequency' (exposure) levels",
             )
+            from frequnlearn.models.presets import PRESETS
+
+            # Keyed by preset, not by model_sizes: an override of model_sizes keeps the config valid.
             for size, epochs in self.epochs_by_size.items():
                 check(
-                    size in self.model_sizes,
+                    size in PRESETS,
                     "epochs_by_size",
-                    f"{size!r} is not in model_sizes {self.model_sizes}",
+                    f"{size!r} is not a preset; use some of {list(PRESETS)}",
                 )
                 check(epochs > 0, "epochs_by_size", f"{size}: must be > 0")
         else:
