@@ -180,3 +180,25 @@ def test_third_party_progress_bars_are_off_inside_the_study_only():
     with quiet_third_party():
         assert not hf_logging.is_progress_bar_enabled()
     assert hf_logging.is_progress_bar_enabled()
+
+
+def test_status_line_says_what_is_not_yet_timed():
+    import io
+
+    from frequnlearn.study import Progress
+
+    tasks = [
+        Task("pretrain", "mini-s0", {"n_params": 1e6, "epochs": 10, "tokens": None}),
+        Task("pretrain", "tiny-s0", {"n_params": 2e6, "epochs": 10, "tokens": None}),
+        Task("unlearn", "tiny-s0/run", {"n_params": 2e6, "model": "tiny-s0"}),
+    ]
+    out = io.StringIO()
+    progress = Progress(tasks, [False, True, True], stream=out)
+    with progress.task(0, skipped=True):
+        pass
+    assert "(done, skipping)" in out.getvalue() and out.getvalue().endswith("left ?\n")
+    progress.estimate.pretrained(tokens_per_s=1000.0, n_params=1e6, tokens_per_epoch=1e3)
+    with progress.task(1):
+        pass
+    # 1e4 tokens at 500 tokens/s for the pending pretraining; unlearning has no measurement yet.
+    assert out.getvalue().splitlines()[-1].endswith("left ~0:00:20 + not yet timed: unlearn")
