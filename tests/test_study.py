@@ -48,7 +48,7 @@ def _known_at_start(run: Path, level: str) -> float:
     traj = pd.read_parquet(next((run / "unlearn").glob(f"**/{level}-all/trajectory.parquet")))
     rows = traj[(traj["role"] == "forget") & (traj["probe"] == "question") & (traj["family"] == "gen")]
     rows = rows[rows["step"] == rows["step"].min()]
-    return float((rows["rougeL_recall"] >= 0.5).mean())
+    return float((rows["known"] == 1.0).mean())
 
 
 @pytest.mark.slow

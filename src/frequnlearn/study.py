@@ -30,7 +30,7 @@ from frequnlearn.records import FORGET_GROUPS, QAItem, read_json, read_jsonl, wr
 
 STAGE_FILE = ".stage.json"
 # Bumped whenever `generate` writes different items for the same config (e.g. how candidates are drawn).
-DATA_FORMAT = 2
+DATA_FORMAT = 3
 # Bumped whenever `select_sets` draws different sets from the same inputs (part of each unlearn run's key).
 SETS_FORMAT = 2
 
