@@ -530,7 +530,7 @@ class Study:
     def _unlearn_cfg(self, params: dict[str, Any]) -> Any:
         forget, retain = parse_method(params["method"])
         return dataclasses.replace(
-            self.cfg.unlearn,
+            self.cfg.method_unlearn(params["method"]),
             method=forget,
             retain_loss=retain,
             seed=params["seed"],
