@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from frequnlearn import progress as bars
 from frequnlearn.config import config_hash, to_dict
 from frequnlearn.config.study import StudyConfig, StudyOptions, parse_method
 from frequnlearn.errors import DataError
@@ -434,7 +435,7 @@ class Study:
         with quiet_third_party():
             for i, task in enumerate(tasks):
                 skipped = self._is_done(task)
-                with progress.task(i, skipped=skipped):
+                with progress.task(i, skipped=skipped), bars.quiet(self.quiet):
                     if not skipped:
                         handlers[task.kind](task)
                 if task.kind == "pretrain":

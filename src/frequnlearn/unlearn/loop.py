@@ -17,7 +17,6 @@ import copy
 import json
 import math
 import os
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from frequnlearn import progress
 from frequnlearn.config.unlearn import UnlearnConfig
 from frequnlearn.data.tables import check_overlap
 from frequnlearn.errors import DataError, TrainingError
@@ -138,7 +138,6 @@ def unlearn(
     """
     from accelerate import Accelerator
     from accelerate.utils import set_seed
-    from tqdm.auto import tqdm
     from transformers import get_scheduler
 
     started = time.perf_counter()
@@ -334,10 +333,11 @@ def unlearn(
         terms["loss"] = loss.item()
         return loss, terms
 
-    bar = tqdm(
-        total=total,
-        desc=f"unlearn {cfg.method}" + (f"+{cfg.retain_loss}" if use_retain else ""),
-        disable=not accelerator.is_main_process or not sys.stderr.isatty(),
+    bar = progress.bar(
+        total,
+        f"unlearn {cfg.method}" + (f"+{cfg.retain_loss}" if use_retain else ""),
+        unit="step",
+        enabled=accelerator.is_main_process,
     )
     evaluate(0)
     step, epoch = 0, 0
@@ -386,8 +386,10 @@ def unlearn(
             row["grad_norm"] = float(grad_norm) if grad_norm is not None else None
             log.append(row)
             write_log(row)
+            bar.set(forget=f"{row['forget_loss']:.4g}")
+            if use_retain:
+                bar.set(retain=f"{row['retain_loss']:.4g}")
             bar.update(1)
-            bar.set_postfix(loss=f"{row['loss']:.4g}")
             if step in points:
                 evaluate(step)
         epoch += 1
