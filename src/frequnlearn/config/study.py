@@ -49,10 +49,18 @@ class StudyOptions:
     attribute: str | None = "employer"
     # known: only items the model answers before unlearning (equal-size sets); all: the whole level.
     selections: list[Literal["known", "all"]] = field(default_factory=lambda: ["known", "all"])
+    # Items unlearned per run (null: as many as every level allows); each run also evaluates a
+    # control set of the same size from its level, which it never unlearns.
     forget_size: int | None = None
+    # Retain people in the retain loss (null: every retain person not in eval_retain).
     retain_size: int | None = None
+    # Retain and utility people evaluated along the way; the evaluated retain people are never in
+    # the retain loss.
     eval_retain_size: int = 40
     eval_utility_size: int = 40
+    # Pretraining epochs per preset (sizes not listed use pretrain.epochs): a smaller model may need
+    # more epochs to know the frequent people as well as a larger one.
+    epochs_by_size: dict[str, float] = field(default_factory=dict)
     # Unlearning counts as done below this forget accuracy ...
     forget_threshold: float = 0.1
     # ... and retain accuracy may fall this far below its start before the method "wrecks" it.
@@ -86,6 +94,9 @@ class StudyOptions:
         check(0.0 <= self.forget_threshold <= 1.0, "forget_threshold", "must be within [0, 1]")
         check(0.0 <= self.retain_tolerance <= 1.0, "retain_tolerance", "must be within [0, 1]")
         check(self.forget_size is None or self.forget_size >= 1, "forget_size", "must be >= 1 or null")
+        check(self.retain_size is None or self.retain_size >= 1, "retain_size", "must be >= 1 or null")
+        check(self.eval_retain_size >= 0, "eval_retain_size", "must be >= 0")
+        check(self.eval_utility_size >= 0, "eval_utility_size", "must be >= 0")
         check(self.n_boot >= 100, "n_boot", "use at least 100 bootstrap resamples")
         if self.setting == "synthetic":
             check(len(self.model_sizes) >= 1, "model_sizes", "give at least one pretrain preset")
@@ -94,6 +105,21 @@ class StudyOptions:
                 "model",
                 "only for setting: real (the synthetic setting pretrains its own)",
             )
+            check(
+                self.compare_by != "bucket",
+                "compare_by",
+                "the synthetic setting compares 'group' or 'frequency' (exposure) levels",
+            )
+            from frequnlearn.models.presets import PRESETS
+
+            # Keyed by preset, not by model_sizes: an override of model_sizes keeps the config valid.
+            for size, epochs in self.epochs_by_size.items():
+                check(
+                    size in PRESETS,
+                    "epochs_by_size",
+                    f"{size!r} is not a preset; use some of {list(PRESETS)}",
+                )
+                check(epochs > 0, "epochs_by_size", f"{size}: must be > 0")
         else:
             check(self.model is not None, "model", "setting: real needs a model (hub id or local path)")
             check(
@@ -105,6 +131,11 @@ class StudyOptions:
                 self.compare_by != "group",
                 "compare_by",
                 "setting: real compares 'bucket' or 'frequency' levels",
+            )
+            check(
+                not self.epochs_by_size,
+                "epochs_by_size",
+                "only for setting: synthetic (the real setting pretrains nothing)",
             )
 
 
@@ -128,29 +159,62 @@ class StudyConfig:
             UnlearnConfig, {**to_dict(self.unlearn), **over}, prefix=f"study.method_overrides.{spec}."
         )
 
-    def validate(self) -> None:
-        for spec in self.study.method_overrides:
-            self.method_unlearn(spec)
-        if self.study.setting == "synthetic":
-            import dataclasses
+    def pretrain_for(self, size: str, seed: int) -> PretrainConfig:
+        """The pretrain config of one studied model: its preset, seed and (if given) its own epochs."""
+        import dataclasses
 
-            # The pretrain section is validated against its own preset; each studied size must pass too.
-            for size in self.study.model_sizes:
-                try:
-                    dataclasses.replace(self.pretrain, preset=size).validate()
-                except ConfigError as err:
-                    raise ConfigError(f"study.model_sizes: {size}: pretrain.{err}") from None
-        if self.study.setting == "synthetic" and self.study.attribute is not None:
+        epochs = self.study.epochs_by_size.get(size, self.pretrain.epochs)
+        return dataclasses.replace(self.pretrain, preset=size, seed=seed, epochs=epochs)
+
+    def validate(self) -> None:
+        s = self.study
+        for spec in s.method_overrides:
+            self.method_unlearn(spec)
+        if s.setting != "synthetic":
+            return
+        # The pretrain section is validated against its own preset; each studied size must pass too.
+        for size in s.model_sizes:
+            try:
+                self.pretrain_for(size, self.pretrain.seed).validate()
+            except ConfigError as err:
+                raise ConfigError(f"study.model_sizes: {size}: pretrain.{err}") from None
+        if s.attribute is not None:
             check(
-                self.study.attribute in self.generate.attributes,
+                s.attribute in self.generate.attributes,
                 "study.attribute",
                 f"must be one of the generated attributes {list(self.generate.attributes)}",
             )
-        if self.study.setting == "synthetic" and self.study.compare_by == "group":
-            from frequnlearn.records import GROUPS
+        # Only the forget groups are unlearned: retain and utility people are the retain and
+        # evaluation sets of every run.
+        from frequnlearn.records import FORGET_GROUPS
 
-            for level in self.study.levels:
-                check(level in GROUPS, "study.levels", f"{level!r} is not a group; groups are {list(GROUPS)}")
+        if s.compare_by == "group":
+            for level in s.levels:
+                check(
+                    level in FORGET_GROUPS,
+                    "study.levels",
+                    f"{level!r} is not a forget group; use some of {list(FORGET_GROUPS)}",
+                )
+        else:
+            g = self.generate
+            grid = g.exposure_levels if g.exposure_levels is not None else sorted({1, g.high_exposure})
+            exposures = [f"{x:g}" for x in grid]
+            for level in s.levels:
+                check(
+                    level in exposures,
+                    "study.levels",
+                    f"{level!r} is not an exposure of the forget groups; use some of {exposures}",
+                )
+        from frequnlearn.data.generate import group_sizes
+
+        n_retain = group_sizes(self.generate.n_people, self.generate.group_fractions)["retain"]
+        needs_retain = any(parse_method(m)[1] != "none" for m in s.methods)
+        check(
+            not needs_retain or s.eval_retain_size < n_retain,
+            "study.eval_retain_size",
+            f"{s.eval_retain_size} evaluated retain people leave none of the {n_retain} for the retain loss; "
+            "lower it or raise generate.n_people",
+        )
 
 
 def load_study_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> StudyConfig:

@@ -1,0 +1,204 @@
+"""Which items each unlearning run unlearns, controls, keeps and evaluates: `select_sets`, without files
+(except one test on `generate`'s own output), plus the time estimate and the quiet third-party bars."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from pathlib import Path
+
+import pytest
+
+from frequnlearn.config.generate import GenerateConfig
+from frequnlearn.config.study import StudyOptions
+from frequnlearn.records import FORGET_GROUPS, QAItem
+from frequnlearn.study import (
+    Estimate,
+    NothingToUnlearn,
+    Task,
+    level_pools,
+    quiet_third_party,
+    select_sets,
+)
+
+SETS = ("forget", "control", "retain", "eval_retain", "eval_utility")
+
+
+def _items(counts: dict[str, int], frequency: dict[str, float] | None = None) -> list[QAItem]:
+    out = []
+    for group, n in counts.items():
+        for i in range(n):
+            freq = (frequency or {}).get(group, 10.0 if group == "forget_high" else 1.0)
+            out.append(QAItem(f"{group}-{i:03d}", f"q {group} {i}", "a", group=group, frequency=freq))
+    return out
+
+
+ITEMS = _items({"retain": 40, "forget_high": 21, "forget_low": 15, "utility": 14})
+OPTIONS = StudyOptions(eval_retain_size=10, eval_utility_size=8)
+
+
+def _ids(items: list[QAItem]) -> set[str]:
+    return {it.item_id for it in items}
+
+
+@pytest.mark.parametrize("level", ["forget_high", "forget_low"])
+@pytest.mark.parametrize("known", [None, {f"forget_high-{i:03d}" for i in range(12)} | {"forget_low-001"}])
+def test_every_pair_of_sets_is_disjoint(level, known):
+    if known is not None:  # enough known items in both levels
+        known = known | {f"forget_low-{i:03d}" for i in range(10)}
+    sets = select_sets(ITEMS, known, OPTIONS, seed=0, level=level)
+    assert set(sets) == set(SETS)
+    for a, b in itertools.combinations(SETS, 2):
+        assert not _ids(sets[a]) & _ids(sets[b]), (a, b)
+    for name in SETS:  # no item twice within a set
+        assert len(_ids(sets[name])) == len(sets[name])
+
+
+def test_target_and_control_halves_have_one_size_across_levels():
+    runs = {lv: select_sets(ITEMS, None, OPTIONS, seed=0, level=lv) for lv in OPTIONS.levels}
+    # forget_low has 15 items: 7 targets and 7 controls, in both levels.
+    for lv, sets in runs.items():
+        assert len(sets["forget"]) == len(sets["control"]) == 7
+        assert {it.group for it in sets["forget"] + sets["control"]} == {lv}
+    capped = dataclasses.replace(OPTIONS, forget_size=3)
+    assert len(select_sets(ITEMS, None, capped, seed=0, level="forget_high")["control"]) == 3
+
+
+def test_known_selection_draws_only_known_items_and_the_control_is_never_unlearned():
+    known = {f"forget_high-{i:03d}" for i in range(0, 21, 2)} | {f"forget_low-{i:03d}" for i in range(9)}
+    for seed in range(5):
+        sets = select_sets(ITEMS, known, OPTIONS, seed=seed, level="forget_low")
+        assert _ids(sets["forget"] + sets["control"]) <= known
+        assert len(sets["forget"]) == len(sets["control"]) == 4  # 9 known forget_low items -> 4 + 4
+        assert not _ids(sets["control"]) & _ids(sets["forget"])
+
+
+def test_sets_are_deterministic_and_depend_on_the_seed():
+    a = select_sets(ITEMS, None, OPTIONS, seed=1, level="forget_high")
+    b = select_sets(list(reversed(ITEMS)), None, OPTIONS, seed=1, level="forget_high")
+    assert {k: [it.item_id for it in v] for k, v in a.items()} == {
+        k: [it.item_id for it in v] for k, v in b.items()
+    }
+    c = select_sets(ITEMS, None, OPTIONS, seed=2, level="forget_high")
+    assert _ids(a["forget"]) != _ids(c["forget"])
+
+
+def test_evaluated_retain_people_are_never_in_the_retain_loss():
+    sets = select_sets(ITEMS, None, OPTIONS, seed=0, level="forget_high")
+    assert len(sets["eval_retain"]) == 10 and len(sets["eval_utility"]) == 8
+    # retain_size null: every retain person not evaluated along the way.
+    assert _ids(sets["retain"]) | _ids(sets["eval_retain"]) == {f"retain-{i:03d}" for i in range(40)}
+    sized = select_sets(
+        ITEMS, None, dataclasses.replace(OPTIONS, retain_size=12), seed=0, level="forget_high"
+    )
+    assert len(sized["retain"]) == 12 and not _ids(sized["retain"]) & _ids(sized["eval_retain"])
+    # The same retain and evaluation people for every level and selection of a seed.
+    other = select_sets(
+        ITEMS,
+        {f"forget_{g}-{i:03d}" for g in ("high", "low") for i in range(6)},
+        OPTIONS,
+        0,
+        level="forget_low",
+    )
+    for name in ("retain", "eval_retain", "eval_utility"):
+        assert _ids(other[name]) == _ids(sets[name])
+
+
+def test_a_level_with_fewer_than_two_eligible_items_is_nothing_to_unlearn():
+    with pytest.raises(NothingToUnlearn, match="forget_low"):
+        select_sets(
+            ITEMS, {"forget_high-000", "forget_high-001", "forget_low-000"}, OPTIONS, 0, level="forget_high"
+        )
+
+
+def test_exposure_levels_are_drawn_from_the_forget_groups_only(tmp_path: Path):
+    """Retain and utility people are seen once too; a level of exposure 1 must not pick them up."""
+    from frequnlearn.data.generate import generate, load_data_dir
+
+    gen = GenerateConfig(n_people=120, exposure_levels=[1, 3, 9], attributes=["birth_city"], n_templates=2)
+    gen.validate()
+    generate(gen, tmp_path)
+    items = load_data_dir(tmp_path).qa
+    assert any(it.group == "retain" and it.frequency == 1 for it in items)  # the trap is there
+    options = StudyOptions(
+        compare_by="frequency", levels=["1", "3", "9"], eval_retain_size=10, eval_utility_size=10
+    )
+    pools = level_pools(items, None, options)
+    assert all(len(pool) >= 2 for pool in pools.values())
+    for level in options.levels:
+        assert {it.group for it in pools[level]} <= set(FORGET_GROUPS)
+        sets = select_sets(items, None, options, seed=0, level=level)
+        unlearned = sets["forget"] + sets["control"]
+        assert {it.group for it in unlearned} <= set(FORGET_GROUPS)
+        assert {f"{it.frequency:g}" for it in unlearned} == {level}
+        assert not _ids(unlearned) & _ids(sets["retain"] + sets["eval_retain"] + sets["eval_utility"])
+        assert {it.group for it in sets["retain"] + sets["eval_retain"]} == {"retain"}
+
+
+def test_real_setting_splits_the_other_items_into_retain_and_utility():
+    items = [
+        QAItem(f"x{i:02d}", "q", "a", bucket=["low", "high", "medium"][i % 3], frequency=float(i))
+        for i in range(30)
+    ]
+    options = StudyOptions(
+        setting="real", compare_by="bucket", levels=["low", "high"], eval_retain_size=3, eval_utility_size=3
+    )
+    sets = select_sets(items, None, options, seed=0, level="high")
+    assert {it.bucket for it in sets["forget"] + sets["control"]} == {"high"}
+    assert {it.bucket for it in sets["retain"] + sets["eval_retain"] + sets["eval_utility"]} == {"medium"}
+    for a, b in itertools.combinations(SETS, 2):
+        assert not _ids(sets[a]) & _ids(sets[b]), (a, b)
+    given = [QAItem(f"r{i}", "q", "a") for i in range(6)]
+    sets = select_sets(items, None, options, seed=0, level="low", retain_items=given)
+    assert _ids(sets["retain"] + sets["eval_retain"]) == _ids(given)
+
+
+def test_estimate_scales_measured_throughput_by_parameters_and_epochs():
+    est = Estimate()
+    big = Task("pretrain", "small-s0", {"size": "small", "n_params": 2e6, "epochs": 20, "tokens": None})
+    assert est.seconds(big) is None  # nothing measured yet: no guess
+    est.pretrained(tokens_per_s=1000.0, n_params=1e6, tokens_per_epoch=1e4)
+    # 2e5 tokens at half the throughput (twice the parameters).
+    assert est.seconds(big) == pytest.approx(400.0)
+    fixed = Task("pretrain", "small-s1", {"n_params": 2e6, "epochs": 20, "tokens": 5e4})
+    assert est.seconds(fixed) == pytest.approx(100.0)
+
+    run = {"n_params": 1e6, "model": "mini-s0"}
+    est.finished(Task("unlearn", "mini-s0/a", run), 10.0)
+    est.finished(Task("unlearn", "mini-s0/b", run), 14.0)
+    assert est.seconds(Task("unlearn", "mini-s0/c", run)) == pytest.approx(12.0)
+    other = Task("unlearn", "small-s0/a", {"n_params": 2e6, "model": "small-s0"})
+    assert est.seconds(other) == pytest.approx(24.0)
+    total, untimed = est.left([other, big, Task("report", "report")])
+    assert total == pytest.approx(424.0) and untimed == ["report"]
+
+
+def test_third_party_progress_bars_are_off_inside_the_study_only():
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.enable_progress_bar()
+    with quiet_third_party():
+        assert not hf_logging.is_progress_bar_enabled()
+    assert hf_logging.is_progress_bar_enabled()
+
+
+def test_status_line_says_what_is_not_yet_timed():
+    import io
+
+    from frequnlearn.study import Progress
+
+    tasks = [
+        Task("pretrain", "mini-s0", {"n_params": 1e6, "epochs": 10, "tokens": None}),
+        Task("pretrain", "tiny-s0", {"n_params": 2e6, "epochs": 10, "tokens": None}),
+        Task("unlearn", "tiny-s0/run", {"n_params": 2e6, "model": "tiny-s0"}),
+    ]
+    out = io.StringIO()
+    progress = Progress(tasks, [False, True, True], stream=out)
+    with progress.task(0, skipped=True):
+        pass
+    assert "(done, skipping)" in out.getvalue() and out.getvalue().endswith("left ?\n")
+    progress.estimate.pretrained(tokens_per_s=1000.0, n_params=1e6, tokens_per_epoch=1e3)
+    with progress.task(1):
+        pass
+    # 1e4 tokens at 500 tokens/s for the pending pretraining; unlearning has no measurement yet.
+    assert out.getvalue().splitlines()[-1].endswith("left ~0:00:20 + not yet timed: unlearn")
