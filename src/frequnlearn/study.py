@@ -30,6 +30,7 @@ from frequnlearn.errors import DataError
 from frequnlearn.records import FORGET_GROUPS, QAItem, read_json, read_jsonl, write_json
 
 STAGE_FILE = ".stage.json"
+TIMINGS_FILE = "timings.json"
 # Bumped whenever `generate` writes different items for the same config (e.g. how candidates are drawn).
 DATA_FORMAT = 3
 # Bumped whenever `select_sets` draws different sets from the same inputs (part of each unlearn run's key).
@@ -437,10 +438,19 @@ class Study:
                 skipped = self._is_done(task)
                 with progress.task(i, skipped=skipped), bars.quiet(self.quiet):
                     if not skipped:
+                        started = time.monotonic()
                         handlers[task.kind](task)
+                        self._record_time(task, time.monotonic() - started)
                 if task.kind == "pretrain":
                     self._observe_pretrain(task, progress.estimate)
         return self.run_dir / "report"
+
+    def _record_time(self, task: Task, seconds: float) -> None:
+        """Each stage's measured wall time, kept across resumed parts, for the report's run section."""
+        path = self.run_dir / TIMINGS_FILE
+        times = read_json(path) if path.is_file() else {}
+        times[f"{task.kind}:{task.name}"] = round(seconds, 1)
+        write_json(path, times)
 
     def _observe_pretrain(self, task: Task, estimate: Estimate) -> None:
         """Feed the estimate the throughput a finished (or cached) pretraining logged."""

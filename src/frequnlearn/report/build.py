@@ -20,7 +20,7 @@ from typing import Any
 import pandas as pd
 
 from frequnlearn.errors import DataError
-from frequnlearn.records import atomic_open, read_json, run_info, write_json
+from frequnlearn.records import atomic_open, read_json, read_jsonl, run_info, write_json
 from frequnlearn.report import analysis, plots
 
 STAGE_FILE = ".stage.json"
@@ -175,6 +175,38 @@ def build_info(config: dict[str, Any], seeds: Any) -> dict[str, Any]:
     return info
 
 
+def wall_time(run_dir: Path) -> dict[str, Any]:
+    """Seconds each kind of stage took, summed over every part of a study that ran in several parts.
+
+    The study times each stage it runs (`timings.json`); a model pretrained outside it (copied in, or
+    before timings were kept) contributes the time its own metrics log measured (tokens over tokens/s).
+    """
+    path = run_dir / "timings.json"
+    times: dict[str, float] = read_json(path) if path.is_file() else {}
+    by_kind: dict[str, float] = {}
+    for name, seconds in times.items():
+        kind = name.split(":", 1)[0]
+        by_kind[kind] = by_kind.get(kind, 0.0) + float(seconds)
+    from_logs = []
+    for metrics in sorted(run_dir.glob("models/*/metrics.jsonl")):
+        tag = metrics.parent.name
+        if f"pretrain:{tag}" in times:
+            continue
+        seen, seconds = 0.0, 0.0
+        for row in read_jsonl(metrics):
+            if row.get("tokens_per_s") and row.get("tokens_seen"):
+                seconds += (float(row["tokens_seen"]) - seen) / float(row["tokens_per_s"])
+                seen = float(row["tokens_seen"])
+        if seconds:
+            by_kind["pretrain"] = by_kind.get("pretrain", 0.0) + seconds
+            from_logs.append(tag)
+    return {
+        "total_s": round(sum(by_kind.values()), 1),
+        "by_kind_s": {k: round(v, 1) for k, v in by_kind.items()},
+        "pretrain_from_metrics_log": from_logs,
+    }
+
+
 def build_report(run_dir: str | Path) -> Path:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -285,6 +317,7 @@ def build_report(run_dir: str | Path) -> Path:
         )
 
     info = build_info(study["config"], scfg.get("seeds"))
+    info["wall_time"] = wall_time(run_dir)
     write_json(
         out / "findings.json",
         {
@@ -342,6 +375,16 @@ HEAD_NOTE = (
 )
 
 
+def _wall_line(wall: dict[str, Any] | None) -> str:
+    if not wall or not wall.get("total_s"):
+        return "not recorded"
+    parts = ", ".join(f"{k} {v / 60:.1f}" for k, v in wall["by_kind_s"].items())
+    line = f"{wall['total_s'] / 60:.1f} min of stage work ({parts} min)"
+    if wall.get("pretrain_from_metrics_log"):
+        line += f"; pretraining of {', '.join(wall['pretrain_from_metrics_log'])} from its metrics log"
+    return line
+
+
 class Page:
     """The report's content in its reading order, written as markdown or as one HTML page."""
 
@@ -354,6 +397,7 @@ class Page:
         return [
             f"command: {i['command']}",
             f"commit: {i['commit']}",
+            f"wall time: {_wall_line(i.get('wall_time'))}",
             f"hardware: {i['hardware']}",
             f"versions: {i['versions']}",
         ]
