@@ -42,7 +42,7 @@ class NothingToUnlearn(DataError):
 
 @dataclass
 class Task:
-    kind: str  # generate | pretrain | baseline | unlearn | report
+    kind: str  # generate | pretrain | baseline | oracle | unlearn | attack | report
     name: str
     weight: float = 1.0  # rough relative cost, for the time estimate
     params: dict[str, Any] = field(default_factory=dict)
@@ -74,6 +74,8 @@ def plan(cfg: StudyConfig) -> list[Task]:
         models = [(tag, None, s.seeds[0], list(s.seeds))]
     for tag, size, seed, run_seeds in models:
         tasks.append(Task("baseline", tag, 0.5, {"size": size, "seed": seed}))
+        if cfg.attacks.oracle:
+            tasks.append(Task("oracle", tag, 6.0, {"size": size, "seed": seed}))
         for run_seed in run_seeds:
             prefix = tag if s.setting == "synthetic" else f"{tag}/s{run_seed}"
             for method in s.methods:
@@ -94,6 +96,8 @@ def plan(cfg: StudyConfig) -> list[Task]:
                                 },
                             )
                         )
+                        if cfg.attacks.active and selection in cfg.attacks.selections:
+                            tasks.append(Task("attack", tasks[-1].name, 1.0, dict(tasks[-1].params)))
     tasks.append(Task("report", "report", 0.2))
     return tasks
 
@@ -226,6 +230,8 @@ class Study:
             "pretrain": self._pretrain,
             "baseline": self._baseline,
             "unlearn": self._unlearn,
+            "oracle": self._attacks_stage,
+            "attack": self._attacks_stage,
             "report": self._report,
         }
         for i, task in enumerate(tasks):
@@ -301,6 +307,12 @@ class Study:
                 self.s.eval_retain_size,
                 self.s.eval_utility_size,
             )
+        if task.kind in ("oracle", "attack"):
+            from frequnlearn.attacks import stage
+
+            if task.kind == "oracle":
+                return stage.oracle_dir(self, task.name), stage.oracle_key(self, task.params)
+            return self.unlearn_dir(task) / stage.ATTACKS_DIR, stage.attack_key(self, task)
         raise ValueError(task.kind)
 
     def _unlearn_cfg(self, params: dict[str, Any]) -> Any:
@@ -545,12 +557,17 @@ class Study:
             model, tok, sets["forget"], sets["retain"], self._unlearn_cfg(task.params), tmp, eval_fn=eval_fn
         )
         self._utility(model, tok, tmp)
-        if not self.s.keep_models:
+        if not (self.s.keep_models or self.cfg.attacks.active):  # attacks start from the unlearned weights
             shutil.rmtree(tmp / "model", ignore_errors=True)
         mark_done(tmp, key, {"task": task.name, **task.params})
         if path.exists():
             shutil.rmtree(path)
         tmp.rename(path)
+
+    def _attacks_stage(self, task: Task) -> None:
+        from frequnlearn.attacks import stage
+
+        (stage.run_oracle if task.kind == "oracle" else stage.run_attack)(self, task)
 
     def _report(self, task: Task) -> None:
         from frequnlearn.report import build_report

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from frequnlearn.config.attacks import AttacksConfig, check_against_study
 from frequnlearn.config.base import ConfigError, check, load_config
 from frequnlearn.config.count import CountConfig
 from frequnlearn.config.evaluate import EvalConfig
@@ -108,8 +109,12 @@ class StudyConfig:
     evaluate: EvalConfig = field(default_factory=EvalConfig)
     count: CountConfig = field(default_factory=CountConfig)
     study: StudyOptions = field(default_factory=StudyOptions)
+    attacks: AttacksConfig = field(default_factory=AttacksConfig)
 
     def validate(self) -> None:
+        check_against_study(
+            self.attacks, self.study.setting, self.study.attribute, list(self.generate.attributes)
+        )
         if self.study.setting == "synthetic":
             import dataclasses
 

@@ -17,7 +17,7 @@ import pandas as pd
 
 from frequnlearn.errors import DataError
 from frequnlearn.records import atomic_open, read_json, run_info, write_json
-from frequnlearn.report import analysis, plots
+from frequnlearn.report import analysis, attacks, plots
 
 STAGE_FILE = ".stage.json"
 
@@ -205,6 +205,7 @@ def build_report(run_dir: str | Path) -> Path:
         fh.write(md)
     with atomic_open(out / "report.html") as fh:
         fh.write(_html(findings, head, effect, seeds, mis, utility, figures, info))
+    attacks.add_to_report(run_dir, out)
     return out
 
 
