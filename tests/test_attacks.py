@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -219,3 +220,52 @@ def test_attacks_are_off_by_default_and_checked_against_the_study(capsys):
     assert main(["study", str(path), "--dry-run", "attacks.relearn_attribute=birth_city"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: attacks.relearn_attribute:") and "\n" not in err
+
+
+STUDY = """
+generate: {n_people: 48, seed: 3}
+pretrain: {preset: tiny, n_layer: 2, n_embd: 32, n_head: 2, vocab_size: 400, seq_len: 64, epochs: 4,
+           batch_size: 8, lr: 3.0e-3, save_every: 10, eval_per_group: 2, num_threads: 1}
+unlearn: {lr: 2.0e-3, max_steps: 4, eval_steps: [0, 2, 4], batch_size: 4}
+evaluate: {metrics: [prob, gen], utility_tasks: [], max_new_tokens: 8, batch_size: 16}
+study: {model_sizes: [tiny], methods: [ga+gd], selections: [all], eval_retain_size: 6,
+        eval_utility_size: 6, n_boot: 200}
+attacks: {oracle: true, relearn: [targeted, benign, bio], relearn_steps: [1, 2], quantize: [int8],
+          selections: [all]}
+"""
+
+
+@pytest.mark.slow
+def test_study_with_oracle_and_attacks_reports_recovery(tmp_path, capsys):
+    from frequnlearn.cli import main
+
+    cfg = tmp_path / "robust.yaml"
+    cfg.write_text(STUDY)
+    run = tmp_path / "run"
+    assert main(["study", str(cfg), "--out", str(run), "--quiet"]) == 0
+    table = pd.read_csv(run / "report" / "attacks.csv")
+    attacks = {"targeted", "benign", "bio"} | ({"int8"} if importlib.util.find_spec("torchao") else set())
+    assert set(table["attack"]) == attacks
+    assert set(table["level"]) == {"forget_high", "forget_low"}
+    assert (table["n_recovered"] <= table["n_lost"]).all()
+    quality = pd.read_csv(run / "report" / "forget_quality.csv")
+    assert len(quality) == 2 and quality["forget_quality"].between(0, 1).all()
+    assert "## Recovered after attack" in (run / "report" / "report.md").read_text()
+    oracle_corpus = read_jsonl(run / "data-oracle" / "corpus.jsonl")
+    people = {p.person_id: p.group for p in load_data_dir(run / "data").people}
+    assert not [
+        r
+        for r in oracle_corpus
+        if r["kind"] == "bio" and people[r["person_id"]] != "retain" and people[r["person_id"]] != "utility"
+    ]
+    record = json.loads(next((run / "unlearn").glob("**/forget_high-all/attacks/attacks.json")).read_text())
+    assert set(record["trained_on"]) == {"targeted", "benign", "bio"}
+    if not importlib.util.find_spec("torchao"):
+        assert any("torchao" in s for s in record["skipped"])
+    capsys.readouterr()
+    assert main(["study", str(cfg), "--out", str(run)]) == 0
+    err = capsys.readouterr().err
+    assert (
+        "oracle: tiny-s0 (done, skipping)" in err
+        and "attack: tiny-s0/ga+gd/forget_low-all (done, skipping)" in err
+    )

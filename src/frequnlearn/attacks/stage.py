@@ -26,6 +26,7 @@ from frequnlearn.attacks.relearn import (
     split_targeted,
     text_examples,
 )
+from frequnlearn.config import to_dict
 from frequnlearn.config.attacks import bio_attribute
 from frequnlearn.records import QAItem, read_json, write_json
 
@@ -95,7 +96,9 @@ def attack_key(study: Any, task: Any) -> str:
     from frequnlearn.study import Task, stage_key
 
     _, unlearn_key = study._path_and_key(Task("unlearn", task.name, params=task.params))
-    return stage_key("attack", unlearn_key, study.cfg.attacks, study.cfg.generate.n_templates)
+    # Which runs are attacked and whether there is an oracle do not change one run's attacks.
+    own = {k: v for k, v in to_dict(study.cfg.attacks).items() if k not in ("oracle", "selections")}
+    return stage_key("attack", unlearn_key, own, study.cfg.generate.n_templates)
 
 
 def _eval_config(study: Any) -> Any:
