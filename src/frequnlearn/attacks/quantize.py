@@ -89,6 +89,7 @@ def quantize_model(model: Any, scheme: str, group_size: int = 32, model_dir: str
     int8/int4 copy the model in memory; nf4 reloads it from `model_dir` (bitsandbytes quantizes while
     loading, on the GPU).
     """
+    describe(scheme, group_size)  # raises for an unknown scheme
     check_available(scheme)
     if scheme == "nf4":
         return _load_nf4(model_dir)
@@ -109,12 +110,10 @@ def quantize_model(model: Any, scheme: str, group_size: int = 32, model_dir: str
         config = IntxWeightOnlyConfig(
             weight_dtype=torch.int4, granularity=PerGroup(group_size), mapping_type=MappingType.ASYMMETRIC
         )
-    elif scheme == "int8":
+    else:
         config = IntxWeightOnlyConfig(
             weight_dtype=torch.int8, granularity=PerAxis(0), mapping_type=MappingType.ASYMMETRIC
         )
-    else:
-        describe(scheme, group_size)  # raises for an unknown scheme
     quantize_(q, config, filter_fn=_block_filter)
     return q
 

@@ -9,7 +9,7 @@ steps; `quantize` evaluates each unlearned model with its weights rounded to few
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from frequnlearn.config.base import check
 
@@ -55,13 +55,19 @@ class AttacksConfig:
         check(bool(self.selections), "selections", "give known, all or both")
 
 
-def check_against_study(
-    attacks: AttacksConfig, setting: str, attribute: str | None, attributes: list[str]
-) -> None:
-    """Cross-section checks: what the attacks need from the study and its generated data."""
+def check_against_study(cfg: Any) -> None:
+    """Cross-section checks of a `StudyConfig`: what the attacks need from the study and its data."""
+    attacks, setting, attribute = cfg.attacks, cfg.study.setting, cfg.study.attribute
+    attributes = list(cfg.generate.attributes)
     if attacks.oracle:
         check(
             setting == "synthetic", "attacks.oracle", "needs setting: synthetic (it pretrains from scratch)"
+        )
+    if attacks.oracle or attacks.active:
+        check(
+            {"prob", "gen"} <= set(cfg.evaluate.metrics),
+            "attacks",
+            "recovery is judged by the prob and gen families; add both to evaluate.metrics",
         )
     if "bio" in attacks.relearn:
         check(

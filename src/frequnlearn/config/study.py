@@ -112,9 +112,7 @@ class StudyConfig:
     attacks: AttacksConfig = field(default_factory=AttacksConfig)
 
     def validate(self) -> None:
-        check_against_study(
-            self.attacks, self.study.setting, self.study.attribute, list(self.generate.attributes)
-        )
+        check_against_study(self)
         if self.study.setting == "synthetic":
             import dataclasses
 

@@ -153,11 +153,11 @@ def quality_table(run_dir: Path, oracle: pd.DataFrame, before: pd.DataFrame, pro
         return pd.DataFrame()
     tr_oracle = oracle.set_index(["model", "item_id"])["truth_ratio"]
     tr_before = before.set_index(["model", "item_id"])["truth_ratio"]
-    for marker in sorted((run_dir / "unlearn").glob(f"*/*/*/{STAGE_FILE}")):
-        info = read_json(marker)
-        traj = marker.parent / "trajectory.parquet"
-        if info.get("skipped") or not traj.is_file():
+    for traj in sorted((run_dir / "unlearn").glob("**/trajectory.parquet")):
+        marker = traj.parent / STAGE_FILE
+        if not marker.is_file():  # a run cut short
             continue
+        info = read_json(marker)
         t = pd.read_parquet(traj, columns=["step", "item_id", "probe", "family", "role", "truth_ratio"])
         t = t[(t["role"] == "forget") & (t["probe"] == probe) & (t["family"] == "prob")]
         end = t[t["step"] == t["step"].max()]
