@@ -88,43 +88,60 @@ def test_bio_attack_text_states_only_the_other_attribute(data_dir):
         assert person.birth_city not in text and person.employer not in text
 
 
+def _as_attack(frames: pd.DataFrame, attack: str) -> pd.DataFrame:
+    """Relearning frames dressed as the attack stage writes them (run identity, attack, attacked)."""
+    ident = {"run_id": "r", "size": "tiny", "seed": 0, "method": "ga+gd", "selection": "known"}
+    return frames.assign(**ident, level="forget_high", attack=attack, attacked=frames["k"] > 0)
+
+
+def _before(frames: pd.DataFrame, known: bool | None = None) -> pd.DataFrame:
+    """Per-item 'known before unlearning' as the report reads it: the k = 0 verdicts, or all `known`."""
+    v = verdicts(frames[frames["k"] == 0].drop(columns="k"))
+    flags = v["gen_known"].astype(bool) if known is None else known
+    return pd.DataFrame(
+        {"model": "m", "item_id": v["item_id"], "known": flags, "truth_ratio": v["truth_ratio"]}
+    )
+
+
+NO_ORACLE = pd.DataFrame(columns=["model", "item_id", "known", "truth_ratio"])
+
+
 def test_an_unlearned_nothing_model_recovers_nothing(tiny_gpt2_dir):
     """A model that was never unlearned never lost anything, however much the attack teaches it."""
+    from frequnlearn.report.attacks import recovery_table
+
     model, tok = load_model_and_tokenizer(tiny_gpt2_dir)
-    items = _items()
-    train, measure = split_targeted(items, seed=0)
+    train, measure = split_targeted(_items(), seed=0)
     assert train and measure and not {i.item_id for i in train} & {i.item_id for i in measure}
-    evaluate = _evaluator(measure)
-    frames = relearn(model, tok, qa_examples(tok, FMT, measure), [8], 3e-2, 4, 0, evaluate)
-    known = {
-        k: verdicts(f.drop(columns="k")).set_index("item_id")["gen_known"].astype(bool)
-        for k, f in frames.groupby("k")
-    }
-    before = known[0]
+    # Trained on the measured items themselves: the strongest attack there is.
+    frames = relearn(model, tok, qa_examples(tok, FMT, measure), [4, 8], 3e-2, 4, 0, _evaluator(measure))
     assert not frames[frames["k"] == 8]["logprob"].equals(frames[frames["k"] == 0]["logprob"])  # it did train
-    for after in known.values():
-        rec = recovery(before, before, after)  # unlearned == before: nothing was lost
-        assert rec["n_lost"] == 0 and rec["n_recovered"] == 0
+    table = recovery_table(_as_attack(frames, "targeted"), _before(frames), NO_ORACLE, "question", 0.5)
+    assert sorted(table["k"]) == [4, 8]
+    assert (table["n_lost"] == 0).all() and (table["n_recovered"] == 0).all()
+    assert (table["known_unlearned"] == table["known_before"]).all()
 
 
 def test_relearning_with_lr_zero_changes_and_recovers_nothing(tiny_gpt2_dir):
+    from frequnlearn.report.attacks import recovery_table
+
     model, tok = load_model_and_tokenizer(tiny_gpt2_dir)
     items = _items()
     state = {k: v.clone() for k, v in model.state_dict().items()}
-    evaluate = _evaluator(items)
-    frames = relearn(model, tok, qa_examples(tok, FMT, items), [1, 3], 0.0, 2, 0, evaluate)
+    frames = relearn(model, tok, qa_examples(tok, FMT, items), [1, 3], 0.0, 2, 0, _evaluator(items))
     assert sorted(frames["k"].unique()) == [0, 1, 3]
     assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
-    v = verdicts(frames.drop(columns="k")).merge(
-        frames[["step", "item_id", "probe", "family", "k"]].query("family == 'prob'")
-    )
-    start = v[v["k"] == 0].set_index("item_id")
-    pretend_known = pd.Series(True, index=start.index)  # count every item as known before unlearning
     for k in (1, 3):
-        after = v[v["k"] == k].set_index("item_id")
-        pd.testing.assert_series_equal(after["logprob"], start["logprob"])
-        rec = recovery(pretend_known, start["gen_known"], after["gen_known"])
-        assert rec["n_recovered"] == 0
+        pd.testing.assert_series_equal(
+            frames[frames["k"] == k]["logprob"].reset_index(drop=True),
+            frames[frames["k"] == 0]["logprob"].reset_index(drop=True),
+        )
+    # Count every item as known before unlearning, so whatever is unknown now counts as lost.
+    table = recovery_table(
+        _as_attack(frames, "benign"), _before(frames, known=True), NO_ORACLE, "question", 0.5
+    )
+    assert (table["n_lost"] > 0).all() and (table["n_recovered"] == 0).all()
+    assert (table["known_attacked"] == table["known_unlearned"]).all()
 
 
 def test_relearning_moves_the_trained_answers(tiny_gpt2_dir):
