@@ -77,3 +77,14 @@ def test_exponent_without_dot_is_a_number():
     assert load_config(Outer, None, ["inner.lr=1e-4"]).inner.lr == 1e-4
     with pytest.raises(ConfigError, match="inner.lr: expected a number"):
         from_dict(Outer, {"inner": {"lr": "fast"}})
+
+
+@pytest.mark.parametrize("raw", ["inf", ".inf", "-inf", "nan", ".nan", "1e999"])
+def test_non_finite_numbers_are_rejected(raw):
+    from frequnlearn.config.unlearn import UnlearnConfig
+
+    with pytest.raises(ConfigError) as err:
+        load_config(UnlearnConfig, None, [f"lr={raw}"], section="unlearn")
+    assert str(err.value).startswith("unlearn.lr: must be a finite number") and "\n" not in str(err.value)
+    with pytest.raises(ConfigError, match="inner.lr: must be a finite number"):
+        load_config(Outer, None, [f"inner.lr={raw}"])

@@ -419,3 +419,58 @@ def test_eval_config_checks():
     ):
         with pytest.raises(ConfigError, match=key):
             from_dict(EvalConfig, bad)
+
+
+def test_same_state_wrong_city_is_not_known(tiny_tokenizer):
+    """ROUGE-L recall gives "Anaheim, CA" half marks for "Escondido, CA"; the one "known" rule does not."""
+    tok = tiny_tokenizer
+    model = chain_model(tok, " Anaheim, CA")
+    items = [
+        item(0, answer="Escondido, CA"),
+        item(1, answer="Anaheim, CA"),
+        item(2, answer="the Anaheim, CA"),
+    ]
+    df = evaluate_items(model, tok, items, cfg(metrics=["gen"]), fmt=FMT).set_index("item_id")
+    assert df.generation.tolist() == ["Anaheim, CA"] * 3
+    assert df.rougeL_recall.iloc[0] == 0.5
+    assert df.known.tolist() == [0.0, 1.0, 1.0]
+    # The rouge rule stays selectable and reproduces the old verdict.
+    old = evaluate_items(model, tok, items[:1], cfg(metrics=["gen"], known="rouge"), fmt=FMT)
+    assert old.known.tolist() == [1.0]
+
+
+def test_known_rule_normalises_and_needs_the_whole_value():
+    from frequnlearn.evaluate.known import is_known
+
+    assert is_known("Houston, TX. She", "Houston, TX")
+    assert is_known("The Ohio State University", "Ohio State University")
+    assert not is_known("Mobile, TX", "Houston, TX")
+    assert not is_known("Rosa, CA", "Roseville, CA")
+    assert not is_known("Houston", "Houston, TX")
+    assert not is_known("Houstonia, TX", "Houston, TX")
+    assert not is_known("anything", "")
+
+
+def test_nan_model_gets_no_rank_and_no_verdict(tiny_tokenizer):
+    """`rank = 1 + sum(wrong >= true)` is 1 when everything is NaN: such rows must not score."""
+    model = MarkovLM(len(tiny_tokenizer))
+    with torch.no_grad():
+        model.table.fill_(float("nan"))
+    df = evaluate_items(
+        model, tiny_tokenizer, [item()], cfg(metrics=["prob", "gen", "tf"], tf_shots=0), fmt=FMT
+    )
+    assert not df["finite"].any() and df["finite"].dtype == bool
+    prob = df[df.family == "prob"].iloc[0]
+    assert math.isnan(prob["rank"]) and math.isnan(prob.rank_correct) and math.isnan(prob.margin)
+    gen = df[df.family == "gen"].iloc[0]
+    assert math.isnan(gen.known) and math.isnan(gen.rougeL_recall)
+    assert math.isnan(df[df.family == "tf"].iloc[0].tf_correct)
+
+
+def test_margin_is_truth_minus_best_wrong(tiny_tokenizer):
+    from frequnlearn.evaluate.probability import likelihood_metrics
+
+    row = likelihood_metrics(np.array([-1.0, -2.0]), [np.array([-3.0]), np.array([-0.5, -2.5])])
+    assert row["finite"] and row["margin"] == pytest.approx(-1.5 - (-1.5)) and row["rank"] == 2
+    row = likelihood_metrics(np.array([-1.0]), [np.array([-3.0]), np.array([np.nan])])
+    assert not row["finite"] and math.isnan(row["rank"]) and math.isnan(row["logprob"])

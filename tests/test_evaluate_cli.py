@@ -163,3 +163,30 @@ def test_evaluate_command_utility(tiny_gpt2_dir, data, monkeypatch):
     assert set(utility) == {"frequnlearn_capitals", "frequnlearn_utility_qa"}
     assert utility["frequnlearn_utility_qa"]["sample_len"] == 1
     assert set(pd.read_parquet(out).family) == {"prob"}
+
+
+def test_nan_weights_give_nan_rank_no_verdict_and_exit_2(tiny_gpt2_dir, data, tmp_path, capsys):
+    import torch
+
+    from frequnlearn.models.loading import load_model_and_tokenizer
+
+    model, tok = load_model_and_tokenizer(tiny_gpt2_dir)
+    with torch.no_grad():
+        model.transformer.ln_f.weight.fill_(float("nan"))
+    broken = tmp_path / "broken"
+    model.save_pretrained(broken)
+    tok.save_pretrained(broken)
+    capsys.readouterr()
+    out = data / "nan.parquet"
+    args = ["evaluate", "--model", str(broken), "--items", str(data / "qa.jsonl"), "--out", str(out)]
+    code = main([*args, "--metrics", "prob,gen", "max_new_tokens=3", "n_boot=10"])
+    assert code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "4 of 4 items got non-finite logits" in last and "finite=False" in last
+    df = pd.read_parquet(out)
+    assert not df["finite"].any()
+    assert df["rank"].isna().all() and df["rank_correct"].isna().all() and df["known"].isna().all()
+    mis = pd.read_csv(data / "nan.misalignment.csv")
+    assert mis.empty or mis["n"].sum() == 0
+    summary = pd.read_csv(data / "nan.summary.csv")
+    assert summary.empty or (summary["n_nonfinite"] > 0).all()

@@ -365,3 +365,37 @@ def test_cache_path_with_infini_gram_file_words_and_spaces(tmp_path):
     path = build_index(write_corpus(tmp_path / "c.jsonl", docs), cache)
     local = LocalIndexCounter(path, Tokens(None), "document", ["original"], 10)
     assert local.documents(["Ada"], ["Paris"]) == 1 and local.occurrences("in") == 3
+
+
+# ---------------------------------------------------------------- the window's unit
+
+
+@pytest.mark.parametrize("backend", ["scan", "infinigram-local"])
+def test_default_window_counts_employer_and_employer_city_of_every_person(backend, tmp_path):
+    """On a byte-level layout the window is in bytes; its default spans a whole six-attribute biography,
+    so each person's (name, employer) and (name, employer_city) pairs are found in every copy."""
+    from frequnlearn.config.generate import GenerateConfig
+    from frequnlearn.data.generate import generate
+
+    data = generate(GenerateConfig(seed=0, n_people=60, high_exposure=3), tmp_path / "data")
+    items = [
+        QAItem(**{k: v for k, v in row.items() if k in QAItem.__dataclass_fields__})
+        for row in read_jsonl(data / "qa.jsonl")
+        if row["attribute"] in ("employer", "employer_city")
+    ]
+    people = {p["person_id"]: p["exposure"] for p in read_jsonl(data / "people.jsonl")}
+    base = {"backend": backend, "corpus": str(data / "corpus.jsonl"), "kinds": ["bio"]}
+    base["cache_dir"] = str(tmp_path / "cache")
+    values, info = count_values(items, from_dict(CountConfig, base))
+    assert info["window_unit"] == "bytes" and info["max_diff"] == 1000
+    assert values == [people[it.person_id] for it in items]
+    # 100 was a token count mistaken for bytes: it misses most employers and employer cities.
+    narrow, _ = count_values(items, from_dict(CountConfig, {**base, "max_diff_tokens": 100}))
+    missed = sum(n < people[it.person_id] for n, it in zip(narrow, items))
+    assert missed > len(items) // 2
+
+
+def test_byte_layout_window_unit_and_default():
+    assert ScanCounter(["a b"]).window_unit == "bytes"
+    assert ScanCounter(["a b"]).max_diff_tokens == 1000
+    assert ScanCounter(["a b"], max_diff_tokens=7).max_diff_tokens == 7

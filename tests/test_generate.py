@@ -19,10 +19,12 @@ from frequnlearn.data.generate import (
     DATA_FILES,
     MANIFEST,
     CandidateSampler,
+    frequency_only_baseline,
     generate,
     group_sizes,
     load_data_dir,
     random_date,
+    value_counts,
 )
 from frequnlearn.data.pools import load_pools
 from frequnlearn.data.templates import (
@@ -116,6 +118,8 @@ def check_data_dir(path: Path, cfg: GenerateConfig) -> None:
     retain_docs = {fmt.full(i["question"], i["answer"]) for i in qa if i["in_corpus"]}
     assert qa_docs == retain_docs
     all_text = "\n".join(d["text"] for d in corpus)
+    counts = value_counts(people, attributes)
+    short: Counter[str] = Counter()
     for item in qa:
         person = people[item["person_id"]]
         assert item["item_id"] == f"p{person['person_id']:05d}-{item['attribute']}"
@@ -128,8 +132,15 @@ def check_data_dir(path: Path, cfg: GenerateConfig) -> None:
             assert fmt.full(item["question"], item["answer"]) not in corpus_texts
             assert item["question"] not in all_text
         cands = item["candidates"]
-        assert len(cands) == cfg.n_candidates == len(set(cands))
+        assert len(cands) <= cfg.n_candidates and len(cands) == len(set(cands))
         assert item["answer"] not in cands
+        # Frequency-matched: each candidate is stated within a factor of 2 as often as the truth.
+        assert item["answer_count"] == counts[item["answer"]] >= person["exposure"]
+        assert item["candidate_counts"] == [counts[c] for c in cands]
+        assert all(
+            item["answer_count"] <= 2 * c and c <= 2 * item["answer_count"] for c in item["candidate_counts"]
+        )
+        short[f"{item['group']}/{item['attribute']}"] += len(cands) < cfg.n_candidates
         if item["attribute"] == "birth_date":
             assert all(_date_ok(c) for c in cands)
         else:
@@ -158,6 +169,11 @@ def check_data_dir(path: Path, cfg: GenerateConfig) -> None:
         str(k): v for k, v in Counter(p["exposure"] for p in people).items()
     }
     assert manifest["seed"] == cfg.seed and manifest["config"]["n_people"] == cfg.n_people
+    assert manifest["candidates_short"] == {k: v for k, v in sorted(short.items()) if v}
+    baseline = manifest["frequency_only_baseline"]
+    assert set(baseline) <= set(GROUPS) and all(
+        0 <= b["top1"] <= 1 and 0 < b["chance"] <= 1 for b in baseline.values()
+    )
     assert manifest["run_info"]["config"] == manifest["config"]
     for name in DATA_FILES:
         with (path / name).open() as fh:
@@ -295,14 +311,63 @@ def test_given_names_suit_the_pronoun():
     assert pools.given_names("they") == (pools.first_names, pools.middle_names)
 
 
-def test_candidates_topped_up_when_few_people():
+def test_candidates_prefer_same_exposure_and_never_leave_2x():
     import random
 
-    pools = load_pools()
-    sampler = CandidateSampler("major", ["Physics", "Law", "Music"], pools, 9, random.Random(0))
-    cands = sampler("Law")
-    assert len(set(cands)) == 9 and "Law" not in cands and {"Physics", "Music"} <= set(cands)
-    assert set(cands) <= set(pools.values("major"))
+    people = [
+        {"exposure": e, "group": "forget_low" if e == 1 else "forget_high", "major": m}
+        for e, m in [(10, "Physics"), (10, "Law"), (10, "Music"), (1, "Art"), (1, "Dance"), (10, "Art")]
+    ]
+    counts = value_counts(people, ["major"])
+    assert counts == {"Physics": 10, "Law": 10, "Music": 10, "Art": 11, "Dance": 1}
+    sampler = CandidateSampler("major", people, counts, 2, random.Random(0))
+    assert sorted(sampler("Physics", 10)) == ["Law", "Music"]
+    # Too few values within 2x of "Dance" (seen once): fewer candidates, never a worse-matched one.
+    assert sampler("Dance", 1) == []
+    assert sorted(CandidateSampler("major", people, counts, 4, random.Random(0))("Law", 10)) == [
+        "Art",
+        "Music",
+        "Physics",
+    ]
+
+
+def test_frequency_only_baseline_breaks_ties_at_random():
+    rows = [("g", 5, [5, 5, 5]), ("g", 9, [1, 2, 3]), ("g", 1, [2, 3, 4]), ("h", 3, [])]
+    assert frequency_only_baseline(rows) == {
+        "g": {"top1": round((0.25 + 1 + 0) / 3, 6), "chance": 0.25, "n": 3}
+    }
+
+
+# sha256 of corpus.jsonl for two small configs, taken before candidates were frequency-matched:
+# models are cached by the corpus's hash, so changing how QA items are built must not change it.
+CORPUS_SHA256 = {
+    60: "c0ee3134c65f7ef658fcf75858a0372d92a6d4e59423b783ec151554b0ba712b",
+    300: "af5c28f0db4a3cd9c2bfc5f0cf0133ee9a97c6346c7e78eb258435df539034ad",
+}
+
+
+def test_tiny_corpus_is_pinned_and_its_candidates_are_frequency_matched(tmp_path):
+    small = GenerateConfig(
+        seed=0, n_people=60, high_exposure=3, attributes=["birth_city", "university", "employer"]
+    )
+    assert sha256_file(generate(small, tmp_path / "small") / "corpus.jsonl") == CORPUS_SHA256[60]
+    cfg = load_config(GenerateConfig, Path(__file__).parents[1] / "configs" / "tiny.yaml", section="generate")
+    out = generate(cfg, tmp_path / "tiny")
+    assert sha256_file(out / "corpus.jsonl") == CORPUS_SHA256[300]
+    qa = read_jsonl(out / "qa.jsonl")
+    assert len(qa) == 900
+    for item in qa:
+        assert item["candidate_counts"], item["item_id"]
+        assert all(
+            item["answer_count"] <= 2 * c <= 4 * item["answer_count"] for c in item["candidate_counts"]
+        )
+    # A forget_high person's answer is stated >= 10 times, and so is every candidate of it but for rounding.
+    high = [i for i in qa if i["group"] == "forget_high"]
+    assert min(min(i["candidate_counts"]) for i in high) >= 5
+    baseline = json.loads((out / MANIFEST).read_text())["frequency_only_baseline"]
+    assert set(baseline) == set(GROUPS)
+    for group, b in baseline.items():
+        assert abs(b["top1"] - b["chance"]) <= 0.05, (group, b)
 
 
 @pytest.mark.parametrize(

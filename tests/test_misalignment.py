@@ -11,7 +11,8 @@ from frequnlearn.evaluate.misalignment import change_correlation, rates, spearma
 
 
 def frame(rows):
-    """Per-item rows in the evaluate layout from (item, step, rank, rouge, logprob_per_token, frequency)."""
+    """Per-item rows in the evaluate layout from (item, step, rank, rouge, logprob_per_token, frequency);
+    `known` follows rouge >= 0.5 here, as a hand-set verdict."""
     out = []
     for item_id, step, rank, rouge, lp, freq in rows:
         base = dict.fromkeys(COLUMNS, math.nan)
@@ -27,9 +28,11 @@ def frame(rows):
             bucket=None,
             probe="question",
             generation=None,
+            finite=True,
         )
         out.append({**base, "family": "prob", "rank": rank, "logprob_per_token": lp})
-        out.append({**base, "family": "gen", "rougeL_recall": rouge, "generation": "x"})
+        known = math.nan if math.isnan(rouge) else float(rouge >= 0.5)
+        out.append({**base, "family": "gen", "rougeL_recall": rouge, "known": known, "generation": "x"})
     return pd.DataFrame(out, columns=COLUMNS)
 
 
@@ -51,8 +54,31 @@ def test_verdicts_and_directions():
 
 
 def test_thresholds_are_settings():
-    v = verdicts(frame(FOUR), gen_threshold=0.1, prob_rank=2).set_index("item_id")
+    # gen_threshold only reaches tables written before the `known` column existed.
+    old = frame(FOUR).drop(columns=["known", "finite"])
+    v = verdicts(old, gen_threshold=0.1, prob_rank=2).set_index("item_id")
     assert v.loc["prob_only", "gen_known"] and v.loc["neither", "prob_known"]
+    v = verdicts(frame(FOUR), gen_threshold=0.1).set_index("item_id")
+    assert not v.loc["prob_only", "gen_known"]
+
+
+def test_gen_verdict_is_the_known_column_not_rouge():
+    df = frame(FOUR)
+    # A same-state wrong city: ROUGE-L recall 0.5, but the one "known" rule says no.
+    df.loc[(df["item_id"] == "both") & (df["family"] == "gen"), ["rougeL_recall", "known"]] = [0.5, 0.0]
+    v = verdicts(df).set_index("item_id")
+    assert not v.loc["both", "gen_known"] and v.loc["both", "prob_only"]
+
+
+def test_non_finite_items_get_no_verdict_and_are_counted():
+    from frequnlearn.evaluate.misalignment import nonfinite_counts
+
+    df = frame(FOUR + [("broken", 0, math.nan, math.nan, math.nan, 1.0)])
+    df.loc[df["item_id"] == "broken", "finite"] = False
+    v = verdicts(df)
+    assert "broken" not in set(v.item_id) and len(v) == 4 and v.attrs["n_nonfinite"] == 1
+    assert v["finite"].all() and {"margin", "truth_ratio", "logprob_per_token"} <= set(v.columns)
+    assert nonfinite_counts(df)["n_nonfinite"].tolist() == [1]
 
 
 def test_rates_by_frequency():

@@ -9,11 +9,11 @@ import torch
 from frequnlearn.config import load_config
 from frequnlearn.config.pretrain import PretrainConfig
 from frequnlearn.errors import ConfigError, DataError
+from frequnlearn.evaluate.known import is_known
 from frequnlearn.models.prompts import encode_prompt, get_prompt_format
 from frequnlearn.pretrain import (
     BatchStream,
     PackedCorpus,
-    answer_matches,
     encode_documents,
     knowledge_check,
     load_eval_items,
@@ -177,12 +177,12 @@ def test_documents_start_like_prompts(tiny_tokenizer):
 # ---------------------------------------------------------------- knowledge check
 
 
-def test_answer_matches():
-    assert answer_matches(" March 3, 1950.\nQuestion", "March 3, 1950")
-    assert answer_matches(" Acme", "Acme")
-    assert not answer_matches(" Acmeville", "Acme")
-    assert not answer_matches(" The Acme", "Acme")
-    assert not answer_matches(" anything", "")
+def test_knowledge_check_uses_the_one_known_rule():
+
+    assert is_known("March 3, 1950.", "March 3, 1950")
+    assert is_known("Acme", "Acme") and is_known("The Acme", "Acme")
+    assert not is_known("Acmeville", "Acme")
+    assert not is_known("anything", "")
 
 
 def test_knowledge_check_left_padding_matches_one_by_one(tiny_gpt2_dir):
@@ -207,7 +207,7 @@ def test_knowledge_check_left_padding_matches_one_by_one(tiny_gpt2_dir):
         )
         item.answer = tok.decode(out[0, ids.shape[1] :], skip_special_tokens=True).strip() or "none"
     result = knowledge_check(model, tok, items, batch_size=3)
-    solvable = sum(bool(answer_matches(" " + it.answer, it.answer)) for it in items)
+    solvable = sum(is_known(it.answer, it.answer) for it in items)
     assert result["n"] == 3 and result["accuracy"] == pytest.approx(solvable / 3)
     assert set(result["by_group"]) == {"g"} and set(result["by_exposure"]) == {"1"}
 

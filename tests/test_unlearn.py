@@ -261,3 +261,29 @@ def test_config_defaults_are_paper_like():
     assert (cfg.beta, cfg.gamma, cfg.forget_weight, cfg.retain_weight) == (0.1, 0.0, 1.0, 1.0)
     assert dataclasses.replace(cfg, method="simnpo", retain_loss="gd").retain_loss == "gd"
     assert json.loads(json.dumps(dataclasses.asdict(cfg)))["refusal"] == "I don't know."
+
+
+def test_huge_lr_keeps_no_step_after_a_non_finite_update(tiny_gpt2_dir, tmp_path):
+    """lr=1e3 (with the default weight decay) gives NaN within a few steps; the trajectory ends before
+    the first broken model, and every kept row is finite."""
+    from frequnlearn.config.evaluate import EvalConfig
+    from frequnlearn.evaluate import evaluate_items
+
+    items = [dataclasses.replace(it, candidates=["Paris", "Apple", "Google"]) for it in FORGET]
+    ecfg = EvalConfig(metrics=["prob", "gen"], probes=["question"], max_new_tokens=4)
+
+    def eval_fn(m, t, s):
+        return evaluate_items(m, t, items, ecfg, fmt=get_prompt_format("plain"), step=s)
+
+    model, tok = _model(tiny_gpt2_dir)
+    cfg = _cfg(lr=1e3, batch_size=2, max_steps=20, eval_steps=list(range(21)), weight_decay=0.01)
+    with pytest.raises(TrainingError) as err:
+        unlearn(model, tok, FORGET, RETAIN, cfg, tmp_path, eval_fn=eval_fn)
+    text = str(err.value)
+    assert "\n" not in text and text.startswith("step ") and "not finite" in text
+    failed = int(text.split(":")[0].split()[1])
+    traj = pd.read_parquet(tmp_path / "trajectory.parquet")
+    assert 1 < failed <= 20 and traj["step"].max() < failed
+    prob = traj[traj["family"] == "prob"]
+    assert traj["finite"].all() and prob["logprob"].notna().all() and prob["rank"].notna().all()
+    assert all(r["loss"] == r["loss"] and r["step"] <= failed for r in read_jsonl(tmp_path / "log.jsonl"))

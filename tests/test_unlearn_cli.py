@@ -65,7 +65,8 @@ def test_same_command_on_two_architectures(fixture, request, qa, tmp_path, capsy
     counts = traj[(traj["step"] == 0) & (traj["probe"] == "question") & (traj["family"] == "gen")][
         "role"
     ].value_counts()
-    assert counts.to_dict() == {"retain": 4, "forget": 3}
+    # A fifth of the retain items (at least one) is held out of the retain loss and evaluated.
+    assert counts.to_dict() == {"retain": 1, "forget": 3}
     assert set(traj.loc[traj["role"] == "forget", "group"]) == {"forget_high"}
     log = read_jsonl(out / "log.jsonl")
     assert [r["step"] for r in log] == [1, 2] and all("retain_loss" in r for r in log)
@@ -133,3 +134,44 @@ def test_user_errors_are_one_line(tiny_gpt2_dir, qa, tmp_path, capsys, forget, r
     assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and fill(fragment) in err[0], err
+
+
+def test_evaluated_retain_people_are_never_in_the_retain_loss(tiny_gpt2_dir, qa, tmp_path):
+    from frequnlearn.records import QAItem
+    from frequnlearn.unlearn.cli import split_retain
+
+    items = [QAItem(f"p{i}-{a}", "q", "a", person_id=i) for i in range(10) for a in ("x", "y")]
+    trained, evaluated = split_retain(items, 3, 0, trained=True)
+    assert len(evaluated) == 3 and {it.person_id for it in trained}.isdisjoint(
+        it.person_id for it in evaluated
+    )
+    assert len(trained) + len({it.person_id for it in evaluated}) * 2 == 20
+    trained, evaluated = split_retain(items, None, 0, trained=True)
+    assert len(evaluated) == 4 and {it.person_id for it in trained}.isdisjoint(
+        it.person_id for it in evaluated
+    )
+    assert split_retain(items, None, 0, trained=False) == (items, items)
+
+    out = tmp_path / "run"
+    assert (
+        main(_args(tiny_gpt2_dir, out, _high(qa), _retain(qa), "--method", "ga+gd", "--eval-retain", "2"))
+        == 0
+    )
+    sets = read_json(out / "run.json")["sets"]
+    assert len(sets["eval_retain"]) == 2 and len(sets["retain"]) == 2
+    assert set(sets["eval_retain"]).isdisjoint(sets["retain"])
+    traj = pd.read_parquet(out / "trajectory.parquet")
+    assert set(traj.loc[traj["role"] == "retain", "item_id"]) == set(sets["eval_retain"])
+
+
+def test_non_finite_training_exits_2_and_keeps_only_finite_steps(tiny_gpt2_dir, qa, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["unlearn", "--model", str(tiny_gpt2_dir), "--forget", _high(qa), "--retain", _retain(qa)]
+    args += ["--out", str(out), "--method", "ga+gd", "lr=1e3", "weight_decay=0.01", "batch_size=2"]
+    args += ["max_steps=12", f"eval_steps={list(range(13))}", "evaluate.metrics=[prob,gen]"]
+    assert main([*args, "evaluate.max_new_tokens=2"]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "step " in last and "not finite" in last and "lr" in last
+    traj = pd.read_parquet(out / "trajectory.parquet")
+    assert traj["finite"].all() and traj.loc[traj["family"] == "prob", "rank"].notna().all()
+    assert not (out / "model").exists()

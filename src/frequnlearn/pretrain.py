@@ -255,17 +255,6 @@ class BatchStream:
 # ---------------------------------------------------------------- knowledge check
 
 
-def normalize_answer(text: str) -> str:
-    """Lower case, punctuation as spaces, single spaces: "March 3, 1950." -> "march 3 1950"."""
-    return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
-
-
-def answer_matches(generation: str, answer: str) -> bool:
-    """Exact match of the normalised answer at the start of the generated continuation."""
-    gen, ans = normalize_answer(generation), normalize_answer(answer)
-    return bool(ans) and (gen == ans or gen.startswith(ans + " "))
-
-
 def _accuracy(rows: list[bool]) -> dict[str, Any]:
     return {"accuracy": sum(rows) / len(rows) if rows else float("nan"), "n": len(rows)}
 
@@ -299,12 +288,16 @@ def greedy_decode(model: Any, ids: Any, mask: Any, max_new_tokens: int) -> Any:
 def knowledge_check(
     model: Any, tokenizer: Any, items: Sequence[QAItem], *, fmt: Any = None, batch_size: int = 128
 ) -> dict[str, Any]:
-    """Greedy answers to `items`, scored by exact match; accuracy overall, per group, exposure, attribute.
+    """Greedy answers to `items`, scored by `evaluate`'s one "known" rule (its default, exact); accuracy
+    overall, per group, exposure, attribute.
 
     Batched with left padding and a KV cache; prompts are encoded like every pretraining document.
+    The continuation is cut at end-of-text and at the first newline, as evaluation cuts it.
     """
     import torch
 
+    from frequnlearn.evaluate.generation import continuation_text
+    from frequnlearn.evaluate.known import is_known
     from frequnlearn.models.prompts import encode_completion, encode_prompt, get_prompt_format
 
     fmt = fmt or get_prompt_format("plain")
@@ -333,9 +326,7 @@ def knowledge_check(
                     # The answer ends at end-of-text; what follows belongs to another document.
                     if tokenizer.eos_token_id in row:
                         row = row[: row.index(tokenizer.eos_token_id)]
-                    correct[i] = answer_matches(
-                        tokenizer.decode(row, skip_special_tokens=True), items[i].answer
-                    )
+                    correct[i] = is_known(continuation_text(tokenizer, row), items[i].answer)
     finally:
         model.train(was_training)
     groups: dict[str, dict[str, list[bool]]] = {

@@ -76,6 +76,9 @@ class QAItem:
     candidates: list[str] = field(default_factory=list)
     subject: str | None = None
     object: str | None = None
+    # Corpus occurrences of the answer and of each candidate (generated data; see `value_counts`).
+    answer_count: int | None = None
+    candidate_counts: list[int] = field(default_factory=list)
 
 
 @dataclass

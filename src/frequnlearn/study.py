@@ -30,7 +30,7 @@ from frequnlearn.records import QAItem, read_json, write_json
 
 STAGE_FILE = ".stage.json"
 # Bumped whenever `generate` writes different items for the same config (e.g. how candidates are drawn).
-DATA_FORMAT = 2
+DATA_FORMAT = 3
 
 
 class NothingToUnlearn(DataError):

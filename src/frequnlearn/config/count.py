@@ -19,6 +19,7 @@ class CountConfig:
     `measure` picks what becomes an item's `frequency`:
       window   occurrences of subject and answer within `max_diff_tokens` of each other in one
                document (infini-gram's `A AND B`, as the paper counted), summed over case variants;
+               the window is in tokens on a token index and in bytes on a byte-level one;
       document documents that contain both (any case variant of each);
       subject / object  occurrences of the subject or of the answer alone.
     The ground-truth backend ignores `measure`: it reads the exposure the generator recorded.
@@ -31,8 +32,11 @@ class CountConfig:
     # Count only documents whose `kind` is listed; empty: every document. A generated corpus also
     # holds retain-group QA documents that name person and answer, so [bio] counts biographies only.
     kinds: list[str] = field(default_factory=list)
-    # Window of the `window` measure, in tokens of the index (bytes for a byte-level index).
-    max_diff_tokens: int = 100
+    # Window of the `window` measure, in the index's unit: tokens of a token index (infinigram-api,
+    # infinigram-local with a tokenizer), UTF-8 bytes of a byte-level one (infinigram-local without a
+    # tokenizer, scan). null: 100 tokens (infini-gram's and the paper's window) or 1000 bytes (a
+    # whole generated biography: its farthest value starts about 350 bytes after the name).
+    max_diff_tokens: int | None = None
     # Spellings summed over: original, lower, upper, title ("Ada Mae Lovelace"), first_upper.
     case_variants: list[str] = field(default_factory=lambda: ["original"])
 
@@ -64,7 +68,11 @@ class CountConfig:
     thresholds: list[float] = field(default_factory=list)
 
     def validate(self) -> None:
-        check(self.max_diff_tokens >= 1, "max_diff_tokens", "must be >= 1")
+        check(
+            self.max_diff_tokens is None or self.max_diff_tokens >= 1,
+            "max_diff_tokens",
+            "must be >= 1 or null",
+        )
         check(len(self.case_variants) >= 1, "case_variants", "name at least one, e.g. [original]")
         for v in self.case_variants:
             check(

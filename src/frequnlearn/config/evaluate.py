@@ -32,7 +32,10 @@ class EvalConfig:
     # Bootstrap resamples over items for the summary's confidence intervals.
     n_boot: int = 1000
     ci: float = 0.95
-    # Generation verdict threshold for the misalignment summary.
+    # What "known" means for a greedy answer (the one verdict everywhere): exact (the normalised
+    # continuation starts with the whole normalised answer) or rouge (ROUGE-L recall >= gen_threshold).
+    known: str = "exact"
+    # ROUGE-L recall threshold of the `rouge` rule (unused by `exact`).
     gen_threshold: float = 0.5
     utility_tasks: list[str] = field(default_factory=lambda: ["frequnlearn_capitals"])
     # Documents per utility task (None: all of them).
@@ -51,5 +54,12 @@ class EvalConfig:
         check(self.tf_shots >= 0, "tf_shots", "must be >= 0")
         check(self.n_boot >= 0, "n_boot", "must be >= 0 (0 skips the confidence intervals)")
         check(0.0 < self.ci < 1.0, "ci", "must be between 0 and 1, e.g. 0.95")
+        from frequnlearn.evaluate.known import KNOWN_RULES
+
+        check(
+            self.known in KNOWN_RULES,
+            "known",
+            f"unknown rule {self.known!r}; choose from {', '.join(KNOWN_RULES)}",
+        )
         check(0.0 <= self.gen_threshold <= 1.0, "gen_threshold", "must be between 0 and 1")
         check(self.utility_limit is None or self.utility_limit >= 1, "utility_limit", "must be >= 1 or null")

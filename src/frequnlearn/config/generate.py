@@ -26,7 +26,10 @@ class GenerateConfig:
       exposure_levels: an exposure grid (e.g. [1, 2, 4, 8, 16, 32]) instead of the two levels: the
         forget groups' people are spread evenly over the levels, forget_low taking the lower and
         forget_high the upper ones; retain and utility keep one copy.
-      n_candidates: wrong answers per question for ranking-based evaluation.
+      n_candidates: wrong answers per question for ranking-based evaluation, each stated in the
+        corpus within a factor of 2 as often as the true answer (preferably other people's answers of
+        the same exposure); an item whose attribute has too few such values gets fewer, and the
+        manifest counts those items under `candidates_short`.
       attributes: which attributes the biographies state and the questions ask about.
       n_templates: use only the first n sentence templates of each attribute (null: all); fewer
         templates make biographies easier to learn for tiny models.

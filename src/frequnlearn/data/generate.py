@@ -9,12 +9,13 @@ because 100,000 people make millions of lines.
 
 from __future__ import annotations
 
+import bisect
 import datetime
 import json
 import random
 import sys
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -166,49 +167,123 @@ def make_people(cfg: GenerateConfig, pools: Pools, rng: random.Random) -> list[d
     return rows
 
 
-class CandidateSampler:
-    """K distinct wrong answers of one attribute for one true answer.
+def value_counts(people: Sequence[dict[str, Any]], attributes: Sequence[str]) -> dict[str, int]:
+    """How often each value is stated in the corpus: every biography copy states each of its person's
+    values once, every retain QA document its answer once, whatever the attribute (a city can be a
+    birth city and an employer's city). Exact for the generated corpus; substrings of longer values
+    ("Rosa, CA" in "Santa Rosa, CA") are not counted, as no document states them as a value."""
+    counts: Counter[str] = Counter()
+    for p in people:
+        copies = p["exposure"] + (1 if p["group"] == "retain" else 0)
+        for attr in attributes:
+            counts[p[attr]] += copies
+    return dict(counts)
 
-    Drawn from the values the generated people hold, so every candidate is a string the corpus
-    contains and a model cannot reject it for being unfamiliar; topped up from the pool (or from
-    random dates) only when there are too few people to supply K.
+
+class CandidateSampler:
+    """K distinct wrong answers of one attribute, each stated in the corpus within a factor of 2 as
+    often as the true answer (`value_counts`).
+
+    Without that match a model that only learned how often values occur would rank the frequent
+    people's answers first and look as if it knew them. Preferred: true answers of other people of
+    the same exposure (for a forget_high person, values themselves seen about `high_exposure` times);
+    then any value of the attribute the corpus states about as often. A value seen less than half or
+    more than twice as often is never drawn: when fewer than K values qualify, the item gets fewer
+    candidates (counted in the manifest's `candidates_short`), never worse-matched ones.
     """
 
-    def __init__(self, attribute: str, observed: list[str], pools: Pools, k: int, rng: random.Random):
+    def __init__(
+        self,
+        attribute: str,
+        people: Sequence[dict[str, Any]],
+        counts: dict[str, int],
+        k: int,
+        rng: random.Random,
+    ):
         self.k = k
         self.rng = rng
-        self.observed = sorted(set(observed))
-        self.pool: Callable[[], str]
-        if attribute == "birth_date":
-            self.pool = lambda: random_date(rng)
-        else:
-            values = pools.values(attribute)
-            self.pool = lambda: values[rng.randrange(len(values))]
+        self.counts = counts
+        by_exposure: dict[int, list[str]] = {}
+        for p in people:
+            by_exposure.setdefault(p["exposure"], []).append(p[attribute])
+        # One entry per person holding a value, sorted by the value's corpus count: the values within
+        # a count window are one slice, and a value is drawn as often as people hold it, just as the
+        # true answer is (drawn uniformly over values, candidates would be rarer than truths).
+        self.same = {e: self._sorted(v) for e, v in by_exposure.items()}
+        self.any = self._sorted([p[attribute] for p in people])
+        self._distinct: dict[tuple[int, int, int], int] = {}
 
-    def __call__(self, answer: str) -> list[str]:
-        observed, k, rnd = self.observed, self.k, self.rng.random
-        m = len(observed)
-        if m > 2 * k + 1:
-            # Rejection is cheap while the observed values far outnumber the draws.
-            chosen: list[str] = []
-            seen = {answer}
-            while len(chosen) < k:
-                value = observed[int(rnd() * m)]
+    def _sorted(self, values: list[str]) -> tuple[list[int], list[str]]:
+        ordered_values = sorted(values, key=lambda v: (self.counts[v], v))
+        return [self.counts[v] for v in ordered_values], ordered_values
+
+    def _within(self, table: tuple[list[int], list[str]], count: int, spread: int) -> tuple[list[str], int]:
+        """(held values whose count is within `spread` of `count` and within 2x of it, with repeats;
+        how many distinct values that is)."""
+        keys, values = table
+        low, high = max(count - spread, (count + 1) // 2), min(count + spread, 2 * count)
+        pool = values[bisect.bisect_left(keys, low) : bisect.bisect_right(keys, high)]
+        key = (id(table), low, high)
+        if key not in self._distinct:
+            self._distinct[key] = len(set(pool))
+        return pool, self._distinct[key]
+
+    def _draw(self, pool: list[str], n: int, exclude: set[str]) -> list[str]:
+        """Up to n distinct values not in `exclude`, each drawn with probability by its repeats."""
+        m = len(pool)
+        chosen: list[str] = []
+        seen = set(exclude)
+        if m > 4 * (n + len(exclude)):
+            # Rejection is cheap while the pool far outnumbers the draws.
+            rnd = self.rng.random
+            for _ in range(64 * m):
+                value = pool[int(rnd() * m)]
                 if value not in seen:
                     seen.add(value)
                     chosen.append(value)
-            return chosen
-        others = [v for v in observed if v != answer]
-        if len(others) >= k:
-            return self.rng.sample(others, k)
-        chosen = self.rng.sample(others, len(others))
-        seen = {answer, *others}
-        while len(chosen) < k:
-            value = self.pool()
+                    if len(chosen) == n:
+                        return chosen
+        for value in self.rng.sample(pool, m):
+            if len(chosen) == n:
+                break
             if value not in seen:
                 seen.add(value)
                 chosen.append(value)
         return chosen
+
+    def __call__(self, answer: str, exposure: int) -> list[str]:
+        count = self.counts[answer]
+        # The narrowest window around the truth's count that supplies K values, as far above as below
+        # (up to the 2x limit): a ranker by count then sits at chance, where a wide or lopsided window
+        # would put the truth's count systematically above or below its candidates'.
+        for spread in range(count + 1):
+            for table in (self.same[exposure], self.any):
+                pool, distinct = self._within(table, count, spread)
+                if distinct - 1 >= self.k:  # the answer itself is always in its own window
+                    return self._draw(pool, self.k, {answer})
+        chosen = self._draw(self._within(self.same[exposure], count, count)[0], self.k, {answer})
+        pool = self._within(self.any, count, count)[0]
+        return chosen + self._draw(pool, self.k - len(chosen), {answer, *chosen})
+
+
+def frequency_only_baseline(rows: Sequence[tuple[str, int, Sequence[int]]]) -> dict[str, dict[str, float]]:
+    """Per group: top-1 rate of a ranker that sees only corpus counts (answer_count against
+    candidate_counts, ties broken at random, so a tie among j values scores 1/j), and chance, the mean of
+    1/(1 + candidates). Matched candidates put the first near the second for every group."""
+    totals: dict[str, list[float]] = {}
+    for group, answer_count, candidate_counts in rows:
+        if not candidate_counts:
+            continue
+        top = max(candidate_counts)
+        hit = 0.0 if answer_count < top else 1.0 / (1 + sum(c == answer_count for c in candidate_counts))
+        acc = totals.setdefault(group, [0.0, 0.0, 0.0])
+        acc[0] += hit
+        acc[1] += 1.0 / (1 + len(candidate_counts))
+        acc[2] += 1
+    return {
+        g: {"top1": round(hit / n, 6), "chance": round(chance / n, 6), "n": int(n)}
+        for g, (hit, chance, n) in sorted(totals.items())
+    }
 
 
 class Verbalizer:
@@ -307,7 +382,7 @@ def generate(cfg: GenerateConfig, out_dir: str | Path) -> Path:
 
     with atomic_dir(out_dir) as tmp:
         _write_lines(tmp / "people.jsonl", (_encode(p) + "\n" for p in people))
-        n_qa = _write_qa(tmp / "qa.jsonl", cfg, people, tags, attributes, pools, rngs["qa"])
+        qa = _write_qa(tmp / "qa.jsonl", cfg, people, tags, attributes, rngs["qa"])
         docs = _write_corpus(tmp / "corpus.jsonl", people, tags, values, attributes, compiled, rngs["corpus"])
         n_prompts = _write_bio_prompts(
             tmp / "bio_prompts.jsonl", people, tags, values, attributes, compiled, rngs["prompts"]
@@ -329,10 +404,15 @@ def generate(cfg: GenerateConfig, out_dir: str | Path) -> Path:
                     for g in GROUPS
                 },
                 "documents": docs,
-                "qa_items": n_qa,
+                "qa_items": qa["qa_items"],
                 "bio_prompts": n_prompts,
             },
             "exposure_levels": sorted(exposure_counts),
+            # Top-1 rate of ranking answer and candidates by corpus count alone, per group, and chance.
+            "frequency_only_baseline": qa["frequency_only_baseline"],
+            # Items given fewer than n_candidates wrong answers (too few values within 2x of the
+            # truth's count), per group/attribute.
+            "candidates_short": qa["candidates_short"],
             "files": {name: sha256_file(tmp / name) for name in DATA_FILES},
             "run_info": run_info(cfg, cfg.seed),
         }
@@ -346,13 +426,14 @@ def _write_qa(
     people: list[dict[str, Any]],
     tags: list[str],
     attributes: tuple[str, ...],
-    pools: Pools,
     rng: random.Random,
-) -> int:
-    samplers = {
-        a: CandidateSampler(a, [p[a] for p in people], pools, cfg.n_candidates, rng) for a in attributes
-    }
+) -> dict[str, Any]:
+    """Write qa.jsonl; return the frequency-only baseline per group and the items short of candidates."""
+    counts = value_counts(people, attributes)
+    samplers = {a: CandidateSampler(a, people, counts, cfg.n_candidates, rng) for a in attributes}
     paraphrases = {a: PARAPHRASES[a][cfg.paraphrase] for a in attributes}
+    ranked: list[tuple[str, int, list[int]]] = []
+    short: Counter[str] = Counter()
 
     def lines() -> Iterator[str]:
         for person, tag in zip(people, tags):
@@ -361,11 +442,18 @@ def _write_qa(
             in_corpus = "true" if group == "retain" else "false"
             subject = _encode_str(name)
             for attr in attributes:
-                answer = _encode_str(person[attr])
-                candidates = ", ".join(map(_encode_str, samplers[attr](person[attr])))
+                value = person[attr]
+                answer = _encode_str(value)
+                chosen = samplers[attr](value, exposure)
+                chosen_counts = [counts[c] for c in chosen]
+                ranked.append((group, counts[value], chosen_counts))
+                if len(chosen) < cfg.n_candidates:
+                    short[f"{group}/{attr}"] += 1
+                candidates = ", ".join(map(_encode_str, chosen))
                 # Keys in sorted order: the bytes `records.dumps` would give for a QAItem dict.
                 yield (
-                    f'{{"answer": {answer}, "attribute": "{attr}", "bucket": null, '
+                    f'{{"answer": {answer}, "answer_count": {counts[value]}, "attribute": "{attr}", '
+                    f'"bucket": null, "candidate_counts": [{", ".join(map(str, chosen_counts))}], '
                     f'"candidates": [{candidates}], "frequency": {exposure}, "group": "{group}", '
                     f'"in_corpus": {in_corpus}, "item_id": "{tag}-{attr}", "object": {answer}, '
                     f'"paraphrase": {_encode_str(paraphrases[attr].format(name=name))}, '
@@ -374,7 +462,11 @@ def _write_qa(
                 )
 
     _write_lines(path, lines())
-    return len(people) * len(attributes)
+    return {
+        "qa_items": len(people) * len(attributes),
+        "frequency_only_baseline": frequency_only_baseline(ranked),
+        "candidates_short": dict(sorted(short.items())),
+    }
 
 
 def _write_corpus(

@@ -217,6 +217,13 @@ def run(args: argparse.Namespace) -> int:
     if utility:
         for task, metrics in utility.items():
             print(f"utility {task}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+    broken = df.loc[~df["finite"], "item_id"].nunique()
+    if broken:
+        # Scores of a broken model must not pass for results: the files are written, the exit says no.
+        raise DataError(
+            f"--model {args.model}: {broken} of {len(items)} items got non-finite logits (NaN/inf weights?); "
+            f"their rows in {out} have finite=False and no scores or verdicts"
+        )
     return 0
 
 
@@ -238,16 +245,17 @@ def _utility(model: Any, tok: Any, items: list[Any], cfg: Any, fmt: Any) -> dict
 
 
 def _headline(df: Any) -> str:
-    """Per group and probe: share of items answered exactly, ranked first and affirmed as true."""
-    lines = [f"{'group':<14}{'probe':<12}{'n':>5}{'exact':>8}{'rank1':>8}{'tf':>8}"]
+    """Per group and probe: share of items known (the `evaluate.known` rule), ranked first and affirmed
+    as true, over finite rows."""
+    lines = [f"{'group':<14}{'probe':<12}{'n':>5}{'known':>8}{'rank1':>8}{'tf':>8}"]
     for (group, probe), sub in df.groupby(["group", "probe"], dropna=False, sort=True):
 
         def share(family: str, column: str, rows: Any = sub) -> str:
-            values = rows.loc[rows["family"] == family, column].dropna()
+            values = rows.loc[(rows["family"] == family) & rows["finite"], column].dropna()
             return f"{values.mean():.3f}" if len(values) else "-"
 
         lines.append(
             f"{str(group):<14}{probe:<12}{sub['item_id'].nunique():>5}"
-            f"{share('gen', 'exact'):>8}{share('prob', 'rank_correct'):>8}{share('tf', 'tf_correct'):>8}"
+            f"{share('gen', 'known'):>8}{share('prob', 'rank_correct'):>8}{share('tf', 'tf_correct'):>8}"
         )
     return "\n".join(lines)

@@ -14,6 +14,8 @@ IDENTITY = [
     "bucket",
     "probe",
     "family",
+    # False when a logit the row's metrics read was not finite; its metrics are then NaN (rank too).
+    "finite",
 ]
 PROB_METRICS = [
     "logprob",
@@ -23,8 +25,11 @@ PROB_METRICS = [
     "rank",
     "rank_correct",
     "truth_ratio",
+    # Per-token log-prob of the true answer minus the best wrong candidate's (> 0: truth preferred).
+    "margin",
 ]
-GEN_METRICS = ["generation", "rougeL_recall", "exact", "contains"]
+# `known`: the one verdict of `evaluate.known` (1.0/0.0); rougeL_recall, exact, contains are metrics.
+GEN_METRICS = ["generation", "known", "rougeL_recall", "exact", "contains"]
 TF_METRICS = ["p_true", "p_false", "tf_correct"]
 COLUMNS = IDENTITY + PROB_METRICS + GEN_METRICS + TF_METRICS
 # Every numeric metric column (all but `generation`).

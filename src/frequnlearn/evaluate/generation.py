@@ -8,16 +8,14 @@ first token that contains a newline; the batch stops when all rows are done.
 
 from __future__ import annotations
 
-import re
-import unicodedata
 import weakref
 from collections.abc import Sequence
-from functools import lru_cache
 from typing import Any
 
 import torch
 
 from frequnlearn.evaluate.batching import cache_kwarg, forward_kwargs, model_device, pad, plan_batches
+from frequnlearn.evaluate.known import normalize, rouge_recall
 
 _STOP_MASKS: weakref.WeakKeyDictionary[Any, torch.Tensor] = weakref.WeakKeyDictionary()
 
@@ -47,21 +45,29 @@ def greedy_decode(
     max_new_tokens: int,
     batch_size: int | str,
     budget: int,
+    finite: list[bool] | None = None,
 ) -> list[list[int]]:
-    """Greedy continuation ids of each prompt, up to and including its stop token."""
+    """Greedy continuation ids of each prompt, up to and including its stop token.
+
+    `finite`, when given, is filled with one flag per prompt: whether every logit its decoding read
+    was finite (the argmax of NaN logits is an arbitrary token, not an answer).
+    """
     out: list[list[int]] = [[] for _ in prompts]
+    ok = [True] * len(prompts)
     lengths = [len(p) for p in prompts]
     for batch in plan_batches(lengths, batch_size, budget, extra=max_new_tokens, desc="generating"):
-        for i, ids in zip(
-            batch, _decode_batch(model, [prompts[i] for i in batch], stop, pad_id, max_new_tokens)
-        ):
+        ids_rows, ok_rows = _decode_batch(model, [prompts[i] for i in batch], stop, pad_id, max_new_tokens)
+        for i, ids, good in zip(batch, ids_rows, ok_rows):
             out[i] = ids
+            ok[i] = good
+    if finite is not None:
+        finite[:] = ok
     return out
 
 
 def _decode_batch(
     model: Any, prompts: Sequence[Sequence[int]], stop: torch.Tensor, pad_id: int, max_new_tokens: int
-) -> list[list[int]]:
+) -> tuple[list[list[int]], list[bool]]:
     device = model_device(model)
     accepted = forward_kwargs(model)
     cache_name = cache_kwarg(accepted)
@@ -76,10 +82,13 @@ def _decode_batch(
         kwargs["logits_to_keep"] = 1
     stop = stop.to(device)
     done = torch.zeros(len(prompts), dtype=torch.bool, device=device)
+    bad = torch.zeros(len(prompts), dtype=torch.bool, device=device)
     new: list[torch.Tensor] = []
     out = model(input_ids=ids, attention_mask=mask, **kwargs)
     for step in range(max_new_tokens):
-        token = out.logits[:, -1].argmax(-1)
+        logits = out.logits[:, -1]
+        bad |= ~done & ~torch.isfinite(logits).all(-1)
+        token = logits.argmax(-1)
         token = torch.where(done, torch.full_like(token, pad_id), token)
         new.append(token)
         done |= stop[token]
@@ -109,7 +118,7 @@ def _decode_batch(
             if tid in stops:
                 break
         result.append(ids_row)
-    return result
+    return result, (~bad).tolist()
 
 
 def continuation_text(tokenizer: Any, ids: Sequence[int]) -> str:
@@ -118,35 +127,6 @@ def continuation_text(tokenizer: Any, ids: Sequence[int]) -> str:
     ids = [t for t in ids if t != eos and t != tokenizer.pad_token_id]
     text = tokenizer.decode(ids, skip_special_tokens=True)
     return text.split("\n", 1)[0].strip()
-
-
-_SPACE = re.compile(r"\s+")
-
-
-@lru_cache(maxsize=65536)
-def normalize(text: str) -> str:
-    """Case-folded, punctuation and symbols turned into spaces, whitespace collapsed (Unicode-aware)."""
-    chars = [" " if unicodedata.category(c)[0] in "PSZC" else c for c in unicodedata.normalize("NFKC", text)]
-    return _SPACE.sub(" ", "".join(chars).casefold()).strip()
-
-
-class _Tokenizer:
-    """Word tokenizer for rouge_score: its default one drops every non-ASCII letter ("Zürich" -> "z rich")."""
-
-    def tokenize(self, text: str) -> list[str]:
-        return normalize(text).split()
-
-
-_SCORER: Any = None
-
-
-def _rouge() -> Any:
-    global _SCORER
-    if _SCORER is None:
-        from rouge_score import rouge_scorer
-
-        _SCORER = rouge_scorer.RougeScorer(["rougeL"], tokenizer=_Tokenizer())
-    return _SCORER
 
 
 def generation_scores(continuation: str, answer: str, prefix: bool = False) -> dict[str, float]:
@@ -161,5 +141,5 @@ def generation_scores(continuation: str, answer: str, prefix: bool = False) -> d
     else:
         exact = cont == ans
     contains = bool(ans) and f" {ans} " in f" {cont} "
-    recall = _rouge().score(answer, continuation)["rougeL"].recall
+    recall = rouge_recall(continuation, answer)
     return {"rougeL_recall": float(recall), "exact": float(exact), "contains": float(contains)}

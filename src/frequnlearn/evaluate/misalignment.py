@@ -22,23 +22,55 @@ def verdicts(df: pd.DataFrame, gen_threshold: float = 0.5, prob_rank: int = 1) -
     """One row per (model, run_id, step, item_id, probe) that has both a prob and a gen row.
 
     prob_known: the true answer ranks within the first `prob_rank` of its candidates;
-    gen_known: ROUGE-L recall of the greedy answer >= `gen_threshold`. Items without candidates have
-    no probability verdict and are left out.
+    gen_known: the gen row's `known`, the one verdict of `evaluate.known` (tables written before
+    that column existed fall back to ROUGE-L recall >= `gen_threshold`). `truth_ratio`,
+    `logprob_per_token`, `margin` and `finite` come along. Items without candidates have no
+    probability verdict and are left out; items whose prob or gen row is not finite (NaN logits) get
+    no verdict at all: they are dropped and counted in `attrs["n_nonfinite"]` (per key:
+    `nonfinite_counts`).
     """
     # Columns a caller added to the rows (e.g. an unlearning run's `role`) come along from the prob rows.
     extra = [c for c in df.columns if c not in COLUMNS]
-    prob = df.loc[
-        df["family"] == "prob", KEYS + ITEM_COLUMNS + extra + ["rank", "logprob", "p_norm", "truth_ratio"]
-    ]
-    gen = df.loc[df["family"] == "gen", KEYS + ["rougeL_recall", "exact", "contains"]]
-    out = prob.merge(gen, on=KEYS, how="inner").dropna(subset=["rank", "rougeL_recall"])
-    out = out.reset_index(drop=True)
+    prob_cols = ["rank", "logprob", "logprob_per_token", "p_norm", "truth_ratio", "margin"]
+    prob_cols = [c for c in prob_cols if c in df.columns]
+    prob = df.loc[df["family"] == "prob", KEYS + ITEM_COLUMNS + extra + prob_cols + _finite(df)]
+    gen_cols = [c for c in ("known", "rougeL_recall", "exact", "contains") if c in df.columns]
+    gen = df.loc[df["family"] == "gen", KEYS + gen_cols + _finite(df)]
+    out = prob.merge(gen, on=KEYS, how="inner", suffixes=("", "_gen"))
+    if "finite" in out.columns:
+        out["finite"] = out["finite"].astype(bool) & out.pop("finite_gen").astype(bool)
+    else:
+        out["finite"] = out["rank"].notna() | out["rougeL_recall"].notna()
+    # Only items with candidates can have a probability verdict.
+    has_candidates = ~out["finite"] | out["rank"].notna()
+    out = out[has_candidates]
+    n_broken = int((~out["finite"]).sum())
+    out = out[out["finite"]].reset_index(drop=True)
     out["prob_known"] = out["rank"] <= prob_rank
-    out["gen_known"] = out["rougeL_recall"] >= gen_threshold
+    if "known" in out.columns:
+        out["gen_known"] = out["known"] == 1.0
+    else:
+        out["gen_known"] = out["rougeL_recall"] >= gen_threshold
     out["disagree"] = out["prob_known"] != out["gen_known"]
     out["prob_only"] = out["prob_known"] & ~out["gen_known"]
     out["gen_only"] = out["gen_known"] & ~out["prob_known"]
+    out.attrs["n_nonfinite"] = n_broken
     return out
+
+
+def _finite(df: pd.DataFrame) -> list[str]:
+    return ["finite"] if "finite" in df.columns else []
+
+
+def nonfinite_counts(
+    df: pd.DataFrame, by: Sequence[str] = ("model", "run_id", "step", "probe")
+) -> pd.DataFrame:
+    """Items with a non-finite row (no verdict, no score) per group of `by`: what summaries leave out."""
+    by = list(by)
+    if "finite" not in df.columns:
+        return pd.DataFrame(columns=[*by, "n_nonfinite"])
+    broken = df.loc[~df["finite"].astype(bool), [*by, "item_id"]].drop_duplicates()
+    return broken.groupby(by, dropna=False).size().rename("n_nonfinite").reset_index()
 
 
 def rates(v: pd.DataFrame, by: Sequence[str] = ("model", "run_id", "step", "probe")) -> pd.DataFrame:

@@ -146,28 +146,42 @@ def shared_prompt_log_probs(
     return out
 
 
-def likelihood_metrics(true_lp: np.ndarray, wrong_lps: Sequence[np.ndarray]) -> dict[str, float]:
+def likelihood_metrics(true_lp: np.ndarray, wrong_lps: Sequence[np.ndarray]) -> dict[str, Any]:
     """Scores of the true answer, and of its standing among wrong candidates when there are any.
 
     The ranking compares length-normalised log-probabilities; a tie counts against the true answer,
     so a model that no longer tells answers apart (e.g. a flat distribution) does not rank it first.
+    A non-finite log-prob anywhere (NaN/inf logits) makes the row `finite = False` with every metric
+    NaN: comparisons with NaN are all false, which would otherwise rank the truth first.
     """
+    row: dict[str, Any] = dict.fromkeys(
+        (
+            "logprob",
+            "logprob_per_token",
+            "p_norm",
+            "n_answer_tokens",
+            "rank",
+            "rank_correct",
+            "truth_ratio",
+            "margin",
+        ),
+        math.nan,
+    )
+    finite = bool(np.isfinite(true_lp).all()) and all(bool(np.isfinite(w).all()) for w in wrong_lps)
+    row["finite"] = finite
+    row["n_answer_tokens"] = float(len(true_lp))
+    if not finite:
+        return row
     n = len(true_lp)
     logprob = float(np.sum(true_lp))
     per_token = logprob / n
-    row = {
-        "logprob": logprob,
-        "logprob_per_token": per_token,
-        "p_norm": math.exp(per_token),
-        "n_answer_tokens": float(n),
-        "rank": math.nan,
-        "rank_correct": math.nan,
-        "truth_ratio": math.nan,
-    }
+    row.update(logprob=logprob, logprob_per_token=per_token, p_norm=math.exp(per_token))
     if len(wrong_lps):
         wrong = np.array([float(np.mean(w)) for w in wrong_lps])
         rank = 1 + int(np.sum(wrong >= per_token))
         row["rank"] = float(rank)
         row["rank_correct"] = float(rank == 1)
-        row["truth_ratio"] = float(np.mean(np.exp(wrong - per_token)))
+        with np.errstate(over="ignore"):
+            row["truth_ratio"] = float(np.mean(np.exp(wrong - per_token)))
+        row["margin"] = float(per_token - wrong.max())
     return row

@@ -24,6 +24,7 @@ from frequnlearn.evaluate.generation import (
     greedy_decode,
     stop_token_mask,
 )
+from frequnlearn.evaluate.known import is_known
 from frequnlearn.evaluate.probability import completion_log_probs, likelihood_metrics
 from frequnlearn.evaluate.truefalse import (
     encode_split,
@@ -162,6 +163,7 @@ _FIXES = {
 def _row(p: _Probe, family: str, ident: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
     row = dict.fromkeys(COLUMNS, math.nan)
     row["generation"] = None
+    row["finite"] = True
     row.update(ident)
     row.update(
         item_id=p.item.item_id,
@@ -182,6 +184,7 @@ def _frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     for col in NUMERIC_METRICS + ["frequency"]:
         df[col] = df[col].astype("float64")
     df["step"] = df["step"].astype("int64")
+    df["finite"] = df["finite"].astype("bool")
     ids = df["person_id"].dropna()
     if len({type(v) for v in ids}) > 1:
         # Parquet needs one type per column; user tables may mix numeric and text ids.
@@ -253,6 +256,7 @@ def evaluate_items(
             pairs.extend((p.prompt_ids, c) for c in p.candidate_ids)
         scores = completion_log_probs(model, pairs, pad_id, bs, budget)
         generations: list[list[int]] = []
+        gen_finite: list[bool] = []
         if gen_probes:
             vocab = (
                 model.get_output_embeddings().weight.shape[0]
@@ -261,7 +265,14 @@ def evaluate_items(
             )
             stop = stop_token_mask(tokenizer, vocab or len(tokenizer))
             generations = greedy_decode(
-                model, [p.prompt_ids for p in gen_probes], stop, pad_id, cfg.max_new_tokens, bs, budget
+                model,
+                [p.prompt_ids for p in gen_probes],
+                stop,
+                pad_id,
+                cfg.max_new_tokens,
+                bs,
+                budget,
+                finite=gen_finite,
             )
         tf = None
         if tf_probes:
@@ -275,12 +286,20 @@ def evaluate_items(
         n = 1 + len(p.candidate_ids)
         rows.append(_row(p, "prob", ident, likelihood_metrics(scores[k], scores[k + 1 : k + n])))
         k += n
-    for p, ids in zip(gen_probes, generations):
+    for p, ids, finite in zip(gen_probes, generations, gen_finite):
         text = continuation_text(tokenizer, ids)
+        if not finite:
+            # Tokens picked from NaN logits are no answer: the text is kept, no score is given.
+            rows.append(_row(p, "gen", ident, {"generation": text, "finite": False}))
+            continue
         gen = generation_scores(text, p.answer, prefix=p.probe == "bio")
-        rows.append(_row(p, "gen", ident, {"generation": text, **gen}))
+        known = float(is_known(text, p.answer, cfg.known, cfg.gen_threshold))
+        rows.append(_row(p, "gen", ident, {"generation": text, "known": known, **gen}))
     for j, p in enumerate(tf_probes):
         p_true, p_false = float(tf[j, 0]), float(tf[j, 1])
+        if not (math.isfinite(p_true) and math.isfinite(p_false)):
+            rows.append(_row(p, "tf", ident, {"finite": False}))
+            continue
         rows.append(
             _row(
                 p, "tf", ident, {"p_true": p_true, "p_false": p_false, "tf_correct": float(p_true > p_false)}

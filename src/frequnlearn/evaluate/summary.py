@@ -14,7 +14,8 @@ import pandas as pd
 
 from frequnlearn.evaluate.columns import NUMERIC_METRICS
 
-SUMMARY_COLUMNS = ["metric", "n", "mean", "ci_low", "ci_high"]
+# n_nonfinite: items of the group left out because a row of theirs was not finite (NaN logits).
+SUMMARY_COLUMNS = ["metric", "n", "mean", "ci_low", "ci_high", "n_nonfinite"]
 
 
 def bootstrap_ci(values: np.ndarray, n_boot: int, ci: float, rng: np.random.Generator) -> tuple[float, float]:
@@ -39,7 +40,8 @@ def summarize(
     """Mean of each metric per group of `by`, with a bootstrap CI: one row per (group, metric).
 
     `metrics` defaults to every numeric metric column present; a metric is summarised over the rows
-    where it is defined (its family's). Each (group, metric) draws from its own generator seeded by
+    where it is defined (its family's). Items with a non-finite row (`finite` False) are left out
+    of the group and counted in `n_nonfinite`. Each (group, metric) draws from its own generator seeded by
     `seed` and the group's key, so adding a group never changes another's interval.
     """
     by = list(by)
@@ -47,6 +49,11 @@ def summarize(
     rows = []
     for key, grp in df.groupby(by, dropna=False, sort=True):
         key = key if isinstance(key, tuple) else (key,)
+        n_nonfinite = 0
+        if "finite" in grp.columns:
+            broken = grp.loc[~grp["finite"].astype(bool), "item_id"].unique()
+            n_nonfinite = len(broken)
+            grp = grp[~grp["item_id"].isin(broken)]
         per_item = grp.groupby("item_id", sort=True)[metrics].mean()
         for metric in metrics:
             values = per_item[metric].dropna().to_numpy(dtype="float64")
@@ -61,6 +68,7 @@ def summarize(
                     "mean": float(values.mean()),
                     "ci_low": low,
                     "ci_high": high,
+                    "n_nonfinite": n_nonfinite,
                 }
             )
     return pd.DataFrame(rows, columns=[*by, *SUMMARY_COLUMNS])

@@ -134,7 +134,7 @@ class ApiCounter(TextCounter):
         client: ApiClient,
         measure: str,
         variants: Sequence[str],
-        max_diff_tokens: int,
+        max_diff_tokens: int | None,
         max_clause_freq: int,
     ):
         super().__init__(measure, variants, max_diff_tokens)

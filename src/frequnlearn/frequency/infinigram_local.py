@@ -385,7 +385,12 @@ def verify_index(index_dir: str | Path, samples: int = 64) -> None:
 
 class LocalIndexCounter(PositionCounter):
     def __init__(
-        self, index_dir: Path, tokens: Tokens, measure: str, variants: Sequence[str], max_diff_tokens: int
+        self,
+        index_dir: Path,
+        tokens: Tokens,
+        measure: str,
+        variants: Sequence[str],
+        max_diff_tokens: int | None,
     ):
         super().__init__(measure, variants, max_diff_tokens)
         self.index = _Index(index_dir)

@@ -30,7 +30,7 @@ class ScanCounter(PositionCounter):
         texts: Iterable[str],
         measure: str = "window",
         variants: Sequence[str] = ("original",),
-        max_diff_tokens: int = 100,
+        max_diff_tokens: int | None = None,
     ) -> None:
         super().__init__(measure, variants, max_diff_tokens)
         starts: list[int] = []

@@ -10,7 +10,7 @@ from typing import Any
 from frequnlearn.config.base import to_dict
 from frequnlearn.config.count import CountConfig
 from frequnlearn.errors import DataError
-from frequnlearn.frequency.base import make_counter
+from frequnlearn.frequency.base import TextCounter, make_counter
 from frequnlearn.frequency.bucketing import Buckets, assign_buckets
 from frequnlearn.records import QAItem, from_record, read_jsonl, run_info, write_json, write_jsonl
 
@@ -19,7 +19,10 @@ def count_values(items: Sequence[QAItem], cfg: CountConfig) -> tuple[list[int], 
     """Counts in item order, and what the backend reports about itself (index, cache, requests)."""
     with make_counter(cfg) as counter:
         values = counter.count(items)
-        return values, counter.info()
+        info = counter.info()
+        if isinstance(counter, TextCounter) and cfg.measure == "window":
+            info.update(counter.window_info())
+        return values, info
 
 
 def bucket(values: Sequence[float], cfg: CountConfig) -> Buckets:

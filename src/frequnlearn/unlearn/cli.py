@@ -30,7 +30,8 @@ examples:
       --method npo+kl --out runs/olmo prompt_format=olmo evaluate.metrics=[prob,gen]
 
 outputs in --out: model/ (weights and tokenizer), trajectory.parquet (per-item evaluation rows
-at each evaluated step, with a role column: forget, retain or eval), log.jsonl (loss terms per
+at each evaluated step, with a role column: forget, retain (held out from the retain loss, see
+--eval-retain) or eval), log.jsonl (loss terms per
 step), run.json (config, seed, versions, hardware, final losses).
 """
 
@@ -60,7 +61,9 @@ def register(sub: Any) -> None:
         "--eval-retain",
         type=int,
         metavar="N",
-        help="evaluate a seeded sample of N retain items (default: all)",
+        help="hold out a seeded sample of N retain items, with every item of their people, from the retain "
+        "loss and evaluate them as role 'retain' (default: a fifth of the retain items; all of them when "
+        "retain_loss=none): retain damage is never measured on what the loss trains",
     )
     p.add_argument(
         "--bio-prompts", metavar="PATH", help="bio_prompts.jsonl of a generated data directory (probe 'bio')"
@@ -90,6 +93,31 @@ def method_overrides(spec: str) -> list[str]:
             f"and RETAIN in {', '.join(RETAIN_LOSSES)}, e.g. simnpo+gd"
         )
     return [f"method={forget}"] + ([f"retain_loss={retain}"] if plus else [])
+
+
+def split_retain(
+    retain: list[Any], n_eval: int | None, seed: int, trained: bool
+) -> tuple[list[Any], list[Any]]:
+    """(retain-loss items, evaluated retain items), disjoint by person: a person whose item is evaluated
+    gives the loss none of theirs (other attributes of the same person would leak what is measured).
+
+    Without a retain loss nothing is trained on, so every retain item may be evaluated.
+    """
+    if not trained:
+        chosen = (
+            retain
+            if n_eval is None or n_eval >= len(retain)
+            else random.Random(f"eval-retain-{seed}").sample(retain, n_eval)
+        )
+        return retain, chosen
+    n = max(1, len(retain) // 5) if n_eval is None else n_eval
+    chosen = random.Random(f"eval-retain-{seed}").sample(retain, min(n, len(retain)))
+
+    def person(it: Any) -> Any:
+        return ("person", it.person_id) if it.person_id is not None else ("item", it.item_id)
+
+    held = {person(it) for it in chosen}
+    return [it for it in retain if person(it) not in held], chosen
 
 
 def run(args: argparse.Namespace) -> int:
@@ -130,9 +158,11 @@ def run(args: argparse.Namespace) -> int:
     extra = load_table(args.eval_items, name="--eval-items", **cols) if args.eval_items else []
     if args.eval_retain is not None and args.eval_retain < 0:
         raise ConfigError("--eval-retain: must be >= 0")
-    eval_retain = retain
-    if args.eval_retain is not None and args.eval_retain < len(retain):
-        eval_retain = random.Random(f"eval-retain-{cfg.seed}").sample(retain, args.eval_retain)
+    retain, eval_retain = split_retain(retain, args.eval_retain, cfg.seed, cfg.retain_loss != "none")
+    if cfg.retain_loss != "none" and not retain:
+        raise ConfigError(
+            f"--eval-retain: holding out {len(eval_retain)} items leaves no retain items to train on; lower it"
+        )
     bios = None
     if args.bio_prompts:
         try:
@@ -181,6 +211,12 @@ def run(args: argparse.Namespace) -> int:
             "bio_prompts": args.bio_prompts,
         },
         "evaluate": to_dict(ecfg),
+        # Item ids per set: the retain loss trains on `retain`, role "retain" evaluates `eval_retain`.
+        "sets": {
+            "forget": [it.item_id for it in forget],
+            "retain": [it.item_id for it in retain],
+            "eval_retain": [it.item_id for it in eval_retain],
+        },
     }
     result = unlearn(model, tok, forget, retain, cfg, out, eval_fn=eval_fn, info=info)
     print(
@@ -195,10 +231,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _accuracy_table(traj: Any) -> str:
-    """Share of items answered (greedy exact match) and ranked first, per role and evaluated step."""
+    """Share of items known (the `evaluate.known` rule) and ranked first, per role and evaluated step."""
     q = traj[traj["probe"] == "question"]
     parts = []
-    for family, column, label in (("gen", "exact", "exact"), ("prob", "rank_correct", "rank1")):
+    for family, column, label in (("gen", "known", "known"), ("prob", "rank_correct", "rank1")):
         sub = q[q["family"] == family]
         if len(sub) and sub[column].notna().any():
             parts.append(

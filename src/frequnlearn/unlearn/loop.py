@@ -5,6 +5,9 @@ a randomly drawn retain example, in one forward pass. Evaluation runs at step 0 
 at `eval_steps`, every `eval_every` steps, after each epoch and at the end; the trajectory file is
 rewritten atomically after every evaluation and each step's losses are appended to the log as soon as
 the step is done, so a run that is killed or stopped by a NaN loss keeps everything measured so far.
+The loss and the gradient norm are checked before every `optimizer.step()`, so a non-finite update is
+never applied; an evaluation whose rows are not finite (an update that overflowed) stops the run
+before it is written, so no score of a broken model reaches the trajectory.
 """
 
 from __future__ import annotations
@@ -213,6 +216,16 @@ def unlearn(
             with torch.random.fork_rng(devices=devices), torch.no_grad():
                 frame = eval_fn(inner, tokenizer, step)
             inner.train()
+            if "finite" in frame.columns and not frame["finite"].all():
+                # Finite weights can still give NaN/inf logits (an update that overflowed): such a
+                # model is broken, and its scores (NaN ranks) must not enter the trajectory.
+                bar.close()
+                n_bad = int((~frame["finite"].astype(bool)).sum())
+                raise TrainingError(
+                    f"step {step}: the logits are not finite after this update ({n_bad} of "
+                    f"{len(frame)} evaluation rows); lower lr (now {cfg.lr:g}) or set max_grad_norm; "
+                    f"what was evaluated before is kept in {out_dir}"
+                )
             frame = frame.copy()
             if "epoch" not in frame.columns:
                 frame["epoch"] = step / steps_per_epoch
@@ -300,6 +313,14 @@ def unlearn(
             grad_norm = accelerator.clip_grad_norm_(
                 params, cfg.max_grad_norm if cfg.max_grad_norm else math.inf
             )
+            # A finite loss can still give an inf/NaN gradient; one such update makes every weight NaN.
+            if grad_norm is not None and not math.isfinite(float(grad_norm)):
+                bar.close()
+                raise TrainingError(
+                    f"step {step + 1}: the gradient norm is not finite ({float(grad_norm):.4g}), so the update "
+                    f"was not applied; lower lr (now {cfg.lr:g}) or set max_grad_norm; what was evaluated "
+                    f"so far is kept in {out_dir}"
+                )
             lr = scheduler.get_last_lr()[0]
             optimizer.step()
             scheduler.step()
