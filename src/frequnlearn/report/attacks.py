@@ -105,8 +105,7 @@ def recovery_table(
             ids = attacked.index
             known_before = pd.Series([before_by.get((model, i), math.nan) for i in ids], index=ids)
             rec = recovery(known_before, unlearned.reindex(ids), attacked)
-            orc = [float(oracle_by[(model, i)]) for i in ids if (model, i) in oracle_by.index]
-            known_oracle = sum(orc) / len(orc) if orc else math.nan
+            known_oracle = _share(oracle_by, model, list(ids))
             rows.append(
                 {
                     **ident,
@@ -145,22 +144,33 @@ def summarise(table: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def quality_table(run_dir: Path, oracle: pd.DataFrame, before: pd.DataFrame, probe: str) -> pd.DataFrame:
-    """Forget quality per run: KS test of the forget items' truth ratios against the oracle's, at the
+def _share(flags: pd.Series, model: str, ids: Sequence[str]) -> float:
+    """Mean of a (model, item_id)-indexed flag over `ids` (NaN when none is there)."""
+    got = [float(flags[(model, i)]) for i in ids if (model, i) in flags.index]
+    return sum(got) / len(got) if got else math.nan
+
+
+def quality_table(
+    run_dir: Path, oracle: pd.DataFrame, before: pd.DataFrame, probe: str, gen_threshold: float
+) -> pd.DataFrame:
+    """Per run, the forget items against the never-learned floor: known before, at the end of unlearning
+    and by the oracle, and forget quality: KS test of their truth ratios against the oracle's, at the
     end of unlearning and (as a reference the test must reject) before it."""
     rows = []
     if oracle.empty:
         return pd.DataFrame()
     tr_oracle = oracle.set_index(["model", "item_id"])["truth_ratio"]
     tr_before = before.set_index(["model", "item_id"])["truth_ratio"]
+    known_oracle = oracle.set_index(["model", "item_id"])["known"]
+    known_before = before.set_index(["model", "item_id"])["known"]
     for traj in sorted((run_dir / "unlearn").glob("**/trajectory.parquet")):
         marker = traj.parent / STAGE_FILE
         if not marker.is_file():  # a run cut short
             continue
         info = read_json(marker)
-        t = pd.read_parquet(traj, columns=["step", "item_id", "probe", "family", "role", "truth_ratio"])
-        t = t[(t["role"] == "forget") & (t["probe"] == probe) & (t["family"] == "prob")]
-        end = t[t["step"] == t["step"].max()]
+        t = pd.read_parquet(traj)
+        t = t[(t["role"] == "forget") & (t["step"] == t["step"].max())]
+        end = _known(t, probe, gen_threshold)
         model = info["model"]
         ids = list(end["item_id"])
         orc = [tr_oracle.get((model, i), math.nan) for i in ids]
@@ -175,6 +185,9 @@ def quality_table(run_dir: Path, oracle: pd.DataFrame, before: pd.DataFrame, pro
                 "level": str(info["level"]),
                 "seed": int(info["seed"]),
                 "n_items": n,
+                "known_before": _share(known_before, model, ids),
+                "known_unlearned": float(end["gen_known"].mean()) if len(end) else math.nan,
+                "known_oracle": _share(known_oracle, model, ids),
                 "truth_ratio_before": float(pd.Series(bef, dtype=float).median()),
                 "truth_ratio_unlearned": float(end["truth_ratio"].median()),
                 "truth_ratio_oracle": float(pd.Series(orc, dtype=float).median()),
@@ -249,7 +262,7 @@ def add_to_report(run_dir: str | Path, out: str | Path) -> None:
         return
     before = _model_known(run_dir, "baseline", probe, gen_threshold)
     table = summarise(recovery_table(attacks, before, oracle, probe, gen_threshold))
-    quality = quality_table(run_dir, oracle, before, probe)
+    quality = quality_table(run_dir, oracle, before, probe, gen_threshold)
     schemes = {}
     for path in sorted(run_dir.glob("unlearn/**/attacks/attacks.json")):
         schemes.update(read_json(path).get("schemes", {}))
@@ -291,7 +304,8 @@ EXPLAIN = (
     "before - oracle). Probe: {probe}."
 )
 QUALITY = (
-    "Forget quality (as in TOFU): p-value of a two-sample Kolmogorov-Smirnov test between the forget items' "
+    "Forget items at the end of each unlearning run beside the never-learned floor (`known_oracle`: the "
+    "share a model pretrained without their biographies knows). Forget quality (as in TOFU): p-value of a two-sample Kolmogorov-Smirnov test between the forget items' "
     "truth ratios under the unlearned model (last step) and under the never-learned model; high means the two "
     "cannot be told apart. `p_before` is the same test before unlearning."
 )
