@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.stamp-install
 CONFIG ?= configs/tiny.yaml
 OUT    ?= runs/tiny
 
-.PHONY: install study test test-fast lint bench clean
+.PHONY: install study test test-fast lint bench browser clean
 
 install: $(STAMP)
 
@@ -29,6 +29,11 @@ test: $(STAMP)
 # The quick inner loop: everything but the tests marked slow.
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
+
+# A headless browser for tests/test_report_browser.py, which renders report.html (skipped without
+# one). apt needs root: `sudo make browser` elsewhere.
+browser:
+	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks

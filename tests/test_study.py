@@ -71,7 +71,12 @@ def test_report_files_and_numbers(finished):
     assert set(q.index) == {"forget_high", "forget_low"}
     for level in ("forget_high", "forget_low"):
         assert q.loc[level, "forget_start"] == pytest.approx(_known_at_start(finished, level))
-        assert 0.0 <= q.loc[level, "forget_auc"] <= 1.0
+        assert 0.0 <= q.loc[level, "forget_auc_raw"] <= 1.0
+        # The normalised AUC exists only over items known at the start.
+        if q.loc[level, "n_known0"] > 0:
+            assert 0.0 <= q.loc[level, "forget_auc"] <= 1.0
+        else:
+            assert pd.isna(q.loc[level, "forget_auc"])
     # Equal-size forget sets for the two levels.
     assert q.loc["forget_high", "n_items"] == q.loc["forget_low", "n_items"]
 

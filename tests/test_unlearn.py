@@ -244,7 +244,7 @@ def test_input_errors(tiny_gpt2_dir, tmp_path):
 @pytest.mark.parametrize(
     "override, fragment",
     [
-        ({"method": "dpo"}, "method: expected one of"),
+        ({"method": "gradascent"}, "method: unknown method 'gradascent'; choose from dpo, fga, ga"),
         ({"beta": 0}, "beta: must be > 0"),
         ({"prompt_format": "Q: {question}"}, "prompt_format:"),
         ({"eval_steps": [-1]}, "eval_steps"),

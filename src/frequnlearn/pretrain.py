@@ -15,7 +15,6 @@ import math
 import os
 import re
 import shutil
-import sys
 import time
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
@@ -23,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from frequnlearn import progress
 from frequnlearn.config.base import config_hash, to_dict
 from frequnlearn.config.pretrain import PretrainConfig
 from frequnlearn.errors import ConfigError, DataError, TrainingError
@@ -643,16 +643,8 @@ def pretrain(data_dir: str | Path, cfg: PretrainConfig, out_dir: str | Path) -> 
                 shutil.rmtree(old, ignore_errors=True)
         accelerator.wait_for_everyone()
 
-    from tqdm.auto import tqdm
-
-    bar = tqdm(
-        total=total_steps,
-        initial=start_step,
-        desc="pretrain",
-        unit="step",
-        dynamic_ncols=True,
-        disable=not (main and sys.stderr.isatty()),
-    )
+    bar = progress.bar(total_steps, "pretrain", unit="step", initial=start_step, enabled=main)
+    shown_at = 0.0  # when the bar's numbers were last refreshed
     rank, local_rows = accelerator.process_index, cfg.batch_size // n_proc
     micro = local_rows // cfg.grad_accum
     tokens_per_step = cfg.batch_size * cfg.seq_len
@@ -668,11 +660,12 @@ def pretrain(data_dir: str | Path, cfg: PretrainConfig, out_dir: str | Path) -> 
         for k in range(cfg.grad_accum):
             sync = contextlib.nullcontext() if k == cfg.grad_accum - 1 else accelerator.no_sync(model)
             with sync:
+                rows = slice(k * micro, (k + 1) * micro)
+                # Padding fills each packed sequence's tail only: the mask leaves every real token's
+                # attention as it is and tells the model the tail is padding.
+                mask = (labels[rows] != IGNORE_INDEX).long()
                 loss = (
-                    model(
-                        input_ids=ids[k * micro : (k + 1) * micro], labels=labels[k * micro : (k + 1) * micro]
-                    ).loss
-                    / cfg.grad_accum
+                    model(input_ids=ids[rows], attention_mask=mask, labels=labels[rows]).loss / cfg.grad_accum
                 )
                 accelerator.backward(loss)
             loss_sum += loss.detach()
@@ -686,6 +679,15 @@ def pretrain(data_dir: str | Path, cfg: PretrainConfig, out_dir: str | Path) -> 
         done = step + 1
         window_steps += 1
         timed_steps += 1
+        window_time += time.perf_counter() - t0
+        if bar.active and (time.monotonic() - shown_at > 1.0 or done == total_steps):
+            # This process's loss over the current logging window; numbers a second old are current enough.
+            shown_at = time.monotonic()
+            bar.set(
+                epoch=f"{epoch:.2f}",
+                loss=f"{loss_sum.item() / window_steps:.3f}",
+                **{"tok/s": f"{timed_steps * tokens_per_step / max(window_time, 1e-9):.0f}"},
+            )
         if done % cfg.log_every == 0 or done == total_steps:
             mean_loss = accelerator.reduce(loss_sum, reduction="mean").item() / window_steps
             if not math.isfinite(mean_loss):
@@ -693,7 +695,6 @@ def pretrain(data_dir: str | Path, cfg: PretrainConfig, out_dir: str | Path) -> 
                     f"loss became {mean_loss} at step {done}; lower lr (now {cfg.lr}) or check the data "
                     "(the last checkpoint is kept)"
                 )
-            window_time += time.perf_counter() - t0
             row = {
                 "step": done,
                 "epoch": round(epoch, 4),
@@ -705,11 +706,8 @@ def pretrain(data_dir: str | Path, cfg: PretrainConfig, out_dir: str | Path) -> 
             metrics.write(row)
             if cfg.log_with:
                 accelerator.log({k: v for k, v in row.items() if k != "step"}, step=done)
-            bar.set_postfix(loss=f"{mean_loss:.3f}", tok_s=f"{row['tokens_per_s']:.0f}")
             loss_sum.zero_()
             window_steps, timed_steps, window_time = 0, 0, 0.0
-        else:
-            window_time += time.perf_counter() - t0
         bar.update(1)
         if cfg.eval_every and done % cfg.eval_every == 0 and done < total_steps:
             check_knowledge(done, epoch)

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from frequnlearn import progress as bars
 from frequnlearn.config import config_hash, to_dict
 from frequnlearn.config.study import StudyConfig, parse_method
 from frequnlearn.errors import DataError
@@ -236,7 +237,7 @@ class Study:
         }
         for i, task in enumerate(tasks):
             skipped = self._is_done(task)
-            with progress.task(i, skipped=skipped):
+            with progress.task(i, skipped=skipped), bars.quiet(self.quiet):
                 if not skipped:
                     handlers[task.kind](task)
         return self.run_dir / "report"
@@ -318,7 +319,7 @@ class Study:
     def _unlearn_cfg(self, params: dict[str, Any]) -> Any:
         forget, retain = parse_method(params["method"])
         return dataclasses.replace(
-            self.cfg.unlearn,
+            self.cfg.method_unlearn(params["method"]),
             method=forget,
             retain_loss=retain,
             seed=params["seed"],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from frequnlearn.config.attacks import AttacksConfig, check_against_study
 from frequnlearn.config.base import ConfigError, check, load_config
@@ -12,12 +12,20 @@ from frequnlearn.config.count import CountConfig
 from frequnlearn.config.evaluate import EvalConfig
 from frequnlearn.config.generate import GenerateConfig
 from frequnlearn.config.pretrain import PretrainConfig
-from frequnlearn.config.unlearn import FORGET_METHODS, RETAIN_LOSSES, UnlearnConfig
+from frequnlearn.config.unlearn import UnlearnConfig, method_names
 
 
 def parse_method(spec: str) -> tuple[str, str]:
-    """`simnpo+gd` -> ("simnpo", "gd"); a bare forget method has no retain term."""
+    """`simnpo+gd` -> ("simnpo", "gd"); a bare forget method has no retain term. Names are checked
+    against the loss registry."""
     forget, _, retain = spec.partition("+")
+    forget_methods, retain_losses = method_names()
+    check(
+        forget in forget_methods and (retain or "none") in retain_losses,
+        "methods",
+        f"{spec!r} is not FORGET[+RETAIN] with FORGET in {', '.join(forget_methods)} "
+        f"and RETAIN in {', '.join(retain_losses)}",
+    )
     return forget, retain or "none"
 
 
@@ -33,6 +41,9 @@ class StudyOptions:
     seeds: list[int] = field(default_factory=lambda: [0])
     model_sizes: list[str] = field(default_factory=lambda: ["tiny", "small"])
     methods: list[str] = field(default_factory=lambda: ["ga+gd", "simnpo+gd"])
+    # Unlearn settings for one method spec over the `unlearn:` section, e.g. {rmu+act: {lr: 1e-3}}
+    # (a learning rate chosen per method for a matched retain cost).
+    method_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
     # Items are split into levels by this field; each listed level is unlearned in its own run.
     compare_by: Literal["group", "frequency", "bucket"] = "group"
     levels: list[str] = field(default_factory=lambda: ["forget_high", "forget_low"])
@@ -63,12 +74,9 @@ class StudyOptions:
         check(len(set(self.seeds)) == len(self.seeds), "seeds", "seeds must be distinct")
         check(len(self.methods) >= 1, "methods", "give at least one method, e.g. [ga+gd, simnpo+gd]")
         for spec in self.methods:
-            forget, retain = parse_method(spec)
-            check(
-                forget in FORGET_METHODS and retain in RETAIN_LOSSES,
-                "methods",
-                f"{spec!r} is not FORGET[+RETAIN] with FORGET in {FORGET_METHODS} and RETAIN in {RETAIN_LOSSES}",
-            )
+            parse_method(spec)
+        for spec in self.method_overrides:
+            check(spec in self.methods, "method_overrides", f"{spec!r} is not in methods {self.methods}")
         check(
             len(self.levels) >= 1,
             "levels",
@@ -111,8 +119,21 @@ class StudyConfig:
     study: StudyOptions = field(default_factory=StudyOptions)
     attacks: AttacksConfig = field(default_factory=AttacksConfig)
 
+    def method_unlearn(self, spec: str) -> UnlearnConfig:
+        """The `unlearn:` section with `study.method_overrides[spec]` applied (validated)."""
+        from frequnlearn.config.base import from_dict, to_dict
+
+        over = self.study.method_overrides.get(spec, {})
+        for key in ("method", "retain_loss", "seed", "prompt_format"):
+            check(key not in over, f"study.method_overrides.{spec}.{key}", "is set by the study; remove it")
+        return from_dict(
+            UnlearnConfig, {**to_dict(self.unlearn), **over}, prefix=f"study.method_overrides.{spec}."
+        )
+
     def validate(self) -> None:
         check_against_study(self)
+        for spec in self.study.method_overrides:
+            self.method_unlearn(spec)
         if self.study.setting == "synthetic":
             import dataclasses
 

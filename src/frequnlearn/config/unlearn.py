@@ -1,7 +1,9 @@
 """Config of the `unlearn` stage: which loss, how hard, for how long, and when to evaluate.
 
 Defaults follow the papers (NPO/SimNPO beta 0.1, gamma 0, both weights 1, AdamW lr 1e-5 for real
-models); tiny CPU models need a larger `lr` (the study config sets one).
+models; each method's own settings as its paper or open-unlearning sets them); tiny CPU models need
+a larger `lr` (the study config sets one). Method names are checked against the loss registry
+(`frequnlearn.unlearn.losses`), the only list of them.
 """
 
 from __future__ import annotations
@@ -12,23 +14,48 @@ from typing import Literal
 from frequnlearn.config.base import check
 from frequnlearn.models.prompts import get_prompt_format
 
-FORGET_METHODS = ("ga", "npo", "simnpo", "idk")
-RETAIN_LOSSES = ("none", "gd", "kl")
+
+def method_names() -> tuple[list[str], list[str]]:
+    """(forget methods, retain terms) as registered; imported late, since the losses need torch."""
+    from frequnlearn.unlearn.losses import loss_names
+
+    return loss_names("forget"), loss_names("retain")
 
 
 @dataclass
 class UnlearnConfig:
-    # Forget term: ga (gradient ascent), npo, simnpo, idk (train towards `refusal`).
-    method: Literal["ga", "npo", "simnpo", "idk"] = "ga"
-    # Retain term: none, gd (NLL on retain pairs) or kl (KL to the model before unlearning).
-    retain_loss: Literal["none", "gd", "kl"] = "none"
+    # Forget term: ga (gradient ascent), npo, simnpo, idk (train towards `refusal`), dpo (IdkDPO:
+    # prefer `refusal` over the answer), rmu, undial, wga, satimp, fga (frequency-aware GA);
+    # docs/methods.md gives each formula.
+    method: str = "ga"
+    # Retain term: none, gd (NLL on retain pairs), kl (KL to the model before unlearning) or act
+    # (RMU's: block `rmu_layer`'s activations on retain inputs stay where they were).
+    retain_loss: str = "none"
     # Tokens the retain term covers: the answer only, or question and answer (GradDiff's choice).
     retain_on: Literal["answer", "full"] = "full"
     forget_weight: float = 1.0
     retain_weight: float = 1.0
+    # NPO, SimNPO and DPO: inverse temperature; SimNPO's margin.
     beta: float = 0.1
     gamma: float = 0.0
+    # IDK's target and DPO's preferred answer.
     refusal: str = "I don't know."
+    # WGA: token weight pi^wga_beta. SatImp: pi^satimp_beta1 * (1 - pi)^satimp_beta2.
+    wga_beta: float = 1.0
+    satimp_beta1: float = 5.0
+    satimp_beta2: float = 1.0
+    # UNDIAL: how far the answer token's logit is lowered in the distillation target.
+    undial_strength: float = 10.0
+    # RMU: the block whose output is steered (null: the middle block), the steering coefficient
+    # (the target's norm) and what is trained: mlp (the MLPs of blocks layer-2..layer, as
+    # published) or all. The `act` retain term reads the same block.
+    rmu_layer: int | None = None
+    rmu_coeff: float = 6.5
+    rmu_params: Literal["mlp", "all"] = "mlp"
+    # FGA: weight 1 + freq_scale * ln(frequency) per item; freq_stop drops an item from the loss
+    # while greedy decoding no longer produces its answer.
+    freq_scale: float = 1.0
+    freq_stop: bool = True
     # plain, olmo, chat (the tokenizer's template) or a string with {question} and {answer}.
     prompt_format: str = "plain"
 
@@ -65,8 +92,27 @@ class UnlearnConfig:
         check(
             self.forget_weight > 0 or self.retain_loss != "none", "forget_weight", "both loss terms are off"
         )
-        check(self.beta > 0, "beta", "must be > 0 (NPO and SimNPO divide by it)")
-        check(bool(self.refusal.strip()) or self.method != "idk", "refusal", "idk needs a refusal text")
+        forget_methods, retain_losses = method_names()
+        check(
+            self.method in forget_methods,
+            "method",
+            f"unknown method {self.method!r}; choose from {', '.join(forget_methods)}",
+        )
+        check(
+            self.retain_loss in retain_losses,
+            "retain_loss",
+            f"unknown retain term {self.retain_loss!r}; choose from {', '.join(retain_losses)}",
+        )
+        check(self.beta > 0, "beta", "must be > 0 (NPO, SimNPO and DPO divide by it)")
+        check(
+            bool(self.refusal.strip()) or self.method not in ("idk", "dpo"),
+            "refusal",
+            f"{self.method} needs a refusal text",
+        )
+        for key in ("wga_beta", "satimp_beta1", "satimp_beta2", "undial_strength", "freq_scale"):
+            check(getattr(self, key) >= 0, key, "must be >= 0")
+        check(self.rmu_coeff > 0, "rmu_coeff", "must be > 0 (the steering target's norm)")
+        check(self.rmu_layer is None or self.rmu_layer >= 0, "rmu_layer", "must be >= 0 or null")
         get_prompt_format(self.prompt_format)
         check(self.lr > 0, "lr", "must be > 0")
         check(self.weight_decay >= 0, "weight_decay", "must be >= 0")

@@ -13,14 +13,13 @@ import bisect
 import datetime
 import json
 import random
-import sys
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from frequnlearn import __version__
+from frequnlearn import __version__, progress
 from frequnlearn.config.base import to_dict
 from frequnlearn.config.generate import GenerateConfig
 from frequnlearn.data.pools import Pools, load_pools
@@ -335,12 +334,6 @@ def _person_tag(person_id: int, n_people: int) -> str:
     return f"p{person_id:0{max(5, len(str(n_people - 1)))}d}"
 
 
-def _progress(total: int, desc: str) -> Any:
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="doc", disable=not sys.stderr.isatty(), leave=False)
-
-
 def _write_lines(path: Path, lines: Iterator[str]) -> None:
     with path.open("w", encoding="utf-8") as fh:
         buf: list[str] = []
@@ -496,7 +489,7 @@ def _write_corpus(
     copies = [0] * n
 
     def lines() -> Iterator[str]:
-        with _progress(len(slots), "corpus") as bar:
+        with progress.bar(len(slots), "corpus", unit="doc") as bar:
             for done, slot in enumerate(slots, 1):
                 if slot < n:
                     person = people[slot]

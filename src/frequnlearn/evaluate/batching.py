@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import inspect
 import os
-import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import torch
+
+from frequnlearn import progress
 
 # Rows per batch never exceed this, whatever the token budget allows.
 MAX_ROWS = 512
@@ -74,7 +75,7 @@ def plan_batches(
 ) -> Iterable[list[int]]:
     """Row indices per batch, longest rows first unless `order` is given; `extra` tokens are added per
     row (generation). An int `batch_size` is rows per batch; "auto" fills batches up to `budget` tokens.
-    With `desc`, a progress bar shows on a terminal (and nothing elsewhere).
+    With `desc`, a bar counts the sequences done (see `frequnlearn.progress`).
     """
     if order is None:
         order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
@@ -94,11 +95,17 @@ def plan_batches(
             width = new_width
         if batch:
             batches.append(batch)
-    if desc and len(batches) > 1 and sys.stderr.isatty():
-        from tqdm.auto import tqdm
-
-        return tqdm(batches, desc=desc, unit="batch", leave=False)
+    if desc and len(batches) > 1:
+        return _counted(batches, desc)
     return batches
+
+
+def _counted(batches: list[list[int]], desc: str) -> Iterator[list[int]]:
+    """The batches, with a bar counting the sequences done (batches differ in size)."""
+    with progress.bar(sum(map(len, batches)), desc, unit="seq") as bar:
+        for batch in batches:
+            yield batch
+            bar.update(len(batch))
 
 
 def pad(

@@ -10,7 +10,6 @@ how they find matches.
 
 from __future__ import annotations
 
-import sys
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -18,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from frequnlearn import progress
 from frequnlearn.errors import ConfigError, DataError
 from frequnlearn.records import QAItem
 
@@ -107,13 +107,6 @@ def item_terms(item: QAItem) -> tuple[str, str]:
     return subject, obj
 
 
-def progress(iterable: Sequence[Any], desc: str) -> Any:
-    """A progress bar on a terminal, nothing otherwise."""
-    from tqdm.auto import tqdm
-
-    return tqdm(iterable, desc=desc, unit="item", disable=not sys.stderr.isatty() or len(iterable) < 50)
-
-
 # The window when `max_diff_tokens` is null, per unit. In bytes it must span a whole generated
 # biography (the farthest value starts about 350 bytes after the name): at 100 bytes the employer of
 # a six-sentence biography was counted for 1 person in 300.
@@ -157,7 +150,9 @@ class TextCounter(Counter):
         raise ConfigError(f"count.measure: {type(self).__name__} cannot count documents; use window")
 
     def count(self, items: Sequence[QAItem]) -> list[int]:
-        return [self.count_item(item) for item in progress(items, desc=f"count ({self.measure})")]
+        return [
+            self.count_item(item) for item in progress.track(items, f"count ({self.measure})", unit="item")
+        ]
 
     def count_item(self, item: QAItem) -> int:
         subject, obj = item_terms(item)

@@ -107,4 +107,9 @@ def build_model(preset: ModelPreset, tokenizer: Any = None, seed: int | None = N
 
     if seed is not None:
         torch.manual_seed(seed)
-    return GPT2LMHeadModel(gpt2_config(preset, tokenizer))
+    model = GPT2LMHeadModel(gpt2_config(preset, tokenizer))
+    # transformers picks the loss by matching the class name against its loss table; "GPT2LMHeadModel"
+    # matches nothing, so every loss call would warn and fall back to the causal-LM loss. Name that
+    # loss on the model (an attribute, not a config field: nothing is saved with the weights).
+    model.loss_type = "ForCausalLM"
+    return model

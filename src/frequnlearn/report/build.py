@@ -1,8 +1,10 @@
 """`frequnlearn report RUN_DIR`: collect every unlearning run's per-item records and write the report.
 
-Outputs in RUN_DIR/report/: report.html (self-contained, plots embedded), report.md, headline.csv,
-curves.csv, summaries.csv, findings.json and the PNG figures. All numbers are recomputed from the
-per-item trajectories, never carried over from a run's own log.
+Outputs in RUN_DIR/report/: report.html (self-contained, plots embedded), report.md, the CSV tables,
+findings.json and the PNG figures. All numbers are recomputed from the per-item trajectories, never
+carried over from a run's own log. Both pages lead with the findings, then the two figures that carry
+them, then a compact verdict table; the full tables follow (collapsed in the HTML) and the page ends
+with the command, commit and hardware it was built from.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 import base64
 import html
 import math
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +116,65 @@ def _ordered(values: Any, preferred: list[str]) -> list[str]:
     return [v for v in preferred if v in present] + sorted(v for v in present if v not in preferred)
 
 
+def high_and_low(levels: list[str]) -> tuple[str, str]:
+    """The two levels compared: the largest and smallest exposure of a numeric grid, else the first and
+    last configured level (forget_high, forget_low)."""
+    try:
+        numeric = sorted(levels, key=float)
+    except ValueError:
+        return levels[0], levels[-1]
+    return numeric[-1], numeric[0]
+
+
+def parameter_counts(run_dir: Path, sizes: list[str]) -> dict[str, float]:
+    """Parameters per model size, from a pretrained model's saved GPT-2 config, else from its preset;
+    sizes with neither are left out (they cannot enter the size trend)."""
+    from frequnlearn.models.presets import PRESETS, ModelPreset
+
+    out: dict[str, float] = {}
+    for size in sizes:
+        for cfg_path in sorted(run_dir.glob(f"models/{size}-s*/config.json")):
+            cfg = read_json(cfg_path)
+            if all(k in cfg for k in ("n_layer", "n_embd", "n_head", "n_positions", "vocab_size")):
+                preset = ModelPreset(
+                    **{k: cfg[k] for k in ("n_layer", "n_embd", "n_head", "n_positions", "vocab_size")}
+                )
+                out[size] = float(preset.n_params())
+                break
+        else:
+            if size in PRESETS:
+                out[size] = float(PRESETS[size].n_params())
+    return out
+
+
+def frequency_only_baseline(run_dir: Path) -> pd.DataFrame:
+    """The data manifest's top-1 rate of ranking candidates by corpus count alone, per group."""
+    path = run_dir / "data" / "manifest.json"
+    base = read_json(path).get("frequency_only_baseline") if path.is_file() else None
+    if not base:
+        return pd.DataFrame()
+    return pd.DataFrame([{"group": g, **vals} for g, vals in base.items()])
+
+
+def build_info(config: dict[str, Any], seeds: Any) -> dict[str, Any]:
+    """Run info plus the command that built the report and the commit of the code that ran it."""
+    info = run_info(config, seeds)
+    here = Path(__file__).parent
+
+    def git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", "-C", str(here), *args], capture_output=True, text=True, timeout=10)
+
+    try:
+        # Only a checkout that tracks this very file names the code (an installed copy may sit in another repo).
+        tracked = git("ls-files", "--error-unmatch", Path(__file__).name).returncode == 0
+        commit = git("describe", "--always", "--dirty").stdout.strip() if tracked else ""
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    info["commit"] = commit or "unknown (not a git checkout)"
+    info["command"] = " ".join(["frequnlearn" if i == 0 else a for i, a in enumerate(sys.argv)])
+    return info
+
+
 def build_report(run_dir: str | Path) -> Path:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -131,80 +194,125 @@ def build_report(run_dir: str | Path) -> Path:
     methods = _ordered(v["method"], list(scfg.get("methods", [])))
     selections = _ordered(v["selection"], ["known", "all"])
     probes = _ordered(v["probe"], ["question", "paraphrase", "bio"])
-    high, low = (levels[0], levels[-1]) if len(levels) >= 2 else (levels[0], levels[0])
+    high, low = high_and_low(levels)
+    params = parameter_counts(run_dir, sizes)
 
     c = analysis.curves(v)
     summaries = analysis.run_summaries(c, threshold, tolerance)
-    aucs = analysis.item_aucs(v)
-    head = analysis.headline(summaries, aucs, levels, n_boot=n_boot)
-    effect = analysis.frequency_effect(head, high, low)
-    seeds = analysis.seed_differences(summaries, high, low)
-    mis = analysis.misalignment_by_size(v)
-    findings = analysis.describe_findings(effect, seeds, mis, sizes, high, low)
-    findings += [f"Skipped {s}" for s in skipped_runs(run_dir)]
+    items = analysis.item_table(v)
+    head = analysis.headline(summaries, items, levels, n_boot=n_boot)
+    effect = analysis.frequency_effect(items, high, low, n_boot=n_boot)
+    matched = analysis.frequency_effect(items, high, low, n_boot=n_boot, matched=True)
+    mi = analysis.misalignment_items(v)
+    mis = analysis.misalignment(mi, n_boot=n_boot)
+    trend = analysis.size_trend(mi, params, n_boot=n_boot)
+    findings = analysis.describe_findings(effect, matched, trend, sizes, high, low)
+    table = analysis.verdict_table(effect, matched, mis)
+    notes = [f"Skipped {s}" for s in skipped_runs(run_dir)]
+    if "finite" in traj.columns:
+        bad = traj.loc[~traj["finite"].astype(bool), ["run_id", "step", "item_id", "probe"]].drop_duplicates()
+        if len(bad):
+            notes.append(
+                f"{len(bad)} item evaluations had non-finite logits and are left out of every number."
+            )
+    baseline = frequency_only_baseline(run_dir)
     utility = load_utility(run_dir)
+    params_df = pd.DataFrame({"size": list(params), "parameters": list(params.values())})
 
     out = run_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
-    for name, df in [
-        ("curves", c),
-        ("summaries", summaries),
-        ("headline", head),
-        ("frequency_effect", effect),
-        ("seed_differences", seeds),
-        ("misalignment", mis),
-        ("utility", utility),
-    ]:
+    tables = {
+        "verdicts": table,
+        "frequency_effect": pd.concat([effect, matched], ignore_index=True),
+        "misalignment": mis,
+        "size_trend": trend,
+        "headline": head,
+        "summaries": summaries,
+        "items": items,
+        "curves": c,
+        "frequency_only_baseline": baseline,
+        "parameters": params_df,
+        "utility": utility,
+    }
+    for name, df in tables.items():
         with atomic_open(out / f"{name}.csv") as fh:
             df.to_csv(fh, index=False)
 
-    figures: list[tuple[str, str, bytes]] = []
+    n_known = int(items["known0"].sum()) if len(items) else 0
+    lead: list[tuple[str, str, bytes]] = [
+        (
+            "frequency_effect.png",
+            f"Frequency effect per model size and method: net drop of {high} minus net drop of {low} "
+            "(net drop = 1 - normalised AUC of the target items minus that of the control items of the same "
+            "level), all items known at the start and margin-matched items, with 95% bootstrap intervals "
+            "over items; below zero = frequent facts are harder to unlearn. n = target items (high + low).",
+            plots.save(
+                plots.frequency_effect(pd.concat([effect, matched]), high, low), out / "frequency_effect.png"
+            ),
+        ),
+        (
+            "misalignment.png",
+            "Misalignment by model size: among items generated before unlearning and no longer generated at "
+            f"the matched forgetting step (normalised accuracy <= {analysis.MATCHED_LEVEL}), the share still "
+            "preferred by likelihood (three views), target minus control, with 95% bootstrap intervals; "
+            "n = target items no longer generated.",
+            plots.save(plots.misalignment(mis, levels, sizes), out / "misalignment.png"),
+        ),
+    ]
+    more: list[tuple[str, str, bytes]] = []
     for selection in selections:
         for probe in probes:
-            fig = plots.trajectories(c, levels, sizes, methods, selection, probe)
             name = f"trajectories_{selection}_{probe}.png"
-            figures.append(
+            fig, n_items = plots.trajectories(c, levels, sizes, methods, selection, probe)
+            more.append(
                 (
                     name,
-                    f"Forget and retain accuracy over steps: {selection} items, {probe} probe",
+                    f"Normalised generation accuracy over unlearning steps ({selection} selection, {probe} probe): "
+                    "target (solid), control (dotted) and retain (dashed) items known at the start, pooled over "
+                    f"seeds, with 95% Wilson bands; {n_items} item trajectories in all.",
                     plots.save(fig, out / name),
                 )
             )
     points = scatter_points(traj)
     if len(points):
-        figures.append(
+        more.append(
             (
                 "scatter.png",
-                "Probability vs generation score per forget item, before and after",
+                "Probability vs generation score per target item, before and after unlearning "
+                f"({points['item_id'].nunique()} items, question probe).",
                 plots.save(plots.scatter(points, levels), out / "scatter.png"),
             )
         )
-    figures.append(
-        (
-            "misalignment.png",
-            "Misalignment by model size and frequency level",
-            plots.save(plots.misalignment_bars(mis, levels, sizes), out / "misalignment.png"),
-        )
-    )
 
-    info = run_info(study["config"], scfg.get("seeds"))
+    info = build_info(study["config"], scfg.get("seeds"))
     write_json(
         out / "findings.json",
         {
             "findings": findings,
+            "notes": notes,
             "high_level": high,
             "low_level": low,
-            "frequency_effect": _records(effect),
-            "seed_differences": _records(seeds),
-            "misalignment": _records(mis),
+            "known_items": n_known,
+            "verdicts": _records(table),
+            "frequency_effect": _records(tables["frequency_effect"]),
+            "size_trend": _records(trend),
             "run_info": info,
         },
     )
-    md = _markdown(findings, head, effect, seeds, mis, utility, figures, info)
+    full = [
+        ("Frequency effect (all cells; matched = margin-matched)", tables["frequency_effect"], EFFECT_NOTE),
+        ("Misalignment by cell and level", mis, MIS_NOTE),
+        ("Misalignment against model size", trend, TREND_NOTE),
+        ("Per level (normalised curves)", head, HEAD_NOTE),
+        ("Model sizes", params_df, ""),
+    ]
+    if len(utility):
+        full.append(("Utility (lm-eval)", utility, ""))
+    page = Page(findings, notes, lead, table, baseline, full, more, info)
     with atomic_open(out / "report.md") as fh:
-        fh.write(md)
+        fh.write(page.markdown())
     with atomic_open(out / "report.html") as fh:
-        fh.write(_html(findings, head, effect, seeds, mis, utility, figures, info))
+        fh.write(page.html())
     attacks.add_to_report(run_dir, out)
     return out
 
@@ -216,92 +324,121 @@ def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
     ]
 
 
-HEAD_COLS = [
-    "size",
-    "method",
-    "selection",
-    "probe",
-    "level",
-    "seeds",
-    "n_items",
-    "forget_start",
-    "forget_auc",
-    "forget_auc_lo",
-    "forget_auc_hi",
-    "steps_to_threshold",
-    "forget_end",
-    "misaligned_peak",
-    "retain_start",
-    "retain_end",
-    "forget_at_matched_retain",
-]
+VERDICT_NOTE = (
+    "One row per model size and method, `known` selection, trained question. Net drop = 1 - normalised AUC "
+    "of the target items minus the same for control items of the level; effect = high minus low (negative: "
+    "frequent facts are harder to unlearn), 95% bootstrap interval over items; matched = items paired on "
+    "baseline margin; misaligned = control-subtracted P(still ranked first | no longer generated), levels pooled."
+)
+EFFECT_NOTE = (
+    "`effect_lo`..`effect_hi`: 95% expanded percentile bootstrap over items; `effect_seed_lo`..`_hi`: "
+    "t-interval over seeds. `all` selections and runs without a control arm are descriptive."
+)
+MIS_NOTE = "Shares among items no longer generated at the matched forgetting step; `diff` = target - control."
+TREND_NOTE = "Least-squares slope of `diff` against log(parameters); 95% bootstrap interval over items."
+HEAD_NOTE = (
+    "`forget_start` and `forget_auc_raw`: raw accuracy over all items (descriptive). `forget_auc`: normalised "
+    "AUC over items known at the start. `km_median_steps`: Kaplan-Meier median steps to the threshold, runs "
+    "that never reached it censored (empty: not reached)."
+)
 
 
-def _markdown(findings, head, effect, seeds, mis, utility, figures, info) -> str:
-    parts = ["# frequnlearn study report", "", "## Findings", ""]
-    parts += [f"- {f}" for f in findings]
-    parts += [
-        "",
-        "## Headline numbers",
-        "",
-        "Forget accuracy AUC = mean generation accuracy over the step budget (95% bootstrap CI over "
-        "items in `forget_auc_lo`..`forget_auc_hi`); lower means forgotten sooner.",
-        "",
-        analysis.as_markdown(head[[c for c in HEAD_COLS if c in head.columns]]),
-        "",
-        "## Frequency effect (high minus low)",
-        "",
-        analysis.as_markdown(effect),
-        "",
-        "## Across seeds",
-        "",
-        analysis.as_markdown(seeds),
-        "",
-        "## Misalignment by size",
-        "",
-        analysis.as_markdown(mis),
-        "",
-    ]
-    if len(utility):
-        parts += ["## Utility (lm-eval)", "", analysis.as_markdown(utility), ""]
-    parts += ["## Figures", ""]
-    parts += [f"![{cap}]({name})" for name, cap, _ in figures]
-    parts += ["", "## Run", "", f"versions: {info['versions']}", "", f"hardware: {info['hardware']}", ""]
-    return "\n".join(parts)
+class Page:
+    """The report's content in its reading order, written as markdown or as one HTML page."""
+
+    def __init__(self, findings, notes, lead, table, baseline, full, more, info) -> None:
+        self.findings, self.notes, self.lead, self.table = findings, notes, lead, table
+        self.baseline, self.full, self.more, self.info = baseline, full, more, info
+
+    def _run_lines(self) -> list[str]:
+        i = self.info
+        return [
+            f"command: {i['command']}",
+            f"commit: {i['commit']}",
+            f"hardware: {i['hardware']}",
+            f"versions: {i['versions']}",
+        ]
+
+    def markdown(self) -> str:
+        parts = ["# frequnlearn study report", "", "## Findings", ""]
+        parts += [f"- {f}" for f in self.findings] + [f"- {n}" for n in self.notes]
+        parts += [""] + [f"![{cap}]({name})\n\n_{cap}_\n" for name, cap, _ in self.lead]
+        parts += ["## Verdicts", "", VERDICT_NOTE, "", analysis.as_markdown(self.table), ""]
+        if len(self.baseline):
+            parts += [
+                "## Frequency-only baseline",
+                "",
+                BASELINE_NOTE,
+                "",
+                analysis.as_markdown(self.baseline),
+                "",
+            ]
+        for title, df, note in self.full:
+            parts += [f"## {title}", ""] + ([note, ""] if note else []) + [analysis.as_markdown(df), ""]
+        parts += ["## More figures", ""] + [f"![{cap}]({name})\n\n_{cap}_\n" for name, cap, _ in self.more]
+        parts += ["## Run", "", "```", *self._run_lines(), "```", ""]
+        return "\n".join(parts)
+
+    def html(self) -> str:
+        esc = html.escape
+
+        def fig(cap: str, data: bytes) -> str:
+            return (
+                f'<figure><img alt="{esc(cap)}" src="data:image/png;base64,{base64.b64encode(data).decode()}">'
+                f"<figcaption>{esc(cap)}</figcaption></figure>"
+            )
+
+        def details(title: str, body: str) -> str:
+            return f"<details><summary>{esc(title)}</summary>{body}</details>"
+
+        findings = "".join(f"<li>{esc(f)}</li>" for f in self.findings + self.notes)
+        full = "".join(
+            details(title, (f"<p>{esc(note)}</p>" if note else "") + _table_html(df))
+            for title, df, note in self.full
+        )
+        baseline = (
+            f"<h2>Frequency-only baseline</h2><p>{esc(BASELINE_NOTE)}</p>{_table_html(self.baseline)}"
+            if len(self.baseline)
+            else ""
+        )
+        return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>frequnlearn study report</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>
+body {{ font-family: system-ui, sans-serif; max-width: 1200px; margin: 1em auto; padding: 0 1em; color: #222; }}
+h1 {{ font-size: 1.5em; margin: 0.3em 0; }} h2 {{ font-size: 1.2em; }}
+ul.findings {{ font-size: 14px; line-height: 1.35; padding-left: 1.2em; }}
+.lead {{ display: flex; flex-wrap: wrap; gap: 1em; }} .lead figure {{ flex: 1 1 420px; margin: 0; }}
+.lead figure + figure {{ flex: 1.7 1 560px; }} p {{ font-size: 14px; }}
+.scroll {{ overflow-x: auto; max-width: 100%; }}
+table.t {{ border-collapse: collapse; font-size: 12px; margin: 0.5em 0 1em; }}
+table.t th, table.t td {{ border-bottom: 1px solid #ddd; padding: 3px 6px; text-align: right; white-space: nowrap; }}
+table.t th {{ background: #f4f4f4; position: sticky; top: 0; }}
+details {{ margin: 0.4em 0; }} summary {{ cursor: pointer; font-weight: 600; }}
+figure {{ margin: 1em 0; }} img {{ max-width: 100%; height: auto; }} figcaption {{ font-size: 13px; color: #555; }}
+pre {{ white-space: pre-wrap; word-break: break-all; font-size: 12px; }}
+@media print {{ figure {{ page-break-inside: avoid; }} details {{ display: block; }} }}
+</style></head><body>
+<h1>frequnlearn study report</h1>
+<ul class="findings">{findings}</ul>
+<div class="lead">{"".join(fig(cap, data) for _, cap, data in self.lead)}</div>
+<h2>Verdicts</h2><p>{esc(VERDICT_NOTE)}</p>{_table_html(self.table)}
+{baseline}
+<h2>Full tables</h2>{full}
+{details("More figures: trajectories and item scatter", "".join(fig(cap, data) for _, cap, data in self.more))}
+<h2>Run</h2><pre>{esc(chr(10).join(self._run_lines()))}</pre>
+</body></html>
+"""
+
+
+BASELINE_NOTE = (
+    "Top-1 rate of ranking each question's candidates by their corpus count alone (no model), against "
+    "chance: how much of the ranking a model could get from value frequencies without knowing the person."
+)
 
 
 def _table_html(df: pd.DataFrame) -> str:
-    return df.to_html(index=False, float_format=lambda x: f"{x:.3f}", na_rep="", border=0, classes="t")
-
-
-def _html(findings, head, effect, seeds, mis, utility, figures, info) -> str:
-    esc = html.escape
-    imgs = "\n".join(
-        f'<figure><img alt="{esc(cap)}" src="data:image/png;base64,{base64.b64encode(data).decode()}">'
-        f"<figcaption>{esc(cap)}</figcaption></figure>"
-        for _, cap, data in figures
-    )
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>frequnlearn study report</title>
-<style>
-body {{ font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; }}
-table.t {{ border-collapse: collapse; font-size: 12px; margin: 0.5em 0 1.5em; }}
-table.t th, table.t td {{ border-bottom: 1px solid #ddd; padding: 3px 6px; text-align: right; }}
-table.t th {{ background: #f4f4f4; }}
-figure {{ margin: 1em 0; }} img {{ max-width: 100%; }} figcaption {{ font-size: 13px; color: #555; }}
-@media print {{ figure {{ page-break-inside: avoid; }} }}
-</style></head><body>
-<h1>frequnlearn study report</h1>
-<h2>Findings</h2><ul>{"".join(f"<li>{esc(f)}</li>" for f in findings)}</ul>
-<h2>Headline numbers</h2>
-<p>Forget accuracy AUC is the mean generation accuracy over the step budget (lower = forgotten sooner);
-<code>forget_auc_lo</code>..<code>forget_auc_hi</code> is its 95% bootstrap interval over items.</p>
-{_table_html(head[[c for c in HEAD_COLS if c in head.columns]])}
-<h2>Frequency effect (high minus low)</h2>{_table_html(effect)}
-<h2>Across seeds</h2>{_table_html(seeds)}
-<h2>Misalignment by size</h2>{_table_html(mis)}
-{f"<h2>Utility (lm-eval)</h2>{_table_html(utility)}" if len(utility) else ""}
-<h2>Figures</h2>{imgs}
-<h2>Run</h2><pre>{esc(str(info["versions"]))}\n{esc(str(info["hardware"]))}</pre>
-</body></html>
-"""
+    if df.empty:
+        return "<p><em>(no rows)</em></p>"
+    table = df.to_html(index=False, float_format=lambda x: f"{x:.3f}", na_rep="", border=0, classes="t")
+    return f'<div class="scroll">{table}</div>'

@@ -12,6 +12,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from frequnlearn.report.analysis import wilson  # noqa: E402
+
 LEVEL_STYLES = ["#c0392b", "#2471a3", "#239b56", "#b9770e", "#7d3c98", "#17a589", "#566573"]
 
 
@@ -36,49 +38,73 @@ def trajectories(
     methods: Sequence[str],
     selection: str,
     probe: str,
-) -> plt.Figure:
-    """Forget accuracy (solid) and retain accuracy (dashed) over unlearning steps, one panel per
-    method x model size, one colour per frequency level; mean over seeds."""
+) -> tuple[plt.Figure, int]:
+    """Normalised generation accuracy over unlearning steps: target (solid), control (dotted) and
+    retain (dashed), one panel per method x model size, one colour per level; items of all seeds pooled,
+    95% Wilson bands. Returns the figure and the number of item trajectories under it."""
     sub = c[(c["selection"] == selection) & (c["probe"].isin([probe, "question"]))]
     fig, axes = plt.subplots(
         len(methods), len(sizes), figsize=(4.2 * len(sizes), 3.0 * len(methods)), squeeze=False, sharey=True
     )
+    n_items = 0
+    styles = [
+        ("forget", probe, "-", "target"),
+        ("control", probe, ":", "control"),
+        ("retain", "question", "--", "retain"),
+    ]
     for i, method in enumerate(methods):
         for j, size in enumerate(sizes):
             ax = axes[i][j]
             for level in levels:
                 run = sub[(sub["method"] == method) & (sub["size"] == size) & (sub["level"] == level)]
-                f = run[(run["role"] == "forget") & (run["probe"] == probe)].groupby("step")["acc_gen"].mean()
-                r = (
-                    run[(run["role"] == "retain") & (run["probe"] == "question")]
-                    .groupby("step")["acc_gen"]
-                    .mean()
-                )
                 color = _color(levels, level)
-                if len(f):
-                    ax.plot(f.index, f.values, "-o", ms=3, color=color, label=f"forget: {level}")
-                if len(r):
-                    ax.plot(r.index, r.values, "--", color=color, alpha=0.7, label=f"retain ({level} run)")
+                for role, role_probe, ls, label in styles:
+                    r = run[(run["role"] == role) & (run["probe"] == role_probe)]
+                    if r.empty:
+                        continue
+                    g = r.groupby("step")[["k_norm", "n_known0"]].sum()
+                    acc = g["k_norm"] / g["n_known0"].where(g["n_known0"] > 0)
+                    band = [wilson(k, n) for k, n in zip(g["k_norm"], g["n_known0"])]
+                    n_items += int(g["n_known0"].iloc[0])
+                    ax.plot(
+                        g.index,
+                        acc,
+                        ls,
+                        marker="o" if role == "forget" else None,
+                        ms=3,
+                        color=color,
+                        label=f"{label}: {level}",
+                    )
+                    ax.fill_between(
+                        g.index,
+                        [b[0] for b in band],
+                        [b[1] for b in band],
+                        color=color,
+                        alpha=0.15 if role == "forget" else 0.07,
+                        lw=0,
+                    )
             ax.set_title(f"{method} | {size}", fontsize=10)
             ax.set_ylim(-0.03, 1.03)
             ax.grid(alpha=0.3)
             if i == len(methods) - 1:
                 ax.set_xlabel("unlearning step")
             if j == 0:
-                ax.set_ylabel("generation accuracy")
+                ax.set_ylabel("accuracy / accuracy at start")
     handles, labels = axes[0][0].get_legend_handles_labels()
     if handles:
         fig.legend(
             handles,
             labels,
             loc="lower center",
-            ncol=min(4, len(labels)),
+            ncol=min(3, len(labels)),
             fontsize=8,
-            bbox_to_anchor=(0.5, -0.02 - 0.02 * (len(labels) > 4)),
+            bbox_to_anchor=(0.5, -0.02 - 0.03 * (len(labels) > 3)),
         )
-    fig.suptitle(f"Forget vs retain accuracy ({selection} items, {probe} probe)", fontsize=11)
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
-    return fig
+    fig.suptitle(
+        f"Normalised generation accuracy ({selection} selection, {probe} probe, {n_items} items)", fontsize=11
+    )
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    return fig, n_items
 
 
 def scatter(points: pd.DataFrame, levels: Sequence[str]) -> plt.Figure:
@@ -101,22 +127,136 @@ def scatter(points: pd.DataFrame, levels: Sequence[str]) -> plt.Figure:
     return fig
 
 
-def misalignment_bars(mis: pd.DataFrame, levels: Sequence[str], sizes: Sequence[str]) -> plt.Figure:
-    """Peak share of forget items no longer generated but still preferred by likelihood."""
-    m = mis[mis["probe"] == "question"] if (mis["probe"] == "question").any() else mis
-    fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(sizes) * max(1, len(levels)) / 2, 3.4))
-    width = 0.8 / max(1, len(levels))
-    for k, level in enumerate(levels):
-        vals = [float(m[(m["size"] == s) & (m["level"] == level)]["misaligned_peak"].mean()) for s in sizes]
-        xs = [i + k * width for i in range(len(sizes))]
-        ax.bar(xs, vals, width=width, color=_color(levels, level), label=level)
-    ax.set_xticks([i + width * (len(levels) - 1) / 2 for i in range(len(sizes))])
-    ax.set_xticklabels(sizes)
-    ax.set_ylabel("peak misaligned share")
-    ax.set_xlabel("model size")
-    ax.set_ylim(0, 1)
+def frequency_effect(effect: pd.DataFrame, high: str, low: str, probe: str = "question") -> plt.Figure:
+    """Net drop of `high` minus `low` per model size and method, all known items and margin-matched,
+    95% intervals as bars; cells without a verdict (no control arm, `all` selection) drawn hollow."""
+    e = effect[effect["probe"] == probe] if len(effect) else effect
+    known = e[e["selection"] == "known"] if len(e) and (e["selection"] == "known").any() else e
+    cells = (
+        known[["size", "method", "selection"]].drop_duplicates().itertuples(index=False) if len(known) else []
+    )
+    cells = list(cells)
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.4 * len(cells) + 2), 3.6))
+    for k, matched in enumerate((False, True)):
+        rows = [
+            known[
+                (known["size"] == c.size)
+                & (known["method"] == c.method)
+                & (known["selection"] == c.selection)
+                & (known["matched"] == matched)
+            ]
+            for c in cells
+        ]
+        xs = [x + (k - 0.5) * 0.3 for x in range(len(cells))]
+        for x, r in zip(xs, rows):
+            if r.empty:
+                continue
+            r = r.iloc[0]
+            verdict = r["verdict"] != "descriptive"
+            color = "#2471a3" if not matched else "#b9770e"
+            ax.errorbar(
+                [x],
+                [r["effect"]],
+                yerr=[[r["effect"] - r["effect_lo"]], [r["effect_hi"] - r["effect"]]],
+                fmt="o",
+                color=color,
+                mfc=color if verdict else "white",
+                capsize=4,
+                label="margin-matched" if matched else "all known",
+            )
+            ax.annotate(
+                f"n={int(r['n_high'])}+{int(r['n_low'])}",
+                (x, r["effect_hi"]),
+                textcoords="offset points",
+                xytext=(0, 4),
+                ha="center",
+                fontsize=7,
+            )
+    ax.axhline(0, color="#555", lw=0.8)
+    ax.set_xticks(range(len(cells)))
+    ax.set_xticklabels(
+        [f"{c.size}\n{c.method}" + ("" if c.selection == "known" else f"\n({c.selection})") for c in cells],
+        fontsize=8,
+    )
+    ax.set_ylabel(f"net drop {high} - {low}")
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8)
-    ax.set_title("Not generated, still ranked first (peak over steps)", fontsize=10)
+    handles, labels = ax.get_legend_handles_labels()
+    uniq = dict(zip(labels, handles))
+    if uniq:
+        ax.legend(uniq.values(), uniq.keys(), fontsize=8)
+    ax.set_title(
+        f"Frequency effect, control-subtracted ({probe} probe; below 0: frequent facts harder to unlearn)",
+        fontsize=10,
+    )
     fig.tight_layout()
+    return fig
+
+
+def misalignment(
+    mis: pd.DataFrame, levels: Sequence[str], sizes: Sequence[str], probe: str = "question"
+) -> plt.Figure:
+    """Control-subtracted P(still preferred | no longer generated) by model size, one panel per view,
+    one colour per level (and both pooled, black), methods side by side; 95% intervals as bars."""
+    from frequnlearn.report.analysis import VIEWS
+
+    m = mis[(mis["probe"] == probe)] if len(mis) else mis
+    if len(m) and (m["selection"] == "known").any():
+        m = m[m["selection"] == "known"]
+    views = [v for v in VIEWS if len(m) and (m["view"] == v).any()] or list(VIEWS)
+    methods = sorted(m["method"].unique()) if len(m) else []
+    fig, axes = plt.subplots(1, len(views), figsize=(4.0 * len(views), 3.4), squeeze=False, sharey=True)
+    groups = [*levels, "both"]
+    width = 0.8 / max(1, len(groups) * max(1, len(methods)))
+    for ax, view in zip(axes[0], views):
+        for gi, level in enumerate(groups):
+            for mj, method in enumerate(methods):
+                sub = m[(m["view"] == view) & (m["level"] == level) & (m["method"] == method)]
+                off = (gi * len(methods) + mj) * width - 0.4 + width / 2
+                for i, size in enumerate(sizes):
+                    r = sub[sub["size"] == size]
+                    if r.empty or pd.isna(r["diff"].iloc[0]):
+                        continue
+                    r = r.iloc[0]
+                    color = "#222222" if level == "both" else _color(levels, level)
+                    ax.errorbar(
+                        [i + off],
+                        [r["diff"]],
+                        yerr=[[r["diff"] - r["diff_lo"]], [r["diff_hi"] - r["diff"]]],
+                        fmt="os^dv"[mj % 5],
+                        color=color,
+                        capsize=3,
+                        ms=4,
+                        label=f"{level}" + (f", {method}" if len(methods) > 1 else ""),
+                    )
+                    ax.annotate(
+                        str(int(r["n_forgotten"])),
+                        (i + off, r["diff_hi"]),
+                        textcoords="offset points",
+                        xytext=(0, 3),
+                        ha="center",
+                        fontsize=6,
+                    )
+        ax.axhline(0, color="#555", lw=0.8)
+        ax.set_xticks(range(len(sizes)))
+        ax.set_xticklabels(sizes)
+        ax.set_xlabel("model size")
+        ax.set_title(VIEWS[view], fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0][0].set_ylabel("target - control share")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    uniq = dict(zip(labels, handles))
+    if uniq:
+        fig.legend(
+            uniq.values(),
+            uniq.keys(),
+            loc="lower center",
+            ncol=min(4, len(uniq)),
+            fontsize=8,
+            bbox_to_anchor=(0.5, -0.02),
+        )
+    fig.suptitle(
+        f"Misalignment at the matched forgetting level ({probe} probe; numbers: items no longer generated)",
+        fontsize=10,
+    )
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
     return fig

@@ -1,4 +1,5 @@
-"""Unlearning: forget losses (GA, NPO, SimNPO, IDK) with retain terms (GD, KL) in one loop."""
+"""Unlearning: every forget loss (GA, NPO, SimNPO, IDK, DPO, RMU, UNDIAL, WGA, SatImp, FGA) with a
+retain term (GD, KL, activations) in one loop; the losses live in `unlearn.losses`, one file each."""
 
 from __future__ import annotations
 

@@ -39,7 +39,7 @@ step), run.json (config, seed, versions, hardware, final losses).
 def register(sub: Any) -> None:
     p = sub.add_parser(
         "unlearn",
-        help="unlearn a QA table from a causal LM (GA, NPO, SimNPO, IDK; +GD/+KL)",
+        help="unlearn a QA table from a causal LM (GA, NPO, SimNPO, IDK, DPO, RMU, UNDIAL, WGA, SatImp, FGA)",
         description="Unlearn the --forget items from --model while keeping the --retain items, evaluating "
         "both before unlearning and along the way. Config keys (method, lr, epochs, eval_steps, ...) come "
         "from the `unlearn:` section of --config and key=value overrides; evaluate.KEY=VALUE overrides the "
@@ -53,7 +53,8 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--method",
         metavar="FORGET[+RETAIN]",
-        help="e.g. ga, npo, simnpo+gd, idk+kl (sets method and retain_loss)",
+        help="e.g. ga, npo, simnpo+gd, dpo+kl, rmu+act (sets method and retain_loss; "
+        "an unknown name lists the choices)",
     )
     p.add_argument("--out", required=True, metavar="DIR", help="output directory (its parent must exist)")
     p.add_argument("--eval-items", metavar="TABLE", help="more items to evaluate along the way (role 'eval')")
@@ -84,13 +85,14 @@ def register(sub: Any) -> None:
 
 def method_overrides(spec: str) -> list[str]:
     """`simnpo+gd` -> method and retain_loss overrides; a bare `ga` leaves retain_loss as configured."""
-    from frequnlearn.config.unlearn import FORGET_METHODS, RETAIN_LOSSES
+    from frequnlearn.config.unlearn import method_names
 
+    forget_methods, retain_losses = method_names()
     forget, plus, retain = spec.partition("+")
-    if forget not in FORGET_METHODS or (plus and retain not in RETAIN_LOSSES):
+    if forget not in forget_methods or (plus and retain not in retain_losses):
         raise ConfigError(
-            f"--method {spec!r}: expected FORGET[+RETAIN] with FORGET in {', '.join(FORGET_METHODS)} "
-            f"and RETAIN in {', '.join(RETAIN_LOSSES)}, e.g. simnpo+gd"
+            f"--method {spec!r}: expected FORGET[+RETAIN] with FORGET in {', '.join(forget_methods)} "
+            f"and RETAIN in {', '.join(retain_losses)}, e.g. simnpo+gd"
         )
     return [f"method={forget}"] + ([f"retain_loss={retain}"] if plus else [])
 

@@ -73,15 +73,19 @@ def make_collate(
     retain: Sequence[Example] | None,
     pad_id: int,
     retain_on: Literal["answer", "full"],
+    refusal: Sequence[Example] | None = None,
 ) -> Callable[[list[tuple[int, int]]], dict[str, Any]]:
-    """Collate (forget, retain) index pairs into one batch: forget rows first, then retain rows.
+    """Collate (forget, retain) index pairs into one batch: forget rows first, then the same forget
+    items answered with the refusal (when a loss compares the two), then retain rows.
 
-    One forward pass over both halves keeps distributed training simple (a wrapped model must not be
+    One forward pass over every part keeps distributed training simple (a wrapped model must not be
     called twice before its backward pass).
     """
 
     def fn(pairs: list[tuple[int, int]]) -> dict[str, Any]:
         rows: list[tuple[Example, Literal["answer", "full"]]] = [(forget[f], "answer") for f, _ in pairs]
+        if refusal is not None:
+            rows += [(refusal[f], "answer") for f, _ in pairs]
         if retain is not None:
             rows += [(retain[r], retain_on) for _, r in pairs]
         batch: dict[str, Any] = collate(rows, pad_id)

@@ -17,7 +17,6 @@ import copy
 import json
 import math
 import os
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from frequnlearn import progress
 from frequnlearn.config.unlearn import UnlearnConfig
 from frequnlearn.data.tables import check_overlap
 from frequnlearn.errors import DataError, TrainingError
@@ -35,6 +35,7 @@ from frequnlearn.models.prompts import get_prompt_format
 from frequnlearn.records import QAItem, atomic_dir, atomic_open, dumps, run_info, write_json, write_jsonl
 from frequnlearn.unlearn.data import Example, collate, encode_items, make_collate, pair_indices
 from frequnlearn.unlearn.losses import LossInputs, LossParams, get_loss
+from frequnlearn.unlearn.losses.rmu import decoder_blocks, mlp_parameter_names, rmu_layer, steering_vector
 
 EvalFn = Callable[[Any, Any, int], pd.DataFrame]
 
@@ -137,7 +138,6 @@ def unlearn(
     """
     from accelerate import Accelerator
     from accelerate.utils import set_seed
-    from tqdm.auto import tqdm
     from transformers import get_scheduler
 
     started = time.perf_counter()
@@ -159,24 +159,49 @@ def unlearn(
     device = accelerator.device
     fmt = get_prompt_format(cfg.prompt_format)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    forget_ex = encode_items(tokenizer, fmt, forget, answer=cfg.refusal if cfg.method == "idk" else None)
+    forget_ex = encode_items(tokenizer, fmt, forget)
+    refusal_ex = (
+        encode_items(tokenizer, fmt, forget, answer=cfg.refusal) if "refusal" in forget_loss.needs else None
+    )
     retain_ex = encode_items(tokenizer, fmt, retain) if use_retain else None
     _check_lengths(
-        model, {"forget": (forget, forget_ex), **({"retain": (retain, retain_ex)} if retain_ex else {})}
+        model,
+        {
+            "forget": (forget, forget_ex),
+            **({"refusal": (forget, refusal_ex)} if refusal_ex else {}),
+            **({"retain": (retain, retain_ex)} if retain_ex else {}),
+        },
     )
+    needs = forget_loss.needs | (retain_loss.needs if use_retain else frozenset())
+    frequency = _frequencies(forget) if "frequency" in needs else None
 
     model.to(device)
-    ref_logp = None
+    ref_logp = ref_logp_refusal = None
     if "ref_logp" in forget_loss.needs:
         ref_logp = reference_logps(model, forget_ex, pad_id, cfg.batch_size, device)
+        if refusal_ex is not None:
+            ref_logp_refusal = reference_logps(model, refusal_ex, pad_id, cfg.batch_size, device)
     ref_model = None
-    if "ref_model" in forget_loss.needs | retain_loss.needs:
+    if needs & {"ref_logits", "ref_hidden"}:
         ref_model = copy.deepcopy(model).eval().requires_grad_(False)
+    layer = steer = None
+    if needs & {"hidden", "ref_hidden"}:
+        layer = rmu_layer(model, cfg.rmu_layer)
+        steer = steering_vector(model.config.hidden_size, cfg.rmu_coeff, cfg.seed).to(device)
+    frozen: list[torch.nn.Parameter] = []
+    if cfg.method == "rmu" and cfg.rmu_params == "mlp":
+        # As published, RMU trains a few MLPs below the steered block and nothing else.
+        scope = set(mlp_parameter_names(model, layer))
+        frozen = [p for name, p in model.named_parameters() if p.requires_grad and name not in scope]
+        for p in frozen:
+            p.requires_grad_(False)
+    block = decoder_blocks(model)[layer] if layer is not None else None
+    ref_block = decoder_blocks(ref_model)[layer] if layer is not None and ref_model is not None else None
 
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    collate_fn = make_collate(forget_ex, retain_ex, pad_id, cfg.retain_on)
+    collate_fn = make_collate(forget_ex, retain_ex, pad_id, cfg.retain_on, refusal=refusal_ex)
 
     def loader_for(epoch: int) -> Any:
         pairs = pair_indices(len(forget_ex), len(retain_ex or ()), cfg.seed, epoch)
@@ -195,7 +220,7 @@ def unlearn(
         num_training_steps=total,
     )
     model, optimizer = accelerator.prepare(model, optimizer)
-    loss_params = LossParams(beta=cfg.beta, gamma=cfg.gamma)
+    loss_params = LossParams.from_config(cfg)
 
     meta = run_info(cfg, cfg.seed)
     log_path, traj_path = out_dir / "log.jsonl", out_dir / "trajectory.parquet"
@@ -252,36 +277,67 @@ def unlearn(
         )
         return dict(zip(values, t.tolist()))
 
+    def reference(rows: slice, want: frozenset[str], batch: dict[str, Any]) -> dict[str, Any]:
+        """The frozen model's logits and/or block activations on `rows` of the batch."""
+        if not want & {"ref_logits", "ref_hidden"}:
+            return {}
+        with torch.no_grad(), _capture(ref_block if "ref_hidden" in want else None) as seen:
+            out = ref_model(input_ids=batch["input_ids"][rows], attention_mask=batch["attention_mask"][rows])
+        return {
+            "ref_logits": out.logits[:, :-1] if "ref_logits" in want else None,
+            "ref_hidden": seen[0][:, 1:] if seen else None,
+        }
+
     def step_on(batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         n_f = batch["forget_index"].shape[0]
-        logits, token_logp = token_logprobs(model, batch)
+        index = batch["forget_index"].cpu()
+        with _capture(block) as seen:
+            logits, token_logp = token_logprobs(model, batch)
         mask = batch["loss_mask"]
-        f_in = LossInputs(
-            token_logp[:n_f],
-            mask[:n_f],
-            ref_logp=ref_logp[batch["forget_index"].cpu()].to(device) if ref_logp is not None else None,
+        targets = batch["input_ids"][:, 1:]
+        # Block outputs at the target tokens' positions, aligned with the loss mask.
+        hidden = seen[0][:, 1:] if seen else None
+
+        def rows(part: slice, **extra: Any) -> LossInputs:
+            return LossInputs(
+                token_logp[part],
+                mask[part],
+                targets=targets[part],
+                logits=logits[part],
+                hidden=hidden[part] if hidden is not None else None,
+                steer=steer,
+                **extra,
+            )
+
+        def at(values: torch.Tensor | None) -> torch.Tensor | None:
+            return values[index].to(device) if values is not None else None
+
+        forget_rows = slice(0, n_f)
+        f_in = rows(
+            forget_rows,
+            ref_logp=at(ref_logp),
+            frequency=at(frequency),
+            **reference(forget_rows, forget_loss.needs, batch),
         )
+        if refusal_ex is not None:
+            f_in.refusal = rows(slice(n_f, 2 * n_f), ref_logp=at(ref_logp_refusal))
         f_loss = forget_loss.fn(f_in, loss_params)
         terms = {"forget_loss": f_loss.item(), "forget_token_logp": _token_mean(f_in)}
         loss = cfg.forget_weight * f_loss
         if use_retain:
-            ref_logits = None
-            if ref_model is not None:
-                with torch.no_grad():
-                    ref_logits = ref_model(
-                        input_ids=batch["input_ids"][n_f:], attention_mask=batch["attention_mask"][n_f:]
-                    ).logits[:, :-1]
-            r_in = LossInputs(token_logp[n_f:], mask[n_f:], logits=logits[n_f:], ref_logits=ref_logits)
+            retain_rows = slice(n_f * (2 if refusal_ex is not None else 1), None)
+            r_in = rows(retain_rows, **reference(retain_rows, retain_loss.needs, batch))
             r_loss = retain_loss.fn(r_in, loss_params)
             terms.update(retain_loss=r_loss.item(), retain_token_logp=_token_mean(r_in))
             loss = loss + cfg.retain_weight * r_loss
         terms["loss"] = loss.item()
         return loss, terms
 
-    bar = tqdm(
-        total=total,
-        desc=f"unlearn {cfg.method}" + (f"+{cfg.retain_loss}" if use_retain else ""),
-        disable=not accelerator.is_main_process or not sys.stderr.isatty(),
+    bar = progress.bar(
+        total,
+        f"unlearn {cfg.method}" + (f"+{cfg.retain_loss}" if use_retain else ""),
+        unit="step",
+        enabled=accelerator.is_main_process,
     )
     evaluate(0)
     step, epoch = 0, 0
@@ -330,8 +386,10 @@ def unlearn(
             row["grad_norm"] = float(grad_norm) if grad_norm is not None else None
             log.append(row)
             write_log(row)
+            bar.set(forget=f"{row['forget_loss']:.4g}")
+            if use_retain:
+                bar.set(retain=f"{row['retain_loss']:.4g}")
             bar.update(1)
-            bar.set_postfix(loss=f"{row['loss']:.4g}")
             if step in points:
                 evaluate(step)
         epoch += 1
@@ -359,6 +417,8 @@ def unlearn(
         write_json(out_dir / "run.json", {**meta, **(info or {}), "summary": summary})
     accelerator.wait_for_everyone()
     trajectory = pd.concat(frames, ignore_index=True) if frames else None
+    for p in frozen:
+        p.requires_grad_(True)
     accelerator.free_memory()
     return UnlearnResult(
         out_dir=out_dir,
@@ -370,6 +430,34 @@ def unlearn(
         final=final,
         seconds=time.perf_counter() - started,
     )
+
+
+def _frequencies(items: Sequence[QAItem]) -> torch.Tensor:
+    missing = [it.item_id for it in items if it.frequency is None]
+    if missing:
+        raise DataError(
+            f"forget item {missing[0]}: no frequency ({len(missing)} items lack one), but the method weighs items "
+            "by it; give a frequency column or count the items first (frequnlearn count)"
+        )
+    return torch.tensor([float(it.frequency) for it in items])
+
+
+@contextlib.contextmanager
+def _capture(block: torch.nn.Module | None) -> Any:
+    """Collect `block`'s output tensor during a forward pass (a list, empty when block is None)."""
+    seen: list[torch.Tensor] = []
+    if block is None:
+        yield seen
+        return
+
+    def hook(module: Any, args: Any, output: Any) -> None:
+        seen.append(output[0] if isinstance(output, tuple) else output)
+
+    handle = block.register_forward_hook(hook)
+    try:
+        yield seen
+    finally:
+        handle.remove()
 
 
 def _token_mean(inp: LossInputs) -> float:
