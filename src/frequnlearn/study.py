@@ -46,7 +46,7 @@ class NothingToUnlearn(DataError):
 
 @dataclass
 class Task:
-    kind: str  # generate | count | pretrain | baseline | unlearn | report
+    kind: str  # generate | count | pretrain | baseline | oracle | unlearn | attack | report
     name: str
     params: dict[str, Any] = field(default_factory=dict)
 
@@ -82,6 +82,8 @@ def plan(cfg: StudyConfig) -> list[Task]:
     for tag, size, seed, run_seeds in models:
         n_params = cfg.pretrain_for(size, seed).model_preset().n_params() if size else None
         tasks.append(Task("baseline", tag, {"size": size, "seed": seed, "n_params": n_params}))
+        if cfg.attacks.oracle:
+            tasks.append(Task("oracle", tag, {"size": size, "seed": seed, "n_params": n_params}))
         for run_seed in run_seeds:
             prefix = tag if s.setting == "synthetic" else f"{tag}/s{run_seed}"
             for method in s.methods:
@@ -102,6 +104,8 @@ def plan(cfg: StudyConfig) -> list[Task]:
                                 },
                             )
                         )
+                        if cfg.attacks.active and selection in cfg.attacks.selections:
+                            tasks.append(Task("attack", tasks[-1].name, dict(tasks[-1].params)))
     tasks.append(Task("report", "report"))
     return tasks
 
@@ -431,6 +435,8 @@ class Study:
             "pretrain": self._pretrain,
             "baseline": self._baseline,
             "unlearn": self._unlearn,
+            "oracle": self._attacks_stage,
+            "attack": self._attacks_stage,
             "report": self._report,
         }
         with quiet_third_party():
@@ -536,6 +542,12 @@ class Study:
                 self.s.eval_retain_size,
                 self.s.eval_utility_size,
             )
+        if task.kind in ("oracle", "attack"):
+            from frequnlearn.attacks import stage
+
+            if task.kind == "oracle":
+                return stage.oracle_dir(self, task.name), stage.oracle_key(self, task.params)
+            return self.unlearn_dir(task) / stage.ATTACKS_DIR, stage.attack_key(self, task)
         raise ValueError(task.kind)
 
     def _unlearn_cfg(self, params: dict[str, Any]) -> Any:
@@ -733,12 +745,17 @@ class Study:
             model, tok, sets["forget"], sets["retain"], self._unlearn_cfg(task.params), tmp, eval_fn=eval_fn
         )
         self._utility(model, tok, tmp)
-        if not self.s.keep_models:
+        if not (self.s.keep_models or self.cfg.attacks.active):  # attacks start from the unlearned weights
             shutil.rmtree(tmp / "model", ignore_errors=True)
         mark_done(tmp, key, {"task": task.name, **task.params})
         if path.exists():
             shutil.rmtree(path)
         tmp.rename(path)
+
+    def _attacks_stage(self, task: Task) -> None:
+        from frequnlearn.attacks import stage
+
+        (stage.run_oracle if task.kind == "oracle" else stage.run_attack)(self, task)
 
     def _report(self, task: Task) -> None:
         from frequnlearn.report import build_report

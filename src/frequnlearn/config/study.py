@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from frequnlearn.config.attacks import AttacksConfig, check_against_study
 from frequnlearn.config.base import ConfigError, check, load_config
 from frequnlearn.config.count import CountConfig
 from frequnlearn.config.evaluate import EvalConfig
@@ -147,6 +148,7 @@ class StudyConfig:
     evaluate: EvalConfig = field(default_factory=EvalConfig)
     count: CountConfig = field(default_factory=CountConfig)
     study: StudyOptions = field(default_factory=StudyOptions)
+    attacks: AttacksConfig = field(default_factory=AttacksConfig)
 
     def method_unlearn(self, spec: str) -> UnlearnConfig:
         """The `unlearn:` section with `study.method_overrides[spec]` applied (validated)."""
@@ -168,6 +170,7 @@ class StudyConfig:
 
     def validate(self) -> None:
         s = self.study
+        check_against_study(self)
         for spec in s.method_overrides:
             self.method_unlearn(spec)
         if s.setting != "synthetic":

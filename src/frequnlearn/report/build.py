@@ -21,7 +21,7 @@ import pandas as pd
 
 from frequnlearn.errors import DataError
 from frequnlearn.records import atomic_open, read_json, read_jsonl, run_info, write_json
-from frequnlearn.report import analysis, plots
+from frequnlearn.report import analysis, attacks, plots
 
 STAGE_FILE = ".stage.json"
 
@@ -346,6 +346,7 @@ def build_report(run_dir: str | Path) -> Path:
         fh.write(page.markdown())
     with atomic_open(out / "report.html") as fh:
         fh.write(page.html())
+    attacks.add_to_report(run_dir, out)
     return out
 
 

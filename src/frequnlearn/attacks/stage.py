@@ -1,0 +1,226 @@
+"""The robustness stages of a study: an oracle per pretrained model, attacks per unlearning run.
+
+`oracle` (MODEL_DIR/oracle/): pretrain the same preset with the same recipe and seed on the corpus
+without the studied levels' biographies (RUN_DIR/data-oracle/), with the original model's tokenizer so
+token ids match, then score every studied item (scores.parquet). `attack` (UNLEARN_DIR/attacks/):
+relearning and quantization attacks on one unlearned model; scores.parquet holds the measured items'
+rows before (`attacked` False) and after each attack, attacks.json what was run and what was skipped.
+Both are keyed like every other stage, so a rerun skips them when nothing they depend on changed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from frequnlearn.attacks.quantize import QuantizationUnavailable, check_available, describe, quantize_model
+from frequnlearn.attacks.relearn import (
+    benign_items,
+    bio_texts,
+    qa_examples,
+    relearn,
+    split_targeted,
+    text_examples,
+)
+from frequnlearn.config import to_dict
+from frequnlearn.config.attacks import bio_attribute
+from frequnlearn.records import QAItem, read_json, write_json
+
+ORACLE_DATA = "data-oracle"
+ATTACKS_DIR = "attacks"
+
+
+def oracle_dir(study: Any, tag: str) -> Path:
+    return study.model_dir(tag) / "oracle"
+
+
+def _oracle_model_key(study: Any, params: dict[str, Any]) -> str:
+    from frequnlearn.study import stage_key
+
+    return stage_key("oracle", study._model_key(params), study.s.compare_by, study.s.levels)
+
+
+def oracle_key(study: Any, params: dict[str, Any]) -> str:
+    from frequnlearn.study import stage_key
+
+    return stage_key(
+        "oracle-scores", _oracle_model_key(params=params, study=study), study._baseline_key(params)
+    )
+
+
+def excluded_people(study: Any) -> set[Any]:
+    """Every person with an item in one of the studied levels: their biographies leave the corpus."""
+    from frequnlearn.data.generate import load_data_dir
+
+    levels = set(study.s.levels)
+    return {it.person_id for it in load_data_dir(study.data_dir).qa if study._level_of(it) in levels}
+
+
+def run_oracle(study: Any, task: Any) -> None:
+    import torch
+    from transformers import AutoTokenizer
+
+    from frequnlearn.attacks.oracle import write_oracle_data
+    from frequnlearn.models.loading import load_model_and_tokenizer
+    from frequnlearn.pretrain import pretrain
+    from frequnlearn.study import clear_if_stale, mark_done, stage_done, stage_key, write_parquet
+
+    data_dir = study.run_dir / ORACLE_DATA
+    data_key = stage_key("oracle-data", study._corpus_hash(), study.s.compare_by, study.s.levels)
+    if not stage_done(data_dir, data_key):
+        counts = write_oracle_data(study.data_dir, data_dir, excluded_people(study))
+        mark_done(data_dir, data_key, counts)
+    path = oracle_dir(study, task.name)
+    clear_if_stale(path, _oracle_model_key(study, task.params))
+    if not (path / "tokenizer_config.json").is_file():
+        # The original model's tokenizer: the oracle must read the same token ids, not a BPE
+        # trained on a corpus that lacks some names.
+        AutoTokenizer.from_pretrained(study.model_dir(task.name)).save_pretrained(path)
+    threads = torch.get_num_threads()
+    try:
+        pretrain(data_dir, study._pretrain_cfg(task.params["size"], task.params["seed"]), path)
+    finally:
+        torch.set_num_threads(threads)
+    model, tok = load_model_and_tokenizer(path, dtype=study.s.dtype)
+    items, bios = study._all_items()
+    scores = study._evaluate(model, tok, items, bios, 0, f"{task.name}-oracle", f"{task.name}/oracle")
+    write_parquet(scores, path / "scores.parquet", study.cfg, task.params.get("seed"))
+    mark_done(path, oracle_key(study, task.params), {"model": task.name, **task.params})
+
+
+def attack_key(study: Any, task: Any) -> str:
+    from frequnlearn.study import Task, stage_key
+
+    _, unlearn_key = study._path_and_key(Task("unlearn", task.name, params=task.params))
+    # Which runs are attacked and whether there is an oracle do not change one run's attacks.
+    own = {k: v for k, v in to_dict(study.cfg.attacks).items() if k not in ("oracle", "selections")}
+    return stage_key("attack", unlearn_key, own, study.cfg.generate.n_templates)
+
+
+def _eval_config(study: Any) -> Any:
+    """The study's evaluation, restricted to the families the 'known' verdict reads (prob and gen)."""
+    metrics = [m for m in study.cfg.evaluate.metrics if m in ("prob", "gen")]
+    return dataclasses.replace(study.cfg.evaluate, metrics=metrics)
+
+
+def run_attack(study: Any, task: Any) -> None:
+    from frequnlearn.models.loading import load_model_and_tokenizer
+    from frequnlearn.study import Task, mark_done, write_parquet
+
+    a = study.cfg.attacks
+    p = task.params
+    run_dir = study.unlearn_dir(task)
+    path = run_dir / ATTACKS_DIR
+    info = read_json(run_dir / ".stage.json") if (run_dir / ".stage.json").is_file() else {}
+    if info.get("skipped"):
+        path.mkdir(parents=True, exist_ok=True)
+        mark_done(path, attack_key(study, task), {"task": task.name, **p, "not_attacked": info["skipped"]})
+        return
+    model_dir = run_dir / "model"
+    if not (model_dir / "config.json").is_file():
+        # Unlearned without attacks, its weights were not kept: unlearn again (deterministic) to keep them.
+        study._unlearn(Task("unlearn", task.name, params=p))
+    sets = read_json(run_dir / "sets.json")
+    items, _ = study._all_items()
+    by_id = {it.item_id: it for it in items}
+    forget = [by_id[i] for i in sets["forget"]]
+    ecfg = _eval_config(study)
+    frames: list[pd.DataFrame] = []
+    record: dict[str, Any] = {"task": task.name, "schemes": {}, "skipped": [], "trained_on": {}}
+
+    def eval_fn(measure: list[QAItem], attack: str) -> Any:
+        from frequnlearn.evaluate import evaluate_items
+        from frequnlearn.models.prompts import get_prompt_format
+
+        def fn(model: Any, tok: Any, k: int) -> pd.DataFrame:
+            df = evaluate_items(
+                model,
+                tok,
+                measure,
+                ecfg,
+                fmt=get_prompt_format(study.s.prompt_format),
+                step=k,
+                model_name=p["model"],
+                run_id=task.name,
+            )
+            df["attack"] = attack
+            df["role"] = "forget"
+            return df
+
+        return fn
+
+    for kind in a.relearn:
+        model, tok = load_model_and_tokenizer(model_dir, dtype=study.s.dtype)
+        fmt = _fmt(study)
+        if kind == "targeted":
+            train, measure = split_targeted(forget, p["seed"])
+            examples = qa_examples(tok, fmt, train)
+            record["trained_on"][kind] = [it.item_id for it in train]
+        elif kind == "benign":
+            levels = set(study.s.levels)
+            pool = [it for it in items if study._level_of(it) not in levels]
+            train, measure = benign_items(pool, max(1, len(forget) // 2), p["seed"]), forget
+            examples = qa_examples(tok, fmt, train)
+            record["trained_on"][kind] = [it.item_id for it in train]
+        else:
+            from frequnlearn.data.generate import load_data_dir
+
+            attr = bio_attribute(a, study.s.attribute, list(study.cfg.generate.attributes))
+            wanted = {it.person_id for it in forget}
+            people = [pr for pr in load_data_dir(study.data_dir).people if pr.person_id in wanted]
+            texts = bio_texts(people, attr, study.cfg.generate.n_templates, p["seed"])
+            examples, measure = text_examples(tok, texts), forget
+            record["trained_on"][kind] = {"attribute": attr, "texts": texts}
+        if not examples or not measure:
+            record["skipped"].append(
+                f"{kind}: {len(forget)} forget item(s) leave nothing to train on or measure"
+            )
+            continue
+        df = relearn(
+            model,
+            tok,
+            examples,
+            a.relearn_steps,
+            a.relearn_lr,
+            a.relearn_batch_size,
+            p["seed"],
+            eval_fn(measure, kind),
+        )
+        df["attacked"] = df["k"] > 0
+        frames.append(df)
+
+    schemes = []
+    for scheme in a.quantize:
+        try:
+            check_available(scheme)
+        except QuantizationUnavailable as why:
+            record["skipped"].append(str(why))
+            print(f"{task.name}: skipping {scheme}: {why}", file=sys.stderr)
+            continue
+        schemes.append(scheme)
+    if schemes:
+        model, tok = load_model_and_tokenizer(model_dir, dtype=study.s.dtype)
+        before = eval_fn(forget, "")(model, tok, 0)
+        for scheme in schemes:
+            record["schemes"][scheme] = describe(scheme, a.group_size)
+            q = quantize_model(model, scheme, a.group_size, model_dir)
+            after = eval_fn(forget, scheme)(q, tok, 0)
+            frames += [before.assign(attack=scheme, k=0, attacked=False), after.assign(k=0, attacked=True)]
+            del q
+    path.mkdir(parents=True, exist_ok=True)
+    if frames:
+        scores = pd.concat(frames, ignore_index=True)
+        scores["scheme"] = scores["attack"].map(record["schemes"]).fillna("")
+        write_parquet(scores, path / "scores.parquet", study.cfg, p["seed"])
+    write_json(path / "attacks.json", record)
+    mark_done(path, attack_key(study, task), {"task": task.name, **p})
+
+
+def _fmt(study: Any) -> Any:
+    from frequnlearn.models.prompts import get_prompt_format
+
+    return get_prompt_format(study.s.prompt_format)
