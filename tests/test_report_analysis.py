@@ -330,3 +330,19 @@ def test_an_exposure_grid_compares_its_largest_and_smallest_level():
 
     assert high_and_low(["1", "2", "4", "32"]) == ("32", "1")
     assert high_and_low(["forget_high", "forget_low"]) == ("forget_high", "forget_low")
+
+
+def test_report_elsewhere_names_the_study_command_commit_and_wall_time(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    _write_run(run)
+    study = json.loads((run / "study.json").read_text())
+    study.update(command="frequnlearn study configs/tiny.yaml --out runs/tiny", commit="abc1234")
+    (run / "study.json").write_text(json.dumps(study))
+    (run / "timings.json").write_text(json.dumps({"unlearn:mini-s0/ga+gd/x": 90.0, "baseline:mini-s0": 30.0}))
+    out = build_report(run, tmp_path / "published")
+    assert out == tmp_path / "published" and not (run / "report").exists()
+    md = (out / "report.md").read_text()
+    assert "command: frequnlearn study configs/tiny.yaml --out runs/tiny" in md
+    assert "commit: abc1234" in md
+    assert "wall time: 2.0 min of stage work (unlearn 1.5, baseline 0.5 min)" in md

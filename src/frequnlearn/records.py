@@ -453,6 +453,31 @@ def input_hashes(**specs: str | None) -> dict[str, str]:
     return found
 
 
+def code_commit() -> str:
+    """`git describe --always --dirty` of the checkout this package runs from, when a checkout tracks it
+    (an installed copy may sit inside someone else's repository, which names nothing of ours)."""
+    import subprocess
+
+    here = Path(__file__).parent
+
+    def git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", "-C", str(here), *args], capture_output=True, text=True, timeout=10)
+
+    try:
+        tracked = git("ls-files", "--error-unmatch", Path(__file__).name).returncode == 0
+        commit = git("describe", "--always", "--dirty").stdout.strip() if tracked else ""
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return commit or "unknown (not a git checkout)"
+
+
+def command_line() -> str:
+    """The command this process runs, as a user would type it."""
+    import sys
+
+    return " ".join(["frequnlearn" if i == 0 else a for i, a in enumerate(sys.argv)])
+
+
 def run_info(config: Any = None, seed: int | None = None) -> dict[str, Any]:
     """What every result file records: config, seed, library versions and hardware.
 

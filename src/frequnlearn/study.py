@@ -423,9 +423,10 @@ class Study:
     # ---- entry point
     def run(self) -> Path:
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        from frequnlearn.records import run_info
+        from frequnlearn.records import code_commit, command_line, run_info
 
-        write_json(self.run_dir / "study.json", run_info(self.cfg, self.s.seeds))
+        info = {**run_info(self.cfg, self.s.seeds), "command": command_line(), "commit": code_commit()}
+        write_json(self.run_dir / "study.json", info)
         tasks = plan(self.cfg)
         pending = [not self._is_done(task) for task in tasks]
         progress = Progress(tasks, pending, stream=io.StringIO() if self.quiet else None)

@@ -12,8 +12,6 @@ from __future__ import annotations
 import base64
 import html
 import math
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -156,22 +154,16 @@ def frequency_only_baseline(run_dir: Path) -> pd.DataFrame:
     return pd.DataFrame([{"group": g, **vals} for g, vals in base.items()])
 
 
-def build_info(config: dict[str, Any], seeds: Any) -> dict[str, Any]:
-    """Run info plus the command that built the report and the commit of the code that ran it."""
+def build_info(config: dict[str, Any], seeds: Any, study: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run info plus the command and commit that ran the study, and the command and commit of this report."""
+    from frequnlearn.records import code_commit, command_line
+
     info = run_info(config, seeds)
-    here = Path(__file__).parent
-
-    def git(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(["git", "-C", str(here), *args], capture_output=True, text=True, timeout=10)
-
-    try:
-        # Only a checkout that tracks this very file names the code (an installed copy may sit in another repo).
-        tracked = git("ls-files", "--error-unmatch", Path(__file__).name).returncode == 0
-        commit = git("describe", "--always", "--dirty").stdout.strip() if tracked else ""
-    except (OSError, subprocess.SubprocessError):
-        commit = ""
-    info["commit"] = commit or "unknown (not a git checkout)"
-    info["command"] = " ".join(["frequnlearn" if i == 0 else a for i, a in enumerate(sys.argv)])
+    study = study or {}
+    info["report_commit"] = code_commit()
+    info["report_command"] = command_line()
+    info["command"] = study.get("command") or info["report_command"]
+    info["commit"] = study.get("commit") or info["report_commit"]
     return info
 
 
@@ -207,7 +199,7 @@ def wall_time(run_dir: Path) -> dict[str, Any]:
     }
 
 
-def build_report(run_dir: str | Path) -> Path:
+def build_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise DataError(f"RUN_DIR {run_dir}: no such directory")
@@ -251,7 +243,7 @@ def build_report(run_dir: str | Path) -> Path:
     utility = load_utility(run_dir)
     params_df = pd.DataFrame({"size": list(params), "parameters": list(params.values())})
 
-    out = run_dir / "report"
+    out = Path(out_dir) if out_dir is not None else run_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
     tables = {
         "verdicts": table,
@@ -316,7 +308,7 @@ def build_report(run_dir: str | Path) -> Path:
             )
         )
 
-    info = build_info(study["config"], scfg.get("seeds"))
+    info = build_info(study["config"], scfg.get("seeds"), study)
     info["wall_time"] = wall_time(run_dir)
     write_json(
         out / "findings.json",
@@ -398,6 +390,7 @@ class Page:
         return [
             f"command: {i['command']}",
             f"commit: {i['commit']}",
+            f"report: {i.get('report_command', '')} at {i.get('report_commit', '')}",
             f"wall time: {_wall_line(i.get('wall_time'))}",
             f"hardware: {i['hardware']}",
             f"versions: {i['versions']}",

@@ -15,6 +15,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "start, the control half's drop subtracted, 95% intervals over items; `all` cells are descriptive.",
     )
     p.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by `frequnlearn study`")
+    p.add_argument(
+        "--out",
+        metavar="DIR",
+        help="write the report here instead of RUN_DIR/report (e.g. results/NAME to publish it)",
+    )
     p.set_defaults(func=run)
 
 
@@ -33,7 +38,10 @@ def run(args: argparse.Namespace) -> int:
             f"RUN_DIR {run_dir}: not a study run directory (no study.json); give the --out of `frequnlearn study`"
         )
     # The report goes in RUN_DIR/report: checked (writable, not someone else's) before any work.
-    check_output_dir(run_dir / "report", "report", flag="RUN_DIR")
-    out = build_report(run_dir)
+    if args.out:
+        out_dir = check_output_dir(args.out, "report")
+    else:
+        out_dir = check_output_dir(run_dir / "report", "report", flag="RUN_DIR")
+    out = build_report(run_dir, out_dir)
     print(f"report: {out / 'report.html'}")
     return 0
