@@ -56,8 +56,17 @@ def excluded_people(study: Any) -> set[Any]:
     """Every person with an item in one of the studied levels: their biographies leave the corpus."""
     from frequnlearn.data.generate import load_data_dir
 
-    levels = set(study.s.levels)
-    return {it.person_id for it in load_data_dir(study.data_dir).qa if study._level_of(it) in levels}
+    return {it.person_id for it in load_data_dir(study.data_dir).qa if _in_studied_level(study, it)}
+
+
+def _in_studied_level(study: Any, item: Any) -> bool:
+    """Whether an item belongs to a studied level (in the synthetic setting, only forget groups make levels)."""
+    from frequnlearn.records import FORGET_GROUPS
+    from frequnlearn.study import level_of
+
+    if study.s.setting == "synthetic" and item.group not in FORGET_GROUPS:
+        return False
+    return level_of(item, study.s.compare_by) in set(study.s.levels)
 
 
 def run_oracle(study: Any, task: Any) -> None:
@@ -161,8 +170,7 @@ def run_attack(study: Any, task: Any) -> None:
             examples = qa_examples(tok, fmt, train)
             record["trained_on"][kind] = [it.item_id for it in train]
         elif kind == "benign":
-            levels = set(study.s.levels)
-            pool = [it for it in items if study._level_of(it) not in levels]
+            pool = [it for it in items if not _in_studied_level(study, it)]
             train, measure = benign_items(pool, max(1, len(forget) // 2), p["seed"]), forget
             examples = qa_examples(tok, fmt, train)
             record["trained_on"][kind] = [it.item_id for it in train]
