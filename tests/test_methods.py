@@ -310,7 +310,7 @@ def test_study_method_overrides(tmp_path):
     assert (ga.lr, ga.rmu_coeff) == (1e-4, 6.5)
     for over, fragment in (
         ({"npo+gd": {"lr": 1.0}}, "study.method_overrides: 'npo\\+gd' is not in methods"),
-        ({"rmu+act": {"lr": -1.0}}, "study.method_overrides.rmu\\+act.lr: must be > 0"),
+        ({"rmu+act": {"lr": -1.0}}, "study.method_overrides.rmu\\+act.lr: must be >= 0"),
         ({"rmu+act": {"lrr": 1.0}}, "study.method_overrides.rmu\\+act.lrr: unknown key"),
         ({"rmu+act": {"method": "ga"}}, "study.method_overrides.rmu\\+act.method: is set by the study"),
     ):
