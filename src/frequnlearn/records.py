@@ -501,6 +501,7 @@ def run_info(config: Any = None, seed: int | None = None) -> dict[str, Any]:
     try:
         import torch
 
+        hardware["torch_threads"] = torch.get_num_threads()  # summation order, and near-tied ranks with it
         hardware["cuda"] = torch.cuda.is_available()
         if torch.cuda.is_available():
             hardware["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
