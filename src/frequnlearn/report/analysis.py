@@ -640,6 +640,8 @@ def size_trend(mi: pd.DataFrame, params: dict[str, float], n_boot: int = 1000, s
 
 
 def _ci(x: float, lo: float, hi: float) -> str:
+    if math.isnan(lo) or math.isnan(hi):
+        return f"{x:+.3f} (no interval: too few items or sizes to resample)"
     return f"{x:+.3f} (95% CI {lo:+.3f} to {hi:+.3f})"
 
 
