@@ -780,6 +780,8 @@ def verdict_table(effect: pd.DataFrame, matched: pd.DataFrame, mis: pd.DataFrame
 def _short_ci(x: float, lo: float, hi: float) -> str:
     if math.isnan(x):
         return ""
+    if math.isnan(lo) or math.isnan(hi):
+        return f"{x:+.3f} [no interval]"
     return f"{x:+.3f} [{lo:+.3f}, {hi:+.3f}]"
 
 
