@@ -451,6 +451,16 @@ def test_known_rule_normalises_and_needs_the_whole_value():
     assert not is_known("anything", "")
 
 
+def test_contains_rule_finds_the_whole_value_in_a_sentence():
+    from frequnlearn.evaluate.known import is_known
+
+    assert is_known("The capital of Chile is Santiago.", "Santiago", "contains")
+    assert is_known("She was born in Houston, TX.", "Houston, TX", "contains")
+    assert not is_known("She was born in Mobile, TX.", "Houston, TX", "contains")
+    assert not is_known("The capital is Santiagoville.", "Santiago", "contains")
+    assert not is_known("The capital of Chile is Santiago.", "Santiago", "exact")
+
+
 def test_nan_model_gets_no_rank_and_no_verdict(tiny_tokenizer):
     """`rank = 1 + sum(wrong >= true)` is 1 when everything is NaN: such rows must not score."""
     model = MarkovLM(len(tiny_tokenizer))

@@ -53,7 +53,9 @@ def test_smollm2_unlearns_known_capitals_and_keeps_held_out_ones(smollm2_dir, tm
     model, tok = load_model_and_tokenizer(smollm2_dir, dtype="float32", device="cpu")
     assert model.dtype == torch.float32 and tok.chat_template
     fmt = get_prompt_format("chat")
-    cfg = EvalConfig(metrics=["prob", "gen"], probes=["question"], max_new_tokens=16, batch_size="auto")
+    cfg = EvalConfig(
+        metrics=["prob", "gen"], probes=["question"], max_new_tokens=16, batch_size="auto", known="contains"
+    )
     by_slug = {it.item_id.removeprefix("capital-"): it for it in country_capitals()}
 
     candidates = [by_slug[s] for s in CANDIDATES]

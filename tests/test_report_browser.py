@@ -181,9 +181,6 @@ def test_every_image_loads(rendered):
     assert all(rendered["loaded"]), f"images that did not load: {rendered['loaded']}"
 
 
-@pytest.mark.xfail(
-    strict=False, reason="today's report opens with the findings and tables; the figures move first"
-)
 def test_the_first_screen_shows_a_figure(rendered):
     # The page's own height in a 1280x800 window (headless chromium keeps room for a window frame, as a
     # desktop browser does); at least 200 pixels of the first figure (all of it, when smaller) lie in it.

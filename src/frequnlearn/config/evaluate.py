@@ -33,7 +33,8 @@ class EvalConfig:
     n_boot: int = 1000
     ci: float = 0.95
     # What "known" means for a greedy answer (the one verdict everywhere): exact (the normalised
-    # continuation starts with the whole normalised answer) or rouge (ROUGE-L recall >= gen_threshold).
+    # continuation starts with the whole normalised answer), contains (the whole answer appears in it:
+    # chat models answer in a sentence) or rouge (ROUGE-L recall >= gen_threshold).
     known: str = "exact"
     # ROUGE-L recall threshold of the `rouge` rule (unused by `exact`).
     gen_threshold: float = 0.5

@@ -114,7 +114,11 @@ class UnlearnConfig:
         check(self.rmu_coeff > 0, "rmu_coeff", "must be > 0 (the steering target's norm)")
         check(self.rmu_layer is None or self.rmu_layer >= 0, "rmu_layer", "must be >= 0 or null")
         get_prompt_format(self.prompt_format)
-        check(self.lr >= 0, "lr", "must be >= 0 (0 changes nothing: a null run that any analysis must call unsupported)")
+        check(
+            self.lr >= 0,
+            "lr",
+            "must be >= 0 (0 changes nothing: a null run that any analysis must call unsupported)",
+        )
         check(self.weight_decay >= 0, "weight_decay", "must be >= 0")
         check(0.0 <= self.warmup_ratio < 1.0, "warmup_ratio", "must be within [0, 1)")
         check(self.max_grad_norm is None or self.max_grad_norm > 0, "max_grad_norm", "must be > 0 or null")

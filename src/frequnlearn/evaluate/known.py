@@ -64,12 +64,20 @@ def _exact_rule(continuation: str, answer: str, threshold: float) -> bool:
     return bool(ans) and (cont == ans or cont.startswith(ans + " "))
 
 
+def _contains_rule(continuation: str, answer: str, threshold: float) -> bool:
+    """The whole normalised answer appears as whole words anywhere in the continuation: for chat models
+    that answer in a sentence ("The capital of Chile is Santiago."). A wrong city in the right state
+    still fails, because the whole value must appear."""
+    cont, ans = f" {normalize(continuation)} ", normalize_value(answer)
+    return bool(ans) and f" {ans} " in cont
+
+
 def _rouge_rule(continuation: str, answer: str, threshold: float) -> bool:
     return rouge_recall(continuation, answer) >= threshold
 
 
 # The registry is the only list of rule names (`evaluate.known` is validated against it).
-KNOWN_RULES: dict[str, KnownRule] = {"exact": _exact_rule, "rouge": _rouge_rule}
+KNOWN_RULES: dict[str, KnownRule] = {"exact": _exact_rule, "contains": _contains_rule, "rouge": _rouge_rule}
 
 
 def is_known(continuation: str, answer: str, rule: str = "exact", threshold: float = 0.5) -> bool:
