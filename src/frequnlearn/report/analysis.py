@@ -799,3 +799,15 @@ def as_markdown(df: pd.DataFrame, floatfmt: str = ".3f") -> str:
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(cell(x) for x in row) + " |" for row in df.itertuples(index=False)]
     return "\n".join(lines)
+
+
+def with_run_identity(df: pd.DataFrame, info: dict[str, Any]) -> pd.DataFrame:
+    """Per-item rows of one unlearning run, with the run's identity (from its stage record) as columns."""
+    df["run_id"] = info["task"]
+    df["model"] = info["model"]
+    df["size"] = info.get("size") or info["model"].rsplit("-s", 1)[0]
+    df["seed"] = int(info["seed"])
+    df["method"] = info["method"]
+    df["level"] = str(info["level"])
+    df["selection"] = info["selection"]
+    return df

@@ -46,15 +46,7 @@ def load_attack_scores(run_dir: Path) -> pd.DataFrame:
         path = marker.parent / "scores.parquet"
         if not path.is_file():
             continue
-        df = pd.read_parquet(path)
-        df["run_id"] = info["task"]
-        df["model"] = info["model"]
-        df["size"] = info.get("size") or info["model"].rsplit("-s", 1)[0]
-        df["seed"] = int(info["seed"])
-        df["method"] = info["method"]
-        df["level"] = str(info["level"])
-        df["selection"] = info["selection"]
-        frames.append(df)
+        frames.append(analysis.with_run_identity(pd.read_parquet(path), info))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 

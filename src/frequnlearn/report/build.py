@@ -32,15 +32,7 @@ def load_trajectories(run_dir: Path) -> pd.DataFrame:
         traj = marker.parent / "trajectory.parquet"
         if info.get("skipped") or not traj.is_file():
             continue
-        df = pd.read_parquet(traj)
-        df["run_id"] = info["task"]
-        df["model"] = info["model"]
-        df["size"] = info.get("size") or info["model"].rsplit("-s", 1)[0]
-        df["seed"] = int(info["seed"])
-        df["method"] = info["method"]
-        df["level"] = str(info["level"])
-        df["selection"] = info["selection"]
-        frames.append(df)
+        frames.append(analysis.with_run_identity(pd.read_parquet(traj), info))
     if not frames:
         raise DataError(
             f"{run_dir}: no finished unlearning runs to report on (run `frequnlearn study` first)"
