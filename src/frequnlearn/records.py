@@ -511,3 +511,38 @@ def run_info(config: Any = None, seed: int | None = None) -> dict[str, Any]:
     if dataclasses.is_dataclass(config):
         cfg = json.loads(json.dumps(dataclasses.asdict(config), default=str))
     return {"config": cfg, "seed": seed, "versions": versions, "hardware": hardware}
+
+
+# ---------------------------------------------------------------- stage completion
+# One kind of "done" marker for every stage: a stage's output directory is complete for a key (a hash
+# of its own config and its inputs' keys) when its marker names that key.
+STAGE_FILE = ".stage.json"
+
+
+def stage_key(*parts: Any) -> str:
+    from frequnlearn.config import config_hash
+
+    return config_hash(*parts)
+
+
+def stage_done(path: Path, key: str) -> bool:
+    marker = path / STAGE_FILE
+    if not marker.is_file():
+        return False
+    try:
+        return read_json(marker).get("key") == key
+    except (DataError, json.JSONDecodeError):
+        return False
+
+
+def mark_done(path: Path, key: str, info: dict[str, Any] | None = None) -> None:
+    write_json(path / STAGE_FILE, {"key": key, **(info or {})})
+
+
+def clear_if_stale(path: Path, key: str) -> None:
+    """A stage directory written for another key is removed before the stage runs again."""
+    marker = path / ".stage-key"
+    if path.exists() and marker.is_file() and marker.read_text().strip() != key:
+        shutil.rmtree(path)
+    path.mkdir(parents=True, exist_ok=True)
+    marker.write_text(key)

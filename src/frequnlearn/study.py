@@ -24,12 +24,21 @@ from pathlib import Path
 from typing import Any
 
 from frequnlearn import progress as bars
-from frequnlearn.config import config_hash, to_dict
+from frequnlearn.config import to_dict
 from frequnlearn.config.study import StudyConfig, StudyOptions, parse_method
 from frequnlearn.errors import DataError
-from frequnlearn.records import FORGET_GROUPS, QAItem, read_json, read_jsonl, write_json
+from frequnlearn.records import (
+    FORGET_GROUPS,
+    QAItem,
+    clear_if_stale,
+    mark_done,
+    read_json,
+    read_jsonl,
+    stage_done,
+    stage_key,
+    write_json,
+)
 
-STAGE_FILE = ".stage.json"
 TIMINGS_FILE = "timings.json"
 # Bumped whenever `generate` writes different items for the same config (e.g. how candidates are drawn).
 DATA_FORMAT = 3
@@ -152,33 +161,6 @@ def describe_plan(cfg: StudyConfig, run_dir: Path) -> str:
 
 
 # ---------------------------------------------------------------- stage bookkeeping
-
-
-def stage_key(*parts: Any) -> str:
-    return config_hash(*parts)
-
-
-def stage_done(path: Path, key: str) -> bool:
-    marker = path / STAGE_FILE
-    if not marker.is_file():
-        return False
-    try:
-        return read_json(marker).get("key") == key
-    except (DataError, json.JSONDecodeError):
-        return False
-
-
-def mark_done(path: Path, key: str, info: dict[str, Any] | None = None) -> None:
-    write_json(path / STAGE_FILE, {"key": key, **(info or {})})
-
-
-def clear_if_stale(path: Path, key: str) -> None:
-    """A stage directory written for another key is removed before the stage runs again."""
-    marker = path / ".stage-key"
-    if path.exists() and marker.is_file() and marker.read_text().strip() != key:
-        shutil.rmtree(path)
-    path.mkdir(parents=True, exist_ok=True)
-    marker.write_text(key)
 
 
 # ---------------------------------------------------------------- progress

@@ -39,13 +39,13 @@ def oracle_dir(study: Any, tag: str) -> Path:
 
 
 def _oracle_model_key(study: Any, params: dict[str, Any]) -> str:
-    from frequnlearn.study import stage_key
+    from frequnlearn.records import stage_key
 
     return stage_key("oracle", study._model_key(params), study.s.compare_by, study.s.levels)
 
 
 def oracle_key(study: Any, params: dict[str, Any]) -> str:
-    from frequnlearn.study import stage_key
+    from frequnlearn.records import stage_key
 
     return stage_key(
         "oracle-scores", _oracle_model_key(params=params, study=study), study._baseline_key(params)
@@ -76,7 +76,8 @@ def run_oracle(study: Any, task: Any) -> None:
     from frequnlearn.attacks.oracle import write_oracle_data
     from frequnlearn.models.loading import load_model_and_tokenizer
     from frequnlearn.pretrain import pretrain
-    from frequnlearn.study import clear_if_stale, mark_done, stage_done, stage_key, write_parquet
+    from frequnlearn.records import clear_if_stale, mark_done, stage_done, stage_key
+    from frequnlearn.study import write_parquet
 
     data_dir = study.run_dir / ORACLE_DATA
     data_key = stage_key("oracle-data", study._corpus_hash(), study.s.compare_by, study.s.levels)
@@ -102,7 +103,8 @@ def run_oracle(study: Any, task: Any) -> None:
 
 
 def attack_key(study: Any, task: Any) -> str:
-    from frequnlearn.study import Task, stage_key
+    from frequnlearn.records import stage_key
+    from frequnlearn.study import Task
 
     _, unlearn_key = study._path_and_key(Task("unlearn", task.name, params=task.params))
     # Which runs are attacked and whether there is an oracle do not change one run's attacks.
@@ -118,7 +120,8 @@ def _eval_config(study: Any) -> Any:
 
 def run_attack(study: Any, task: Any) -> None:
     from frequnlearn.models.loading import load_model_and_tokenizer
-    from frequnlearn.study import Task, mark_done, write_parquet
+    from frequnlearn.records import mark_done
+    from frequnlearn.study import Task, write_parquet
 
     a = study.cfg.attacks
     p = task.params

@@ -17,10 +17,9 @@ from typing import Any
 import pandas as pd
 
 from frequnlearn.attacks.quality import above_oracle, forget_quality, recovery
-from frequnlearn.records import atomic_open, read_json
+from frequnlearn.records import STAGE_FILE, atomic_open, read_json
 from frequnlearn.report import analysis, plots
 
-STAGE_FILE = ".stage.json"
 RELEARN_ORDER = ["targeted", "benign", "bio"]
 ATTACK_ORDER = [*RELEARN_ORDER, "int8", "int4", "nf4"]
 IDENT = ["size", "method", "selection", "level"]

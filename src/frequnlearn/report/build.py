@@ -18,10 +18,8 @@ from typing import Any
 import pandas as pd
 
 from frequnlearn.errors import DataError
-from frequnlearn.records import atomic_open, read_json, read_jsonl, run_info, write_json
+from frequnlearn.records import STAGE_FILE, atomic_open, read_json, read_jsonl, run_info, write_json
 from frequnlearn.report import analysis, attacks, plots
-
-STAGE_FILE = ".stage.json"
 
 
 def load_trajectories(run_dir: Path) -> pd.DataFrame:
