@@ -27,8 +27,10 @@ from frequnlearn import progress
 from frequnlearn.config.base import config_hash, to_dict
 from frequnlearn.config.pretrain import PretrainConfig
 from frequnlearn.errors import ConfigError, DataError, TrainingError
+from frequnlearn.models.loading import pad_id_of
 from frequnlearn.records import (
     QAItem,
+    append_jsonl,
     claim_output_dir,
     from_record,
     read_jsonl,
@@ -310,7 +312,7 @@ def knowledge_check(
     from frequnlearn.models.prompts import encode_completion, encode_prompt, get_prompt_format
 
     fmt = fmt or get_prompt_format("plain")
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad = pad_id_of(tokenizer)
     prompts = [encode_prompt(tokenizer, fmt.prompt(item.question, tokenizer)) for item in items]
     answer_lens = [len(encode_completion(tokenizer, fmt.completion(item.answer))) for item in items]
     order = sorted(range(len(items)), key=lambda i: len(prompts[i]))
@@ -415,10 +417,7 @@ class JsonlLog:
     def write(self, row: dict[str, Any]) -> None:
         if not self.enabled:
             return
-        with self.path.open("a") as fh:
-            fh.write(json.dumps(row, sort_keys=True) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+        append_jsonl(self.path, row)
 
 
 def _checkpoints(ckpt_dir: Path) -> list[tuple[int, Path]]:
@@ -537,7 +536,7 @@ def build_scheduler(optimizer: Any, cfg: PretrainConfig, total_steps: int) -> An
 
 def prepare_data(data_dir: Path, tokenizer: Any, cfg: PretrainConfig) -> PackedCorpus:
     bios, qas = load_documents(data_dir)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad = pad_id_of(tokenizer)
     return PackedCorpus(
         encode_documents(tokenizer, bios),
         encode_documents(tokenizer, qas),

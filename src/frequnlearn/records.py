@@ -136,15 +136,6 @@ def _decode(path: Path, lineno: int | None, raw: bytes) -> str:
         ) from None
 
 
-def iter_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
-    path = Path(path)
-    with path.open("rb") as fh:
-        for lineno, raw in enumerate(fh, 1):
-            line = _decode(path, lineno, raw)
-            if line.strip():
-                yield json.loads(line)
-
-
 def dumps(obj: Any) -> str:
     """Canonical JSON for one record: stable key order so same input gives same bytes."""
     return json.dumps(obj, ensure_ascii=False, sort_keys=True, default=str)
@@ -159,6 +150,35 @@ def write_jsonl(path: str | Path, rows: Iterable[Any]) -> None:
 
     with atomic_open(path) as fh:
         fh.writelines(lines())
+
+
+def append_jsonl(path: str | Path, row: dict[str, Any]) -> None:
+    """Append one row and fsync it: O(1) per row, and a killed run keeps every row written before."""
+    with Path(path).open("a") as fh:
+        fh.write(dumps(row) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def write_parquet(df: Any, path: str | Path, info: dict[str, Any]) -> None:
+    """Parquet with the run's record (config, seed, versions, hardware) in its metadata under key
+    `frequnlearn`, written atomically, so a table carries its provenance wherever it is copied."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    meta = dict(table.schema.metadata or {})
+    meta[b"frequnlearn"] = json.dumps(info, default=str, sort_keys=True).encode()
+    with atomic_open(path, "wb") as fh:
+        pq.write_table(table.replace_schema_metadata(meta), fh)
+
+
+def read_parquet_info(path: str | Path) -> dict[str, Any]:
+    """The run record `write_parquet` stored in a Parquet file's metadata ({} when there is none)."""
+    import pyarrow.parquet as pq
+
+    raw = (pq.read_schema(path).metadata or {}).get(b"frequnlearn")
+    return json.loads(raw) if raw else {}
 
 
 def write_json(path: str | Path, obj: Any) -> None:

@@ -34,9 +34,11 @@ from frequnlearn.records import (
     mark_done,
     read_json,
     read_jsonl,
+    run_info,
     stage_done,
     stage_key,
     write_json,
+    write_parquet,
 )
 
 TIMINGS_FILE = "timings.json"
@@ -405,7 +407,7 @@ class Study:
     # ---- entry point
     def run(self) -> Path:
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        from frequnlearn.records import code_commit, command_line, run_info
+        from frequnlearn.records import code_commit, command_line
 
         info = {**run_info(self.cfg, self.s.seeds), "command": command_line(), "commit": code_commit()}
         write_json(self.run_dir / "study.json", info)
@@ -650,7 +652,7 @@ class Study:
         items, bios = self._all_items()
         scores = self._evaluate(model, tok, items, bios, 0, task.name, f"{task.name}/baseline")
         path.mkdir(parents=True, exist_ok=True)
-        write_parquet(scores, path / "scores.parquet", self.cfg, task.params.get("seed"))
+        write_parquet(scores, path / "scores.parquet", run_info(self.cfg, task.params.get("seed")))
         self._utility(model, tok, path)
         mark_done(path, key)
 
@@ -749,17 +751,3 @@ class Study:
 def _id(item: QAItem) -> str:
     return item.item_id
 
-
-def write_parquet(df: Any, path: Path, cfg: Any, seed: int | None) -> None:
-    """Parquet with the run's config, seed, versions and hardware in its metadata; atomic."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from frequnlearn.records import atomic_open, run_info
-
-    table = pa.Table.from_pandas(df, preserve_index=False)
-    meta = dict(table.schema.metadata or {})
-    meta[b"frequnlearn"] = json.dumps(run_info(cfg, seed), default=str).encode()
-    table = table.replace_schema_metadata(meta)
-    with atomic_open(path, "wb") as fh:
-        pq.write_table(table, fh)

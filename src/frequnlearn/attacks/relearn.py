@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 import torch
 
+from frequnlearn.models.loading import pad_id_of
 from frequnlearn.models.prompts import PromptFormat, encode_prompt
 from frequnlearn.records import Person, QAItem
 from frequnlearn.unlearn.data import Example, collate, encode_items
@@ -86,7 +87,7 @@ def relearn(
     ce = get_loss("gd", "retain")
     params = LossParams()
     device = next(model.parameters()).device
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad_id = pad_id_of(tokenizer)
     points = sorted(set(steps))
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
     rng = random.Random(f"relearn-{seed}")

@@ -76,8 +76,7 @@ def run_oracle(study: Any, task: Any) -> None:
     from frequnlearn.attacks.oracle import write_oracle_data
     from frequnlearn.models.loading import load_model_and_tokenizer
     from frequnlearn.pretrain import pretrain
-    from frequnlearn.records import clear_if_stale, mark_done, stage_done, stage_key
-    from frequnlearn.study import write_parquet
+    from frequnlearn.records import clear_if_stale, mark_done, run_info, stage_done, stage_key, write_parquet
 
     data_dir = study.run_dir / ORACLE_DATA
     data_key = stage_key("oracle-data", study._corpus_hash(), study.s.compare_by, study.s.levels)
@@ -98,7 +97,7 @@ def run_oracle(study: Any, task: Any) -> None:
     model, tok = load_model_and_tokenizer(path, dtype=study.s.dtype)
     items, bios = study._all_items()
     scores = study._evaluate(model, tok, items, bios, 0, f"{task.name}-oracle", f"{task.name}/oracle")
-    write_parquet(scores, path / "scores.parquet", study.cfg, task.params.get("seed"))
+    write_parquet(scores, path / "scores.parquet", run_info(study.cfg, task.params.get("seed")))
     mark_done(path, oracle_key(study, task.params), {"model": task.name, **task.params})
 
 
@@ -120,8 +119,8 @@ def _eval_config(study: Any) -> Any:
 
 def run_attack(study: Any, task: Any) -> None:
     from frequnlearn.models.loading import load_model_and_tokenizer
-    from frequnlearn.records import mark_done
-    from frequnlearn.study import Task, write_parquet
+    from frequnlearn.records import mark_done, run_info, write_parquet
+    from frequnlearn.study import Task
 
     a = study.cfg.attacks
     p = task.params
@@ -226,7 +225,7 @@ def run_attack(study: Any, task: Any) -> None:
     if frames:
         scores = pd.concat(frames, ignore_index=True)
         scores["scheme"] = scores["attack"].map(record["schemes"]).fillna("")
-        write_parquet(scores, path / "scores.parquet", study.cfg, p["seed"])
+        write_parquet(scores, path / "scores.parquet", run_info(study.cfg, p["seed"]))
     write_json(path / "attacks.json", record)
     mark_done(path, attack_key(study, task), {"task": task.name, **p})
 

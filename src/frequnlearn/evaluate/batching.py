@@ -125,13 +125,6 @@ def pad(
     return ids.to(device), mask.to(device)
 
 
-def pad_id_of(tokenizer: Any) -> int:
-    for tid in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0):
-        if tid is not None:
-            return int(tid)
-    return 0
-
-
 def tail_log_probs(
     model: Any, seqs: Sequence[Sequence[int]], first: int, pad_id: int
 ) -> tuple[torch.Tensor, int]:

@@ -112,20 +112,6 @@ def _bio_prompts(path: str) -> list[Any]:
         ) from None
 
 
-def write_parquet(df: Any, path: Path, info: dict[str, Any]) -> None:
-    """Parquet with the run's info in its metadata (key `frequnlearn`), written atomically."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from frequnlearn.records import atomic_open
-
-    table = pa.Table.from_pandas(df, preserve_index=False)
-    meta = dict(table.schema.metadata or {})
-    meta[b"frequnlearn"] = json.dumps(info, default=str, sort_keys=True).encode()
-    with atomic_open(path, "wb") as fh:
-        pq.write_table(table.replace_schema_metadata(meta), fh)
-
-
 def output_files(out: Path) -> dict[str, Path]:
     """The Parquet file and the three files beside it that share its stem."""
     stem = out.with_suffix("")
@@ -205,6 +191,7 @@ def run(args: argparse.Namespace) -> int:
         run_info,
         sha256_file,
         write_json,
+        write_parquet,
     )
 
     cfg = _config(args)

@@ -16,7 +16,7 @@ import pandas as pd
 
 from frequnlearn.config.evaluate import EvalConfig
 from frequnlearn.errors import DataError
-from frequnlearn.evaluate.batching import pad_id_of, token_budget
+from frequnlearn.evaluate.batching import token_budget
 from frequnlearn.evaluate.columns import COLUMNS, NUMERIC_METRICS
 from frequnlearn.evaluate.generation import (
     continuation_text,
@@ -33,6 +33,7 @@ from frequnlearn.evaluate.truefalse import (
     tf_texts,
     verdict_token_ids,
 )
+from frequnlearn.models.loading import max_positions, pad_id_of
 from frequnlearn.models.prompts import PromptFormat, encode_completion, encode_prompt
 from frequnlearn.records import BioPrompt, QAItem
 
@@ -133,15 +134,6 @@ def _bio_probes(bio_prompts: Sequence[BioPrompt], by_id: dict[str, QAItem], enc:
     return out
 
 
-def _max_positions(model: Any) -> int | None:
-    config = getattr(model, "config", None)
-    for key in ("n_positions", "max_position_embeddings"):
-        value = getattr(config, key, None)
-        if isinstance(value, int):
-            return value
-    return None
-
-
 def _check_lengths(limit: int | None, seqs: dict[str, int], what: str) -> None:
     """Stop before the model sees a sequence longer than its position table (an index error deep in torch)."""
     if limit is None or not seqs:
@@ -223,7 +215,7 @@ def evaluate_items(
     gen_probes = (qa if "gen" in metrics else []) + bio
     tf_probes = qa if "tf" in metrics else []
 
-    limit = _max_positions(model)
+    limit = max_positions(model)
     _check_lengths(
         limit,
         {

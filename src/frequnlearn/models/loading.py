@@ -8,6 +8,24 @@ from typing import Any
 from frequnlearn.errors import DataError
 
 
+def pad_id_of(tokenizer: Any) -> int:
+    """The id that pads a batch: the tokenizer's pad token, else end-of-text (GPT-2 has no pad token)."""
+    for tid in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0):
+        if tid is not None:
+            return int(tid)
+    return 0
+
+
+def max_positions(model: Any) -> int | None:
+    """The longest sequence the model's position table holds, when its config says (None: no limit known)."""
+    config = getattr(model, "config", None)
+    for key in ("max_position_embeddings", "n_positions"):
+        value = getattr(config, key, None)
+        if isinstance(value, int):
+            return value
+    return None
+
+
 def _first_line(err: BaseException) -> str:
     text = str(err).strip()
     return text.splitlines()[0] if text else type(err).__name__

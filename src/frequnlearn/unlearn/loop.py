@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import math
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -31,8 +29,17 @@ from frequnlearn import progress
 from frequnlearn.config.unlearn import UnlearnConfig
 from frequnlearn.data.tables import check_overlap
 from frequnlearn.errors import DataError, TrainingError
+from frequnlearn.models.loading import max_positions, pad_id_of
 from frequnlearn.models.prompts import get_prompt_format
-from frequnlearn.records import QAItem, atomic_dir, atomic_open, dumps, run_info, write_json, write_jsonl
+from frequnlearn.records import (
+    QAItem,
+    append_jsonl,
+    atomic_dir,
+    run_info,
+    write_json,
+    write_jsonl,
+    write_parquet,
+)
 from frequnlearn.unlearn.data import Example, collate, encode_items, make_collate, pair_indices
 from frequnlearn.unlearn.losses import LossInputs, LossParams, get_loss
 from frequnlearn.unlearn.losses.rmu import decoder_blocks, mlp_parameter_names, rmu_layer, steering_vector
@@ -79,16 +86,8 @@ def reference_logps(
     return torch.cat(out)
 
 
-def _max_positions(model: Any) -> int | None:
-    for key in ("max_position_embeddings", "n_positions"):
-        value = getattr(model.config, key, None)
-        if isinstance(value, int):
-            return value
-    return None
-
-
 def _check_lengths(model: Any, sets: dict[str, tuple[Sequence[QAItem], Sequence[Example]]]) -> None:
-    limit = _max_positions(model)
+    limit = max_positions(model)
     if limit is None:
         return
     for name, (items, examples) in sets.items():
@@ -98,18 +97,6 @@ def _check_lengths(model: Any, sets: dict[str, tuple[Sequence[QAItem], Sequence[
                     f"{name} item {it.item_id}: {len(ex.input_ids)} tokens, more than the model's {limit} "
                     "positions; shorten its question or answer"
                 )
-
-
-def _write_parquet(frame: pd.DataFrame, path: Path, meta: dict[str, Any]) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    table = pa.Table.from_pandas(frame, preserve_index=False)
-    table = table.replace_schema_metadata(
-        {**(table.schema.metadata or {}), b"frequnlearn": json.dumps(meta, default=str).encode()}
-    )
-    with atomic_open(path, "wb") as fh:
-        pq.write_table(table, fh)
 
 
 def _eval_points(cfg: UnlearnConfig, total: int) -> set[int]:
@@ -158,7 +145,7 @@ def unlearn(
     set_seed(cfg.seed)
     device = accelerator.device
     fmt = get_prompt_format(cfg.prompt_format)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad_id = pad_id_of(tokenizer)
     forget_ex = encode_items(tokenizer, fmt, forget)
     refusal_ex = (
         encode_items(tokenizer, fmt, forget, answer=cfg.refusal) if "refusal" in forget_loss.needs else None
@@ -255,7 +242,7 @@ def unlearn(
             if "epoch" not in frame.columns:
                 frame["epoch"] = step / steps_per_epoch
             frames.append(frame)
-            _write_parquet(pd.concat(frames, ignore_index=True), traj_path, meta)
+            write_parquet(pd.concat(frames, ignore_index=True), traj_path, meta)
         accelerator.wait_for_everyone()
 
     if accelerator.is_main_process:
@@ -264,10 +251,7 @@ def unlearn(
     def write_log(row: dict[str, Any]) -> None:
         """Append one step's row: O(1) per step, and a killed run keeps every finished step."""
         if accelerator.is_main_process:
-            with log_path.open("a") as fh:
-                fh.write(dumps(row) + "\n")
-                fh.flush()
-                os.fsync(fh.fileno())
+            append_jsonl(log_path, row)
 
     def mean_over_processes(values: dict[str, float]) -> dict[str, float]:
         if accelerator.num_processes == 1:
