@@ -30,6 +30,7 @@ from frequnlearn.errors import DataError
 from frequnlearn.records import (
     FORGET_GROUPS,
     QAItem,
+    claim,
     clear_if_stale,
     mark_done,
     read_json,
@@ -42,6 +43,7 @@ from frequnlearn.records import (
 )
 
 TIMINGS_FILE = "timings.json"
+POLL_SECONDS = 5.0
 # Bumped whenever `generate` writes different items for the same config (e.g. how candidates are drawn).
 DATA_FORMAT = 3
 # Bumped whenever `select_sets` draws different sets from the same inputs (part of each unlearn run's key).
@@ -119,6 +121,26 @@ def plan(cfg: StudyConfig) -> list[Task]:
                             tasks.append(Task("attack", tasks[-1].name, dict(tasks[-1].params)))
     tasks.append(Task("report", "report"))
     return tasks
+
+
+def inputs_of(task: Task, tasks: list[Task]) -> list[Task]:
+    """The tasks whose outputs `task` reads: a worker starts a task only once these are done."""
+    if task.kind == "report":
+        return [t for t in tasks if t.kind != "report"]
+    if task.kind in ("generate", "count"):
+        return []
+    data = [t for t in tasks if t.kind in ("generate", "count")]
+    tag = task.name if task.kind in ("pretrain", "baseline", "oracle") else task.params["model"]
+    own = [t for t in tasks if t.name == tag and t.kind in ("pretrain", "baseline")]
+    if task.kind in ("pretrain",):
+        return data
+    if task.kind == "baseline":
+        return data + [t for t in own if t.kind == "pretrain"]
+    if task.kind == "attack":
+        oracle = [t for t in tasks if t.kind == "oracle" and t.name == tag]
+        unlearned = [t for t in tasks if t.kind == "unlearn" and t.name == task.name]
+        return data + own + oracle + unlearned
+    return data + own  # unlearn, oracle
 
 
 def param_span(cfg: StudyConfig) -> float:
@@ -409,6 +431,10 @@ class Study:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         from frequnlearn.records import code_commit, command_line
 
+        if self.s.num_threads:
+            import torch
+
+            torch.set_num_threads(self.s.num_threads)
         info = {**run_info(self.cfg, self.s.seeds), "command": command_line(), "commit": code_commit()}
         write_json(self.run_dir / "study.json", info)
         tasks = plan(self.cfg)
@@ -425,23 +451,50 @@ class Study:
             "report": self._report,
         }
         with quiet_third_party():
-            for i, task in enumerate(tasks):
-                skipped = self._is_done(task)
-                with progress.task(i, skipped=skipped), bars.quiet(self.quiet):
-                    if not skipped:
-                        started = time.monotonic()
-                        handlers[task.kind](task)
-                        self._record_time(task, time.monotonic() - started)
+            self._work(tasks, progress, handlers)
+        return self.run_dir / "report"
+
+    def _work(self, tasks: list[Task], progress: Progress, handlers: dict[str, Any]) -> None:
+        """Run every task not done yet, in plan order, once its inputs are done. Each stage is claimed
+        first (`records.claim`), so several processes of the same study share the tasks: one worker
+        per core with `study.num_threads: 1` uses a machine whose cores a single small model cannot."""
+        remaining = list(range(len(tasks)))
+        while remaining:
+            ran = False
+            for i in list(remaining):
+                task = tasks[i]
+                if self._is_done(task):
+                    with progress.task(i, skipped=True):
+                        pass
+                elif not all(self._is_done(d) for d in inputs_of(task, tasks)):
+                    continue
+                else:
+                    with claim(self.run_dir, f"{task.kind}:{task.name}") as mine:
+                        if not mine:
+                            continue
+                        if not self._is_done(task):  # another worker may have finished it meanwhile
+                            with progress.task(i), bars.quiet(self.quiet):
+                                started = time.monotonic()
+                                handlers[task.kind](task)
+                                self._record_time(task, time.monotonic() - started)
+                    ran = True
+                remaining.remove(i)
                 if task.kind == "pretrain":
                     self._observe_pretrain(task, progress.estimate)
-        return self.run_dir / "report"
+            if remaining and not ran:
+                time.sleep(POLL_SECONDS)  # the next inputs are being made by another worker
 
     def _record_time(self, task: Task, seconds: float) -> None:
         """Each stage's measured wall time, kept across resumed parts, for the report's run section."""
         path = self.run_dir / TIMINGS_FILE
-        times = read_json(path) if path.is_file() else {}
-        times[f"{task.kind}:{task.name}"] = round(seconds, 1)
-        write_json(path, times)
+        for _ in range(600):  # workers finishing at once take turns (a read-modify-write)
+            with claim(self.run_dir, TIMINGS_FILE) as mine:
+                if mine:
+                    times = read_json(path) if path.is_file() else {}
+                    times[f"{task.kind}:{task.name}"] = round(seconds, 1)
+                    write_json(path, times)
+                    return
+            time.sleep(0.05)
 
     def _observe_pretrain(self, task: Task, estimate: Estimate) -> None:
         """Feed the estimate the throughput a finished (or cached) pretraining logged."""

@@ -69,6 +69,10 @@ class StudyOptions:
     n_boot: int = 1000
     # Unlearned weights are large and rarely needed after evaluation; keep them only when asked.
     keep_models: bool = False
+    # Torch threads for every stage (null: torch's default, the machine's cores). The thread count
+    # changes summation order, so pinning it keeps the numbers the same on any machine; with 1, run
+    # the same study command in several shells to use several cores (the workers share the tasks).
+    num_threads: int | None = None
     # The real setting.
     model: str | None = None
     gguf_file: str | None = None
@@ -79,6 +83,7 @@ class StudyOptions:
 
     def validate(self) -> None:
         check(len(self.seeds) >= 1, "seeds", "give at least one seed")
+        check(self.num_threads is None or self.num_threads >= 1, "num_threads", "must be >= 1 or null")
         check(len(set(self.seeds)) == len(self.seeds), "seeds", "seeds must be distinct")
         check(len(self.methods) >= 1, "methods", "give at least one method, e.g. [ga+gd, simnpo+gd]")
         for spec in self.methods:
@@ -166,7 +171,8 @@ class StudyConfig:
         import dataclasses
 
         epochs = self.study.epochs_by_size.get(size, self.pretrain.epochs)
-        return dataclasses.replace(self.pretrain, preset=size, seed=seed, epochs=epochs)
+        threads = self.pretrain.num_threads or self.study.num_threads
+        return dataclasses.replace(self.pretrain, preset=size, seed=seed, epochs=epochs, num_threads=threads)
 
     def validate(self) -> None:
         s = self.study
