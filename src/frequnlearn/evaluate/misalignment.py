@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from frequnlearn.evaluate.columns import COLUMNS
+from frequnlearn.evaluate.columns import row_columns
 
 KEYS = ["model", "run_id", "step", "item_id", "probe"]
 ITEM_COLUMNS = ["person_id", "group", "attribute", "frequency", "bucket"]
@@ -30,7 +30,8 @@ def verdicts(df: pd.DataFrame, gen_threshold: float = 0.5, prob_rank: int = 1) -
     `nonfinite_counts`).
     """
     # Columns a caller added to the rows (e.g. an unlearning run's `role`) come along from the prob rows.
-    extra = [c for c in df.columns if c not in COLUMNS]
+    known = set(row_columns())
+    extra = [c for c in df.columns if c not in known]
     prob_cols = ["rank", "logprob", "logprob_per_token", "p_norm", "truth_ratio", "margin"]
     prob_cols = [c for c in prob_cols if c in df.columns]
     prob = df.loc[df["family"] == "prob", KEYS + ITEM_COLUMNS + extra + prob_cols + _finite(df)]
