@@ -534,3 +534,13 @@ def test_a_family_registered_here_runs_through_evaluate_items(tiny_tokenizer):
         FAMILIES.pop("toy")
     with pytest.raises(ConfigError, match="unknown metric family 'toy'"):
         from_dict(EvalConfig, {"metrics": ["toy"]})
+
+
+def test_a_family_must_declare_known_needs_and_column_kinds():
+    from frequnlearn.evaluate.families import FAMILIES, Family, register_family
+
+    with pytest.raises(TypeError, match="unknown need 'gpu'"):
+        register_family("bad", needs=("gpu",), help="x")(Family)
+    with pytest.raises(TypeError, match="column n must be float or str"):
+        register_family("bad", columns={"n": int}, help="x")(Family)
+    assert "bad" not in FAMILIES

@@ -23,7 +23,7 @@ class CountConfig:
     The ground-truth backend ignores `measure`: it reads the exposure the generator recorded.
     """
 
-    # A name registered in `frequency.registry`: ground-truth, infinigram-local, infinigram-api, scan.
+    # A name registered in `frequency.registry` (`frequnlearn count --help` lists them).
     backend: str = "ground-truth"
     measure: Literal["window", "document", "subject", "object"] = "window"
     # JSONL corpus with a `text` field (infinigram-local and scan backends).

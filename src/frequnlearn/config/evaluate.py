@@ -14,9 +14,8 @@ QA_PROBES = ("question", "paraphrase")
 class EvalConfig:
     """Per-item evaluation settings, read from the `evaluate:` section of a study file.
 
-    `metrics` picks families registered in `evaluate.families`; built in: prob (answer likelihood,
-    ranking, truth ratio), gen (greedy answer), tf (few-shot True/False), bio (biography completion,
-    prob and gen), utility (lm-eval tasks).
+    `metrics` picks families registered in `evaluate.families` (`frequnlearn evaluate --help` lists
+    them with what each needs).
     """
 
     metrics: list[str] = field(default_factory=lambda: ["prob", "gen", "tf", "bio"])
