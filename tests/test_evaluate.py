@@ -484,3 +484,63 @@ def test_margin_is_truth_minus_best_wrong(tiny_tokenizer):
     assert row["finite"] and row["margin"] == pytest.approx(-1.5 - (-1.5)) and row["rank"] == 2
     row = likelihood_metrics(np.array([-1.0]), [np.array([-3.0]), np.array([np.nan])])
     assert not row["finite"] and math.isnan(row["rank"]) and math.isnan(row["logprob"])
+
+
+def test_a_family_registered_here_runs_through_evaluate_items(tiny_tokenizer):
+    """A new metric family is one class: registered, it is a valid `metrics` value, its columns join the
+    rows, it scores the probes it takes (bio ones added by the bio family too) and is summarised."""
+    from frequnlearn.config import from_dict
+    from frequnlearn.errors import ConfigError
+    from frequnlearn.evaluate.columns import numeric_metrics, row_columns
+    from frequnlearn.evaluate.families import FAMILIES, Family, register_family
+    from frequnlearn.evaluate.summary import summarize
+
+    @register_family(
+        "toy", probes=("question", "bio"), columns={"prompt_tokens": float, "echo": str}, help="test"
+    )
+    class Toy(Family):
+        def score(self, probes, state, ctx):
+            return [{"prompt_tokens": float(len(p.prompt_ids)), "echo": p.answer.upper()} for p in probes]
+
+    try:
+        config = from_dict(EvalConfig, {"metrics": ["toy", "bio"], "probes": ["question", "paraphrase"]})
+        bio = BioPrompt(
+            item_id=item().item_id,
+            person_id=0,
+            group="forget_high",
+            attribute="employer",
+            prompt="He works for",
+            target="Paris",
+        )
+        model = MarkovLM(len(tiny_tokenizer))
+        df = evaluate_items(
+            model, tiny_tokenizer, [item(paraphrase="Where?")], config, fmt=FMT, bio_prompts=[bio]
+        )
+        assert list(df.columns) == row_columns() == COLUMNS + ["prompt_tokens", "echo"]
+        assert sorted(zip(df.family, df.probe)) == [
+            ("gen", "bio"),
+            ("prob", "bio"),
+            ("toy", "bio"),
+            ("toy", "question"),
+        ]
+        toy = df[df.family == "toy"].set_index("probe")
+        question = encode_prompt(tiny_tokenizer, FMT.prompt(item().question, tiny_tokenizer))
+        assert toy.loc["question", "prompt_tokens"] == len(question)
+        assert toy.loc["bio", "prompt_tokens"] == len(encode_prompt(tiny_tokenizer, "He works for"))
+        assert (toy.echo == "PARIS").all() and df.loc[df.family != "toy", "echo"].isna().all()
+        assert df["prompt_tokens"].dtype == "float64" and "prompt_tokens" in numeric_metrics()
+        assert "prompt_tokens" in set(summarize(df, by=["probe"], n_boot=0).metric)
+    finally:
+        FAMILIES.pop("toy")
+    with pytest.raises(ConfigError, match="unknown metric family 'toy'"):
+        from_dict(EvalConfig, {"metrics": ["toy"]})
+
+
+def test_a_family_must_declare_known_needs_and_column_kinds():
+    from frequnlearn.evaluate.families import FAMILIES, Family, register_family
+
+    with pytest.raises(TypeError, match="unknown need 'gpu'"):
+        register_family("bad", needs=("gpu",), help="x")(Family)
+    with pytest.raises(TypeError, match="column n must be float or str"):
+        register_family("bad", columns={"n": int}, help="x")(Family)
+    assert "bad" not in FAMILIES

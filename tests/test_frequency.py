@@ -15,8 +15,15 @@ from frequnlearn.cli import main
 from frequnlearn.config import from_dict
 from frequnlearn.config.count import CountConfig
 from frequnlearn.errors import ConfigError, DataError
-from frequnlearn.frequency import count_items, count_values, infinigram_local, make_counter
-from frequnlearn.frequency.base import case_variants
+from frequnlearn.frequency import (
+    Counter,
+    available_backends,
+    count_items,
+    count_values,
+    infinigram_local,
+    make_counter,
+)
+from frequnlearn.frequency.base import BACKENDS, case_variants
 from frequnlearn.frequency.infinigram_local import (
     LocalIndexCounter,
     Tokens,
@@ -307,6 +314,25 @@ def test_ground_truth_reads_exposure(tmp_path):
         count_values([QAItem(item_id="p7", question="q", answer="a", person_id=7)], cfg)
     with pytest.raises(ConfigError, match="count.people"):
         make_counter(from_dict(CountConfig, {"backend": "ground-truth"}))
+
+
+def test_backend_names_come_from_the_registry(monkeypatch, capsys):
+    with pytest.raises(
+        ConfigError, match="count.backend: unknown backend 'nope'; choose from ground-truth, "
+    ):
+        from_dict(CountConfig, {"backend": "nope"})
+
+    class Fixed(Counter):
+        def count(self, items):
+            return [7] * len(items)
+
+    monkeypatch.setitem(BACKENDS, "fixed", lambda cfg: Fixed())
+    assert "fixed" in available_backends()
+    cfg = from_dict(CountConfig, {"backend": "fixed"})
+    assert count_values([QAItem(item_id="a", question="q", answer="x", subject="s")], cfg)[0] == [7]
+    with pytest.raises(SystemExit):
+        main(["count", "--help"])
+    assert "fixed" in capsys.readouterr().out
 
 
 def test_config_rejects_documents_on_the_api():

@@ -7,8 +7,6 @@ from typing import Literal
 
 from frequnlearn.config.base import check
 
-BACKENDS = ("ground-truth", "infinigram-local", "infinigram-api", "scan")
-MEASURES = ("window", "document", "subject", "object")
 CASE_VARIANTS = ("original", "lower", "upper", "title", "first_upper")
 
 
@@ -25,7 +23,8 @@ class CountConfig:
     The ground-truth backend ignores `measure`: it reads the exposure the generator recorded.
     """
 
-    backend: Literal["ground-truth", "infinigram-local", "infinigram-api", "scan"] = "ground-truth"
+    # A name registered in `frequency.registry` (`frequnlearn count --help` lists them).
+    backend: str = "ground-truth"
     measure: Literal["window", "document", "subject", "object"] = "window"
     # JSONL corpus with a `text` field (infinigram-local and scan backends).
     corpus: str | None = None
@@ -68,6 +67,9 @@ class CountConfig:
     thresholds: list[float] = field(default_factory=list)
 
     def validate(self) -> None:
+        from frequnlearn.frequency.registry import check_backend
+
+        check_backend(self.backend)
         check(
             self.max_diff_tokens is None or self.max_diff_tokens >= 1,
             "max_diff_tokens",

@@ -7,7 +7,6 @@ from typing import Literal
 
 from frequnlearn.config.base import check
 
-METRICS = ("prob", "gen", "tf", "bio", "utility")
 QA_PROBES = ("question", "paraphrase")
 
 
@@ -15,8 +14,8 @@ QA_PROBES = ("question", "paraphrase")
 class EvalConfig:
     """Per-item evaluation settings, read from the `evaluate:` section of a study file.
 
-    `metrics` picks families: prob (answer likelihood, ranking, truth ratio), gen (greedy answer),
-    tf (few-shot True/False), bio (biography completion, prob and gen), utility (lm-eval tasks).
+    `metrics` picks families registered in `evaluate.families` (`frequnlearn evaluate --help` lists
+    them with what each needs).
     """
 
     metrics: list[str] = field(default_factory=lambda: ["prob", "gen", "tf", "bio"])
@@ -45,8 +44,9 @@ class EvalConfig:
     device: str | None = None
 
     def validate(self) -> None:
-        for m in self.metrics:
-            check(m in METRICS, "metrics", f"unknown metric family {m!r}; choose from {', '.join(METRICS)}")
+        from frequnlearn.evaluate.families import check_metrics
+
+        check_metrics(self.metrics)
         check(len(self.metrics) > 0, "metrics", "name at least one metric family")
         for p in self.probes:
             check(p in QA_PROBES, "probes", f"unknown probe {p!r}; choose from {', '.join(QA_PROBES)}")

@@ -8,6 +8,18 @@ from frequnlearn.config.base import check
 from frequnlearn.records import ATTRIBUTES, FORGET_GROUPS, GROUPS, PRONOUNS
 
 
+def group_sizes(n_people: int, fractions: dict[str, float]) -> dict[str, int]:
+    """People per group: the largest-remainder rounding of `n_people * fraction`."""
+    total = sum(fractions[g] for g in GROUPS)
+    exact = {g: round(n_people * fractions[g] / total, 9) for g in GROUPS}
+    sizes = {g: int(exact[g]) for g in GROUPS}
+    left = n_people - sum(sizes.values())
+    by_remainder = sorted(GROUPS, key=lambda g: (sizes[g] - exact[g], GROUPS.index(g)))
+    for g in by_remainder[:left]:
+        sizes[g] += 1
+    return sizes
+
+
 def _default_fractions() -> dict[str, float]:
     return {"retain": 0.5, "forget_high": 1 / 6, "forget_low": 1 / 6, "utility": 1 / 6}
 
@@ -49,7 +61,6 @@ class GenerateConfig:
     pronoun_weights: dict[str, float] = field(default_factory=lambda: {"he": 0.45, "she": 0.45, "they": 0.1})
 
     def validate(self) -> None:
-        from frequnlearn.data.generate import group_sizes
         from frequnlearn.data.pools import load_pools
         from frequnlearn.data.templates import min_templates, n_paraphrases
 

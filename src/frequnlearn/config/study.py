@@ -214,7 +214,7 @@ class StudyConfig:
                     "study.levels",
                     f"{level!r} is not an exposure of the forget groups; use some of {exposures}",
                 )
-        from frequnlearn.data.generate import group_sizes
+        from frequnlearn.config.generate import group_sizes
 
         n_retain = group_sizes(self.generate.n_people, self.generate.group_fractions)["retain"]
         needs_retain = any(parse_method(m)[1] != "none" for m in s.methods)

@@ -21,7 +21,7 @@ from typing import Any
 
 from frequnlearn import __version__, progress
 from frequnlearn.config.base import to_dict
-from frequnlearn.config.generate import GenerateConfig
+from frequnlearn.config.generate import GenerateConfig, group_sizes
 from frequnlearn.data.pools import Pools, load_pools
 from frequnlearn.data.templates import (
     PARAPHRASES,
@@ -80,18 +80,6 @@ def render_date(day: datetime.date) -> str:
 def random_date(rng: random.Random) -> str:
     """Uniform over every day from 1900-01-01 to 2099-12-31 (every month, every valid day)."""
     return render_date(datetime.date.fromordinal(rng.randint(FIRST_DAY, LAST_DAY)))
-
-
-def group_sizes(n_people: int, fractions: dict[str, float]) -> dict[str, int]:
-    """People per group: the largest-remainder rounding of `n_people * fraction`."""
-    total = sum(fractions[g] for g in GROUPS)
-    exact = {g: round(n_people * fractions[g] / total, 9) for g in GROUPS}
-    sizes = {g: int(exact[g]) for g in GROUPS}
-    left = n_people - sum(sizes.values())
-    by_remainder = sorted(GROUPS, key=lambda g: (sizes[g] - exact[g], GROUPS.index(g)))
-    for g in by_remainder[:left]:
-        sizes[g] += 1
-    return sizes
 
 
 def _streams(seed: int) -> dict[str, random.Random]:

@@ -32,14 +32,27 @@ examples:
 """
 
 
+def _families_help() -> str:
+    from frequnlearn.evaluate.families import FAMILIES, NEEDS
+
+    lines = ["metric families (--metrics, evaluate.metrics):"]
+    for name, cls in FAMILIES.items():
+        lines.append(f"  {name:<9}{cls.help}")
+        if cls.needs:
+            lines.append(f"  {'':<9}needs {'; '.join(NEEDS[n] for n in cls.needs)}")
+    return "\n".join(lines) + "\n\n"
+
+
 def register(sub: Any) -> None:
+    from frequnlearn.evaluate.families import family_names
+
     p = sub.add_parser(
         "evaluate",
         help="score a model on QA items: likelihood, ranking, True/False, greedy generation, utility",
         description="Evaluate --model on every --items row with probability- and generation-based metrics "
         "and write one row per (item, probe, family). Settings come from the `evaluate:` section of "
         "--config and key=value overrides; the flags below override both.",
-        epilog=EPILOG,
+        epilog=_families_help() + EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--model", required=True, help="local model directory or hub id of a causal LM")
@@ -54,7 +67,7 @@ def register(sub: Any) -> None:
         metavar="COLUMN=VALUE[,VALUE]",
         help="keep only items whose column has one of the values (repeatable)",
     )
-    p.add_argument("--metrics", metavar="LIST", help="comma-separated families: prob,gen,tf,bio,utility")
+    p.add_argument("--metrics", metavar="LIST", help="comma-separated families: " + ",".join(family_names()))
     p.add_argument(
         "--prompt-format", metavar="FORMAT", help="plain, olmo, chat, or a '{question}...{answer}' string"
     )
@@ -206,8 +219,14 @@ def run(args: argparse.Namespace) -> int:
     bios = None
     if args.bio:
         bios = _bio_prompts(args.bio)
-    elif args.metrics is not None and "bio" in cfg.metrics:
-        raise ConfigError("--metrics: 'bio' needs biography prompts; give --bio bio_prompts.jsonl")
+    elif args.metrics is not None:
+        from frequnlearn.evaluate.families import FAMILIES
+
+        for name in cfg.metrics:
+            if "bio_prompts" in FAMILIES[name].needs:
+                raise ConfigError(
+                    f"--metrics: {name!r} needs biography prompts; give --bio bio_prompts.jsonl"
+                )
 
     model, tok = load_model_and_tokenizer(args.model, dtype=cfg.dtype, device=cfg.device)
     run_id = args.run_id if args.run_id is not None else out.stem

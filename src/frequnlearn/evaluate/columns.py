@@ -1,6 +1,12 @@
-"""The columns of per-item evaluation rows: the contract every later stage reads (no heavy imports)."""
+"""The columns of per-item evaluation rows: the contract every later stage reads (no heavy imports).
+
+Identity columns are fixed here; metric columns are those the registered families declare, so a new
+family's columns join the contract where the family is registered.
+"""
 
 from __future__ import annotations
+
+from frequnlearn.evaluate.families import metric_columns
 
 IDENTITY = [
     "model",
@@ -17,20 +23,17 @@ IDENTITY = [
     # False when a logit the row's metrics read was not finite; its metrics are then NaN (rank too).
     "finite",
 ]
-PROB_METRICS = [
-    "logprob",
-    "logprob_per_token",
-    "p_norm",
-    "n_answer_tokens",
-    "rank",
-    "rank_correct",
-    "truth_ratio",
-    # Per-token log-prob of the true answer minus the best wrong candidate's (> 0: truth preferred).
-    "margin",
-]
-# `known`: the one verdict of `evaluate.known` (1.0/0.0); rougeL_recall, exact, contains are metrics.
-GEN_METRICS = ["generation", "known", "rougeL_recall", "exact", "contains"]
-TF_METRICS = ["p_true", "p_false", "tf_correct"]
-COLUMNS = IDENTITY + PROB_METRICS + GEN_METRICS + TF_METRICS
-# Every numeric metric column (all but `generation`).
-NUMERIC_METRICS = [c for c in PROB_METRICS + GEN_METRICS + TF_METRICS if c != "generation"]
+
+
+def row_columns() -> list[str]:
+    """Identity columns, then every registered family's metric columns."""
+    return IDENTITY + list(metric_columns())
+
+
+def numeric_metrics() -> list[str]:
+    """Every numeric metric column (text ones such as `generation` left out)."""
+    return [col for col, kind in metric_columns().items() if kind is float]
+
+
+# The rows of the built-in families, as every score table is written.
+COLUMNS = row_columns()

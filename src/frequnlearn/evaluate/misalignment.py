@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from frequnlearn.evaluate.columns import COLUMNS
+from frequnlearn.evaluate.columns import row_columns
 
 KEYS = ["model", "run_id", "step", "item_id", "probe"]
 ITEM_COLUMNS = ["person_id", "group", "attribute", "frequency", "bucket"]
@@ -26,11 +26,11 @@ def verdicts(df: pd.DataFrame, gen_threshold: float = 0.5, prob_rank: int = 1) -
     that column existed fall back to ROUGE-L recall >= `gen_threshold`). `truth_ratio`,
     `logprob_per_token`, `margin` and `finite` come along. Items without candidates have no
     probability verdict and are left out; items whose prob or gen row is not finite (NaN logits) get
-    no verdict at all: they are dropped and counted in `attrs["n_nonfinite"]` (per key:
-    `nonfinite_counts`).
+    no verdict at all: they are dropped and counted in `attrs["n_nonfinite"]`.
     """
     # Columns a caller added to the rows (e.g. an unlearning run's `role`) come along from the prob rows.
-    extra = [c for c in df.columns if c not in COLUMNS]
+    known = set(row_columns())
+    extra = [c for c in df.columns if c not in known]
     prob_cols = ["rank", "logprob", "logprob_per_token", "p_norm", "truth_ratio", "margin"]
     prob_cols = [c for c in prob_cols if c in df.columns]
     prob = df.loc[df["family"] == "prob", KEYS + ITEM_COLUMNS + extra + prob_cols + _finite(df)]
@@ -60,17 +60,6 @@ def verdicts(df: pd.DataFrame, gen_threshold: float = 0.5, prob_rank: int = 1) -
 
 def _finite(df: pd.DataFrame) -> list[str]:
     return ["finite"] if "finite" in df.columns else []
-
-
-def nonfinite_counts(
-    df: pd.DataFrame, by: Sequence[str] = ("model", "run_id", "step", "probe")
-) -> pd.DataFrame:
-    """Items with a non-finite row (no verdict, no score) per group of `by`: what summaries leave out."""
-    by = list(by)
-    if "finite" not in df.columns:
-        return pd.DataFrame(columns=[*by, "n_nonfinite"])
-    broken = df.loc[~df["finite"].astype(bool), [*by, "item_id"]].drop_duplicates()
-    return broken.groupby(by, dropna=False).size().rename("n_nonfinite").reset_index()
 
 
 def rates(v: pd.DataFrame, by: Sequence[str] = ("model", "run_id", "step", "probe")) -> pd.DataFrame:

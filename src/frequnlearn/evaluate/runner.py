@@ -1,86 +1,31 @@
-"""`evaluate_items`: every metric family on every item, as one long table of per-item rows.
+"""`evaluate_items`: every selected metric family on every item, as one long table of per-item rows.
 
-Work is pooled across items before it touches the model: all (prompt, answer) pairs of all items go
-through one length-sorted batched scorer, all prompts to complete through one batched decoder, all
-True/False queries through one more. Rows are then assembled per (item, probe, family).
+Work is pooled across items before it touches the model: each family gets all probes it scores at
+once (all (prompt, answer) pairs through one length-sorted batched scorer, all prompts to complete
+through one batched decoder, ...). Rows are then assembled per (item, probe, family), families in
+registration order.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
 
 from frequnlearn.config.evaluate import EvalConfig
-from frequnlearn.errors import DataError
 from frequnlearn.evaluate.batching import token_budget
-from frequnlearn.evaluate.columns import COLUMNS, NUMERIC_METRICS
-from frequnlearn.evaluate.generation import (
-    continuation_text,
-    generation_scores,
-    greedy_decode,
-    stop_token_mask,
-)
-from frequnlearn.evaluate.known import is_known
-from frequnlearn.evaluate.probability import completion_log_probs, likelihood_metrics
-from frequnlearn.evaluate.truefalse import (
-    encode_split,
-    next_token_probs,
-    shot_sets,
-    tf_texts,
-    verdict_token_ids,
-)
+from frequnlearn.evaluate.columns import numeric_metrics, row_columns
+from frequnlearn.evaluate.families import FAMILIES, Context, Encoder, Probe, metric_columns
 from frequnlearn.models.loading import max_positions, pad_id_of
-from frequnlearn.models.prompts import PromptFormat, encode_completion, encode_prompt
+from frequnlearn.models.prompts import PromptFormat
 from frequnlearn.records import BioPrompt, QAItem
 
 
-@dataclass
-class _Probe:
-    """One way of asking for one item's answer: a prompt, the true completion and wrong ones."""
-
-    item: QAItem
-    probe: str
-    text: str
-    answer: str
-    prompt_ids: list[int]
-    answer_ids: list[int]
-    candidate_ids: list[list[int]] = field(default_factory=list)
-    person_id: Any = None
-    group: str | None = None
-    attribute: str | None = None
-    frequency: float | None = None
-
-
-class _Encoder:
-    """Token ids of prompts and completions, each distinct text encoded once per call (candidates
-    repeat across items and probes; the True/False prefix across all queries)."""
-
-    def __init__(self, tokenizer: Any):
-        self.tokenizer = tokenizer
-        self._prompts: dict[str, list[int]] = {}
-        self._completions: dict[str, list[int]] = {}
-
-    def prompt(self, text: str) -> list[int]:
-        if text not in self._prompts:
-            self._prompts[text] = encode_prompt(self.tokenizer, text)
-        return self._prompts[text]
-
-    def completion(self, text: str, item_id: str, what: str) -> list[int]:
-        if text not in self._completions:
-            self._completions[text] = encode_completion(self.tokenizer, text)
-        ids = self._completions[text]
-        if not ids:
-            raise DataError(f"item {item_id}: {what} {text!r} encodes to no tokens; fix or drop the item")
-        return ids
-
-
 def _qa_probes(
-    items: Sequence[QAItem], probes: Sequence[str], enc: _Encoder, fmt: PromptFormat
-) -> list[_Probe]:
+    items: Sequence[QAItem], probes: Sequence[str], enc: Encoder, fmt: PromptFormat
+) -> list[Probe]:
     out = []
     for item in items:
         cands = [enc.completion(fmt.completion(c), item.item_id, "candidate") for c in item.candidates]
@@ -90,7 +35,7 @@ def _qa_probes(
             if not text:
                 continue
             out.append(
-                _Probe(
+                Probe(
                     item=item,
                     probe=probe,
                     text=text,
@@ -107,54 +52,10 @@ def _qa_probes(
     return out
 
 
-def _bio_probes(bio_prompts: Sequence[BioPrompt], by_id: dict[str, QAItem], enc: _Encoder) -> list[_Probe]:
-    """Biography prompts of the evaluated items; the answer continues the sentence after one space."""
-    out = []
-    for bp in bio_prompts:
-        item = by_id.get(bp.item_id)
-        if item is None:
-            continue
-        cands = [enc.completion(" " + c, bp.item_id, "candidate") for c in item.candidates]
-        frequency = bp.frequency if bp.frequency is not None else item.frequency
-        out.append(
-            _Probe(
-                item=item,
-                probe="bio",
-                text=bp.prompt,
-                answer=bp.target,
-                prompt_ids=enc.prompt(bp.prompt.rstrip(" ")),
-                answer_ids=enc.completion(" " + bp.target, bp.item_id, "bio target"),
-                candidate_ids=cands,
-                person_id=bp.person_id,
-                group=bp.group,
-                attribute=bp.attribute,
-                frequency=frequency,
-            )
-        )
-    return out
-
-
-def _check_lengths(limit: int | None, seqs: dict[str, int], what: str) -> None:
-    """Stop before the model sees a sequence longer than its position table (an index error deep in torch)."""
-    if limit is None or not seqs:
-        return
-    item_id, length = max(seqs.items(), key=lambda kv: kv[1])
-    if length > limit:
-        raise DataError(
-            f"item {item_id}: {what} needs {length} positions but the model has {limit}; {_FIXES[what]}"
-        )
-
-
-_FIXES = {
-    "scoring": "shorten the question or answer",
-    "generation": "lower max_new_tokens",
-    "True/False probe": "lower tf_shots",
-}
-
-
-def _row(p: _Probe, family: str, ident: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
-    row = dict.fromkeys(COLUMNS, math.nan)
-    row["generation"] = None
+def _row(
+    p: Probe, family: str, ident: dict[str, Any], metrics: dict[str, Any], defaults: dict[str, Any]
+) -> dict[str, Any]:
+    row = dict(defaults)
     row["finite"] = True
     row.update(ident)
     row.update(
@@ -171,9 +72,9 @@ def _row(p: _Probe, family: str, ident: dict[str, Any], metrics: dict[str, Any])
     return row
 
 
-def _frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    df = pd.DataFrame(rows, columns=COLUMNS)
-    for col in NUMERIC_METRICS + ["frequency"]:
+def _frame(rows: list[dict[str, Any]], columns: list[str]) -> pd.DataFrame:
+    df = pd.DataFrame(rows, columns=columns)
+    for col in numeric_metrics() + ["frequency"]:
         df[col] = df[col].astype("float64")
     df["step"] = df["step"].astype("int64")
     df["finite"] = df["finite"].astype("bool")
@@ -198,103 +99,52 @@ def evaluate_items(
 ) -> pd.DataFrame:
     """Score every item with the families in `cfg.metrics`: one row per (item, probe, family).
 
-    Bio prompts whose `item_id` is among `items` are scored as probe "bio" (prob and gen families;
-    candidates are the QA item's). The model is put in eval mode and given back in the mode it had.
+    A selected family scores the QA probes (`cfg.probes`) it takes, plus the probes selected families
+    add that it takes: bio prompts whose `item_id` is among `items` become probe "bio", scored by
+    prob and gen (candidates are the QA item's). The model is put in eval mode and given back in the
+    mode it had.
     """
-    pad_id = pad_id_of(tokenizer)
-    budget = token_budget(model)
-    bs = cfg.batch_size
-    ident = {"model": model_name, "run_id": run_id, "step": int(step)}
-    metrics = set(cfg.metrics)
-    enc = _Encoder(tokenizer)
-    qa = _qa_probes(items, cfg.probes, enc, fmt) if metrics & {"prob", "gen", "tf"} else []
-    bio: list[_Probe] = []
-    if "bio" in metrics and bio_prompts:
-        bio = _bio_probes(bio_prompts, {it.item_id: it for it in items}, enc)
-    prob_probes = (qa if "prob" in metrics else []) + bio
-    gen_probes = (qa if "gen" in metrics else []) + bio
-    tf_probes = qa if "tf" in metrics else []
-
-    limit = max_positions(model)
-    _check_lengths(
-        limit,
-        {
-            p.item.item_id: len(p.prompt_ids) + max(map(len, [p.answer_ids, *p.candidate_ids]))
-            for p in prob_probes
-        },
-        "scoring",
+    selected = set(cfg.metrics)
+    ctx = Context(
+        model=model,
+        tokenizer=tokenizer,
+        cfg=cfg,
+        fmt=fmt,
+        items=items,
+        bio_prompts=list(bio_prompts or []),
+        enc=Encoder(tokenizer),
+        pad_id=pad_id_of(tokenizer),
+        budget=token_budget(model),
+        max_positions=max_positions(model),
     )
-    _check_lengths(
-        limit, {p.item.item_id: len(p.prompt_ids) + cfg.max_new_tokens for p in gen_probes}, "generation"
-    )
-    tf_pairs: list[tuple[list[int], list[int]]] = []
-    if tf_probes:
-        sets = shot_sets(items, cfg.tf_shots, cfg.seed)
-        tf_pairs = [
-            encode_split(enc.prompt, *tf_texts(p.item, p.text, sets, fmt, tokenizer)) for p in tf_probes
-        ]
-        _check_lengths(
-            limit,
-            {p.item.item_id: len(a) + len(b) for p, (a, b) in zip(tf_probes, tf_pairs)},
-            "True/False probe",
-        )
+    families = {name: cls() for name, cls in FAMILIES.items()}
+    scores_qa = any(set(cfg.probes) & set(families[name].probes) for name in selected)
+    qa = _qa_probes(items, cfg.probes, ctx.enc, fmt) if scores_qa else []
+    added = [p for name, family in families.items() if name in selected for p in family.add_probes(ctx)]
+    plan = []
+    for name, family in families.items():
+        if not family.columns:
+            continue
+        probes = [p for p in qa if name in selected and p.probe in family.probes]
+        probes += [p for p in added if p.probe in family.probes]
+        if probes:
+            # Every family's lengths are checked before the model runs at all.
+            plan.append((name, probes, family.prepare(probes, ctx)))
 
     was_training = getattr(model, "training", False)
     model.eval()
     try:
-        pairs = []
-        for p in prob_probes:
-            pairs.append((p.prompt_ids, p.answer_ids))
-            pairs.extend((p.prompt_ids, c) for c in p.candidate_ids)
-        scores = completion_log_probs(model, pairs, pad_id, bs, budget)
-        generations: list[list[int]] = []
-        gen_finite: list[bool] = []
-        if gen_probes:
-            vocab = (
-                model.get_output_embeddings().weight.shape[0]
-                if hasattr(model, "get_output_embeddings")
-                else None
-            )
-            stop = stop_token_mask(tokenizer, vocab or len(tokenizer))
-            generations = greedy_decode(
-                model,
-                [p.prompt_ids for p in gen_probes],
-                stop,
-                pad_id,
-                cfg.max_new_tokens,
-                bs,
-                budget,
-                finite=gen_finite,
-            )
-        tf = None
-        if tf_probes:
-            tf = next_token_probs(model, tf_pairs, verdict_token_ids(tokenizer), pad_id, bs, budget)
+        scored = [families[name].score(probes, state, ctx) for name, probes, state in plan]
     finally:
         model.train(was_training)
 
-    rows = []
-    k = 0
-    for p in prob_probes:
-        n = 1 + len(p.candidate_ids)
-        rows.append(_row(p, "prob", ident, likelihood_metrics(scores[k], scores[k + 1 : k + n])))
-        k += n
-    for p, ids, finite in zip(gen_probes, generations, gen_finite):
-        text = continuation_text(tokenizer, ids)
-        if not finite:
-            # Tokens picked from NaN logits are no answer: the text is kept, no score is given.
-            rows.append(_row(p, "gen", ident, {"generation": text, "finite": False}))
-            continue
-        gen = generation_scores(text, p.answer, prefix=p.probe == "bio")
-        known = float(is_known(text, p.answer, cfg.known, cfg.gen_threshold))
-        rows.append(_row(p, "gen", ident, {"generation": text, "known": known, **gen}))
-    for j, p in enumerate(tf_probes):
-        p_true, p_false = float(tf[j, 0]), float(tf[j, 1])
-        if not (math.isfinite(p_true) and math.isfinite(p_false)):
-            rows.append(_row(p, "tf", ident, {"finite": False}))
-            continue
-        rows.append(
-            _row(
-                p, "tf", ident, {"p_true": p_true, "p_false": p_false, "tf_correct": float(p_true > p_false)}
-            )
-        )
-    return _frame(rows)
+    columns = row_columns()
+    defaults: dict[str, Any] = dict.fromkeys(columns, math.nan)
+    defaults.update({col: None for col, kind in metric_columns().items() if kind is str})
+    ident = {"model": model_name, "run_id": run_id, "step": int(step)}
+    rows = [
+        _row(p, name, ident, metrics, defaults)
+        for (name, probes, _), results in zip(plan, scored)
+        for p, metrics in zip(probes, results, strict=True)
+    ]
+    return _frame(rows, columns)

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from frequnlearn.evaluate.columns import NUMERIC_METRICS
+from frequnlearn.evaluate.columns import numeric_metrics
 
 # n_nonfinite: items of the group left out because a row of theirs was not finite (NaN logits).
 SUMMARY_COLUMNS = ["metric", "n", "mean", "ci_low", "ci_high", "n_nonfinite"]
@@ -45,7 +45,7 @@ def summarize(
     `seed` and the group's key, so adding a group never changes another's interval.
     """
     by = list(by)
-    metrics = [m for m in (metrics or NUMERIC_METRICS) if m in df.columns]
+    metrics = [m for m in (metrics or numeric_metrics()) if m in df.columns]
     rows = []
     for key, grp in df.groupby(by, dropna=False, sort=True):
         key = key if isinstance(key, tuple) else (key,)

@@ -1,4 +1,4 @@
-"""One counting interface for every backend, and the registry that picks a backend by name.
+"""One counting interface for every backend, and the decorator with which a backend registers its name.
 
 A backend answers one question per QA item: how often does this piece of knowledge occur?
 `TextCounter` turns an item into string queries (subject, answer and their case variants) and leaves
@@ -25,36 +25,19 @@ if TYPE_CHECKING:
     from frequnlearn.config.count import CountConfig
 
 BackendFactory = Callable[["CountConfig"], "Counter"]
-_BACKENDS: dict[str, BackendFactory] = {}
+# Filled by `register_backend` as each backend module is imported; `frequency.registry` imports them
+# all and is where names are looked up (this module imports no backend).
+BACKENDS: dict[str, BackendFactory] = {}
 
 
 def register_backend(name: str) -> Callable[[BackendFactory], BackendFactory]:
     """Register `factory(cfg) -> Counter` under `name` (the value of `count.backend`)."""
 
     def deco(factory: BackendFactory) -> BackendFactory:
-        _BACKENDS[name] = factory
+        BACKENDS[name] = factory
         return factory
 
     return deco
-
-
-def available_backends() -> list[str]:
-    _load_builtin_backends()
-    return sorted(_BACKENDS)
-
-
-def make_counter(cfg: CountConfig) -> Counter:
-    _load_builtin_backends()
-    if cfg.backend not in _BACKENDS:
-        raise ConfigError(
-            f"count.backend: unknown backend {cfg.backend!r}; choose from {', '.join(sorted(_BACKENDS))}"
-        )
-    return _BACKENDS[cfg.backend](cfg)
-
-
-def _load_builtin_backends() -> None:
-    # Imported for their registration; each keeps its heavy imports inside functions.
-    from frequnlearn.frequency import ground_truth, infinigram_api, infinigram_local, scan  # noqa: F401
 
 
 class Counter(ABC):

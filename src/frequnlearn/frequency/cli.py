@@ -7,6 +7,8 @@ from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from frequnlearn.frequency.registry import available_backends
+
     p = sub.add_parser(
         "count",
         help="count subject/answer (co-)occurrences of QA items in a corpus and bucket them",
@@ -27,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--corpus", help="JSONL corpus with a `text` field (infinigram-local and scan backends)")
     p.add_argument(
         "--backend",
-        choices=("ground-truth", "infinigram-local", "infinigram-api", "scan"),
+        choices=available_backends(),
         help="counting backend (default: count.backend of the config, else ground-truth)",
     )
     p.add_argument("--config", help="study YAML; its `count:` section is read")

@@ -10,8 +10,9 @@ from typing import Any
 from frequnlearn.config.base import to_dict
 from frequnlearn.config.count import CountConfig
 from frequnlearn.errors import DataError
-from frequnlearn.frequency.base import TextCounter, make_counter
+from frequnlearn.frequency.base import TextCounter
 from frequnlearn.frequency.bucketing import Buckets, assign_buckets
+from frequnlearn.frequency.registry import make_counter
 from frequnlearn.records import QAItem, from_record, read_jsonl, run_info, write_json, write_jsonl
 
 
