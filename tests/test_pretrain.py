@@ -11,16 +11,10 @@ from frequnlearn.config.pretrain import PretrainConfig
 from frequnlearn.errors import ConfigError, DataError
 from frequnlearn.evaluate.known import is_known
 from frequnlearn.models.prompts import encode_prompt, get_prompt_format
-from frequnlearn.pretrain import (
-    BatchStream,
-    PackedCorpus,
-    encode_documents,
-    knowledge_check,
-    load_eval_items,
-    pack,
-    pretrain,
-)
-from frequnlearn.records import QAItem, read_jsonl, write_jsonl
+from frequnlearn.pretrain import pretrain
+from frequnlearn.pretrain.data import BatchStream, PackedCorpus, encode_documents, pack
+from frequnlearn.pretrain.knowledge import knowledge_check, load_eval_items
+from frequnlearn.records import STAGE_FILE, QAItem, read_jsonl, write_jsonl
 
 FIRST = [
     "Ada",
@@ -240,7 +234,7 @@ def test_run_writes_everything(finished_run):
     run = json.loads((finished_run / "run.json").read_text())
     assert run["seed"] == 0 and run["config"]["max_steps"] == 30 and run["summary"]["steps"] == 30
     assert run["summary"]["data"]["bio_documents"] == 16
-    assert (finished_run / "done.json").is_file()
+    assert (finished_run / STAGE_FILE).is_file() and not (finished_run / "done.json").exists()
 
 
 def test_loss_decreases(finished_run):
@@ -278,7 +272,7 @@ def test_resume_equals_uninterrupted(data_dir, tmp_path):
     cut = tmp_path / "cut"
     pretrain(data_dir, tiny_cfg(dropout=0.1, grad_accum=2, save_every=5), cut)
     # Pretend the run was killed right after its step-10 checkpoint.
-    for name in ("done.json", "model.safetensors", "run.json"):
+    for name in (STAGE_FILE, "model.safetensors", "run.json"):
         (cut / name).unlink()
     assert [p.name for p in sorted((cut / "checkpoints").iterdir())] == ["step-00000005", "step-00000010"]
     import shutil
