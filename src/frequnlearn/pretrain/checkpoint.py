@@ -45,6 +45,7 @@ RUNTIME_FIELDS = (
     "eval_batch_size",
     "prompt_format",
 )
+CHECKPOINTS = "checkpoints"  # the folder of a run directory that holds them
 STATE_FILE = "trainer_state.json"
 
 

@@ -14,7 +14,7 @@ import math
 import shutil
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from frequnlearn.config.base import to_dict
 from frequnlearn.config.pretrain import PretrainConfig
 from frequnlearn.errors import ConfigError, TrainingError
 from frequnlearn.pretrain.checkpoint import (
+    CHECKPOINTS,
     STATE_FILE,
     JsonlLog,
     commit_checkpoint,
@@ -76,8 +77,8 @@ class Run:
     fmt: Any
     total_steps: int
     main: bool
-    metrics: JsonlLog | None = None
-    knowledge: JsonlLog | None = None
+    metrics: JsonlLog
+    knowledge: JsonlLog
 
     @property
     def key(self) -> str:
@@ -85,7 +86,7 @@ class Run:
 
     @property
     def ckpt_dir(self) -> Path:
-        return self.out_dir / "checkpoints"
+        return self.out_dir / CHECKPOINTS
 
 
 @dataclass
@@ -94,7 +95,7 @@ class Meter:
 
     steps: int = 0
     seconds: float = 0.0
-    shown_at: float = field(default=0.0)  # when the bar's numbers were last refreshed
+    shown_at: float = 0.0  # when the bar's numbers were last refreshed
 
     def tokens_per_s(self, tokens_per_step: int) -> float:
         return self.steps * tokens_per_step / max(self.seconds, 1e-9)
@@ -207,14 +208,13 @@ def setup(data_dir: Path, cfg: PretrainConfig, out_dir: Path, data_sha256: str) 
         )
     items = load_eval_items(data_dir, cfg)
     state = build_state(accelerator, preset, tok, cfg, total_steps)
-    run = Run(cfg, out_dir, data_sha256, tok, corpus, stream, items, fmt, total_steps, main)
     if main:
-        remove_partial_saves(run.ckpt_dir)
-    path = resumable(run.ckpt_dir, cfg, data_sha256, main)
+        remove_partial_saves(out_dir / CHECKPOINTS)
+    path = resumable(out_dir / CHECKPOINTS, cfg, data_sha256, main)
     if path is not None:
         load_checkpoint(state, path)
-    run.metrics = JsonlLog(out_dir / "metrics.jsonl", state.step, main)
-    run.knowledge = JsonlLog(out_dir / "knowledge.jsonl", state.step, main)
+    logs = [JsonlLog(out_dir / name, state.step, main) for name in ("metrics.jsonl", "knowledge.jsonl")]
+    run = Run(cfg, out_dir, data_sha256, tok, corpus, stream, items, fmt, total_steps, main, *logs)
     if cfg.log_with:
         accelerator.init_trackers("frequnlearn-pretrain", config=to_dict(cfg))
     return run, state
