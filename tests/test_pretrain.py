@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import math
 import random
+from pathlib import Path
 
 import pytest
 import torch
@@ -307,6 +308,27 @@ def test_rerun_of_finished_run_is_a_no_op(finished_run, data_dir):
     pretrain(data_dir, tiny_cfg(max_steps=30, eval_every=10), finished_run)
     assert (finished_run / "model.safetensors").stat().st_mtime_ns == stamp
     (finished_run / STAGE_FILE).write_text(marker)
+
+
+def test_a_run_of_the_earlier_layout_is_trained_again(finished_run, data_dir, tmp_path, capsys):
+    """A directory from before the records marker (done.json, no run key anywhere) is not taken as
+    finished, and its checkpoints are not resumed: the run is trained again and marked done."""
+    import shutil
+
+    out = Path(shutil.copytree(finished_run, tmp_path / "old"))
+    (out / STAGE_FILE).unlink()
+    (out / "done.json").write_text('{"step": 30}\n')
+    for path in [out / "run.json", *out.glob("checkpoints/*/trainer_state.json")]:
+        record = json.loads(path.read_text())
+        record.pop("key", None)
+        path.write_text(json.dumps(record))
+    stamp = (out / "model.safetensors").stat().st_mtime_ns
+    pretrain(data_dir, tiny_cfg(max_steps=30, eval_every=10), out)
+    assert "written by an earlier version" in capsys.readouterr().err
+    assert (out / "model.safetensors").stat().st_mtime_ns != stamp
+    assert (
+        json.loads((out / STAGE_FILE).read_text())["key"] == json.loads((out / "run.json").read_text())["key"]
+    )
 
 
 def test_resume_equals_uninterrupted(data_dir, tmp_path):

@@ -80,6 +80,7 @@ def finished(out_dir: Path, cfg: PretrainConfig, data_sha256: str) -> bool:
     """Whether `out_dir` holds this run, finished; a finished run of other settings or data is refused.
 
     A caller (the study) may rewrite the marker with a key of its own; run.json still names the run.
+    A run.json without a key was written by an earlier version: that run is trained again.
     """
     key = run_key(cfg, data_sha256)
     if stage_done(out_dir, key):
@@ -87,7 +88,9 @@ def finished(out_dir: Path, cfg: PretrainConfig, data_sha256: str) -> bool:
     if not (out_dir / STAGE_FILE).is_file() or not (out_dir / "run.json").is_file():
         return False
     record = read_json(out_dir / "run.json")
-    if record.get("key") == key:
+    if "key" not in record:
+        return False
+    if record["key"] == key:
         return True
     check_other_run(out_dir, record, cfg, data_sha256)
     return False

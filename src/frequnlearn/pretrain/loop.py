@@ -144,7 +144,8 @@ def pretrain(data_dir: str | Path, cfg: PretrainConfig, out_dir: str | Path) -> 
 
 def train_step(state: TrainState, batch: tuple[Any, Any]) -> dict[str, Any]:
     """One optimizer step on this process's rows (input ids, labels) of a global batch, in grad_accum
-    micro-batches; returns the step's loss (a tensor: reading it would wait for the device) and lr."""
+    micro-batches; returns the step's loss (a tensor: reading it would wait for the device) and the
+    learning rate it applied."""
     import torch
 
     acc, model = state.accelerator, state.model
@@ -221,6 +222,7 @@ def setup(data_dir: Path, cfg: PretrainConfig, out_dir: Path, data_sha256: str) 
 
 
 def make_accelerator(cfg: PretrainConfig, out_dir: Path) -> Any:
+    """The accelerator for `cfg`'s precision and trackers, once the global batch splits evenly."""
     import torch
     from accelerate import Accelerator
 
