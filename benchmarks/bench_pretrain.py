@@ -45,7 +45,8 @@ def bare(data: Path, cfg, tokenizer_dir: Path, warmup: int) -> float:
     from transformers import AutoTokenizer
 
     from frequnlearn.models.presets import build_model, get_preset
-    from frequnlearn.pretrain import BatchStream, build_optimizer, build_scheduler, prepare_data
+    from frequnlearn.pretrain.data import BatchStream, prepare_data
+    from frequnlearn.pretrain.loop import build_optimizer, build_scheduler
 
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
     preset = get_preset(cfg.preset)

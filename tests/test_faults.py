@@ -24,7 +24,7 @@ import pytest
 import torch
 
 from frequnlearn.cli import main
-from frequnlearn.records import OUTPUT_MARKER
+from frequnlearn.records import OUTPUT_MARKER, STAGE_FILE
 
 ANSWERS = ["Google", "Apple", "London, UK", "Paris"]
 PRETRAIN = [
@@ -649,7 +649,7 @@ def test_unlearn_over_an_earlier_run_replaces_only_its_own_files(inputs, tmp_pat
 
 def test_finished_pretraining_on_the_same_data_is_reused_untouched(inputs, tmp_path, capsys):
     out = Path(shutil.copytree(inputs.ref["model"], tmp_path / "model"))
-    (out / OUTPUT_MARKER).unlink()  # written before the marker existed: its pretrain_config.json marks it
+    (out / OUTPUT_MARKER).unlink()  # written before the marker existed: its knowledge.jsonl marks it
     before = snapshot(tmp_path)
     code, text, err = run(capsys, ["pretrain", "--data", str(inputs.data), "--out", str(out), *PRETRAIN])
     assert code == 0 and text.strip() == str(out), err
@@ -745,7 +745,7 @@ PRETRAIN_KILLS = [
     pytest.param(
         "after-second-checkpoint", {"replace": "*/checkpoints/step-*", "n": 2, "after": True}, marks=SLOW
     ),
-    pytest.param("before-done-marker", {"replace": "*/done.json", "n": 1}, marks=SLOW),
+    pytest.param("before-done-marker", {"replace": f"*/{STAGE_FILE}", "n": 1}, marks=SLOW),
 ]
 
 
@@ -767,7 +767,7 @@ def test_kill_pretrain(name, spec, inputs, tmp_path, capsys):
     out = tmp_path / "model"
     argv = ["pretrain", "--data", str(inputs.data), "--out", str(out), *PRETRAIN]
     kill_at(argv, spec)
-    assert not (out / "done.json").exists()
+    assert not (out / STAGE_FILE).exists()
     code, text, err = run(capsys, argv)
     assert code == 0 and text.strip() == str(out), err
     assert "resuming from checkpoint step-" in err

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import json
+import math
 import random
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,16 +13,10 @@ from frequnlearn.config.pretrain import PretrainConfig
 from frequnlearn.errors import ConfigError, DataError
 from frequnlearn.evaluate.known import is_known
 from frequnlearn.models.prompts import encode_prompt, get_prompt_format
-from frequnlearn.pretrain import (
-    BatchStream,
-    PackedCorpus,
-    encode_documents,
-    knowledge_check,
-    load_eval_items,
-    pack,
-    pretrain,
-)
-from frequnlearn.records import QAItem, read_jsonl, write_jsonl
+from frequnlearn.pretrain import pretrain
+from frequnlearn.pretrain.data import BatchStream, PackedCorpus, encode_documents, pack
+from frequnlearn.pretrain.knowledge import knowledge_check, load_eval_items
+from frequnlearn.records import STAGE_FILE, QAItem, mark_done, read_jsonl, write_jsonl
 
 FIRST = [
     "Ada",
@@ -222,6 +218,44 @@ def test_eval_items_sample_per_group(data_dir):
 # ---------------------------------------------------------------- training
 
 
+def _setup(data_dir, out, **overrides):
+    from frequnlearn.pretrain.data import corpus_sha256
+    from frequnlearn.pretrain.loop import setup
+
+    return setup(data_dir, tiny_cfg(warmup=0.0, **overrides), out, corpus_sha256(data_dir))
+
+
+def test_train_step_alone_logs_a_finite_loss_and_changes_every_parameter(data_dir, tmp_path):
+    from frequnlearn.pretrain.loop import train_step
+
+    run, state = _setup(data_dir, tmp_path / "m", grad_accum=2)
+    before = {n: p.detach().clone() for n, p in state.model.named_parameters()}
+    ids, labels, _ = run.stream.batch(0)
+    out = train_step(state, (ids, labels))
+    assert math.isfinite(float(out["loss"])) and out["lr"] == pytest.approx(3e-3)
+    assert float(state.window_loss) == pytest.approx(float(out["loss"]))
+    assert (state.step, state.window_steps, state.tokens_seen) == (1, 1, 4 * 64)
+    unchanged = [n for n, p in state.model.named_parameters() if torch.equal(p.detach(), before[n])]
+    assert not unchanged
+
+
+def test_checkpoint_restores_the_state(data_dir, tmp_path):
+    from frequnlearn.pretrain.loop import save_checkpoint, train_step
+
+    run, state = _setup(data_dir, tmp_path / "m")
+    for step in range(2):
+        ids, labels, _ = run.stream.batch(step)
+        train_step(state, (ids, labels))
+    save_checkpoint(run, state)
+    _, again = _setup(data_dir, tmp_path / "m", lr=3e-3, log_every=5)  # a runtime field may change
+    assert (again.step, again.window_steps, again.tokens_seen) == (2, 2, state.tokens_seen)
+    assert float(again.window_loss) == pytest.approx(float(state.window_loss))
+    for (name, p), q in zip(state.model.named_parameters(), again.model.parameters()):
+        assert torch.equal(p.detach(), q.detach()), name
+    with pytest.raises(ConfigError, match=r"other settings \(lr\)"):
+        _setup(data_dir, tmp_path / "m", lr=1e-3)
+
+
 def test_run_writes_everything(finished_run):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -240,7 +274,7 @@ def test_run_writes_everything(finished_run):
     run = json.loads((finished_run / "run.json").read_text())
     assert run["seed"] == 0 and run["config"]["max_steps"] == 30 and run["summary"]["steps"] == 30
     assert run["summary"]["data"]["bio_documents"] == 16
-    assert (finished_run / "done.json").is_file()
+    assert (finished_run / STAGE_FILE).is_file() and not (finished_run / "done.json").exists()
 
 
 def test_loss_decreases(finished_run):
@@ -268,6 +302,33 @@ def test_rerun_of_finished_run_is_a_no_op(finished_run, data_dir):
     assert (finished_run / "model.safetensors").stat().st_mtime_ns == stamp
     with pytest.raises(ConfigError, match="other settings .*lr"):
         pretrain(data_dir, tiny_cfg(max_steps=30, eval_every=10, lr=1e-3), finished_run)
+    # A caller (the study) may rewrite the marker with its own key: run.json still names the run.
+    marker = (finished_run / STAGE_FILE).read_text()
+    mark_done(finished_run, "a-callers-key")
+    pretrain(data_dir, tiny_cfg(max_steps=30, eval_every=10), finished_run)
+    assert (finished_run / "model.safetensors").stat().st_mtime_ns == stamp
+    (finished_run / STAGE_FILE).write_text(marker)
+
+
+def test_a_run_of_the_earlier_layout_is_trained_again(finished_run, data_dir, tmp_path, capsys):
+    """A directory from before the records marker (done.json, no run key anywhere) is not taken as
+    finished, and its checkpoints are not resumed: the run is trained again and marked done."""
+    import shutil
+
+    out = Path(shutil.copytree(finished_run, tmp_path / "old"))
+    (out / STAGE_FILE).unlink()
+    (out / "done.json").write_text('{"step": 30}\n')
+    for path in [out / "run.json", *out.glob("checkpoints/*/trainer_state.json")]:
+        record = json.loads(path.read_text())
+        record.pop("key", None)
+        path.write_text(json.dumps(record))
+    stamp = (out / "model.safetensors").stat().st_mtime_ns
+    pretrain(data_dir, tiny_cfg(max_steps=30, eval_every=10), out)
+    assert "written by an earlier version" in capsys.readouterr().err
+    assert (out / "model.safetensors").stat().st_mtime_ns != stamp
+    assert (
+        json.loads((out / STAGE_FILE).read_text())["key"] == json.loads((out / "run.json").read_text())["key"]
+    )
 
 
 def test_resume_equals_uninterrupted(data_dir, tmp_path):
@@ -278,7 +339,7 @@ def test_resume_equals_uninterrupted(data_dir, tmp_path):
     cut = tmp_path / "cut"
     pretrain(data_dir, tiny_cfg(dropout=0.1, grad_accum=2, save_every=5), cut)
     # Pretend the run was killed right after its step-10 checkpoint.
-    for name in ("done.json", "model.safetensors", "run.json"):
+    for name in (STAGE_FILE, "model.safetensors", "run.json"):
         (cut / name).unlink()
     assert [p.name for p in sorted((cut / "checkpoints").iterdir())] == ["step-00000005", "step-00000010"]
     import shutil

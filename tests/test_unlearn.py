@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 
 import pandas as pd
 import pytest
@@ -16,7 +17,7 @@ from frequnlearn.records import QAItem, read_json, read_jsonl
 from frequnlearn.unlearn import UnlearnResult, unlearn
 from frequnlearn.unlearn import losses as losses_mod
 from frequnlearn.unlearn.data import collate, encode_items, pair_indices
-from frequnlearn.unlearn.loop import token_logprobs
+from frequnlearn.unlearn.loop import setup, token_logprobs, train_step
 
 FORGET = [
     QAItem("f0", "Who employs Ada Mae Lovelace?", "Google"),
@@ -137,6 +138,41 @@ def test_every_method_changes_every_parameter_and_logs_its_loss(tiny_gpt2_dir, t
             assert row["loss"] == pytest.approx(row["forget_loss"] + row["retain_loss"], rel=1e-5)
         else:
             assert "retain_loss" not in row and row["loss"] == pytest.approx(row["forget_loss"])
+
+
+def _first_batch(state):
+    return [next(iter(state.data.loader(state.accelerator, 0)))]
+
+
+def test_train_step_alone_logs_its_losses_and_changes_every_parameter(tiny_gpt2_dir, tmp_path):
+    model, tok = _model(tiny_gpt2_dir)
+    state = setup(model, tok, FORGET, RETAIN, _cfg(method="simnpo", retain_loss="gd", max_steps=3), tmp_path)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    row = train_step(state, _first_batch(state))
+    assert row["step"] == state.step == 1 and row["epoch"] == 1
+    for key in ("loss", "forget_loss", "retain_loss", "forget_token_logp", "retain_token_logp", "grad_norm"):
+        assert math.isfinite(row[key]), key
+    assert row["loss"] == pytest.approx(row["forget_loss"] + row["retain_loss"], rel=1e-5)
+    unchanged = [n for n, p in model.named_parameters() if torch.equal(p.detach(), before[n])]
+    assert not unchanged
+
+
+def test_train_step_refuses_a_non_finite_loss_without_touching_parameters(
+    tiny_gpt2_dir, tmp_path, monkeypatch
+):
+    def nan_loss(inp, p):
+        return (inp.token_logp * inp.mask).sum() * float("nan")
+
+    monkeypatch.setitem(
+        losses_mod.FORGET_LOSSES, "ga", losses_mod.Loss("ga", "forget", nan_loss, frozenset())
+    )
+    model, tok = _model(tiny_gpt2_dir)
+    state = setup(model, tok, FORGET, RETAIN, _cfg(method="ga", retain_loss="gd"), tmp_path)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    with pytest.raises(TrainingError, match="step 1: the loss is not finite"):
+        train_step(state, _first_batch(state))
+    assert state.step == 0
+    assert all(torch.equal(p.detach(), before[n]) for n, p in model.named_parameters())
 
 
 def test_npo_starts_at_its_reference_and_kl_at_zero(tiny_gpt2_dir, tmp_path):

@@ -17,7 +17,7 @@ from frequnlearn.errors import FrequnlearnError
 # Order is the order of `--help`.
 COMMAND_MODULES = (
     "frequnlearn.data.cli",
-    "frequnlearn.pretrain_cli",
+    "frequnlearn.pretrain.cli",
     "frequnlearn.frequency.cli",
     "frequnlearn.unlearn.cli",
     "frequnlearn.evaluate.cli",

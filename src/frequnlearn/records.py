@@ -256,7 +256,7 @@ OUTPUT_MARKER = ".frequnlearn-output.json"
 # the marker existed (a study run, a data directory, a pretraining run).
 OUTPUT_KINDS: dict[str, tuple[str, tuple[str, ...]]] = {
     "data": ("a data directory (`generate`)", ("manifest.json",)),
-    "model": ("a pretraining run (`pretrain`)", ("pretrain_config.json",)),
+    "model": ("a pretraining run (`pretrain`)", ("knowledge.jsonl", "pretrain_config.json")),
     "unlearn": ("an unlearning run (`unlearn`)", ("log.jsonl",)),
     "study": ("a study run directory (`study`)", ("study.json", ".stage.json")),
     "report": ("a report (`report`)", ("report.html", "findings.json")),

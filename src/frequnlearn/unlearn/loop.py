@@ -1,13 +1,15 @@
 """One training loop for every unlearning method, evaluated as it goes so each run is a trajectory.
 
-Each optimizer step sees `batch_size` forget examples (in a seeded shuffled order), each paired with
-a randomly drawn retain example, in one forward pass. Evaluation runs at step 0 (before any update),
-at `eval_steps`, every `eval_every` steps, after each epoch and at the end; the trajectory file is
-rewritten atomically after every evaluation and each step's losses are appended to the log as soon as
-the step is done, so a run that is killed or stopped by a NaN loss keeps everything measured so far.
-The loss and the gradient norm are checked before every `optimizer.step()`, so a non-finite update is
-never applied; an evaluation whose rows are not finite (an update that overflowed) stops the run
-before it is written, so no score of a broken model reaches the trajectory.
+`setup` checks and encodes the sets, prepares what the losses need (reference log-probs, a frozen
+reference model, RMU's block) and returns an `UnlearnState`; `train_step` is one optimizer step on it;
+`unlearn` is the loop. Each optimizer step sees `batch_size` forget examples (in a seeded shuffled
+order), each paired with a randomly drawn retain example, in one forward pass. Evaluation runs at step
+0 (before any update), at `eval_steps`, every `eval_every` steps, after each epoch and at the end; the
+trajectory file is rewritten atomically after every evaluation and each step's losses are appended to
+the log as soon as the step is done, so a run that is killed or stopped by a NaN loss keeps everything
+measured so far. The loss and the gradient norm are checked before every `optimizer.step()`, so a
+non-finite update is never applied; an evaluation whose rows are not finite (an update that
+overflowed) stops the run before it is written, so no score of a broken model reaches the trajectory.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from frequnlearn.records import (
     write_parquet,
 )
 from frequnlearn.unlearn.data import Example, collate, encode_items, make_collate, pair_indices
-from frequnlearn.unlearn.losses import LossInputs, LossParams, get_loss
+from frequnlearn.unlearn.losses import Loss, LossInputs, LossParams, get_loss
 from frequnlearn.unlearn.losses.rmu import decoder_blocks, mlp_parameter_names, rmu_layer, steering_vector
 
 EvalFn = Callable[[Any, Any, int], pd.DataFrame]
@@ -106,6 +108,105 @@ def _eval_points(cfg: UnlearnConfig, total: int) -> set[int]:
     return points
 
 
+@dataclass
+class Encoded:
+    """The sets as token ids, and the seeded pairing that batches them (a new order every epoch)."""
+
+    forget: list[Example]
+    refusal: list[Example] | None  # the forget questions answered with the refusal, when a loss needs it
+    retain: list[Example] | None  # None when there is no retain term
+    pad_id: int
+    retain_on: str
+    batch_size: int
+    seed: int
+
+    def loader(self, accelerator: Any, epoch: int) -> Any:
+        pairs = pair_indices(len(self.forget), len(self.retain or ()), self.seed, epoch)
+        collate_fn = make_collate(self.forget, self.retain, self.pad_id, self.retain_on, refusal=self.refusal)
+        dl = torch.utils.data.DataLoader(
+            pairs, batch_size=self.batch_size, shuffle=False, collate_fn=collate_fn
+        )
+        return accelerator.prepare_data_loader(dl)
+
+
+@dataclass
+class LossTerms:
+    """The registered forget and retain losses with their weights, and what their `needs` asked for:
+    reference log-probs, a frozen reference model, item frequencies, RMU's block and direction."""
+
+    forget: Loss
+    retain: Loss | None  # None for retain_loss=none
+    params: LossParams
+    forget_weight: float
+    retain_weight: float
+    ref_logp: torch.Tensor | None = None
+    ref_logp_refusal: torch.Tensor | None = None
+    frequency: torch.Tensor | None = None
+    ref_model: Any = None
+    layer: int | None = None
+    block: torch.nn.Module | None = None
+    ref_block: torch.nn.Module | None = None
+    steer: torch.Tensor | None = None
+
+
+@dataclass
+class UnlearnState:
+    """Everything a step reads or changes: the prepared model, optimizer and schedule, the loss terms,
+    the batches, and where the run stands."""
+
+    accelerator: Any
+    model: Any
+    optimizer: Any
+    scheduler: Any
+    params: list[torch.nn.Parameter]  # the trainable ones
+    terms: LossTerms
+    data: Encoded
+    cfg: UnlearnConfig
+    out_dir: Path
+    total: int  # optimizer steps of the run
+    steps_per_epoch: int
+    frozen: list[torch.nn.Parameter] = field(default_factory=list)  # given back their gradients at the end
+    step: int = 0
+    epoch: int = 0
+
+
+class Trajectory:
+    """The evaluations along the run: trajectory.parquet is rewritten after each, so a run that stops
+    keeps everything measured so far."""
+
+    def __init__(self, eval_fn: EvalFn | None, tokenizer: Any, path: Path, meta: dict[str, Any]) -> None:
+        self.eval_fn, self.tokenizer, self.path, self.meta = eval_fn, tokenizer, path, meta
+        self.frames: list[pd.DataFrame] = []
+        self.evaluated: set[int] = set()
+
+    def evaluate(self, state: UnlearnState, step: int) -> None:
+        if self.eval_fn is None or step in self.evaluated:
+            return
+        self.evaluated.add(step)
+        acc = state.accelerator
+        if acc.is_main_process:
+            inner = acc.unwrap_model(state.model)
+            inner.eval()
+            # Evaluation must not shift the training's random stream (dropout), whatever it draws.
+            devices = [acc.device.index or 0] if acc.device.type == "cuda" else []
+            with torch.random.fork_rng(devices=devices), torch.no_grad():
+                frame = self.eval_fn(inner, self.tokenizer, step)
+            inner.train()
+            _check_finite_scores(frame, step, state)
+            frame = frame.copy()
+            if "epoch" not in frame.columns:
+                frame["epoch"] = step / state.steps_per_epoch
+            self.frames.append(frame)
+            write_parquet(pd.concat(self.frames, ignore_index=True), self.path, self.meta)
+        acc.wait_for_everyone()
+
+    def frame(self) -> pd.DataFrame | None:
+        return pd.concat(self.frames, ignore_index=True) if self.frames else None
+
+
+# ---------------------------------------------------------------- the loop
+
+
 def unlearn(
     model: Any,
     tokenizer: Any,
@@ -123,11 +224,155 @@ def unlearn(
     with an `epoch` column added (fractional: step / steps per epoch). `info` (e.g. where the model
     and tables came from) is recorded in run.json.
     """
+    started = time.perf_counter()
+    out_dir = Path(out_dir)
+    state = setup(model, tokenizer, forget, retain, cfg, out_dir)
+    acc = state.accelerator
+    meta = run_info(cfg, cfg.seed)
+    trajectory = Trajectory(eval_fn, tokenizer, out_dir / "trajectory.parquet", meta)
+    points = _eval_points(cfg, state.total)
+    log_path = out_dir / "log.jsonl"
+    log: list[dict[str, Any]] = []
+    if acc.is_main_process:
+        write_jsonl(log_path, [])
+    title = f"unlearn {cfg.method}" + (f"+{cfg.retain_loss}" if state.terms.retain is not None else "")
+    with progress.bar(state.total, title, unit="step", enabled=acc.is_main_process) as bar:
+        trajectory.evaluate(state, 0)
+        while state.step < state.total:
+            batches = iter(state.data.loader(acc, state.epoch))
+            while state.step < state.total:
+                micro = [b for _, b in zip(range(cfg.grad_accum), batches)]
+                if not micro:
+                    break
+                row = train_step(state, micro)
+                log.append(row)
+                if acc.is_main_process:  # one appended row per step: a killed run keeps every finished step
+                    append_jsonl(log_path, row)
+                bar.set(**{k: f"{row[f'{k}_loss']:.4g}" for k in ("forget", "retain") if f"{k}_loss" in row})
+                bar.update(1)
+                if state.step in points:
+                    trajectory.evaluate(state, state.step)
+            state.epoch += 1
+            trajectory.evaluate(state, state.step)
+    final = log[-1] if log else {}
+    summary = _summary(state, len(forget), len(retain), sorted(trajectory.evaluated), final)
+    model_dir = write_outputs(state, tokenizer, {**meta, **(info or {}), "summary": summary})
+    for p in state.frozen:
+        p.requires_grad_(True)
+    acc.free_memory()
+    return UnlearnResult(
+        out_dir,
+        model_dir,
+        state.step,
+        state.epoch,
+        log,
+        trajectory.frame(),
+        final,
+        time.perf_counter() - started,
+    )
+
+
+def train_step(state: UnlearnState, micro: list[dict[str, Any]]) -> dict[str, Any]:
+    """One optimizer step over `micro` (grad_accum batches); returns its log row.
+
+    A non-finite loss or gradient norm stops the run before `optimizer.step()`, so no broken update
+    is ever applied.
+    """
+    acc, cfg = state.accelerator, state.cfg
+    sums: dict[str, float] = {}
+    for i, batch in enumerate(micro):
+        with contextlib.nullcontext() if i == len(micro) - 1 else acc.no_sync(state.model):
+            loss, terms = losses_on(state, batch)
+            _check_finite_loss(state, terms)
+            acc.backward(loss / len(micro))
+        for k, v in terms.items():
+            sums[k] = sums.get(k, 0.0) + v / len(micro)
+    grad_norm = acc.clip_grad_norm_(state.params, cfg.max_grad_norm if cfg.max_grad_norm else math.inf)
+    # A finite loss can still give an inf/NaN gradient; one such update makes every weight NaN.
+    if grad_norm is not None and not math.isfinite(float(grad_norm)):
+        raise TrainingError(
+            f"step {state.step + 1}: the gradient norm is not finite ({float(grad_norm):.4g}), so the update "
+            f"was not applied; lower lr (now {cfg.lr:g}) or set max_grad_norm; what was evaluated "
+            f"so far is kept in {state.out_dir}"
+        )
+    lr = state.scheduler.get_last_lr()[0]
+    state.optimizer.step()
+    state.scheduler.step()
+    state.optimizer.zero_grad(set_to_none=True)
+    state.step += 1
+    row = {"step": state.step, "epoch": state.epoch + 1, "lr": lr, **_mean_over_processes(acc, sums)}
+    row["grad_norm"] = float(grad_norm) if grad_norm is not None else None
+    return row
+
+
+def write_outputs(state: UnlearnState, tokenizer: Any, record: dict[str, Any]) -> Path:
+    """The unlearned model with its tokenizer (written whole or not at all), then run.json."""
+    acc = state.accelerator
+    model_dir = state.out_dir / "model"
+    acc.wait_for_everyone()
+    if acc.is_main_process:
+        with atomic_dir(model_dir) as tmp:
+            acc.unwrap_model(state.model).save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+        write_json(state.out_dir / "run.json", record)
+    acc.wait_for_everyone()
+    return model_dir
+
+
+# ---------------------------------------------------------------- setup
+
+
+def setup(
+    model: Any, tokenizer: Any, forget: list[QAItem], retain: list[QAItem], cfg: UnlearnConfig, out_dir: Path
+) -> UnlearnState:
+    """Check the sets, encode them, prepare what the losses need, and build the optimizer and schedule."""
     from accelerate import Accelerator
     from accelerate.utils import set_seed
     from transformers import get_scheduler
 
-    started = time.perf_counter()
+    forget_loss, retain_loss = _check_sets(forget, retain, cfg)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    set_seed(cfg.seed)
+    data = encode_sets(model, tokenizer, forget, retain if retain_loss else None, cfg, forget_loss)
+    model.to(accelerator.device)
+    terms = prepare_terms(model, cfg, data, forget, forget_loss, retain_loss, accelerator.device)
+    frozen = _freeze_outside_rmu_scope(model, cfg, terms.layer)
+    if terms.layer is not None:
+        terms.block = decoder_blocks(model)[terms.layer]
+        terms.ref_block = (
+            decoder_blocks(terms.ref_model)[terms.layer] if terms.ref_model is not None else None
+        )
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = math.ceil(len(data.loader(accelerator, 0)) / cfg.grad_accum)
+    total = cfg.max_steps if cfg.max_steps is not None else cfg.epochs * steps_per_epoch
+    scheduler = get_scheduler(
+        _SCHEDULERS[cfg.scheduler],
+        optimizer,
+        num_warmup_steps=round(cfg.warmup_ratio * total),
+        num_training_steps=total,
+    )
+    model, optimizer = accelerator.prepare(model, optimizer)
+    return UnlearnState(
+        accelerator,
+        model,
+        optimizer,
+        scheduler,
+        params,
+        terms,
+        data,
+        cfg,
+        out_dir,
+        total,
+        steps_per_epoch,
+        frozen,
+    )
+
+
+def _check_sets(forget: list[QAItem], retain: list[QAItem], cfg: UnlearnConfig) -> tuple[Loss, Loss | None]:
+    """The registered forget and retain losses, once the sets suit them (None: no retain term)."""
     if not forget:
         raise DataError("forget: the forget set is empty; give at least one item to unlearn")
     forget_loss = get_loss(cfg.method, "forget")
@@ -138,19 +383,24 @@ def unlearn(
             f"retain: the retain set is empty but retain_loss={cfg.retain_loss}; give retain items or retain_loss=none"
         )
     check_overlap(forget, retain)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    return forget_loss, retain_loss if use_retain else None
 
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
-    set_seed(cfg.seed)
-    device = accelerator.device
+
+def encode_sets(
+    model: Any,
+    tokenizer: Any,
+    forget: list[QAItem],
+    retain: list[QAItem] | None,
+    cfg: UnlearnConfig,
+    forget_loss: Loss,
+) -> Encoded:
+    """Token ids of every set the losses read, each checked against the model's positions."""
     fmt = get_prompt_format(cfg.prompt_format)
-    pad_id = pad_id_of(tokenizer)
     forget_ex = encode_items(tokenizer, fmt, forget)
     refusal_ex = (
         encode_items(tokenizer, fmt, forget, answer=cfg.refusal) if "refusal" in forget_loss.needs else None
     )
-    retain_ex = encode_items(tokenizer, fmt, retain) if use_retain else None
+    retain_ex = encode_items(tokenizer, fmt, retain) if retain is not None else None
     _check_lengths(
         model,
         {
@@ -159,261 +409,173 @@ def unlearn(
             **({"retain": (retain, retain_ex)} if retain_ex else {}),
         },
     )
-    needs = forget_loss.needs | (retain_loss.needs if use_retain else frozenset())
-    frequency = _frequencies(forget) if "frequency" in needs else None
+    return Encoded(
+        forget_ex, refusal_ex, retain_ex, pad_id_of(tokenizer), cfg.retain_on, cfg.batch_size, cfg.seed
+    )
 
-    model.to(device)
-    ref_logp = ref_logp_refusal = None
+
+def prepare_terms(
+    model: Any,
+    cfg: UnlearnConfig,
+    data: Encoded,
+    forget: list[QAItem],
+    forget_loss: Loss,
+    retain_loss: Loss | None,
+    device: Any,
+) -> LossTerms:
+    """What the losses' `needs` ask for, computed once before training from the model as it is."""
+    needs = forget_loss.needs | (retain_loss.needs if retain_loss else frozenset())
+    terms = LossTerms(
+        forget_loss, retain_loss, LossParams.from_config(cfg), cfg.forget_weight, cfg.retain_weight
+    )
+    terms.frequency = _frequencies(forget) if "frequency" in needs else None
     if "ref_logp" in forget_loss.needs:
-        ref_logp = reference_logps(model, forget_ex, pad_id, cfg.batch_size, device)
-        if refusal_ex is not None:
-            ref_logp_refusal = reference_logps(model, refusal_ex, pad_id, cfg.batch_size, device)
-    ref_model = None
+        terms.ref_logp = reference_logps(model, data.forget, data.pad_id, cfg.batch_size, device)
+        if data.refusal is not None:
+            terms.ref_logp_refusal = reference_logps(model, data.refusal, data.pad_id, cfg.batch_size, device)
     if needs & {"ref_logits", "ref_hidden"}:
-        ref_model = copy.deepcopy(model).eval().requires_grad_(False)
-    layer = steer = None
+        terms.ref_model = copy.deepcopy(model).eval().requires_grad_(False)
     if needs & {"hidden", "ref_hidden"}:
-        layer = rmu_layer(model, cfg.rmu_layer)
-        steer = steering_vector(model.config.hidden_size, cfg.rmu_coeff, cfg.seed).to(device)
-    frozen: list[torch.nn.Parameter] = []
-    if cfg.method == "rmu" and cfg.rmu_params == "mlp":
-        # As published, RMU trains a few MLPs below the steered block and nothing else.
-        scope = set(mlp_parameter_names(model, layer))
-        frozen = [p for name, p in model.named_parameters() if p.requires_grad and name not in scope]
-        for p in frozen:
-            p.requires_grad_(False)
-    block = decoder_blocks(model)[layer] if layer is not None else None
-    ref_block = decoder_blocks(ref_model)[layer] if layer is not None and ref_model is not None else None
+        terms.layer = rmu_layer(model, cfg.rmu_layer)
+        terms.steer = steering_vector(model.config.hidden_size, cfg.rmu_coeff, cfg.seed).to(device)
+    return terms
 
-    model.train()
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    collate_fn = make_collate(forget_ex, retain_ex, pad_id, cfg.retain_on, refusal=refusal_ex)
 
-    def loader_for(epoch: int) -> Any:
-        pairs = pair_indices(len(forget_ex), len(retain_ex or ()), cfg.seed, epoch)
-        dl = torch.utils.data.DataLoader(
-            pairs, batch_size=cfg.batch_size, shuffle=False, collate_fn=collate_fn
-        )
-        return accelerator.prepare_data_loader(dl)
-
-    micro_per_epoch = len(loader_for(0))
-    steps_per_epoch = math.ceil(micro_per_epoch / cfg.grad_accum)
-    total = cfg.max_steps if cfg.max_steps is not None else cfg.epochs * steps_per_epoch
-    scheduler = get_scheduler(
-        _SCHEDULERS[cfg.scheduler],
-        optimizer,
-        num_warmup_steps=round(cfg.warmup_ratio * total),
-        num_training_steps=total,
-    )
-    model, optimizer = accelerator.prepare(model, optimizer)
-    loss_params = LossParams.from_config(cfg)
-
-    meta = run_info(cfg, cfg.seed)
-    log_path, traj_path = out_dir / "log.jsonl", out_dir / "trajectory.parquet"
-    log: list[dict[str, Any]] = []
-    frames: list[pd.DataFrame] = []
-    evaluated: set[int] = set()
-    points = _eval_points(cfg, total)
-
-    def evaluate(step: int) -> None:
-        if eval_fn is None or step in evaluated:
-            return
-        evaluated.add(step)
-        if accelerator.is_main_process:
-            inner = accelerator.unwrap_model(model)
-            inner.eval()
-            # Evaluation must not shift the training's random stream (dropout), whatever it draws.
-            devices = [device.index or 0] if device.type == "cuda" else []
-            with torch.random.fork_rng(devices=devices), torch.no_grad():
-                frame = eval_fn(inner, tokenizer, step)
-            inner.train()
-            if "finite" in frame.columns and not frame["finite"].all():
-                # Finite weights can still give NaN/inf logits (an update that overflowed): such a
-                # model is broken, and its scores (NaN ranks) must not enter the trajectory.
-                bar.close()
-                n_bad = int((~frame["finite"].astype(bool)).sum())
-                raise TrainingError(
-                    f"step {step}: the logits are not finite after this update ({n_bad} of "
-                    f"{len(frame)} evaluation rows); lower lr (now {cfg.lr:g}) or set max_grad_norm; "
-                    f"what was evaluated before is kept in {out_dir}"
-                )
-            frame = frame.copy()
-            if "epoch" not in frame.columns:
-                frame["epoch"] = step / steps_per_epoch
-            frames.append(frame)
-            write_parquet(pd.concat(frames, ignore_index=True), traj_path, meta)
-        accelerator.wait_for_everyone()
-
-    if accelerator.is_main_process:
-        write_jsonl(log_path, [])
-
-    def write_log(row: dict[str, Any]) -> None:
-        """Append one step's row: O(1) per step, and a killed run keeps every finished step."""
-        if accelerator.is_main_process:
-            append_jsonl(log_path, row)
-
-    def mean_over_processes(values: dict[str, float]) -> dict[str, float]:
-        if accelerator.num_processes == 1:
-            return values
-        t = accelerator.reduce(
-            torch.tensor(list(values.values()), device=device, dtype=torch.float64), "mean"
-        )
-        return dict(zip(values, t.tolist()))
-
-    def reference(rows: slice, want: frozenset[str], batch: dict[str, Any]) -> dict[str, Any]:
-        """The frozen model's logits and/or block activations on `rows` of the batch."""
-        if not want & {"ref_logits", "ref_hidden"}:
-            return {}
-        with torch.no_grad(), _capture(ref_block if "ref_hidden" in want else None) as seen:
-            out = ref_model(input_ids=batch["input_ids"][rows], attention_mask=batch["attention_mask"][rows])
-        return {
-            "ref_logits": out.logits[:, :-1] if "ref_logits" in want else None,
-            "ref_hidden": seen[0][:, 1:] if seen else None,
-        }
-
-    def step_on(batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
-        n_f = batch["forget_index"].shape[0]
-        index = batch["forget_index"].cpu()
-        with _capture(block) as seen:
-            logits, token_logp = token_logprobs(model, batch)
-        mask = batch["loss_mask"]
-        targets = batch["input_ids"][:, 1:]
-        # Block outputs at the target tokens' positions, aligned with the loss mask.
-        hidden = seen[0][:, 1:] if seen else None
-
-        def rows(part: slice, **extra: Any) -> LossInputs:
-            return LossInputs(
-                token_logp[part],
-                mask[part],
-                targets=targets[part],
-                logits=logits[part],
-                hidden=hidden[part] if hidden is not None else None,
-                steer=steer,
-                **extra,
-            )
-
-        def at(values: torch.Tensor | None) -> torch.Tensor | None:
-            return values[index].to(device) if values is not None else None
-
-        forget_rows = slice(0, n_f)
-        f_in = rows(
-            forget_rows,
-            ref_logp=at(ref_logp),
-            frequency=at(frequency),
-            **reference(forget_rows, forget_loss.needs, batch),
-        )
-        if refusal_ex is not None:
-            f_in.refusal = rows(slice(n_f, 2 * n_f), ref_logp=at(ref_logp_refusal))
-        f_loss = forget_loss.fn(f_in, loss_params)
-        terms = {"forget_loss": f_loss.item(), "forget_token_logp": _token_mean(f_in)}
-        loss = cfg.forget_weight * f_loss
-        if use_retain:
-            retain_rows = slice(n_f * (2 if refusal_ex is not None else 1), None)
-            r_in = rows(retain_rows, **reference(retain_rows, retain_loss.needs, batch))
-            r_loss = retain_loss.fn(r_in, loss_params)
-            terms.update(retain_loss=r_loss.item(), retain_token_logp=_token_mean(r_in))
-            loss = loss + cfg.retain_weight * r_loss
-        terms["loss"] = loss.item()
-        return loss, terms
-
-    bar = progress.bar(
-        total,
-        f"unlearn {cfg.method}" + (f"+{cfg.retain_loss}" if use_retain else ""),
-        unit="step",
-        enabled=accelerator.is_main_process,
-    )
-    evaluate(0)
-    step, epoch = 0, 0
-    while step < total:
-        micro: list[dict[str, Any]] = []
-        batches = iter(loader_for(epoch))
-        while step < total:
-            micro = [b for _, b in zip(range(cfg.grad_accum), batches)]
-            if not micro:
-                break
-            sums: dict[str, float] = {}
-            for i, batch in enumerate(micro):
-                sync = i == len(micro) - 1
-                with contextlib.nullcontext() if sync else accelerator.no_sync(model):
-                    loss, terms = step_on(batch)
-                    finite = torch.tensor(float(math.isfinite(terms["loss"])), device=device)
-                    if accelerator.num_processes > 1:
-                        finite = accelerator.gather(finite.reshape(1)).min()
-                    if not finite.item():
-                        bar.close()
-                        shown = ", ".join(f"{k} {v:.4g}" for k, v in terms.items())
-                        raise TrainingError(
-                            f"step {step + 1}: the loss is not finite ({shown}); lower lr (now {cfg.lr:g}) or set "
-                            f"max_grad_norm; what was evaluated so far is kept in {out_dir}"
-                        )
-                    accelerator.backward(loss / len(micro))
-                for k, v in terms.items():
-                    sums[k] = sums.get(k, 0.0) + v / len(micro)
-            grad_norm = accelerator.clip_grad_norm_(
-                params, cfg.max_grad_norm if cfg.max_grad_norm else math.inf
-            )
-            # A finite loss can still give an inf/NaN gradient; one such update makes every weight NaN.
-            if grad_norm is not None and not math.isfinite(float(grad_norm)):
-                bar.close()
-                raise TrainingError(
-                    f"step {step + 1}: the gradient norm is not finite ({float(grad_norm):.4g}), so the update "
-                    f"was not applied; lower lr (now {cfg.lr:g}) or set max_grad_norm; what was evaluated "
-                    f"so far is kept in {out_dir}"
-                )
-            lr = scheduler.get_last_lr()[0]
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            row = {"step": step, "epoch": epoch + 1, "lr": lr, **mean_over_processes(sums)}
-            row["grad_norm"] = float(grad_norm) if grad_norm is not None else None
-            log.append(row)
-            write_log(row)
-            bar.set(forget=f"{row['forget_loss']:.4g}")
-            if use_retain:
-                bar.set(retain=f"{row['retain_loss']:.4g}")
-            bar.update(1)
-            if step in points:
-                evaluate(step)
-        epoch += 1
-        evaluate(step)
-    bar.close()
-
-    accelerator.wait_for_everyone()
-    inner = accelerator.unwrap_model(model)
-    model_dir = out_dir / "model"
-    final = log[-1] if log else {}
-    if accelerator.is_main_process:
-        with atomic_dir(model_dir) as tmp:
-            inner.save_pretrained(tmp)
-            tokenizer.save_pretrained(tmp)
-        summary = {
-            "steps": step,
-            "epochs": epoch,
-            "steps_per_epoch": steps_per_epoch,
-            "n_forget": len(forget),
-            "n_retain": len(retain),
-            "num_processes": accelerator.num_processes,
-            "evaluated_steps": sorted(evaluated),
-            "final": final,
-        }
-        write_json(out_dir / "run.json", {**meta, **(info or {}), "summary": summary})
-    accelerator.wait_for_everyone()
-    trajectory = pd.concat(frames, ignore_index=True) if frames else None
+def _freeze_outside_rmu_scope(model: Any, cfg: UnlearnConfig, layer: int | None) -> list[torch.nn.Parameter]:
+    """As published, RMU trains a few MLPs below the steered block and nothing else: freeze the rest."""
+    if cfg.method != "rmu" or cfg.rmu_params != "mlp":
+        return []
+    scope = set(mlp_parameter_names(model, layer))
+    frozen = [p for name, p in model.named_parameters() if p.requires_grad and name not in scope]
     for p in frozen:
-        p.requires_grad_(True)
-    accelerator.free_memory()
-    return UnlearnResult(
-        out_dir=out_dir,
-        model_dir=model_dir,
-        steps=step,
-        epochs=epoch,
-        log=log,
-        trajectory=trajectory,
-        final=final,
-        seconds=time.perf_counter() - started,
+        p.requires_grad_(False)
+    return frozen
+
+
+# ---------------------------------------------------------------- one step's losses
+
+
+@dataclass
+class _Rows:
+    """One forward pass's per-token outputs, sliced into the LossInputs of a part of the batch."""
+
+    token_logp: torch.Tensor
+    mask: torch.Tensor
+    targets: torch.Tensor
+    logits: torch.Tensor
+    hidden: torch.Tensor | None
+    steer: torch.Tensor | None
+
+    def inputs(self, part: slice, **extra: Any) -> LossInputs:
+        return LossInputs(
+            self.token_logp[part],
+            self.mask[part],
+            targets=self.targets[part],
+            logits=self.logits[part],
+            hidden=self.hidden[part] if self.hidden is not None else None,
+            steer=self.steer,
+            **extra,
+        )
+
+
+def losses_on(state: UnlearnState, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+    """The weighted total loss of one batch (forget rows, refusal rows, retain rows) and its terms."""
+    t, device = state.terms, state.accelerator.device
+    n_f = batch["forget_index"].shape[0]
+    index = batch["forget_index"].cpu()
+    with _capture(t.block) as seen:
+        logits, token_logp = token_logprobs(state.model, batch)
+    # Block outputs at the target tokens' positions, aligned with the loss mask.
+    hidden = seen[0][:, 1:] if seen else None
+    rows = _Rows(token_logp, batch["loss_mask"], batch["input_ids"][:, 1:], logits, hidden, t.steer)
+    forget_rows = slice(0, n_f)
+    f_in = rows.inputs(
+        forget_rows,
+        ref_logp=_at(t.ref_logp, index, device),
+        frequency=_at(t.frequency, index, device),
+        **_reference(t, forget_rows, t.forget.needs, batch),
     )
+    if state.data.refusal is not None:
+        f_in.refusal = rows.inputs(slice(n_f, 2 * n_f), ref_logp=_at(t.ref_logp_refusal, index, device))
+    f_loss = t.forget.fn(f_in, t.params)
+    terms = {"forget_loss": f_loss.item(), "forget_token_logp": _token_mean(f_in)}
+    loss = t.forget_weight * f_loss
+    if t.retain is not None:
+        retain_rows = slice(n_f * (2 if state.data.refusal is not None else 1), None)
+        r_in = rows.inputs(retain_rows, **_reference(t, retain_rows, t.retain.needs, batch))
+        r_loss = t.retain.fn(r_in, t.params)
+        terms.update(retain_loss=r_loss.item(), retain_token_logp=_token_mean(r_in))
+        loss = loss + t.retain_weight * r_loss
+    terms["loss"] = loss.item()
+    return loss, terms
+
+
+def _at(values: torch.Tensor | None, index: torch.Tensor, device: Any) -> torch.Tensor | None:
+    """Per-item values (reference log-probs, frequencies) of the batch's forget items."""
+    return values[index].to(device) if values is not None else None
+
+
+def _reference(t: LossTerms, rows: slice, want: frozenset[str], batch: dict[str, Any]) -> dict[str, Any]:
+    """The frozen model's logits and/or block activations on `rows` of the batch."""
+    if not want & {"ref_logits", "ref_hidden"}:
+        return {}
+    with torch.no_grad(), _capture(t.ref_block if "ref_hidden" in want else None) as seen:
+        out = t.ref_model(input_ids=batch["input_ids"][rows], attention_mask=batch["attention_mask"][rows])
+    return {
+        "ref_logits": out.logits[:, :-1] if "ref_logits" in want else None,
+        "ref_hidden": seen[0][:, 1:] if seen else None,
+    }
+
+
+# ---------------------------------------------------------------- checks and records
+
+
+def _check_finite_loss(state: UnlearnState, terms: dict[str, float]) -> None:
+    """Stop before the backward pass of a non-finite loss (on any process)."""
+    acc = state.accelerator
+    finite = torch.tensor(float(math.isfinite(terms["loss"])), device=acc.device)
+    if acc.num_processes > 1:
+        finite = acc.gather(finite.reshape(1)).min()
+    if not finite.item():
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in terms.items())
+        raise TrainingError(
+            f"step {state.step + 1}: the loss is not finite ({shown}); lower lr (now {state.cfg.lr:g}) or set "
+            f"max_grad_norm; what was evaluated so far is kept in {state.out_dir}"
+        )
+
+
+def _check_finite_scores(frame: pd.DataFrame, step: int, state: UnlearnState) -> None:
+    """Finite weights can still give NaN/inf logits (an update that overflowed): such a model is
+    broken, and its scores (NaN ranks) must not enter the trajectory."""
+    if "finite" in frame.columns and not frame["finite"].all():
+        n_bad = int((~frame["finite"].astype(bool)).sum())
+        raise TrainingError(
+            f"step {step}: the logits are not finite after this update ({n_bad} of "
+            f"{len(frame)} evaluation rows); lower lr (now {state.cfg.lr:g}) or set max_grad_norm; "
+            f"what was evaluated before is kept in {state.out_dir}"
+        )
+
+
+def _mean_over_processes(acc: Any, values: dict[str, float]) -> dict[str, float]:
+    if acc.num_processes == 1:
+        return values
+    t = acc.reduce(torch.tensor(list(values.values()), device=acc.device, dtype=torch.float64), "mean")
+    return dict(zip(values, t.tolist()))
+
+
+def _summary(
+    state: UnlearnState, n_forget: int, n_retain: int, evaluated: list[int], final: dict[str, Any]
+) -> dict[str, Any]:
+    return {
+        "steps": state.step,
+        "epochs": state.epoch,
+        "steps_per_epoch": state.steps_per_epoch,
+        "n_forget": n_forget,
+        "n_retain": n_retain,
+        "num_processes": state.accelerator.num_processes,
+        "evaluated_steps": evaluated,
+        "final": final,
+    }
 
 
 def _frequencies(items: Sequence[QAItem]) -> torch.Tensor:

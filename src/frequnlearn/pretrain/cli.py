@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from frequnlearn.models.presets import PRESETS
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -34,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--preset",
         default=None,
-        help="model size: tiny, small, base, gpt2-20m, gpt2-50m, gpt2-124m, gpt2-210m (default: the config's)",
+        help=f"model size: {', '.join(PRESETS)} (default: the config's)",
     )
     p.add_argument(
         "--config", default=None, metavar="PATH", help="YAML file; its `pretrain:` section is read"
