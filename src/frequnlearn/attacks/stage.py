@@ -62,7 +62,7 @@ def excluded_people(study: Any) -> set[Any]:
 def _in_studied_level(study: Any, item: Any) -> bool:
     """Whether an item belongs to a studied level (in the synthetic setting, only forget groups make levels)."""
     from frequnlearn.records import FORGET_GROUPS
-    from frequnlearn.study import level_of
+    from frequnlearn.study.sets import level_of
 
     if study.s.setting == "synthetic" and item.group not in FORGET_GROUPS:
         return False
@@ -103,7 +103,7 @@ def run_oracle(study: Any, task: Any) -> None:
 
 def attack_key(study: Any, task: Any) -> str:
     from frequnlearn.records import stage_key
-    from frequnlearn.study import Task
+    from frequnlearn.study.plan import Task
 
     _, unlearn_key = study._path_and_key(Task("unlearn", task.name, params=task.params))
     # Which runs are attacked and whether there is an oracle do not change one run's attacks.
@@ -120,7 +120,7 @@ def _eval_config(study: Any) -> Any:
 def run_attack(study: Any, task: Any) -> None:
     from frequnlearn.models.loading import load_model_and_tokenizer
     from frequnlearn.records import mark_done, run_info, write_parquet
-    from frequnlearn.study import Task
+    from frequnlearn.study.plan import Task
 
     a = study.cfg.attacks
     p = task.params

@@ -9,26 +9,20 @@ stages whose key it changes.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import io
 import json
-import random
-import re
 import shutil
 import sys
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from frequnlearn import progress as bars
 from frequnlearn.config import to_dict
-from frequnlearn.config.study import StudyConfig, StudyOptions, parse_method
+from frequnlearn.config.study import StudyConfig, parse_method
 from frequnlearn.errors import DataError
 from frequnlearn.records import (
-    FORGET_GROUPS,
     QAItem,
     clear_if_stale,
     mark_done,
@@ -40,349 +34,13 @@ from frequnlearn.records import (
     write_json,
     write_parquet,
 )
+from frequnlearn.study.plan import Task, plan
+from frequnlearn.study.sets import EVAL_ROLES, SETS_FORMAT, NothingToUnlearn, select_sets
+from frequnlearn.study.status import Estimate, Progress, n_params_of, quiet_third_party
 
 TIMINGS_FILE = "timings.json"
 # Bumped whenever `generate` writes different items for the same config (e.g. how candidates are drawn).
 DATA_FORMAT = 3
-# Bumped whenever `select_sets` draws different sets from the same inputs (part of each unlearn run's key).
-SETS_FORMAT = 2
-
-
-class NothingToUnlearn(DataError):
-    """A level has no eligible items for one model (e.g. it knows none of them)."""
-
-
-# ---------------------------------------------------------------- plan
-
-
-@dataclass
-class Task:
-    kind: str  # generate | count | pretrain | baseline | oracle | unlearn | attack | report
-    name: str
-    params: dict[str, Any] = field(default_factory=dict)
-
-
-def model_tag(size: str, seed: int) -> str:
-    return f"{size}-s{seed}"
-
-
-def run_name(method: str, level: str, selection: str) -> str:
-    return f"{method}/{level}-{selection}"
-
-
-def plan(cfg: StudyConfig) -> list[Task]:
-    """Every unit of work in order; the same list drives `--dry-run`, the progress display and `run`."""
-    s = cfg.study
-    tasks: list[Task] = []
-    if s.setting == "synthetic":
-        tasks.append(Task("generate", "data"))
-        # Every seed pretrains its own models; each is unlearned with that same seed.
-        models = [(model_tag(size, seed), size, seed, [seed]) for seed in s.seeds for size in s.model_sizes]
-        for tag, size, seed, _ in models:
-            p = cfg.pretrain_for(size, seed)
-            # What the time estimate scales measured throughput by: parameters and tokens (or epochs).
-            tokens = p.max_steps * p.batch_size * p.seq_len if p.max_steps else None
-            work = {"n_params": p.model_preset().n_params(), "epochs": p.epochs, "tokens": tokens}
-            tasks.append(Task("pretrain", tag, {"size": size, "seed": seed, **work}))
-    else:
-        if cfg.count.backend != "ground-truth":
-            tasks.append(Task("count", "items"))
-        # One given model, scored once; the seeds vary the unlearning runs (and their sampled sets).
-        tag = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(s.model or "model").name).strip("-")
-        models = [(tag, None, s.seeds[0], list(s.seeds))]
-    for tag, size, seed, run_seeds in models:
-        n_params = cfg.pretrain_for(size, seed).model_preset().n_params() if size else None
-        tasks.append(Task("baseline", tag, {"size": size, "seed": seed, "n_params": n_params}))
-        if cfg.attacks.oracle:
-            tasks.append(Task("oracle", tag, {"size": size, "seed": seed, "n_params": n_params}))
-        for run_seed in run_seeds:
-            prefix = tag if s.setting == "synthetic" else f"{tag}/s{run_seed}"
-            for method in s.methods:
-                for selection in s.selections:
-                    for level in s.levels:
-                        tasks.append(
-                            Task(
-                                "unlearn",
-                                f"{prefix}/{run_name(method, level, selection)}",
-                                {
-                                    "model": tag,
-                                    "size": size or tag,
-                                    "seed": run_seed,
-                                    "method": method,
-                                    "level": level,
-                                    "selection": selection,
-                                    "n_params": n_params,
-                                },
-                            )
-                        )
-                        if cfg.attacks.active and selection in cfg.attacks.selections:
-                            tasks.append(Task("attack", tasks[-1].name, dict(tasks[-1].params)))
-    tasks.append(Task("report", "report"))
-    return tasks
-
-
-def param_span(cfg: StudyConfig) -> float:
-    """Largest over smallest parameter count of the studied sizes (the sizes' range for Finding 2)."""
-    counts = [cfg.pretrain_for(size, 0).model_preset().n_params() for size in cfg.study.model_sizes]
-    return max(counts) / min(counts)
-
-
-def describe_plan(cfg: StudyConfig, run_dir: Path) -> str:
-    s = cfg.study
-    lines = [f"study: {s.setting} setting -> {run_dir}"]
-    if s.setting == "real":
-        lines.append(f"  model: {s.model}" + (f" (gguf {s.gguf_file})" if s.gguf_file else ""))
-        lines.append(f"  items: {s.items}; frequency by {s.compare_by} via count backend {cfg.count.backend}")
-        lines.append(f"  prompt format: {s.prompt_format}")
-    lines.append(
-        f"  seeds: {s.seeds}; methods: {s.methods}; levels ({s.compare_by}): {s.levels}; "
-        f"selections: {s.selections}; attribute: {s.attribute}"
-    )
-    tasks = plan(cfg)
-    if s.setting == "synthetic":
-        sizes = {t.params["size"]: t.params for t in tasks if t.kind == "pretrain"}
-        lines.append(
-            "  model sizes: "
-            + "; ".join(
-                f"{size} {p['n_params'] / 1e6:.2f}M parameters, "
-                + (f"{p['tokens']} tokens" if p["tokens"] else f"{p['epochs']:g} epochs")
-                for size, p in sizes.items()
-            )
-            + (
-                f" (x{param_span(cfg):.1f} parameters from the smallest to the largest)"
-                if len(sizes) > 1
-                else ""
-            )
-        )
-    counts: dict[str, int] = {}
-    for task in tasks:
-        counts[task.kind] = counts.get(task.kind, 0) + 1
-        lines.append(f"  [{task.kind:8}] {task.name}")
-    lines.append("  total: " + ", ".join(f"{n} {k}" for k, n in counts.items()))
-    return "\n".join(lines)
-
-
-# ---------------------------------------------------------------- stage bookkeeping
-
-
-# ---------------------------------------------------------------- progress
-
-
-class Estimate:
-    """Seconds a task will take, from what this study measured so far, never from a fixed guess.
-
-    Pretraining: the tokens/s of the previous pretraining, scaled by parameters (compute per token
-    grows with them) to the next size, times that size's tokens (its epochs times the measured tokens
-    per epoch, or its max_steps' tokens). Baseline and unlearning: the measured seconds per task of the
-    same model, or of another model scaled by parameters. Other kinds: their own measured seconds.
-    A task of a kind nothing has measured yet has no estimate.
-    """
-
-    def __init__(self) -> None:
-        # tokens/s, parameters and tokens per epoch of the last pretraining that reported them.
-        self.throughput: tuple[float, float, float] | None = None
-        self.measured: dict[str, list[tuple[float, float, str]]] = {}  # kind -> (seconds, params, model)
-
-    def pretrained(self, tokens_per_s: float, n_params: float, tokens_per_epoch: float) -> None:
-        self.throughput = (tokens_per_s, n_params, tokens_per_epoch)
-
-    def finished(self, task: Task, seconds: float) -> None:
-        key = task.params.get("model", task.name)
-        self.measured.setdefault(task.kind, []).append((seconds, _params(task), key))
-
-    def seconds(self, task: Task) -> float | None:
-        if task.kind == "pretrain":
-            if self.throughput is None:
-                return None
-            tokens_per_s, n_params, per_epoch = self.throughput
-            tokens = task.params.get("tokens") or per_epoch * task.params["epochs"]
-            return tokens / (tokens_per_s * n_params / _params(task))
-        runs = self.measured.get(task.kind)
-        if not runs:
-            return None
-        key = task.params.get("model", task.name)
-        same = [sec for sec, _, name in runs if name == key]
-        if same:
-            return sum(same) / len(same)
-        return sum(sec / params for sec, params, _ in runs) / len(runs) * _params(task)
-
-    def left(self, tasks: list[Task]) -> tuple[float, list[str]]:
-        """Estimated seconds of `tasks`, and the kinds among them nothing has timed yet."""
-        total, untimed = 0.0, []
-        for task in tasks:
-            sec = self.seconds(task)
-            if sec is None:
-                if task.kind not in untimed:
-                    untimed.append(task.kind)
-            else:
-                total += sec
-        return total, untimed
-
-
-def _params(task: Task) -> float:
-    return float(task.params.get("n_params") or 1.0)
-
-
-class Progress:
-    """One status line per task: stage, name, elapsed time and what is left by measured throughput."""
-
-    def __init__(self, tasks: list[Task], pending: list[bool], stream: Any = None) -> None:
-        self.tasks = tasks
-        self.pending = list(pending)  # tasks that will run (not finished in an earlier run)
-        self.stream = stream or sys.stderr
-        self.start = time.monotonic()
-        self.estimate = Estimate()
-
-    @staticmethod
-    def _fmt(seconds: float) -> str:
-        seconds = int(seconds)
-        return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
-
-    def left(self, index: int) -> str:
-        todo = [t for t, p in zip(self.tasks[index:], self.pending[index:]) if p]
-        seconds, untimed = self.estimate.left(todo)
-        if not todo:
-            return "left ~0:00:00"
-        if len(untimed) == len({t.kind for t in todo}):
-            return "left ?"
-        text = f"left ~{self._fmt(seconds)}"
-        return text + (f" + not yet timed: {', '.join(untimed)}" if untimed else "")
-
-    @contextlib.contextmanager
-    def task(self, index: int, skipped: bool = False) -> Iterator[None]:
-        task = self.tasks[index]
-        self.pending[index] = not skipped
-        elapsed = time.monotonic() - self.start
-        state = "done, skipping" if skipped else "running"
-        print(
-            f"[{index + 1}/{len(self.tasks)}] {task.kind}: {task.name} ({state}) | "
-            f"elapsed {self._fmt(elapsed)} | {self.left(index)}",
-            file=self.stream,
-            flush=True,
-        )
-        t0 = time.monotonic()
-        yield
-        if not skipped:
-            self.estimate.finished(task, time.monotonic() - t0)
-        self.pending[index] = False
-
-
-@contextlib.contextmanager
-def quiet_third_party() -> Iterator[None]:
-    """Third-party progress bars (transformers' "Writing model shards", hub downloads) off inside the
-    study, whose own status line and stage bars say where it is; restored afterwards."""
-    from transformers.utils import logging as hf_logging
-
-    was_enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            hf_logging.enable_progress_bar()
-
-
-# ---------------------------------------------------------------- which items each run sees
-
-# The role each evaluated set carries in a run's trajectory (`retain` and `utility` are the people
-# evaluated along the way, never the retain-loss set).
-EVAL_ROLES = {"forget": "forget", "control": "control", "eval_retain": "retain", "eval_utility": "utility"}
-
-
-def level_of(item: QAItem, compare_by: str) -> str | None:
-    """The level an item belongs to when levels are compared by `compare_by`."""
-    if compare_by == "group":
-        return item.group
-    if compare_by == "bucket":
-        return item.bucket
-    return None if item.frequency is None else f"{item.frequency:g}"
-
-
-def level_pools(
-    items: list[QAItem], known_ids: set[str] | None, options: StudyOptions
-) -> dict[str, list[QAItem]]:
-    """Eligible items of each studied level, sorted by id.
-
-    In the synthetic setting only the forget groups make levels: retain and utility people are seen
-    once too, but they are the retain and evaluation sets, never unlearned. `known_ids` None means
-    selection `all`.
-    """
-    pools: dict[str, list[QAItem]] = {lv: [] for lv in options.levels}
-    for it in items:
-        if options.setting == "synthetic" and it.group not in FORGET_GROUPS:
-            continue
-        lv = level_of(it, options.compare_by)
-        if lv in pools and (known_ids is None or it.item_id in known_ids):
-            pools[lv].append(it)
-    return {lv: sorted(its, key=_id) for lv, its in pools.items()}
-
-
-def select_sets(
-    items: list[QAItem],
-    known_ids: set[str] | None,
-    options: StudyOptions,
-    seed: int,
-    *,
-    level: str,
-    retain_items: list[QAItem] | None = None,
-) -> dict[str, list[QAItem]]:
-    """The item sets of the run that unlearns `level`: forget, control, retain, eval_retain, eval_utility.
-
-    Each level's eligible items (those in `known_ids`, or all when it is None) are shuffled and split
-    into a target half (`forget`, unlearned) and a `control` half of the same size (evaluated, never
-    unlearned), so that the control drop measures what unlearning does to untouched items of the same
-    frequency. Every level gets the same n = min over levels of half its eligible items (capped by
-    `forget_size`), so levels are compared on equal-size sets. The retain people evaluated along the
-    way (`eval_retain`) are drawn first and are never in the retain-loss set (`retain`), which takes
-    the rest (`retain_size` of them, or all). Evaluation and retain sets depend on the seed only, so
-    every level and selection of a seed is evaluated on the same retain and utility people.
-    """
-    selection = "all" if known_ids is None else "known"
-    pools = level_pools(items, known_ids, options)
-    if level not in pools:
-        raise ValueError(f"level {level!r} is not one of the studied levels {options.levels}")
-    n = min(len(pool) // 2 for pool in pools.values())
-    if options.forget_size is not None:
-        n = min(n, options.forget_size)
-    if n == 0:
-        short = [lv for lv, pool in pools.items() if len(pool) < 2]
-        raise NothingToUnlearn(
-            f"fewer than 2 {selection} items in level {short} (a target and a control half are needed): "
-            "the model knows too few of them before unlearning (train longer, add people, or use selections: [all])"
-        )
-    shuffled = random.Random(f"{seed}-{selection}-{level}").sample(pools[level], len(pools[level]))
-    forget = sorted(shuffled[:n], key=_id)
-    control = sorted(shuffled[n : 2 * n], key=_id)
-
-    if options.setting == "synthetic":
-        retain_pool = [it for it in items if it.group == "retain"]
-        utility_pool = [it for it in items if it.group == "utility"]
-    else:
-        others = [it for it in items if level_of(it, options.compare_by) not in pools]
-        retain_pool = retain_items if retain_items is not None else others[: len(others) // 2]
-        retain_ids = {it.item_id for it in retain_pool}
-        utility_pool = [it for it in others if it.item_id not in retain_ids]
-    retain_pool = sorted(retain_pool, key=_id)
-    utility_pool = sorted(utility_pool, key=_id)
-    rng_eval = random.Random(f"eval-{seed}")
-    eval_retain = rng_eval.sample(retain_pool, min(options.eval_retain_size, len(retain_pool)))
-    eval_utility = rng_eval.sample(utility_pool, min(options.eval_utility_size, len(utility_pool)))
-    evaluated = {it.item_id for it in eval_retain}
-    rest = [it for it in retain_pool if it.item_id not in evaluated]
-    if options.retain_size is not None:
-        rest = sorted(
-            random.Random(f"retain-{seed}").sample(rest, min(options.retain_size, len(rest))), key=_id
-        )
-    return {
-        "forget": forget,
-        "control": control,
-        "retain": rest,
-        "eval_retain": eval_retain,
-        "eval_utility": eval_utility,
-    }
-
-
-# ---------------------------------------------------------------- the study
 
 
 class Study:
@@ -457,7 +115,7 @@ class Study:
             return
         # Harmonic mean: the logging windows have equal steps, so this is total tokens over total time.
         tokens_per_s = len(rates) / sum(1.0 / r for r in rates)
-        estimate.pretrained(tokens_per_s, _params(task), summary["tokens_seen"] / summary["epochs"])
+        estimate.pretrained(tokens_per_s, n_params_of(task), summary["tokens_seen"] / summary["epochs"])
 
     def _is_done(self, task: Task) -> bool:
         if task.kind == "report":
@@ -746,8 +404,3 @@ class Study:
         from frequnlearn.report import build_report
 
         build_report(self.run_dir)
-
-
-def _id(item: QAItem) -> str:
-    return item.item_id
-
