@@ -113,7 +113,7 @@ def test_kill_and_resume_gives_the_same_results(tmp_path, config_path, finished)
     cmd = [sys.executable, "-m", "frequnlearn.cli", "study", str(config_path), "--out", str(out), "--quiet"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     # Kill once during pretraining (after a checkpoint) and once during unlearning.
-    for pattern in ("models/*/checkpoints/*", "unlearn/**/*.partial"):
+    for pattern in ("models/*/checkpoints/*", "unlearn/**/.*.tmp"):
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         reached = _wait_for(pattern, out, proc)
         if proc.poll() is None:

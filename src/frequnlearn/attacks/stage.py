@@ -126,15 +126,16 @@ def run_attack(study: Any, task: Any) -> None:
     p = task.params
     run_dir = study.unlearn_dir(task)
     path = run_dir / ATTACKS_DIR
-    info = read_json(run_dir / ".stage.json") if (run_dir / ".stage.json").is_file() else {}
-    if info.get("skipped"):
-        path.mkdir(parents=True, exist_ok=True)
-        mark_done(path, attack_key(study, task), {"task": task.name, **p, "not_attacked": info["skipped"]})
-        return
     model_dir = run_dir / "model"
-    if not (model_dir / "config.json").is_file():
+    record = _run_record(run_dir)
+    if not record.get("skipped") and not (model_dir / "config.json").is_file():
         # Unlearned without attacks, its weights were not kept: unlearn again (deterministic) to keep them.
         study._unlearn(Task("unlearn", task.name, params=p))
+        record = _run_record(run_dir)
+    if record.get("skipped"):
+        path.mkdir(parents=True, exist_ok=True)
+        mark_done(path, attack_key(study, task), {"task": task.name, **p, "not_attacked": record["skipped"]})
+        return
     sets = read_json(run_dir / "sets.json")
     items, _ = study._all_items()
     by_id = {it.item_id: it for it in items}
@@ -228,6 +229,12 @@ def run_attack(study: Any, task: Any) -> None:
         write_parquet(scores, path / "scores.parquet", run_info(study.cfg, p["seed"]))
     write_json(path / "attacks.json", record)
     mark_done(path, attack_key(study, task), {"task": task.name, **p})
+
+
+def _run_record(run_dir: Path) -> dict[str, Any]:
+    """The unlearning run's record (run.json), which says whether the study skipped it."""
+    path = run_dir / "run.json"
+    return read_json(path) if path.is_file() else {}
 
 
 def _fmt(study: Any) -> Any:

@@ -18,52 +18,42 @@ from typing import Any
 import pandas as pd
 
 from frequnlearn.errors import DataError
-from frequnlearn.records import STAGE_FILE, atomic_open, read_json, read_jsonl, run_info, write_json
+from frequnlearn.records import atomic_open, read_json, read_jsonl, run_info, write_json
 from frequnlearn.report import analysis, attacks, plots
+from frequnlearn.report.runs import UnlearnRun, study_option, unlearn_runs
 
 
-def load_trajectories(run_dir: Path) -> pd.DataFrame:
-    """All complete unlearning runs' trajectories, with the run's identity as columns."""
-    frames = []
-    for marker in sorted((run_dir / "unlearn").glob(f"**/{STAGE_FILE}")):
-        info = read_json(marker)
-        traj = marker.parent / "trajectory.parquet"
-        if info.get("skipped") or not traj.is_file():
-            continue
-        frames.append(analysis.with_run_identity(pd.read_parquet(traj), info))
+def load_trajectories(runs: list[UnlearnRun]) -> pd.DataFrame:
+    """All finished unlearning runs' trajectories, with each run's identity (from its record) as columns."""
+    frames = [
+        analysis.with_run_identity(pd.read_parquet(run.path / "trajectory.parquet"), run.identity)
+        for run in runs
+        if not run.skipped and (run.path / "trajectory.parquet").is_file()
+    ]
     if not frames:
-        raise DataError(
-            f"{run_dir}: no finished unlearning runs to report on (run `frequnlearn study` first)"
-        )
+        raise DataError("no finished unlearning runs to report on (run `frequnlearn study` first)")
     return pd.concat(frames, ignore_index=True)
 
 
-def skipped_runs(run_dir: Path) -> list[str]:
+def skipped_runs(runs: list[UnlearnRun]) -> list[str]:
     """Unlearning runs the study could not make, with the reason (e.g. no known items)."""
-    return [
-        f"{info['task']}: {info['skipped']}"
-        for info in (read_json(m) for m in sorted((run_dir / "unlearn").glob(f"**/{STAGE_FILE}")))
-        if info.get("skipped")
-    ]
+    return [f"{run.identity['task']}: {run.skipped}" for run in runs if run.skipped]
 
 
-def load_utility(run_dir: Path) -> pd.DataFrame:
+def load_utility(run_dir: Path, runs: list[UnlearnRun]) -> pd.DataFrame:
     """lm-eval utility scores before (each model's baseline) and after (each unlearning run)."""
-    rows = []
-    for path in sorted(run_dir.glob("models/*/baseline/utility.json")):
-        for task, metrics in read_json(path)["tasks"].items():
-            rows += [
-                {"run_id": f"{path.parent.parent.name}/baseline", "task": task, "metric": m, "value": v}
-                for m, v in metrics.items()
-            ]
-    for marker in sorted((run_dir / "unlearn").glob(f"**/{STAGE_FILE}")):
-        path = marker.parent / "utility.json"
-        if path.is_file():
-            for task, metrics in read_json(path)["tasks"].items():
-                rows += [
-                    {"run_id": read_json(marker)["task"], "task": task, "metric": m, "value": v}
-                    for m, v in metrics.items()
-                ]
+    sources = [
+        (f"{path.parent.parent.name}/baseline", path)
+        for path in sorted(run_dir.glob("models/*/baseline/utility.json"))
+    ]
+    sources += [(run.identity["task"], run.path / "utility.json") for run in runs]
+    rows = [
+        {"run_id": run_id, "task": task, "metric": m, "value": v}
+        for run_id, path in sources
+        if path.is_file()
+        for task, metrics in read_json(path)["tasks"].items()
+        for m, v in metrics.items()
+    ]
     return pd.DataFrame(rows, columns=["run_id", "task", "metric", "value"])
 
 
@@ -114,25 +104,15 @@ def high_and_low(levels: list[str]) -> tuple[str, str]:
     return numeric[-1], numeric[0]
 
 
-def parameter_counts(run_dir: Path, sizes: list[str]) -> dict[str, float]:
-    """Parameters per model size, from a pretrained model's saved GPT-2 config, else from its preset;
-    sizes with neither are left out (they cannot enter the size trend)."""
-    from frequnlearn.models.presets import PRESETS, ModelPreset
-
+def parameter_counts(runs: list[UnlearnRun], sizes: list[str]) -> dict[str, float]:
+    """Parameters per model size, as the unlearning runs' records state them; sizes without a count
+    (a given model in the real setting) are left out (they cannot enter the size trend)."""
     out: dict[str, float] = {}
-    for size in sizes:
-        for cfg_path in sorted(run_dir.glob(f"models/{size}-s*/config.json")):
-            cfg = read_json(cfg_path)
-            if all(k in cfg for k in ("n_layer", "n_embd", "n_head", "n_positions", "vocab_size")):
-                preset = ModelPreset(
-                    **{k: cfg[k] for k in ("n_layer", "n_embd", "n_head", "n_positions", "vocab_size")}
-                )
-                out[size] = float(preset.n_params())
-                break
-        else:
-            if size in PRESETS:
-                out[size] = float(PRESETS[size].n_params())
-    return out
+    for run in runs:
+        size, n = str(run.identity.get("size")), run.identity.get("n_params")
+        if size in sizes and n:
+            out.setdefault(size, float(n))
+    return {size: out[size] for size in sizes if size in out}
 
 
 def frequency_only_baseline(run_dir: Path) -> pd.DataFrame:
@@ -195,13 +175,16 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path
         raise DataError(f"RUN_DIR {run_dir}: no such directory")
     study = read_json(run_dir / "study.json") if (run_dir / "study.json").is_file() else {"config": {}}
     scfg = study["config"].get("study", {})
-    ecfg = study["config"].get("evaluate", {})
-    threshold = float(scfg.get("forget_threshold", 0.1))
-    tolerance = float(scfg.get("retain_tolerance", 0.1))
-    n_boot = int(scfg.get("n_boot", 1000))
-    gen_threshold = float(ecfg.get("gen_threshold", 0.5))
+    threshold = float(study_option(study, "forget_threshold"))
+    tolerance = float(study_option(study, "retain_tolerance"))
+    n_boot = int(study_option(study, "n_boot"))
+    gen_threshold = float(study_option(study, "gen_threshold", section="evaluate"))
 
-    traj = load_trajectories(run_dir)
+    runs = unlearn_runs(run_dir)
+    try:
+        traj = load_trajectories(runs)
+    except DataError as err:
+        raise DataError(f"{run_dir}: {err}") from None
     v = item_verdicts(traj, gen_threshold)
     levels = _ordered(v["level"], [str(x) for x in scfg.get("levels", [])])
     sizes = _ordered(v["size"], list(scfg.get("model_sizes", [])))
@@ -209,7 +192,7 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path
     selections = _ordered(v["selection"], ["known", "all"])
     probes = _ordered(v["probe"], ["question", "paraphrase", "bio"])
     high, low = high_and_low(levels)
-    params = parameter_counts(run_dir, sizes)
+    params = parameter_counts(runs, sizes)
 
     c = analysis.curves(v)
     summaries = analysis.run_summaries(c, threshold, tolerance)
@@ -222,7 +205,7 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path
     trend = analysis.size_trend(mi, params, n_boot=n_boot)
     findings = analysis.describe_findings(effect, matched, trend, sizes, high, low)
     table = analysis.verdict_table(effect, matched, mis)
-    notes = [f"Skipped {s}" for s in skipped_runs(run_dir)]
+    notes = [f"Skipped {s}" for s in skipped_runs(runs)]
     if "finite" in traj.columns:
         bad = traj.loc[~traj["finite"].astype(bool), ["run_id", "step", "item_id", "probe"]].drop_duplicates()
         if len(bad):
@@ -230,7 +213,7 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path
                 f"{len(bad)} item evaluations had non-finite logits and are left out of every number."
             )
     baseline = frequency_only_baseline(run_dir)
-    utility = load_utility(run_dir)
+    utility = load_utility(run_dir, runs)
     params_df = pd.DataFrame({"size": list(params), "parameters": list(params.values())})
 
     out = Path(out_dir) if out_dir is not None else run_dir / "report"

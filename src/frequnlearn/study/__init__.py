@@ -2,7 +2,7 @@
 resumable execution (`run`) and its command (`cli`)."""
 
 from frequnlearn.study.plan import Task, describe_plan, model_tag, param_span, plan, run_name
-from frequnlearn.study.run import DATA_FORMAT, TIMINGS_FILE, Study
+from frequnlearn.study.run import TIMINGS_FILE, Study
 from frequnlearn.study.sets import (
     EVAL_ROLES,
     SETS_FORMAT,
@@ -14,7 +14,6 @@ from frequnlearn.study.sets import (
 from frequnlearn.study.status import Estimate, Progress, quiet_third_party
 
 __all__ = [
-    "DATA_FORMAT",
     "EVAL_ROLES",
     "SETS_FORMAT",
     "TIMINGS_FILE",

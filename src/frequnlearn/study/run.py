@@ -32,15 +32,12 @@ from frequnlearn.records import (
     stage_done,
     stage_key,
     write_json,
-    write_parquet,
 )
 from frequnlearn.study.plan import Task, plan
 from frequnlearn.study.sets import EVAL_ROLES, SETS_FORMAT, NothingToUnlearn, select_sets
 from frequnlearn.study.status import Estimate, Progress, n_params_of, quiet_third_party
 
 TIMINGS_FILE = "timings.json"
-# Bumped whenever `generate` writes different items for the same config (e.g. how candidates are drawn).
-DATA_FORMAT = 3
 
 
 class Study:
@@ -126,7 +123,9 @@ class Study:
     # ---- keys: each stage's own config plus the keys of its inputs
     def _data_key(self) -> str:
         if self.s.setting == "synthetic":
-            return stage_key("generate", DATA_FORMAT, self.cfg.generate)
+            from frequnlearn.data.generate import generate_key
+
+            return generate_key(self.cfg.generate)
         return stage_key("items", self.s.items, self.s.retain_items, self.s.compare_by, self.cfg.count)
 
     def _pretrain_cfg(self, size: str, seed: int) -> Any:
@@ -203,23 +202,23 @@ class Study:
             prompt_format=self.s.prompt_format,
         )
 
-    # ---- stages
+    # ---- stages: each calls its stage's run_<stage>, which writes outputs, run record and marker
     def _generate(self, task: Task) -> None:
-        from frequnlearn.data.generate import generate
+        from frequnlearn.data.generate import run_generate
 
-        generate(self.cfg.generate, self.data_dir)
+        run_generate(self.cfg.generate, self.data_dir)
         self._items = None
-        mark_done(self.data_dir, self._data_key())
 
     def _count(self, task: Task) -> None:
-        from frequnlearn.frequency import count_items
+        """The items as loaded (candidates filled), counted by the count stage into items/items.jsonl
+        with its run record (items.run.json) beside them."""
+        from frequnlearn.frequency.stage import run_count
         from frequnlearn.records import write_jsonl
 
-        items = self._load_real_items()
         out = self.run_dir / "items"
         out.mkdir(parents=True, exist_ok=True)
-        counted = count_items(items, self.cfg.count)
-        write_jsonl(out / "items.jsonl", counted)
+        write_jsonl(out / "loaded.jsonl", self._load_real_items())
+        run_count(out / "loaded.jsonl", out / "items.jsonl", self.cfg.count)
         self._items = None
         mark_done(out, self._data_key())
 
@@ -287,49 +286,36 @@ class Study:
         model_name: str,
         run_id: str,
     ) -> Any:
-        from frequnlearn.evaluate import evaluate_items
-        from frequnlearn.models.prompts import get_prompt_format
+        from frequnlearn.evaluate.stage import score
 
-        bio_list = [bios[it.item_id] for it in items if it.item_id in bios] or None
-        return evaluate_items(
+        return score(
             model,
             tok,
             items,
             self.cfg.evaluate,
-            fmt=get_prompt_format(self.s.prompt_format),
-            bio_prompts=bio_list,
+            self.s.prompt_format,
+            bios,
             step=step,
             model_name=model_name,
             run_id=run_id,
         )
 
+    def identity(self, task: Task) -> dict[str, Any]:
+        """What a task's outputs are, as their run records state it for the report: the run id and the
+        task's parameters (model tag, size, parameters, seed; for unlearning method, level, selection)."""
+        return {"run_id": task.name, "task": task.name, "model": task.name, **task.params}
+
     def _baseline(self, task: Task) -> None:
         """Score every studied item once before unlearning: the source of the 'known' selection."""
+        from frequnlearn.evaluate.stage import run_baseline
+
         path, key = self._path_and_key(task)
         model, tok = self._load_model(task.name)
         items, bios = self._all_items()
-        scores = self._evaluate(model, tok, items, bios, 0, task.name, f"{task.name}/baseline")
-        path.mkdir(parents=True, exist_ok=True)
-        write_parquet(scores, path / "scores.parquet", run_info(self.cfg, task.params.get("seed")))
-        self._utility(model, tok, path)
-        mark_done(path, key)
-
-    def _utility(self, model: Any, tok: Any, path: Path) -> None:
-        """General ability through lm-eval (`evaluate.metrics` has `utility`), before and after."""
-        if "utility" not in self.cfg.evaluate.metrics or not self.cfg.evaluate.utility_tasks:
-            return
-        from frequnlearn.evaluate.utility import run_utility
-
-        e = self.cfg.evaluate
-        scores = run_utility(
-            model,
-            tok,
-            e.utility_tasks,
-            batch_size=e.batch_size if isinstance(e.batch_size, int) else 16,
-            limit=e.utility_limit,
-            seed=e.seed,
+        record = {**run_info(self.cfg, task.params.get("seed")), "run": self.identity(task)}
+        run_baseline(
+            self.cfg.evaluate, self.s.prompt_format, model, tok, items, bios, path, record=record, key=key
         )
-        write_json(path / "utility.json", {"tasks": scores})
 
     def known_items(self, tag: str) -> set[str]:
         import pandas as pd
@@ -355,9 +341,7 @@ class Study:
         return select_sets(items, known, self.s, p["seed"], level=p["level"], retain_items=retain_items)
 
     def _unlearn(self, task: Task) -> None:
-        import pandas as pd
-
-        from frequnlearn.unlearn import unlearn
+        from frequnlearn.unlearn.stage import UnlearnInputs, run_unlearn
 
         path, key = self._path_and_key(task)
         try:
@@ -365,35 +349,33 @@ class Study:
         except NothingToUnlearn as why:
             # Recorded, not fatal: the other models and selections still make a study.
             print(f"skipping {task.name}: {why}", file=sys.stderr)
-            path.mkdir(parents=True, exist_ok=True)
-            mark_done(path, key, {"task": task.name, **task.params, "skipped": str(why)})
+            self._skip(task, path, key, str(why))
             return
         _, bios = self._all_items()
-        roles = {it.item_id: role for key, role in EVAL_ROLES.items() for it in sets[key]}
-        eval_items = [it for key in EVAL_ROLES for it in sets[key]]
-        run_id = task.name
-
-        def eval_fn(model: Any, tok: Any, step: int) -> pd.DataFrame:
-            df = self._evaluate(model, tok, eval_items, bios, step, task.params["model"], run_id)
-            df["role"] = df["item_id"].map(roles)
-            return df
-
         model, tok = self._load_model(task.params["model"])
-        # Run in a scratch directory; only a complete run becomes the stage's directory.
-        tmp = path.with_name(path.name + ".partial")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        write_json(tmp / "sets.json", {k: [it.item_id for it in v] for k, v in sets.items()})
-        unlearn(
-            model, tok, sets["forget"], sets["retain"], self._unlearn_cfg(task.params), tmp, eval_fn=eval_fn
+        inputs = UnlearnInputs(
+            model=model,
+            tokenizer=tok,
+            forget=sets["forget"],
+            retain=sets["retain"],
+            evaluated=[(role, sets[name]) for name, role in EVAL_ROLES.items()],
+            identity=self.identity(task),
+            bios=bios,
+            sets={k: [it.item_id for it in v] for k, v in sets.items()},
         )
-        self._utility(model, tok, tmp)
-        if not (self.s.keep_models or self.cfg.attacks.active):  # attacks start from the unlearned weights
-            shutil.rmtree(tmp / "model", ignore_errors=True)
-        mark_done(tmp, key, {"task": task.name, **task.params})
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Attacks start from the unlearned weights.
+        keep = self.s.keep_models or self.cfg.attacks.active
+        run_unlearn(self._unlearn_cfg(task.params), self.cfg.evaluate, inputs, path, key=key, keep_model=keep)
+
+    def _skip(self, task: Task, path: Path, key: str, why: str) -> None:
+        """A run the study cannot make: its run record and done marker say why."""
         if path.exists():
             shutil.rmtree(path)
-        tmp.rename(path)
+        path.mkdir(parents=True)
+        record = {"run": self.identity(task), "skipped": why}
+        write_json(path / "run.json", record)
+        mark_done(path, key, {**record["run"], "skipped": why})
 
     def _attacks_stage(self, task: Task) -> None:
         from frequnlearn.attacks import stage

@@ -11,23 +11,18 @@ the done marker. Everything is built in a scratch directory beside it and moved 
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from frequnlearn.config.evaluate import EvalConfig
 from frequnlearn.config.unlearn import UnlearnConfig
 from frequnlearn.errors import TrainingError
-from frequnlearn.models.prompts import get_prompt_format
 from frequnlearn.records import STAGE_FILE, BioPrompt, QAItem, is_main_process, output_set, write_json
 
 # What one run writes in its directory; replaced together, the done marker (or run.json) last.
 RUN_FILES = ("model", "trajectory.parquet", "log.jsonl", "sets.json", "utility.json", "run.json", STAGE_FILE)
-
-EvalFn = Callable[[Any, Any, int], pd.DataFrame]
 
 
 @dataclass
@@ -50,46 +45,6 @@ class UnlearnInputs:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-def role_evaluator(
-    evaluated: Sequence[tuple[str, Sequence[QAItem]]],
-    ecfg: EvalConfig,
-    prompt_format: str,
-    bios: Mapping[str, BioPrompt],
-    model_name: str,
-    run_id: str,
-) -> EvalFn:
-    """`eval_fn(model, tokenizer, step)`: one evaluation call over every role's items (batched
-    together), with each row's `role`; biography prompts of the evaluated items in item order."""
-    from frequnlearn.evaluate import evaluate_items
-
-    roles: dict[str, str] = {}
-    items: list[QAItem] = []
-    for role, part in evaluated:
-        for it in part:
-            if it.item_id not in roles:
-                roles[it.item_id] = role
-                items.append(it)
-    bio_list = [bios[it.item_id] for it in items if it.item_id in bios] or None
-    fmt = get_prompt_format(prompt_format)
-
-    def eval_fn(model: Any, tokenizer: Any, step: int) -> pd.DataFrame:
-        df = evaluate_items(
-            model,
-            tokenizer,
-            items,
-            ecfg,
-            fmt=fmt,
-            bio_prompts=bio_list,
-            step=step,
-            model_name=model_name,
-            run_id=run_id,
-        )
-        df["role"] = df["item_id"].map(roles)
-        return df
-
-    return eval_fn
-
-
 def run_unlearn(
     cfg: UnlearnConfig,
     ecfg: EvalConfig,
@@ -103,6 +58,7 @@ def run_unlearn(
 
     With `key` (the study's stage key) the done marker naming it is written, and moved in last.
     """
+    from frequnlearn.evaluate.stage import role_evaluator
     from frequnlearn.evaluate.utility import write_utility
     from frequnlearn.unlearn import unlearn
 
