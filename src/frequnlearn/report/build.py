@@ -105,13 +105,19 @@ def high_and_low(levels: list[str]) -> tuple[str, str]:
 
 
 def parameter_counts(runs: list[UnlearnRun], sizes: list[str]) -> dict[str, float]:
-    """Parameters per model size, as the unlearning runs' records state them; sizes without a count
-    (a given model in the real setting) are left out (they cannot enter the size trend)."""
+    """Parameters per model size, as the unlearning runs' records state them; a run recorded without
+    a count takes its size's preset, and sizes with neither (a given model in the real setting) are
+    left out (they cannot enter the size trend)."""
+    from frequnlearn.models.presets import PRESETS
+
     out: dict[str, float] = {}
     for run in runs:
         size, n = str(run.identity.get("size")), run.identity.get("n_params")
         if size in sizes and n:
             out.setdefault(size, float(n))
+    for size in sizes:
+        if size not in out and size in PRESETS:
+            out[size] = float(PRESETS[size].n_params())
     return {size: out[size] for size in sizes if size in out}
 
 
