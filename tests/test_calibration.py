@@ -11,6 +11,7 @@ import math
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from frequnlearn.report import analysis as A
 
@@ -189,3 +190,63 @@ def test_planted_size_trend_is_recovered():
     covered = ((t["slope_lo"] <= slope) & (slope <= t["slope_hi"])).mean()
     assert covered >= 0.85 and (t["verdict"] == "supported").mean() >= 0.9
     assert abs(t["slope"].mean() - slope) < 0.02
+
+
+# ------------------------------------------------------------------------ frequency as a dose-response
+
+GRID = [1, 2, 4, 8, 16]
+
+
+def _dose_study(rng, shift_per_doubling: int, n=20, seeds=(0,), method="ga+gd") -> pd.DataFrame:
+    """An exposure grid whose items are lost `shift_per_doubling` steps later per doubling of exposure."""
+    frames = []
+    for seed in seeds:
+        for j, exposure in enumerate(GRID):
+            t = range(1 + shift_per_doubling * j, 6 + shift_per_doubling * j)
+            frames += _run(rng, str(exposure), "mini", seed, t, n, start=0.3 + 0.15 * j, method=method)
+    return pd.concat(frames, ignore_index=True)
+
+
+def _dose(rng, n_studies: int, shift: int, n_boot: int = 200, **kw) -> pd.DataFrame:
+    v = pd.concat([_dose_study(rng, shift, method=f"sim{k:03d}", **kw) for k in range(n_studies)])
+    _, slopes = A.dose_response(A.item_table(v), n_boot=n_boot)
+    assert len(slopes) == n_studies and (slopes["levels"] == len(GRID)).all()
+    return slopes
+
+
+def test_no_dose_response_is_rarely_supported():
+    # Same forgetting at every exposure, very different starting accuracy: no slope.
+    words = _dose(np.random.default_rng(10), 100, shift=0)["verdict"].tolist()
+    assert words.count("supported") <= 5
+    assert words.count("inconclusive") >= 85
+
+
+def test_planted_dose_response_is_recovered():
+    x = np.log(GRID)
+    y = np.array([_expected_drop(range(1 + j, 6 + j)) for j in range(len(GRID))])  # controls cancel
+    truth = float((x - x.mean()) @ (y - y.mean()) / ((x - x.mean()) @ (x - x.mean())))
+    assert truth < -0.05
+    slopes = _dose(np.random.default_rng(11), 30, shift=1, seeds=(0, 1))
+    covered = ((slopes["slope_lo"] <= truth) & (truth <= slopes["slope_hi"])).mean()
+    assert covered >= 0.85 and (slopes["verdict"] == "supported").mean() >= 0.9
+    assert abs(slopes["slope"].mean() - truth) < 0.01
+    assert slopes["slope_seed_lo"].notna().all()
+
+
+def test_two_levels_give_the_effect_per_log_exposure():
+    # forget_high / forget_low with the items' own frequency column: the slope is the Finding 1 effect
+    # divided by log(10 / 1), with the same resampled items.
+    v = _study(np.random.default_rng(12), HIGH_T_PLANTED, n=30)
+    v["frequency"] = np.where(v["level"] == "forget_high", 10.0, 1.0)
+    items = A.item_table(v)
+    points, slopes = A.dose_response(items, n_boot=200)
+    eff = A.frequency_effect(items, "forget_high", "forget_low", n_boot=200).iloc[0]
+    assert list(points["exposure"]) == [1.0, 10.0]
+    assert slopes.iloc[0]["slope"] == pytest.approx(eff["effect"] / math.log(10))
+    assert slopes.iloc[0]["verdict"] == "supported"
+
+
+def test_a_level_without_a_frequency_cannot_enter_the_slope():
+    v = _study(np.random.default_rng(13), HIGH_T_PLANTED, n=10)  # named levels, no frequency column
+    points, slopes = A.dose_response(A.item_table(v), n_boot=50)
+    assert points.empty and slopes.empty

@@ -194,7 +194,7 @@ def _raw(v: pd.DataFrame) -> pd.DataFrame:
         person_id=0,
         group=v["level"],
         attribute="birth_city",
-        frequency=1.0,
+        frequency=np.where(v["level"] == "forget_high", 10.0, 1.0),
         bucket=None,
         finite=True,
     )
@@ -295,9 +295,16 @@ def test_report_page_order_and_contents(tmp_path):
             )
         ]
         assert order == sorted(order)
+    # The two curves lead: the dose-response and misalignment against size, before the per-cell figures.
+    figures = [
+        md.index(f"]({name})") for name in ("dose_response.png", "size_trend.png", "frequency_effect.png")
+    ]
+    assert figures == sorted(figures) and md.index("## Findings") < figures[0]
     # The findings come from known cells with a control arm: both sizes, three views for Finding 2.
     findings = json.loads((out / "findings.json").read_text())["findings"]
-    assert findings[0].startswith("Finding 1") and "2 known cells" in findings[0]
+    assert findings[0].startswith("Finding 1 as a dose-response") and "2 known cells" in findings[0]
+    assert "per e-fold of frequency (2 levels, 1 to 10" in findings[1]
+    assert any(f.startswith("Finding 1 (frequency") and "2 known cells" in f for f in findings)
     assert any(f.startswith("Finding 2") and "still ranked first" in f for f in findings)
     # Every table of the HTML page scrolls inside its container; the full tables are collapsed.
     assert html.count("<table") == html.count('<div class="scroll"><table')
@@ -346,3 +353,25 @@ def test_report_elsewhere_names_the_study_command_commit_and_wall_time(tmp_path)
     assert "command: frequnlearn study configs/tiny.yaml --out runs/tiny" in md
     assert "commit: abc1234" in md
     assert "wall time: 2.0 min of stage work (unlearn 1.5, baseline 0.5 min)" in md
+
+
+def test_report_shows_what_each_pretrained_model_knew(tmp_path):
+    # Sizes compared for Finding 2 must have learned forget_high about equally: the report says how well.
+    _write_run(tmp_path)
+    for size, acc in (("mini", 0.9), ("tiny", 0.975)):
+        summary = {
+            "n_params": 1000,
+            "epochs": 60.0,
+            "knowledge": {
+                "by_group": {
+                    "forget_high": {"accuracy": acc, "n": 40},
+                    "forget_low": {"accuracy": 0.3, "n": 60},
+                }
+            },
+        }
+        run = {"config": {"preset": size}, "seed": 0, "summary": summary}
+        (tmp_path / "models" / f"{size}-s0" / "run.json").write_text(json.dumps(run))
+    out = build_report(tmp_path)
+    k = pd.read_csv(out / "pretraining_knowledge.csv").set_index("size")
+    assert k.loc["tiny", "known forget_high"] == 0.975 and k.loc["mini", "n forget_low"] == 60
+    assert "Pretraining knowledge per model" in (out / "report.md").read_text()

@@ -200,7 +200,17 @@ def item_table(v: pd.DataFrame) -> pd.DataFrame:
     baseline margin, the normalised AUC of its generation verdict, `drop` = 1 - AUC, and the first step
     at which it was no longer generated."""
     f = v[v["role"].isin([TARGET, CONTROL])]
-    cols = RUN_COLUMNS + ["probe", "role", "item_id", "known0", "margin0", "auc", "drop", "first_lost"]
+    cols = RUN_COLUMNS + [
+        "probe",
+        "role",
+        "item_id",
+        "frequency",
+        "known0",
+        "margin0",
+        "auc",
+        "drop",
+        "first_lost",
+    ]
     if f.empty:
         return pd.DataFrame(columns=cols)
     runs = ["run_id", "probe"]
@@ -225,6 +235,8 @@ def item_table(v: pd.DataFrame) -> pd.DataFrame:
     out["known0"] = first.loc[agg.index, "gen_known"].astype(bool)
     out["margin0"] = first.loc[agg.index, "margin"].astype(float) if "margin" in first else np.nan
     out["drop"] = 1.0 - out["auc"]
+    # The item's pre-training frequency (exposure in the synthetic setting, a corpus count otherwise).
+    out["frequency"] = first.loc[agg.index, "frequency"].astype(float) if "frequency" in first else np.nan
     return out.reset_index()[cols]
 
 
@@ -415,6 +427,116 @@ def frequency_effect(
             )
         ]
     return out
+
+
+def level_exposure(level: str, frequencies: pd.Series) -> float:
+    """Where a level sits on the frequency axis: its items' median frequency (exposure or corpus
+    count), else the level's own name when it is a number (an exposure grid); NaN when neither is a
+    positive number, so the level cannot enter a slope against log frequency."""
+    f = frequencies.to_numpy(dtype=float)
+    f = f[np.isfinite(f)]
+    if len(f) and np.median(f) > 0:
+        return float(np.median(f))
+    try:
+        x = float(level)
+    except ValueError:
+        return math.nan
+    return x if x > 0 else math.nan
+
+
+def _level_nets(g: pd.DataFrame, n_boot: int, rng: np.random.Generator) -> dict[str, dict[int, tuple]]:
+    """Per level, per seed: (control-subtracted mean drop, its bootstrap replicates, n target, n control),
+    resampling target and control items within the run."""
+    has_control = bool((g["role"] == CONTROL).any())
+    out: dict[str, dict[int, tuple]] = {}
+    for (level, run_seed), r in g.groupby(["level", "seed"], sort=True):
+        t = r.loc[r["role"] == TARGET, "drop"].to_numpy(dtype=float)
+        c = r.loc[r["role"] == CONTROL, "drop"].to_numpy(dtype=float)
+        if len(t) == 0 or (has_control and len(c) == 0):
+            continue
+        point = t.mean() - (c.mean() if len(c) else 0.0)
+        boot = _boot_means(t, n_boot, rng) - (_boot_means(c, n_boot, rng) if len(c) else 0.0)
+        out.setdefault(str(level), {})[int(run_seed)] = (point, boot, len(t), len(c))
+    return out
+
+
+def _slope(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Least-squares slope of y on x; y may carry replicates in its last axis (one slope per replicate)."""
+    xc = x - x.mean()
+    return np.tensordot(xc, y - y.mean(axis=0), axes=(0, 0)) / (xc @ xc)
+
+
+def dose_response(
+    items: pd.DataFrame, n_boot: int = 1000, seed: int = 0
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Finding 1 as a curve: per cell, each level's net drop (target minus control mean drop, averaged
+    over seeds) against the log of the level's frequency, and the least-squares slope with a 95%
+    bootstrap interval over items (resampled within each run) and, with >= 2 seeds, a t-interval over
+    the per-seed slopes. A negative slope means that the more often a fact was seen, the less of it is
+    unlearned. Returns (points, slopes); a cell needs >= 2 levels at distinct frequencies."""
+    k = items[items["known0"] & items["drop"].notna()]
+    points, slopes = [], []
+    for cell, g in k.groupby(CELL, dropna=False, sort=True):
+        has_control = bool((g["role"] == CONTROL).any())
+        nets = _level_nets(g, n_boot, _rng(seed, ("dose", cell)))
+        exposure = {
+            lv: level_exposure(lv, g.loc[(g["level"] == lv) & (g["role"] == TARGET), "frequency"])
+            for lv in nets
+        }
+        levels = sorted((lv for lv in nets if not math.isnan(exposure[lv])), key=lambda lv: exposure[lv])
+        seeds = sorted(set.intersection(*(set(nets[lv]) for lv in levels))) if levels else []
+        for lv in levels:
+            own = sorted(nets[lv])
+            boot = np.mean([nets[lv][s][1] for s in own], axis=0)
+            lo, hi = expanded_interval(boot, min(nets[lv][s][2] for s in own))
+            points.append(
+                {
+                    **dict(zip(CELL, cell)),
+                    "level": lv,
+                    "exposure": exposure[lv],
+                    "seeds": len(own),
+                    "n_target": sum(nets[lv][s][2] for s in own),
+                    "n_control": sum(nets[lv][s][3] for s in own),
+                    "net_drop": float(np.mean([nets[lv][s][0] for s in own])),
+                    "net_drop_lo": float(lo),
+                    "net_drop_hi": float(hi),
+                }
+            )
+        if not seeds or len({exposure[lv] for lv in levels}) < 2:
+            continue
+        x = np.log([exposure[lv] for lv in levels])
+        y = np.array([np.mean([nets[lv][s][0] for s in seeds]) for lv in levels])
+        boot = np.array([np.mean([nets[lv][s][1] for s in seeds], axis=0) for lv in levels])
+        smallest = min(min(nets[lv][s][2], nets[lv][s][3] or math.inf) for lv in levels for s in seeds)
+        lo, hi = expanded_interval(_slope(x, boot), int(smallest))
+        per_seed = [float(_slope(x, np.array([nets[lv][s][0] for lv in levels]))) for s in seeds]
+        seed_ci = t_interval(per_seed)
+        slopes.append(
+            {
+                **dict(zip(CELL, cell)),
+                "control": has_control,
+                "levels": len(levels),
+                "seeds": len(seeds),
+                "n_target": sum(nets[lv][s][2] for lv in levels for s in seeds),
+                "n_control": sum(nets[lv][s][3] for lv in levels for s in seeds),
+                "exposure_min": float(min(exposure[lv] for lv in levels)),
+                "exposure_max": float(max(exposure[lv] for lv in levels)),
+                "slope": float(_slope(x, y)),
+                "slope_lo": float(lo),
+                "slope_hi": float(hi),
+                "slope_seed_lo": seed_ci[1],
+                "slope_seed_hi": seed_ci[2],
+            }
+        )
+    pts, out = pd.DataFrame(points), pd.DataFrame(slopes)
+    if len(out):
+        out["verdict"] = [
+            verdict(v, lo, hi, expected=-1) if sel == "known" and ctl else "descriptive"
+            for v, lo, hi, sel, ctl in zip(
+                out["slope"], out["slope_lo"], out["slope_hi"], out["selection"], out["control"]
+            )
+        ]
+    return pts, out
 
 
 def verdict(effect: float, lo: float, hi: float, expected: int) -> str:
@@ -653,11 +775,12 @@ def describe_findings(
     high: str,
     low: str,
     probe: str = "question",
+    dose: pd.DataFrame | None = None,
 ) -> list[str]:
     """One sentence per verdict, each with direction, size, CI, n and its word: 'supported',
     'inconclusive' (the interval covers zero) or 'not supported' (absent or opposite). Only `known`
-    cells with a control arm carry verdicts."""
-    out = []
+    cells with a control arm carry verdicts. A run with a dose-response (`dose`) leads with it."""
+    out = describe_dose(dose, probe) if dose is not None else []
     known = effect[(effect["selection"] == "known") & effect["control"]] if len(effect) else effect
     known = known[known["probe"] == probe] if len(known) else known
     if known.empty:
@@ -721,6 +844,36 @@ def describe_findings(
                 f"Finding 2 (misalignment grows with size), {method}, {where}: share of known items no longer "
                 "generated but still preferred, target minus control: " + "; ".join(parts) + "."
             )
+    return out
+
+
+def describe_dose(dose: pd.DataFrame, probe: str = "question") -> list[str]:
+    """Finding 1 as a curve: one sentence per size and method (known cells with a control arm)."""
+    d = (
+        dose[(dose["selection"] == "known") & dose["control"] & (dose["probe"] == probe)]
+        if len(dose)
+        else dose
+    )
+    if d.empty:
+        return []
+    words = d["verdict"].value_counts()
+    out = [
+        f"Finding 1 as a dose-response (net drop, target minus control, against log frequency; a negative "
+        f"slope means frequent facts are harder to unlearn) is supported in {int(words.get('supported', 0))} "
+        f"of {len(d)} known cells on the {probe} probe ({int(words.get('inconclusive', 0))} inconclusive, "
+        f"{int(words.get('not supported', 0))} not supported)."
+    ]
+    for r in d.itertuples(index=False):
+        seeds = (
+            f", seed interval {r.slope_seed_lo:+.3f} to {r.slope_seed_hi:+.3f}"
+            if not math.isnan(r.slope_seed_lo)
+            else ""
+        )
+        out.append(
+            f"{r.size}, {r.method}: slope {_ci(r.slope, r.slope_lo, r.slope_hi)} per e-fold of frequency "
+            f"({r.levels} levels, {r.exposure_min:g} to {r.exposure_max:g}; n = {r.n_target} target and "
+            f"{r.n_control} control items, {r.seeds} seed(s){seeds}): {r.verdict}."
+        )
     return out
 
 

@@ -121,6 +121,31 @@ def parameter_counts(runs: list[UnlearnRun], sizes: list[str]) -> dict[str, floa
     return {size: out[size] for size in sizes if size in out}
 
 
+def pretraining_knowledge(run_dir: Path, params: dict[str, float]) -> pd.DataFrame:
+    """Per pretrained model: its size, seed, epochs and the knowledge check's accuracy per group, from
+    the model's own run record (`models/<tag>/run.json`)."""
+    rows = []
+    for path in sorted(run_dir.glob("models/*/run.json")):
+        try:
+            rec = read_json(path)
+            summary = rec["summary"]
+        except (DataError, KeyError):
+            continue
+        size = rec.get("config", {}).get("preset") or path.parent.name.rsplit("-s", 1)[0]
+        groups = summary.get("knowledge", {}).get("by_group", {})
+        row: dict[str, Any] = {
+            "model": path.parent.name,
+            "size": size,
+            "seed": rec.get("seed"),
+            "parameters": summary.get("n_params", params.get(size)),
+            "epochs": summary.get("epochs"),
+        }
+        row.update({f"known {g}": round(float(v["accuracy"]), 3) for g, v in sorted(groups.items())})
+        row.update({f"n {g}": int(v["n"]) for g, v in sorted(groups.items())})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def frequency_only_baseline(run_dir: Path) -> pd.DataFrame:
     """The data manifest's top-1 rate of ranking candidates by corpus count alone, per group."""
     path = run_dir / "data" / "manifest.json"
@@ -209,7 +234,8 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path
     mi = analysis.misalignment_items(v)
     mis = analysis.misalignment(mi, n_boot=n_boot)
     trend = analysis.size_trend(mi, params, n_boot=n_boot)
-    findings = analysis.describe_findings(effect, matched, trend, sizes, high, low)
+    dose_points, dose = analysis.dose_response(items, n_boot=n_boot)
+    findings = analysis.describe_findings(effect, matched, trend, sizes, high, low, dose=dose)
     table = analysis.verdict_table(effect, matched, mis)
     notes = [f"Skipped {s}" for s in skipped_runs(runs)]
     if "finite" in traj.columns:
@@ -221,6 +247,7 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path
     baseline = frequency_only_baseline(run_dir)
     utility = load_utility(run_dir, runs)
     params_df = pd.DataFrame({"size": list(params), "parameters": list(params.values())})
+    knowledge = pretraining_knowledge(run_dir, params)
 
     out = Path(out_dir) if out_dir is not None else run_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
@@ -235,6 +262,9 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path
         "curves": c,
         "frequency_only_baseline": baseline,
         "parameters": params_df,
+        "pretraining_knowledge": knowledge,
+        "dose_response": dose,
+        "dose_points": dose_points,
         "utility": utility,
     }
     for name, df in tables.items():
@@ -262,6 +292,31 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path
             plots.save(plots.misalignment(mis, levels, sizes), out / "misalignment.png"),
         ),
     ]
+    curves_first: list[tuple[str, str, bytes]] = []
+    if len(dose):
+        curves_first.append(
+            (
+                "dose_response.png",
+                "Finding 1 as a dose-response: per level, net drop (1 - normalised AUC of the target items "
+                "minus that of the control items of the same level) against the level's pre-training "
+                "frequency on a log axis, per model size and method, with 95% bootstrap intervals over items "
+                "and the least-squares line whose slope (per e-fold of frequency) and 95% interval the legend "
+                "gives; a falling line means frequent facts are harder to unlearn.",
+                plots.save(plots.dose_response(dose_points, dose, sizes), out / "dose_response.png"),
+            )
+        )
+    if len(trend):
+        curves_first.append(
+            (
+                "size_trend.png",
+                "Finding 2 as a curve: control-subtracted misalignment (share of known items no longer "
+                "generated but still ranked first, target minus control, levels pooled) against parameters "
+                "on a log axis, per method, with 95% bootstrap intervals and the least-squares slope per "
+                "e-fold of parameters; a rising line means misalignment grows with size.",
+                plots.save(plots.size_trend(mis, trend, params), out / "size_trend.png"),
+            )
+        )
+    lead = curves_first + lead
     more: list[tuple[str, str, bytes]] = []
     for selection in selections:
         for probe in probes:
@@ -300,6 +355,8 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path
             "verdicts": _records(table),
             "frequency_effect": _records(tables["frequency_effect"]),
             "size_trend": _records(trend),
+            "dose_response": _records(dose),
+            "pretraining_knowledge": _records(knowledge),
             "run_info": info,
         },
     )
@@ -308,7 +365,10 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path
         ("Misalignment by cell and level", mis, MIS_NOTE),
         ("Misalignment against model size", trend, TREND_NOTE),
         ("Per level (normalised curves)", head, HEAD_NOTE),
+        ("Frequency as a dose-response (slopes)", dose, DOSE_NOTE),
+        ("Frequency as a dose-response (points)", dose_points, ""),
         ("Model sizes", params_df, ""),
+        ("Pretraining knowledge per model", knowledge, KNOWLEDGE_NOTE),
     ]
     if len(utility):
         full.append(("Utility (lm-eval)", utility, ""))
@@ -339,6 +399,15 @@ EFFECT_NOTE = (
     "t-interval over seeds. `all` selections and runs without a control arm are descriptive."
 )
 MIS_NOTE = "Shares among items no longer generated at the matched forgetting step; `diff` = target - control."
+DOSE_NOTE = (
+    "Least-squares slope of each level's net drop (target minus control) against log frequency; 95% "
+    "bootstrap interval over items, seed interval a t-interval of per-seed slopes."
+)
+KNOWLEDGE_NOTE = (
+    "Share of each group's birth cities the pretrained model generated (the shared `known` rule): sizes "
+    "compared for Finding 2 should know forget_high about equally, or size is confounded with how well "
+    "the people were learned."
+)
 TREND_NOTE = "Least-squares slope of `diff` against log(parameters); 95% bootstrap interval over items."
 HEAD_NOTE = (
     "`forget_start` and `forget_auc_raw`: raw accuracy over all items (descriptive). `forget_auc`: normalised "

@@ -10,6 +10,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from frequnlearn.report.analysis import wilson  # noqa: E402
@@ -259,4 +260,147 @@ def misalignment(
         fontsize=10,
     )
     fig.tight_layout(rect=(0, 0.1, 1, 1))
+    return fig
+
+
+def _interval(x: float, lo: float, hi: float) -> str:
+    if np.isnan(lo) or np.isnan(hi):
+        return f"{x:+.3f} [no interval]"
+    return f"{x:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+
+
+def _fit_line(ax: plt.Axes, xs: np.ndarray, ys: np.ndarray, slope: float, color: str) -> None:
+    """The least-squares line of a reported slope through the points' centroid, on a log x axis."""
+    lx = np.log(xs)
+    grid = np.linspace(lx.min(), lx.max(), 20)
+    ax.plot(np.exp(grid), ys.mean() + slope * (grid - lx.mean()), color=color, lw=1.2, alpha=0.8)
+
+
+def dose_response(
+    points: pd.DataFrame, slopes: pd.DataFrame, sizes: Sequence[str], probe: str = "question"
+) -> plt.Figure:
+    """Finding 1 as a curve: net drop (target minus control) per level against its frequency (log
+    axis), one colour per model size, one panel per method, with 95% intervals and the fitted slope."""
+    p = points[points["probe"] == probe] if len(points) else points
+    if len(p) and (p["selection"] == "known").any():
+        p = p[p["selection"] == "known"]
+    methods = sorted(p["method"].unique()) if len(p) else [""]
+    fig, axes = plt.subplots(1, len(methods), figsize=(4.2 * len(methods), 3.6), squeeze=False, sharey=True)
+    for ax, method in zip(axes[0], methods):
+        for i, size in enumerate(sizes):
+            r = p[(p["method"] == method) & (p["size"] == size)].sort_values("exposure") if len(p) else p
+            if r.empty:
+                continue
+            color = LEVEL_STYLES[i % len(LEVEL_STYLES)]
+            s = (
+                slopes[
+                    (slopes["size"] == size)
+                    & (slopes["method"] == method)
+                    & (slopes["probe"] == probe)
+                    & (slopes["selection"] == r["selection"].iloc[0])
+                ]
+                if len(slopes)
+                else slopes
+            )
+            label = str(size)
+            if len(s):
+                s = s.iloc[0]
+                label += f": {_interval(s['slope'], s['slope_lo'], s['slope_hi'])}"
+                _fit_line(ax, r["exposure"].to_numpy(float), r["net_drop"].to_numpy(float), s["slope"], color)
+            ax.errorbar(
+                r["exposure"] * (1 + 0.04 * (i - (len(sizes) - 1) / 2)),
+                r["net_drop"],
+                yerr=[r["net_drop"] - r["net_drop_lo"], r["net_drop_hi"] - r["net_drop"]],
+                fmt="o",
+                color=color,
+                capsize=3,
+                ms=4,
+                label=label,
+            )
+        ax.set_xscale("log")
+        ax.axhline(0, color="#555", lw=0.8)
+        ax.set_xlabel("pre-training frequency (log)")
+        ax.set_title(method, fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, title="size: slope [95% CI]", title_fontsize=7)
+    axes[0][0].set_ylabel("net drop (target - control)")
+    fig.suptitle(
+        f"Dose-response ({probe} probe; a falling line: frequent facts are harder to unlearn)", fontsize=10
+    )
+    fig.tight_layout()
+    return fig
+
+
+def size_trend(
+    mis: pd.DataFrame,
+    trend: pd.DataFrame,
+    params: dict[str, float],
+    view: str = "rank1",
+    probe: str = "question",
+) -> plt.Figure:
+    """Finding 2 as a curve: control-subtracted misalignment (levels pooled) against parameters (log
+    axis), one panel per method, with 95% intervals and the fitted slope per e-fold of parameters."""
+    from frequnlearn.report.analysis import VIEWS
+
+    m = mis[(mis["probe"] == probe) & (mis["view"] == view)] if len(mis) else mis
+    if len(m) and (m["selection"] == "known").any():
+        m = m[m["selection"] == "known"]
+    pooled = "both" if len(m) and (m["level"] == "both").any() else None
+    if len(m):
+        m = m[m["level"] == pooled] if pooled else m[m["level"] == m["level"].iloc[0]]
+    m = m[m["size"].isin(list(params)) & m["diff"].notna()] if len(m) else m
+    methods = sorted(m["method"].unique()) if len(m) else [""]
+    fig, axes = plt.subplots(1, len(methods), figsize=(4.2 * len(methods), 3.6), squeeze=False, sharey=True)
+    for ax, method in zip(axes[0], methods):
+        r = m[m["method"] == method] if len(m) else m
+        if len(r):
+            r = r.assign(params=r["size"].map(params)).sort_values("params")
+            t = (
+                trend[
+                    (trend["method"] == method)
+                    & (trend["view"] == view)
+                    & (trend["probe"] == probe)
+                    & (trend["level"] == r["level"].iloc[0])
+                    & (trend["selection"] == r["selection"].iloc[0])
+                ]
+                if len(trend)
+                else trend
+            )
+            label = "target - control"
+            if len(t):
+                t = t.iloc[0]
+                label = f"slope {_interval(t['slope'], t['slope_lo'], t['slope_hi'])}"
+                _fit_line(ax, r["params"].to_numpy(float), r["diff"].to_numpy(float), t["slope"], "#222222")
+            ax.errorbar(
+                r["params"],
+                r["diff"],
+                yerr=[r["diff"] - r["diff_lo"], r["diff_hi"] - r["diff"]],
+                fmt="o",
+                color="#222222",
+                capsize=3,
+                ms=4,
+                label=label,
+            )
+            tops = r["diff_hi"].where(r["diff_hi"].notna(), r["diff"])
+            for x, y, size, n in zip(r["params"], tops, r["size"], r["n_forgotten"]):
+                ax.annotate(
+                    f"{size}\nn={int(n)}",
+                    (x, y),
+                    textcoords="offset points",
+                    xytext=(0, 3),
+                    ha="center",
+                    fontsize=6,
+                )
+            ax.legend(fontsize=7)
+        ax.set_xscale("log")
+        ax.axhline(0, color="#555", lw=0.8)
+        ax.set_xlabel("parameters (log)")
+        ax.set_title(method, fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel(f"misaligned share, target - control\n({VIEWS.get(view, view)})")
+    fig.suptitle(
+        f"Misalignment against model size ({probe} probe, levels pooled; rising: grows with size)",
+        fontsize=10,
+    )
+    fig.tight_layout()
     return fig
