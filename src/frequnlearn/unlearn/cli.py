@@ -136,11 +136,11 @@ def split_retain(
 
 
 def run(args: argparse.Namespace) -> int:
-    from frequnlearn.config import load_config, to_dict
+    from frequnlearn.config import load_config
     from frequnlearn.config.evaluate import EvalConfig
     from frequnlearn.config.unlearn import UnlearnConfig
     from frequnlearn.models.loading import load_model_and_tokenizer
-    from frequnlearn.records import check_output_dir, input_hashes
+    from frequnlearn.records import check_output_dir
     from frequnlearn.unlearn.stage import UnlearnInputs, run_unlearn
 
     eval_over = [o for o in args.overrides if o.startswith("evaluate.")]
@@ -172,23 +172,7 @@ def run(args: argparse.Namespace) -> int:
             k: [it.item_id for it in v]
             for k, v in (("forget", forget), ("retain", retain), ("eval_retain", eval_retain))
         },
-        info={
-            "inputs": {
-                "model": args.model,
-                "forget": args.forget,
-                "retain": args.retain,
-                "eval_items": args.eval_items,
-                "eval_retain": args.eval_retain,
-                "bio_prompts": args.bio_prompts,
-            },
-            "evaluate": to_dict(ecfg),
-            "inputs_sha256": input_hashes(
-                forget=args.forget,
-                retain=args.retain,
-                eval_items=args.eval_items,
-                bio_prompts=args.bio_prompts,
-            ),
-        },
+        info=_record(args, ecfg),
     )
     result = run_unlearn(cfg, ecfg, inputs, out)
     print(
@@ -200,6 +184,27 @@ def run(args: argparse.Namespace) -> int:
         print(_accuracy_table(result.trajectory))
     print(f"wrote {out}/model, trajectory.parquet, log.jsonl, sets.json, run.json")
     return 0
+
+
+def _record(args: argparse.Namespace, ecfg: Any) -> dict[str, Any]:
+    """What the run record adds about this command: its inputs, their hashes and the evaluation."""
+    from frequnlearn.config import to_dict
+    from frequnlearn.records import input_hashes
+
+    return {
+        "inputs": {
+            "model": args.model,
+            "forget": args.forget,
+            "retain": args.retain,
+            "eval_items": args.eval_items,
+            "eval_retain": args.eval_retain,
+            "bio_prompts": args.bio_prompts,
+        },
+        "evaluate": to_dict(ecfg),
+        "inputs_sha256": input_hashes(
+            forget=args.forget, retain=args.retain, eval_items=args.eval_items, bio_prompts=args.bio_prompts
+        ),
+    }
 
 
 def _tables(args: argparse.Namespace, cfg: Any) -> tuple[list[Any], list[Any], list[Any], list[Any]]:
