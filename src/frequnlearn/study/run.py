@@ -41,6 +41,9 @@ TIMINGS_FILE = "timings.json"
 
 
 class Study:
+    """Runs a plan in one run directory: each task's path and key, and per task kind one method that
+    calls its stage's `run_<stage>` (which writes outputs, run record and done marker)."""
+
     def __init__(self, cfg: StudyConfig, run_dir: str | Path, quiet: bool = False) -> None:
         self.cfg = cfg
         self.run_dir = Path(run_dir)
