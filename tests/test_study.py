@@ -197,11 +197,11 @@ def test_epochs_by_size_reaches_the_pretrain_config_only_for_its_size(config_pat
 
     base = Study(load_study_config(config_path), "x")
     per_size = Study(load_study_config(config_path, ["study.epochs_by_size={tiny: 7, small: 3}"]), "x")
-    assert base._pretrain_cfg("tiny", 0).epochs == 4 and per_size._pretrain_cfg("tiny", 0).epochs == 7
+    assert base.pretrain_cfg("tiny", 0).epochs == 4 and per_size.pretrain_cfg("tiny", 0).epochs == 7
     params = {"size": "tiny", "seed": 0}
-    assert base._model_key(params) != per_size._model_key(params)
+    assert base.model_key(params) != per_size.model_key(params)
     same = Study(load_study_config(config_path, ["study.epochs_by_size={small: 3}"]), "x")
-    assert same._model_key(params) == base._model_key(params)  # cached models stay valid
+    assert same.model_key(params) == base.model_key(params)  # cached models stay valid
 
 
 @pytest.mark.parametrize(

@@ -41,14 +41,14 @@ def oracle_dir(study: Any, tag: str) -> Path:
 def _oracle_model_key(study: Any, params: dict[str, Any]) -> str:
     from frequnlearn.records import stage_key
 
-    return stage_key("oracle", study._model_key(params), study.s.compare_by, study.s.levels)
+    return stage_key("oracle", study.model_key(params), study.s.compare_by, study.s.levels)
 
 
 def oracle_key(study: Any, params: dict[str, Any]) -> str:
     from frequnlearn.records import stage_key
 
     return stage_key(
-        "oracle-scores", _oracle_model_key(params=params, study=study), study._baseline_key(params)
+        "oracle-scores", _oracle_model_key(params=params, study=study), study.baseline_key(params)
     )
 
 
@@ -79,7 +79,7 @@ def run_oracle(study: Any, task: Any) -> None:
     from frequnlearn.records import clear_if_stale, mark_done, run_info, stage_done, stage_key, write_parquet
 
     data_dir = study.run_dir / ORACLE_DATA
-    data_key = stage_key("oracle-data", study._corpus_hash(), study.s.compare_by, study.s.levels)
+    data_key = stage_key("oracle-data", study.corpus_hash(), study.s.compare_by, study.s.levels)
     if not stage_done(data_dir, data_key):
         counts = write_oracle_data(study.data_dir, data_dir, excluded_people(study))
         mark_done(data_dir, data_key, counts)
@@ -91,12 +91,12 @@ def run_oracle(study: Any, task: Any) -> None:
         AutoTokenizer.from_pretrained(study.model_dir(task.name)).save_pretrained(path)
     threads = torch.get_num_threads()
     try:
-        pretrain(data_dir, study._pretrain_cfg(task.params["size"], task.params["seed"]), path)
+        pretrain(data_dir, study.pretrain_cfg(task.params["size"], task.params["seed"]), path)
     finally:
         torch.set_num_threads(threads)
     model, tok = load_model_and_tokenizer(path, dtype=study.s.dtype)
-    items, bios = study._all_items()
-    scores = study._evaluate(model, tok, items, bios, 0, f"{task.name}-oracle", f"{task.name}/oracle")
+    items, bios = study.all_items()
+    scores = study.score_items(model, tok, items, bios, 0, f"{task.name}-oracle", f"{task.name}/oracle")
     write_parquet(scores, path / "scores.parquet", run_info(study.cfg, task.params.get("seed")))
     mark_done(path, oracle_key(study, task.params), {"model": task.name, **task.params})
 
@@ -105,7 +105,7 @@ def attack_key(study: Any, task: Any) -> str:
     from frequnlearn.records import stage_key
     from frequnlearn.study.plan import Task
 
-    _, unlearn_key = study._path_and_key(Task("unlearn", task.name, params=task.params))
+    _, unlearn_key = study.path_and_key(Task("unlearn", task.name, params=task.params))
     # Which runs are attacked and whether there is an oracle do not change one run's attacks.
     own = {k: v for k, v in to_dict(study.cfg.attacks).items() if k not in ("oracle", "selections")}
     return stage_key("attack", unlearn_key, own, study.cfg.generate.n_templates)
@@ -127,13 +127,13 @@ def run_attack(study: Any, task: Any) -> None:
     record = _run_record(run_dir)
     if not record.get("skipped") and not (run_dir / "model" / "config.json").is_file():
         # Unlearned without attacks, its weights were not kept: unlearn again (deterministic) to keep them.
-        study._unlearn(Task("unlearn", task.name, params=p))
+        study.unlearn(Task("unlearn", task.name, params=p))
         record = _run_record(run_dir)
     if record.get("skipped"):
         path.mkdir(parents=True, exist_ok=True)
         mark_done(path, attack_key(study, task), {"task": task.name, **p, "not_attacked": record["skipped"]})
         return
-    items, _ = study._all_items()
+    items, _ = study.all_items()
     by_id = {it.item_id: it for it in items}
     forget = [by_id[i] for i in read_json(run_dir / "sets.json")["forget"]]
     attacks: dict[str, Any] = {"task": task.name, "schemes": {}, "skipped": [], "trained_on": {}}

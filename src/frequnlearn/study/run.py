@@ -77,7 +77,7 @@ class Study:
             "count": self._count,
             "pretrain": self._pretrain,
             "baseline": self._baseline,
-            "unlearn": self._unlearn,
+            "unlearn": self.unlearn,
             "oracle": self._attacks_stage,
             "attack": self._attacks_stage,
             "report": self._report,
@@ -120,7 +120,7 @@ class Study:
     def _is_done(self, task: Task) -> bool:
         if task.kind == "report":
             return False  # cheap, and always reflects the current records
-        path, key = self._path_and_key(task)
+        path, key = self.path_and_key(task)
         return stage_done(path, key)
 
     # ---- keys: each stage's own config plus the keys of its inputs
@@ -131,54 +131,54 @@ class Study:
             return generate_key(self.cfg.generate)
         return stage_key("items", self.s.items, self.s.retain_items, self.s.compare_by, self.cfg.count)
 
-    def _pretrain_cfg(self, size: str, seed: int) -> Any:
+    def pretrain_cfg(self, size: str, seed: int) -> Any:
         return self.cfg.pretrain_for(size, seed)
 
-    def _model_key(self, task_params: dict[str, Any]) -> str:
+    def model_key(self, task_params: dict[str, Any]) -> str:
         if self.s.setting == "real":
             return stage_key("model", self.s.model, self.s.gguf_file, self.s.dtype)
         from frequnlearn.pretrain import RUNTIME_FIELDS
 
         # Fields that change only speed or logging do not make a new model; nor does a change of the
         # QA items (candidates, counts) that leaves the training corpus byte for byte the same.
-        cfg = to_dict(self._pretrain_cfg(task_params["size"], task_params["seed"]))
+        cfg = to_dict(self.pretrain_cfg(task_params["size"], task_params["seed"]))
         return stage_key(
-            "pretrain", self._corpus_hash(), {k: v for k, v in cfg.items() if k not in RUNTIME_FIELDS}
+            "pretrain", self.corpus_hash(), {k: v for k, v in cfg.items() if k not in RUNTIME_FIELDS}
         )
 
-    def _corpus_hash(self) -> str:
+    def corpus_hash(self) -> str:
         """The content hash of the training corpus the generate stage recorded in its manifest."""
         manifest = self.data_dir / "manifest.json"
         if not manifest.is_file():
             return "missing"
         return str(read_json(manifest).get("files", {}).get("corpus.jsonl", "missing"))
 
-    def _baseline_key(self, params: dict[str, Any]) -> str:
+    def baseline_key(self, params: dict[str, Any]) -> str:
         return stage_key(
             "baseline",
-            self._model_key(params),
+            self.model_key(params),
             self._data_key(),
             self.cfg.evaluate,
             self.s.attribute,
             self.s.prompt_format,
         )
 
-    def _path_and_key(self, task: Task) -> tuple[Path, str]:
+    def path_and_key(self, task: Task) -> tuple[Path, str]:
         if task.kind == "generate":
             return self.data_dir, self._data_key()
         if task.kind == "count":
             return self.run_dir / "items", self._data_key()
         if task.kind == "pretrain":
-            return self.model_dir(task.name), self._model_key(task.params)
+            return self.model_dir(task.name), self.model_key(task.params)
         if task.kind == "baseline":
-            return self.model_dir(task.name) / "baseline", self._baseline_key(task.params)
+            return self.model_dir(task.name) / "baseline", self.baseline_key(task.params)
         if task.kind == "unlearn":
             p = task.params
             return self.unlearn_dir(task), stage_key(
                 "unlearn",
                 SETS_FORMAT,
-                self._baseline_key(p),
-                self._unlearn_cfg(p),
+                self.baseline_key(p),
+                self.unlearn_cfg(p),
                 self.s.selections,
                 self.s.compare_by,
                 self.s.levels,
@@ -195,7 +195,7 @@ class Study:
             return self.unlearn_dir(task) / stage.ATTACKS_DIR, stage.attack_key(self, task)
         raise ValueError(task.kind)
 
-    def _unlearn_cfg(self, params: dict[str, Any]) -> Any:
+    def unlearn_cfg(self, params: dict[str, Any]) -> Any:
         forget, retain = parse_method(params["method"])
         return dataclasses.replace(
             self.cfg.method_unlearn(params["method"]),
@@ -230,13 +230,13 @@ class Study:
 
         from frequnlearn.pretrain import pretrain
 
-        path, key = self._path_and_key(task)
+        path, key = self.path_and_key(task)
         clear_if_stale(path, key)
         # pretrain may pin torch's thread count; later stages must not depend on whether it ran in
         # this process (summation order changes with threads, and near-tied ranks with it).
         threads = torch.get_num_threads()
         try:
-            pretrain(self.data_dir, self._pretrain_cfg(task.params["size"], task.params["seed"]), path)
+            pretrain(self.data_dir, self.pretrain_cfg(task.params["size"], task.params["seed"]), path)
         finally:
             torch.set_num_threads(threads)
         mark_done(path, key)
@@ -252,7 +252,7 @@ class Study:
             return load_gguf_model(self.s.model, self.s.gguf_file)
         return load_model_and_tokenizer(self.s.model, dtype=self.s.dtype)
 
-    def _all_items(self) -> tuple[list[QAItem], dict[str, Any]]:
+    def all_items(self) -> tuple[list[QAItem], dict[str, Any]]:
         """QA items of the studied attribute and, for the synthetic setting, their biography prompts."""
         if self._items is None:
             self._items = self._read_items()
@@ -279,7 +279,7 @@ class Study:
 
         return load_items(self.s.items)
 
-    def _evaluate(
+    def score_items(
         self,
         model: Any,
         tok: Any,
@@ -312,9 +312,9 @@ class Study:
         """Score every studied item once before unlearning: the source of the 'known' selection."""
         from frequnlearn.evaluate.stage import run_baseline
 
-        path, key = self._path_and_key(task)
+        path, key = self.path_and_key(task)
         model, tok = self._load_model(task.name)
-        items, bios = self._all_items()
+        items, bios = self.all_items()
         record = {**run_info(self.cfg, task.params.get("seed")), "run": self.identity(task)}
         run_baseline(
             self.cfg.evaluate, self.s.prompt_format, model, tok, items, bios, path, record=record, key=key
@@ -334,7 +334,7 @@ class Study:
     def sets_for(self, task: Task) -> dict[str, list[QAItem]]:
         """The five item sets of one unlearning run (see `select_sets`)."""
         p = task.params
-        items, _ = self._all_items()
+        items, _ = self.all_items()
         known = self.known_items(p["model"]) if p["selection"] == "known" else None
         retain_items = None
         if self.s.setting == "real" and self.s.retain_items:
@@ -343,10 +343,10 @@ class Study:
             retain_items = load_items(self.s.retain_items)
         return select_sets(items, known, self.s, p["seed"], level=p["level"], retain_items=retain_items)
 
-    def _unlearn(self, task: Task) -> None:
+    def unlearn(self, task: Task) -> None:
         from frequnlearn.unlearn.stage import UnlearnInputs, run_unlearn
 
-        path, key = self._path_and_key(task)
+        path, key = self.path_and_key(task)
         try:
             sets = self.sets_for(task)
         except NothingToUnlearn as why:
@@ -354,7 +354,7 @@ class Study:
             print(f"skipping {task.name}: {why}", file=sys.stderr)
             self._skip(task, path, key, str(why))
             return
-        _, bios = self._all_items()
+        _, bios = self.all_items()
         model, tok = self._load_model(task.params["model"])
         inputs = UnlearnInputs(
             model=model,
@@ -369,7 +369,7 @@ class Study:
         path.parent.mkdir(parents=True, exist_ok=True)
         # Attacks start from the unlearned weights.
         keep = self.s.keep_models or self.cfg.attacks.active
-        run_unlearn(self._unlearn_cfg(task.params), self.cfg.evaluate, inputs, path, key=key, keep_model=keep)
+        run_unlearn(self.unlearn_cfg(task.params), self.cfg.evaluate, inputs, path, key=key, keep_model=keep)
 
     def _skip(self, task: Task, path: Path, key: str, why: str) -> None:
         """A run the study cannot make: its run record and done marker say why."""
