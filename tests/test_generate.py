@@ -21,9 +21,11 @@ from frequnlearn.data.generate import (
     CandidateSampler,
     frequency_only_baseline,
     generate,
+    generate_key,
     group_sizes,
     load_data_dir,
     random_date,
+    run_generate,
     value_counts,
 )
 from frequnlearn.data.pools import load_pools
@@ -37,7 +39,18 @@ from frequnlearn.data.templates import (
 )
 from frequnlearn.errors import DataError
 from frequnlearn.models.prompts import get_prompt_format
-from frequnlearn.records import ATTRIBUTES, GROUPS, PRONOUNS, dumps, read_jsonl, sha256_file
+from frequnlearn.records import (
+    ATTRIBUTES,
+    GROUPS,
+    PRONOUNS,
+    BioPrompt,
+    Person,
+    QAItem,
+    dumps,
+    read_jsonl,
+    sha256_file,
+    stage_done,
+)
 
 PRONOUN_WORDS = {
     "he": {"he", "He", "his", "His", "him"},
@@ -222,6 +235,23 @@ def test_paper_defaults_on_a_few_hundred_people(tmp_path):
     check_data_dir(generate(cfg, tmp_path / "d"), cfg)
     sizes = Counter(p.group for p in load_data_dir(tmp_path / "d").people)
     assert sizes == {"retain": 150, "forget_high": 50, "forget_low": 50, "utility": 50}
+
+
+def test_run_generate_marks_the_directory_done_for_its_config_only(tmp_path):
+    cfg = GenerateConfig(n_people=24, seed=1)
+    out = run_generate(cfg, tmp_path / "d")
+    assert stage_done(out, generate_key(cfg))
+    assert not stage_done(out, generate_key(GenerateConfig(n_people=24, seed=2)))
+
+
+def test_every_record_field_is_written(tmp_path):
+    """Records are written from their types: each line holds exactly the record's fields."""
+    import dataclasses
+
+    out = generate(GenerateConfig(n_people=24, seed=1), tmp_path / "d")
+    for name, record in (("people.jsonl", Person), ("qa.jsonl", QAItem), ("bio_prompts.jsonl", BioPrompt)):
+        fields = {f.name for f in dataclasses.fields(record)}
+        assert all(set(row) == fields for row in read_jsonl(out / name)), name
 
 
 def test_exposure_grid(tmp_path):

@@ -304,8 +304,8 @@ def test_study_method_overrides(tmp_path):
     study = {"methods": ["ga+gd", "rmu+act"], "method_overrides": {"rmu+act": {"lr": 1e-3, "rmu_coeff": 20}}}
     cfg = from_dict(StudyConfig, {"unlearn": {"lr": 1e-4}, "study": study})
     s = Study(cfg, tmp_path)
-    rmu = s._unlearn_cfg({"method": "rmu+act", "seed": 1})
-    ga = s._unlearn_cfg({"method": "ga+gd", "seed": 1})
+    rmu = s.unlearn_cfg({"method": "rmu+act", "seed": 1})
+    ga = s.unlearn_cfg({"method": "ga+gd", "seed": 1})
     assert (rmu.method, rmu.retain_loss, rmu.lr, rmu.rmu_coeff, rmu.seed) == ("rmu", "act", 1e-3, 20.0, 1)
     assert (ga.lr, ga.rmu_coeff) == (1e-4, 6.5)
     for over, fragment in (

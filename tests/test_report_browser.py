@@ -19,7 +19,7 @@ import pytest
 
 from frequnlearn.evaluate.columns import COLUMNS
 from frequnlearn.records import write_json
-from frequnlearn.report.build import STAGE_FILE, build_report
+from frequnlearn.report.build import build_report
 
 SCREEN = (1280, 800)
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
@@ -133,18 +133,18 @@ def report_html(tmp_path_factory):
                 "eval_utility": ids["utility"],
             },
         )
-        write_json(
-            out / STAGE_FILE,
-            {
-                "task": task,
-                "model": "mini-s0",
-                "size": "mini",
-                "seed": 0,
-                "method": "ga+gd",
-                "level": level,
-                "selection": "known",
-            },
-        )
+        identity = {
+            "run_id": task,
+            "task": task,
+            "model": "mini-s0",
+            "size": "mini",
+            "n_params": 570432,
+            "seed": 0,
+            "method": "ga+gd",
+            "level": level,
+            "selection": "known",
+        }
+        write_json(out / "run.json", {"run": identity})
     return build_report(run) / "report.html"
 
 

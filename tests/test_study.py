@@ -3,6 +3,7 @@ everything, a changed field reruns only what it affects, and a killed study resu
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -79,6 +80,14 @@ def test_report_files_and_numbers(finished):
             assert pd.isna(q.loc[level, "forget_auc"])
     # Equal-size forget sets for the two levels.
     assert q.loc["forget_high", "n_items"] == q.loc["forget_low", "n_items"]
+    # Each run's record names what it is; the report's rows carry that identity.
+    items = pd.read_csv(report / "items.csv")
+    for record in (finished / "unlearn").glob("**/run.json"):
+        run = json.loads(record.read_text())["run"]
+        assert run["model"] == "tiny-s0" and run["size"] == "tiny" and run["n_params"] > 0
+        assert (run["method"], run["selection"]) == ("ga+gd", "all")
+        rows = items[items["run_id"] == run["run_id"]]
+        assert len(rows) and set(rows["level"]) == {run["level"]}
 
 
 @pytest.mark.slow
@@ -113,7 +122,7 @@ def test_kill_and_resume_gives_the_same_results(tmp_path, config_path, finished)
     cmd = [sys.executable, "-m", "frequnlearn.cli", "study", str(config_path), "--out", str(out), "--quiet"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     # Kill once during pretraining (after a checkpoint) and once during unlearning.
-    for pattern in ("models/*/checkpoints/*", "unlearn/**/*.partial"):
+    for pattern in ("models/*/checkpoints/*", "unlearn/**/.*.tmp"):
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         reached = _wait_for(pattern, out, proc)
         if proc.poll() is None:
@@ -124,6 +133,21 @@ def test_kill_and_resume_gives_the_same_results(tmp_path, config_path, finished)
     a = pd.read_csv(finished / "report" / "curves.csv")
     b = pd.read_csv(out / "report" / "curves.csv")
     pd.testing.assert_frame_equal(a, b)
+
+
+def test_a_stage_directory_is_kept_for_its_key_and_cleared_for_another(tmp_path):
+    from frequnlearn.records import clear_if_stale, mark_done, stage_done
+
+    path = tmp_path / "model"
+    clear_if_stale(path, "a")
+    (path / "checkpoint").write_text("step 10")
+    assert not stage_done(path, "a")  # in progress is not done
+    clear_if_stale(path, "a")  # a rerun for the same key resumes
+    assert (path / "checkpoint").is_file()
+    mark_done(path, "a")
+    assert stage_done(path, "a")
+    clear_if_stale(path, "b")  # another key starts afresh
+    assert not (path / "checkpoint").exists() and not stage_done(path, "a")
 
 
 def test_dry_run_prints_plan(config_path, capsys):
@@ -173,11 +197,11 @@ def test_epochs_by_size_reaches_the_pretrain_config_only_for_its_size(config_pat
 
     base = Study(load_study_config(config_path), "x")
     per_size = Study(load_study_config(config_path, ["study.epochs_by_size={tiny: 7, small: 3}"]), "x")
-    assert base._pretrain_cfg("tiny", 0).epochs == 4 and per_size._pretrain_cfg("tiny", 0).epochs == 7
+    assert base.pretrain_cfg("tiny", 0).epochs == 4 and per_size.pretrain_cfg("tiny", 0).epochs == 7
     params = {"size": "tiny", "seed": 0}
-    assert base._model_key(params) != per_size._model_key(params)
+    assert base.model_key(params) != per_size.model_key(params)
     same = Study(load_study_config(config_path, ["study.epochs_by_size={small: 3}"]), "x")
-    assert same._model_key(params) == base._model_key(params)  # cached models stay valid
+    assert same.model_key(params) == base.model_key(params)  # cached models stay valid
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,5 @@
 """Which items each unlearning run unlearns, controls, keeps and evaluates: `select_sets`, without files
-(except one test on `generate`'s own output), plus the time estimate and the quiet third-party bars."""
+(except one test on `generate`'s own output)."""
 
 from __future__ import annotations
 
@@ -12,14 +12,7 @@ import pytest
 from frequnlearn.config.generate import GenerateConfig
 from frequnlearn.config.study import StudyOptions
 from frequnlearn.records import FORGET_GROUPS, QAItem
-from frequnlearn.study import (
-    Estimate,
-    NothingToUnlearn,
-    Task,
-    level_pools,
-    quiet_third_party,
-    select_sets,
-)
+from frequnlearn.study.sets import NothingToUnlearn, level_pools, select_sets
 
 SETS = ("forget", "control", "retain", "eval_retain", "eval_utility")
 
@@ -151,54 +144,3 @@ def test_real_setting_splits_the_other_items_into_retain_and_utility():
     given = [QAItem(f"r{i}", "q", "a") for i in range(6)]
     sets = select_sets(items, None, options, seed=0, level="low", retain_items=given)
     assert _ids(sets["retain"] + sets["eval_retain"]) == _ids(given)
-
-
-def test_estimate_scales_measured_throughput_by_parameters_and_epochs():
-    est = Estimate()
-    big = Task("pretrain", "small-s0", {"size": "small", "n_params": 2e6, "epochs": 20, "tokens": None})
-    assert est.seconds(big) is None  # nothing measured yet: no guess
-    est.pretrained(tokens_per_s=1000.0, n_params=1e6, tokens_per_epoch=1e4)
-    # 2e5 tokens at half the throughput (twice the parameters).
-    assert est.seconds(big) == pytest.approx(400.0)
-    fixed = Task("pretrain", "small-s1", {"n_params": 2e6, "epochs": 20, "tokens": 5e4})
-    assert est.seconds(fixed) == pytest.approx(100.0)
-
-    run = {"n_params": 1e6, "model": "mini-s0"}
-    est.finished(Task("unlearn", "mini-s0/a", run), 10.0)
-    est.finished(Task("unlearn", "mini-s0/b", run), 14.0)
-    assert est.seconds(Task("unlearn", "mini-s0/c", run)) == pytest.approx(12.0)
-    other = Task("unlearn", "small-s0/a", {"n_params": 2e6, "model": "small-s0"})
-    assert est.seconds(other) == pytest.approx(24.0)
-    total, untimed = est.left([other, big, Task("report", "report")])
-    assert total == pytest.approx(424.0) and untimed == ["report"]
-
-
-def test_third_party_progress_bars_are_off_inside_the_study_only():
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.enable_progress_bar()
-    with quiet_third_party():
-        assert not hf_logging.is_progress_bar_enabled()
-    assert hf_logging.is_progress_bar_enabled()
-
-
-def test_status_line_says_what_is_not_yet_timed():
-    import io
-
-    from frequnlearn.study import Progress
-
-    tasks = [
-        Task("pretrain", "mini-s0", {"n_params": 1e6, "epochs": 10, "tokens": None}),
-        Task("pretrain", "tiny-s0", {"n_params": 2e6, "epochs": 10, "tokens": None}),
-        Task("unlearn", "tiny-s0/run", {"n_params": 2e6, "model": "tiny-s0"}),
-    ]
-    out = io.StringIO()
-    progress = Progress(tasks, [False, True, True], stream=out)
-    with progress.task(0, skipped=True):
-        pass
-    assert "(done, skipping)" in out.getvalue() and out.getvalue().endswith("left ?\n")
-    progress.estimate.pretrained(tokens_per_s=1000.0, n_params=1e6, tokens_per_epoch=1e3)
-    with progress.task(1):
-        pass
-    # 1e4 tokens at 500 tokens/s for the pending pretraining; unlearning has no measurement yet.
-    assert out.getvalue().splitlines()[-1].endswith("left ~0:00:20 + not yet timed: unlearn")

@@ -76,6 +76,10 @@ def test_same_command_on_two_architectures(fixture, request, qa, tmp_path, capsy
     assert info["evaluate"]["metrics"] == ["prob", "gen"]
     from transformers import AutoModelForCausalLM
 
+    assert info["run"]["method"] == "simnpo+gd" and info["run"]["model"] == str(model_dir)
+    original = AutoModelForCausalLM.from_pretrained(model_dir)
+    assert info["run"]["n_params"] == sum(p.numel() for p in original.parameters())
+
     assert AutoModelForCausalLM.from_pretrained(out / "model").config.model_type in ("gpt2", "llama")
 
 

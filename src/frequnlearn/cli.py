@@ -22,7 +22,7 @@ COMMAND_MODULES = (
     "frequnlearn.unlearn.cli",
     "frequnlearn.evaluate.cli",
     "frequnlearn.report.cli",
-    "frequnlearn.study_cli",
+    "frequnlearn.study.cli",
 )
 
 

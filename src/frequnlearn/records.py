@@ -547,13 +547,20 @@ def stage_key(*parts: Any) -> str:
 
 
 def stage_done(path: Path, key: str) -> bool:
+    """Whether `path` holds a stage's complete output for `key` (an in-progress record is not done)."""
+    record = _stage_record(path)
+    return record.get("key") == key and not record.get("in_progress")
+
+
+def _stage_record(path: Path) -> dict[str, Any]:
     marker = path / STAGE_FILE
     if not marker.is_file():
-        return False
+        return {}
     try:
-        return read_json(marker).get("key") == key
+        record = read_json(marker)
     except (DataError, json.JSONDecodeError):
-        return False
+        return {}
+    return record if isinstance(record, dict) else {}
 
 
 def mark_done(path: Path, key: str, info: dict[str, Any] | None = None) -> None:
@@ -561,12 +568,14 @@ def mark_done(path: Path, key: str, info: dict[str, Any] | None = None) -> None:
 
 
 def clear_if_stale(path: Path, key: str) -> None:
-    """A stage directory written for another key is removed before the stage runs again."""
-    marker = path / ".stage-key"
-    if path.exists() and marker.is_file() and marker.read_text().strip() != key:
+    """Before a resumable stage (pretraining) runs into `path`: a directory whose stage record names
+    another key is removed, then the record says `key` is in progress, so a run cut short resumes
+    only for the same key."""
+    record = _stage_record(path)
+    if path.exists() and record and record.get("key") != key:
         shutil.rmtree(path)
     path.mkdir(parents=True, exist_ok=True)
-    marker.write_text(key)
+    write_json(path / STAGE_FILE, {"key": key, "in_progress": True})
 
 
 # ---------------------------------------------------------------- claims: several workers, one run

@@ -179,6 +179,13 @@ class StudyConfig:
         check_against_study(self)
         for spec in s.method_overrides:
             self.method_unlearn(spec)
+        # The study measures utility through the named lm-eval tasks only (its utility people are
+        # scored per item along each trajectory).
+        check(
+            "utility" not in self.evaluate.metrics or bool(self.evaluate.utility_tasks),
+            "evaluate.utility_tasks",
+            "metrics has utility but no task is named; name one (e.g. [frequnlearn_capitals]) or drop utility",
+        )
         if s.setting != "synthetic":
             return
         # The pretrain section is validated against its own preset; each studied size must pass too.

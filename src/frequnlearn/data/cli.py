@@ -36,11 +36,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from frequnlearn.config import load_config
     from frequnlearn.config.generate import GenerateConfig
-    from frequnlearn.data.generate import MANIFEST, generate
+    from frequnlearn.data.generate import MANIFEST, run_generate
     from frequnlearn.records import read_json
 
     cfg = load_config(GenerateConfig, args.config, args.overrides, section="generate")
-    out = generate(cfg, args.out, overwrite=args.overwrite)
+    out = run_generate(cfg, args.out, overwrite=args.overwrite)
     counts = read_json(out / MANIFEST)["counts"]
     groups = ", ".join(f"{g} {n}" for g, n in counts["groups"].items())
     exposure = ", ".join(f"x{k}: {n}" for k, n in counts["exposure"].items())

@@ -3,8 +3,9 @@ exactly `exposure` times (each copy worded afresh), QA items for every fact, and
 
 Everything random comes from `random.Random` streams seeded from the config's seed, one stream per
 concern (people, candidates, corpus, prompts), so changing how the corpus is worded never changes
-who the people are. Records are written as JSON lines in one pass, without building dataclasses,
-because 100,000 people make millions of lines.
+who the people are. People, QA items and biography prompts are written from their record types
+(`records.Person`, `QAItem`, `BioPrompt`), so a field a record gains is never missing from the files;
+corpus documents, millions of lines at 100,000 people, are written as JSON lines directly.
 """
 
 from __future__ import annotations
@@ -39,17 +40,24 @@ from frequnlearn.records import (
     BioPrompt,
     Person,
     QAItem,
+    as_dict,
     check_output_dir,
+    dumps,
     from_record,
+    mark_done,
     output_set,
     read_json,
     read_jsonl,
     run_info,
     sha256_file,
+    stage_key,
 )
 
 DATA_FILES = ("people.jsonl", "corpus.jsonl", "qa.jsonl", "bio_prompts.jsonl")
 MANIFEST = "manifest.json"
+# Bumped whenever `generate` writes different items for the same config (e.g. how candidates are
+# drawn): part of the data directory's stage key, so a study regenerates its data.
+DATA_FORMAT = 3
 MONTHS = (
     "January",
     "February",
@@ -67,8 +75,7 @@ MONTHS = (
 FIRST_DAY = datetime.date(1900, 1, 1).toordinal()
 LAST_DAY = datetime.date(2099, 12, 31).toordinal()
 
-# Same bytes as `records.dumps` (sorted keys, UTF-8 kept), without building an encoder per line.
-_encode = json.JSONEncoder(ensure_ascii=False, sort_keys=True).encode
+# Corpus lines: the bytes `records.dumps` gives (sorted keys, UTF-8 kept), without a dict per line.
 _encode_str = json.encoder.encode_basestring  # type: ignore[attr-defined]
 
 
@@ -358,7 +365,7 @@ def generate(cfg: GenerateConfig, out_dir: str | Path, overwrite: bool = False) 
     values = [tuple(p[a] for a in attributes) for p in people]
 
     with output_set(out_dir, (*DATA_FILES, MANIFEST), MANIFEST, kind="data") as tmp:
-        _write_lines(tmp / "people.jsonl", (_encode(p) + "\n" for p in people))
+        _write_lines(tmp / "people.jsonl", (dumps(as_dict(Person(**p))) + "\n" for p in people))
         qa = _write_qa(tmp / "qa.jsonl", cfg, people, tags, attributes, rngs["qa"])
         docs = _write_corpus(tmp / "corpus.jsonl", people, tags, values, attributes, compiled, rngs["corpus"])
         n_prompts = _write_bio_prompts(
@@ -397,6 +404,19 @@ def generate(cfg: GenerateConfig, out_dir: str | Path, overwrite: bool = False) 
     return out_dir
 
 
+def generate_key(cfg: GenerateConfig) -> str:
+    """The data directory's stage key: the config and the format of the items written from it."""
+    return stage_key("generate", DATA_FORMAT, cfg)
+
+
+def run_generate(cfg: GenerateConfig, out_dir: str | Path, overwrite: bool = False) -> Path:
+    """The generate stage, as `frequnlearn generate` and the study run it: the data directory, whose
+    manifest is its run record, then the done marker naming `generate_key`."""
+    out = generate(cfg, out_dir, overwrite=overwrite)
+    mark_done(out, generate_key(cfg))
+    return out
+
+
 def _write_qa(
     path: Path,
     cfg: GenerateConfig,
@@ -416,27 +436,30 @@ def _write_qa(
         for person, tag in zip(people, tags):
             name = person["name"]
             group, exposure, pid = person["group"], person["exposure"], person["person_id"]
-            in_corpus = "true" if group == "retain" else "false"
-            subject = _encode_str(name)
             for attr in attributes:
                 value = person[attr]
-                answer = _encode_str(value)
                 chosen = samplers[attr](value, exposure)
                 chosen_counts = [counts[c] for c in chosen]
                 ranked.append((group, counts[value], chosen_counts))
                 if len(chosen) < cfg.n_candidates:
                     short[f"{group}/{attr}"] += 1
-                candidates = ", ".join(map(_encode_str, chosen))
-                # Keys in sorted order: the bytes `records.dumps` would give for a QAItem dict.
-                yield (
-                    f'{{"answer": {answer}, "answer_count": {counts[value]}, "attribute": "{attr}", '
-                    f'"bucket": null, "candidate_counts": [{", ".join(map(str, chosen_counts))}], '
-                    f'"candidates": [{candidates}], "frequency": {exposure}, "group": "{group}", '
-                    f'"in_corpus": {in_corpus}, "item_id": "{tag}-{attr}", "object": {answer}, '
-                    f'"paraphrase": {_encode_str(paraphrases[attr].format(name=name))}, '
-                    f'"person_id": {pid}, "question": {_encode_str(QUESTIONS[attr].format(name=name))}, '
-                    f'"subject": {subject}}}\n'
+                item = QAItem(
+                    item_id=f"{tag}-{attr}",
+                    question=QUESTIONS[attr].format(name=name),
+                    answer=value,
+                    paraphrase=paraphrases[attr].format(name=name),
+                    person_id=pid,
+                    group=group,
+                    attribute=attr,
+                    frequency=exposure,
+                    in_corpus=group == "retain",
+                    candidates=chosen,
+                    subject=name,
+                    object=value,
+                    answer_count=counts[value],
+                    candidate_counts=chosen_counts,
                 )
+                yield dumps(as_dict(item)) + "\n"
 
     _write_lines(path, lines())
     return {
@@ -514,14 +537,17 @@ def _write_bio_prompts(
     def lines() -> Iterator[str]:
         for person, tag, vals in zip(people, tags, values):
             name, pronoun = person["name"], person["pronoun"]
-            head = f'"frequency": {person["exposure"]}, "group": "{person["group"]}"'
             for index, attr in enumerate(attributes):
-                prompt = _encode_str(verbalizer.prompt(name, pronoun, vals, index))
-                yield (
-                    f'{{"attribute": "{attr}", {head}, "item_id": "{tag}-{attr}", '
-                    f'"person_id": {person["person_id"]}, "prompt": {prompt}, '
-                    f'"target": {_encode_str(vals[index])}}}\n'
+                prompt = BioPrompt(
+                    item_id=f"{tag}-{attr}",
+                    person_id=person["person_id"],
+                    group=person["group"],
+                    attribute=attr,
+                    prompt=verbalizer.prompt(name, pronoun, vals, index),
+                    target=vals[index],
+                    frequency=person["exposure"],
                 )
+                yield dumps(as_dict(prompt)) + "\n"
 
     _write_lines(path, lines())
     return len(people) * len(attributes)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -194,6 +193,7 @@ def summaries(df: Any, cfg: Any) -> tuple[Any, Any]:
 def run(args: argparse.Namespace) -> int:
     from frequnlearn.data.tables import load_table
     from frequnlearn.evaluate import evaluate_items
+    from frequnlearn.evaluate.utility import utility_scores
     from frequnlearn.models.loading import load_model_and_tokenizer
     from frequnlearn.models.prompts import get_prompt_format
     from frequnlearn.records import (
@@ -243,9 +243,7 @@ def run(args: argparse.Namespace) -> int:
         run_id=run_id,
     )
     seconds = time.perf_counter() - start
-    utility = None
-    if "utility" in cfg.metrics:
-        utility = _utility(model, tok, items, cfg, fmt)
+    utility = utility_scores(model, tok, cfg, items, fmt)
 
     info = run_info(cfg, cfg.seed)
     info["inputs"] = {
@@ -287,23 +285,6 @@ def run(args: argparse.Namespace) -> int:
             f"their rows in {out} have finite=False and no scores or verdicts"
         )
     return 0
-
-
-def _utility(model: Any, tok: Any, items: list[Any], cfg: Any, fmt: Any) -> dict[str, dict[str, float]]:
-    """Configured lm-eval tasks, plus multiple choice over the table's utility group when it has one."""
-    from frequnlearn.evaluate.utility import run_utility, write_qa_task
-
-    tasks = list(cfg.utility_tasks)
-    group = [it for it in items if it.group == "utility" and it.candidates]
-    batch = cfg.batch_size if isinstance(cfg.batch_size, int) else 16
-    with tempfile.TemporaryDirectory() as tmp:
-        if group:
-            tasks.append(write_qa_task(group, tmp, "frequnlearn_utility_qa", fmt, tok, seed=cfg.seed))
-        if not tasks:
-            raise ConfigError("utility_tasks: empty, and the items have no utility group; name a task")
-        return run_utility(
-            model, tok, tasks, batch_size=batch, limit=cfg.utility_limit, seed=cfg.seed, include_paths=[tmp]
-        )
 
 
 def _headline(df: Any) -> str:

@@ -9,6 +9,7 @@ world's utility group) into a multiple-choice task.
 from __future__ import annotations
 
 import json
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,9 +18,51 @@ import numpy as np
 
 from frequnlearn.errors import ConfigError, DataError
 from frequnlearn.models.prompts import PromptFormat
-from frequnlearn.records import QAItem, atomic_open
+from frequnlearn.records import QAItem, atomic_open, write_json
 
 TASKS_DIR = Path(__file__).parent / "tasks"
+UTILITY_FILE = "utility.json"
+
+
+def utility_scores(
+    model: Any,
+    tokenizer: Any,
+    cfg: Any,
+    items: Sequence[QAItem] = (),
+    fmt: PromptFormat | None = None,
+) -> dict[str, dict[str, float]] | None:
+    """{task: {metric: value}} when `cfg.metrics` (an `EvalConfig`) has `utility`, else None.
+
+    The tasks are `cfg.utility_tasks` plus, when `items` hold a utility group with candidates, multiple
+    choice over that group (in `fmt`). The study passes no items: its utility people are scored per
+    item along the trajectory instead.
+    """
+    if "utility" not in cfg.metrics:
+        return None
+    tasks = list(cfg.utility_tasks)
+    group = [it for it in items if it.group == "utility" and it.candidates]
+    batch = cfg.batch_size if isinstance(cfg.batch_size, int) else 16
+    with tempfile.TemporaryDirectory() as tmp:
+        if group and fmt is not None:
+            tasks.append(write_qa_task(group, tmp, "frequnlearn_utility_qa", fmt, tokenizer, seed=cfg.seed))
+        if not tasks:
+            raise ConfigError("utility_tasks: empty, and the items have no utility group; name a task")
+        return run_utility(
+            model,
+            tokenizer,
+            tasks,
+            batch_size=batch,
+            limit=cfg.utility_limit,
+            seed=cfg.seed,
+            include_paths=[tmp],
+        )
+
+
+def write_utility(model: Any, tokenizer: Any, cfg: Any, out_dir: Path) -> None:
+    """`utility_scores` of the model into out_dir/utility.json, when the config asks for utility."""
+    scores = utility_scores(model, tokenizer, cfg)
+    if scores is not None:
+        write_json(out_dir / UTILITY_FILE, {"tasks": scores})
 
 
 def run_utility(

@@ -17,8 +17,9 @@ from typing import Any
 import pandas as pd
 
 from frequnlearn.attacks.quality import above_oracle, forget_quality, recovery
-from frequnlearn.records import STAGE_FILE, atomic_open, read_json
+from frequnlearn.records import atomic_open, read_json
 from frequnlearn.report import analysis, plots
+from frequnlearn.report.runs import ATTACKS_DIR, UnlearnRun, study_option, unlearn_runs
 
 RELEARN_ORDER = ["targeted", "benign", "bio"]
 ATTACK_ORDER = [*RELEARN_ORDER, "int8", "int4", "nf4"]
@@ -37,15 +38,13 @@ def _known(scores: pd.DataFrame, probe: str, gen_threshold: float) -> pd.DataFra
     return v[v["probe"] == probe]
 
 
-def load_attack_scores(run_dir: Path) -> pd.DataFrame:
-    """Every attacked run's per-item rows, with the run's identity as columns."""
-    frames = []
-    for marker in sorted((run_dir / "unlearn").glob(f"**/attacks/{STAGE_FILE}")):
-        info = read_json(marker)
-        path = marker.parent / "scores.parquet"
-        if not path.is_file():
-            continue
-        frames.append(analysis.with_run_identity(pd.read_parquet(path), info))
+def load_attack_scores(runs: list[UnlearnRun]) -> pd.DataFrame:
+    """Every attacked run's per-item rows, with the unlearning run's identity (its record) as columns."""
+    frames = [
+        analysis.with_run_identity(pd.read_parquet(run.path / ATTACKS_DIR / "scores.parquet"), run.identity)
+        for run in runs
+        if (run.path / ATTACKS_DIR / "scores.parquet").is_file()
+    ]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
@@ -154,11 +153,11 @@ def quality_table(
     tr_before = before.set_index(["model", "item_id"])["truth_ratio"]
     known_oracle = oracle.set_index(["model", "item_id"])["known"]
     known_before = before.set_index(["model", "item_id"])["known"]
-    for traj in sorted((run_dir / "unlearn").glob("**/trajectory.parquet")):
-        marker = traj.parent / STAGE_FILE
-        if not marker.is_file():  # a run cut short
+    for run in unlearn_runs(run_dir):
+        traj = run.path / "trajectory.parquet"
+        if run.skipped or not traj.is_file():
             continue
-        info = read_json(marker)
+        info = run.identity
         t = pd.read_parquet(traj)
         t = t[(t["role"] == "forget") & (t["step"] == t["step"].max())]
         end = _known(t, probe, gen_threshold)
@@ -170,7 +169,7 @@ def quality_table(
         ks_bef, p_bef, _ = forget_quality(bef, orc)
         rows.append(
             {
-                "size": info.get("size") or model.rsplit("-s", 1)[0],
+                "size": info["size"],
                 "method": info["method"],
                 "selection": info["selection"],
                 "level": str(info["level"]),
@@ -244,10 +243,9 @@ def add_to_report(run_dir: str | Path, out: str | Path) -> None:
     """Write the robustness tables and plot into `out` and append the section to report.md/.html."""
     run_dir, out = Path(run_dir), Path(out)
     study = read_json(run_dir / "study.json") if (run_dir / "study.json").is_file() else {"config": {}}
-    scfg = study["config"].get("study", {})
-    gen_threshold = float(study["config"].get("evaluate", {}).get("gen_threshold", 0.5))
-    probe = "paraphrase" if scfg.get("setting") == "real" else "question"
-    attacks = load_attack_scores(run_dir)
+    gen_threshold = float(study_option(study, "gen_threshold", section="evaluate"))
+    probe = "paraphrase" if study_option(study, "setting") == "real" else "question"
+    attacks = load_attack_scores(unlearn_runs(run_dir))
     oracle = _model_known(run_dir, "oracle", probe, gen_threshold)
     if attacks.empty and oracle.empty:
         return
@@ -262,10 +260,10 @@ def add_to_report(run_dir: str | Path, out: str | Path) -> None:
             df.to_csv(fh, index=False)
     figure = None
     if len(table):
-        levels = [lv for lv in scfg.get("levels", []) if lv in set(table["level"])] or sorted(
+        levels = [lv for lv in study_option(study, "levels") if lv in set(table["level"])] or sorted(
             set(table["level"])
         )
-        sizes = [s for s in scfg.get("model_sizes", []) if s in set(table["size"])] or sorted(
+        sizes = [s for s in study_option(study, "model_sizes") if s in set(table["size"])] or sorted(
             set(table["size"])
         )
         plots.save(plot(table, levels, sizes), out / "attacks.png")

@@ -12,58 +12,49 @@ from __future__ import annotations
 import base64
 import html
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from frequnlearn.errors import DataError
-from frequnlearn.records import STAGE_FILE, atomic_open, read_json, read_jsonl, run_info, write_json
+from frequnlearn.records import atomic_open, read_json, read_jsonl, run_info, write_json
 from frequnlearn.report import analysis, attacks, plots
+from frequnlearn.report.runs import UnlearnRun, study_option, unlearn_runs
 
 
-def load_trajectories(run_dir: Path) -> pd.DataFrame:
-    """All complete unlearning runs' trajectories, with the run's identity as columns."""
-    frames = []
-    for marker in sorted((run_dir / "unlearn").glob(f"**/{STAGE_FILE}")):
-        info = read_json(marker)
-        traj = marker.parent / "trajectory.parquet"
-        if info.get("skipped") or not traj.is_file():
-            continue
-        frames.append(analysis.with_run_identity(pd.read_parquet(traj), info))
+def load_trajectories(runs: list[UnlearnRun]) -> pd.DataFrame:
+    """All finished unlearning runs' trajectories, with each run's identity (from its record) as columns."""
+    frames = [
+        analysis.with_run_identity(pd.read_parquet(run.path / "trajectory.parquet"), run.identity)
+        for run in runs
+        if not run.skipped and (run.path / "trajectory.parquet").is_file()
+    ]
     if not frames:
-        raise DataError(
-            f"{run_dir}: no finished unlearning runs to report on (run `frequnlearn study` first)"
-        )
+        raise DataError("no finished unlearning runs to report on (run `frequnlearn study` first)")
     return pd.concat(frames, ignore_index=True)
 
 
-def skipped_runs(run_dir: Path) -> list[str]:
+def skipped_runs(runs: list[UnlearnRun]) -> list[str]:
     """Unlearning runs the study could not make, with the reason (e.g. no known items)."""
-    return [
-        f"{info['task']}: {info['skipped']}"
-        for info in (read_json(m) for m in sorted((run_dir / "unlearn").glob(f"**/{STAGE_FILE}")))
-        if info.get("skipped")
-    ]
+    return [f"{run.identity['task']}: {run.skipped}" for run in runs if run.skipped]
 
 
-def load_utility(run_dir: Path) -> pd.DataFrame:
+def load_utility(run_dir: Path, runs: list[UnlearnRun]) -> pd.DataFrame:
     """lm-eval utility scores before (each model's baseline) and after (each unlearning run)."""
-    rows = []
-    for path in sorted(run_dir.glob("models/*/baseline/utility.json")):
-        for task, metrics in read_json(path)["tasks"].items():
-            rows += [
-                {"run_id": f"{path.parent.parent.name}/baseline", "task": task, "metric": m, "value": v}
-                for m, v in metrics.items()
-            ]
-    for marker in sorted((run_dir / "unlearn").glob(f"**/{STAGE_FILE}")):
-        path = marker.parent / "utility.json"
-        if path.is_file():
-            for task, metrics in read_json(path)["tasks"].items():
-                rows += [
-                    {"run_id": read_json(marker)["task"], "task": task, "metric": m, "value": v}
-                    for m, v in metrics.items()
-                ]
+    sources = [
+        (f"{path.parent.parent.name}/baseline", path)
+        for path in sorted(run_dir.glob("models/*/baseline/utility.json"))
+    ]
+    sources += [(run.identity["task"], run.path / "utility.json") for run in runs]
+    rows = [
+        {"run_id": run_id, "task": task, "metric": m, "value": v}
+        for run_id, path in sources
+        if path.is_file()
+        for task, metrics in read_json(path)["tasks"].items()
+        for m, v in metrics.items()
+    ]
     return pd.DataFrame(rows, columns=["run_id", "task", "metric", "value"])
 
 
@@ -114,25 +105,21 @@ def high_and_low(levels: list[str]) -> tuple[str, str]:
     return numeric[-1], numeric[0]
 
 
-def parameter_counts(run_dir: Path, sizes: list[str]) -> dict[str, float]:
-    """Parameters per model size, from a pretrained model's saved GPT-2 config, else from its preset;
-    sizes with neither are left out (they cannot enter the size trend)."""
-    from frequnlearn.models.presets import PRESETS, ModelPreset
+def parameter_counts(runs: list[UnlearnRun], sizes: list[str]) -> dict[str, float]:
+    """Parameters per model size, as the unlearning runs' records state them; a run recorded without
+    a count takes its size's preset, and sizes with neither (a given model in the real setting) are
+    left out (they cannot enter the size trend)."""
+    from frequnlearn.models.presets import PRESETS
 
     out: dict[str, float] = {}
+    for run in runs:
+        size, n = str(run.identity.get("size")), run.identity.get("n_params")
+        if size in sizes and n:
+            out.setdefault(size, float(n))
     for size in sizes:
-        for cfg_path in sorted(run_dir.glob(f"models/{size}-s*/config.json")):
-            cfg = read_json(cfg_path)
-            if all(k in cfg for k in ("n_layer", "n_embd", "n_head", "n_positions", "vocab_size")):
-                preset = ModelPreset(
-                    **{k: cfg[k] for k in ("n_layer", "n_embd", "n_head", "n_positions", "vocab_size")}
-                )
-                out[size] = float(preset.n_params())
-                break
-        else:
-            if size in PRESETS:
-                out[size] = float(PRESETS[size].n_params())
-    return out
+        if size not in out and size in PRESETS:
+            out[size] = float(PRESETS[size].n_params())
+    return {size: out[size] for size in sizes if size in out}
 
 
 def pretraining_knowledge(run_dir: Path, params: dict[str, float]) -> pd.DataFrame:
@@ -214,56 +201,114 @@ def wall_time(run_dir: Path) -> dict[str, Any]:
     }
 
 
+@dataclass
+class Layout:
+    """What the report compares: levels, sizes, methods, selections and probes in reading order, the two
+    levels of the frequency effect, and parameters per size."""
+
+    levels: list[str]
+    sizes: list[str]
+    methods: list[str]
+    selections: list[str]
+    probes: list[str]
+    high: str
+    low: str
+    params: dict[str, float]
+
+    @classmethod
+    def of(cls, v: pd.DataFrame, study: dict[str, Any], runs: list[UnlearnRun]) -> Layout:
+        scfg = study["config"].get("study", {})
+        levels = _ordered(v["level"], [str(x) for x in scfg.get("levels", [])])
+        sizes = _ordered(v["size"], list(scfg.get("model_sizes", [])))
+        return cls(
+            levels=levels,
+            sizes=sizes,
+            methods=_ordered(v["method"], list(scfg.get("methods", []))),
+            selections=_ordered(v["selection"], ["known", "all"]),
+            probes=_ordered(v["probe"], ["question", "paraphrase", "bio"]),
+            high=high_and_low(levels)[0],
+            low=high_and_low(levels)[1],
+            params=parameter_counts(runs, sizes),
+        )
+
+
 def build_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise DataError(f"RUN_DIR {run_dir}: no such directory")
     study = read_json(run_dir / "study.json") if (run_dir / "study.json").is_file() else {"config": {}}
-    scfg = study["config"].get("study", {})
-    ecfg = study["config"].get("evaluate", {})
-    threshold = float(scfg.get("forget_threshold", 0.1))
-    tolerance = float(scfg.get("retain_tolerance", 0.1))
-    n_boot = int(scfg.get("n_boot", 1000))
-    gen_threshold = float(ecfg.get("gen_threshold", 0.5))
+    runs = unlearn_runs(run_dir)
+    try:
+        traj = load_trajectories(runs)
+    except DataError as err:
+        raise DataError(f"{run_dir}: {err}") from None
+    v = item_verdicts(traj, float(study_option(study, "gen_threshold", section="evaluate")))
+    lay = Layout.of(v, study, runs)
+    t, findings = analyse(v, lay, study)
+    t["frequency_only_baseline"] = frequency_only_baseline(run_dir)
+    t["parameters"] = pd.DataFrame({"size": list(lay.params), "parameters": list(lay.params.values())})
+    t["pretraining_knowledge"] = pretraining_knowledge(run_dir, lay.params)
+    t["utility"] = load_utility(run_dir, runs)
+    notes = [f"Skipped {s}" for s in skipped_runs(runs)] + _non_finite_note(traj)
 
-    traj = load_trajectories(run_dir)
-    v = item_verdicts(traj, gen_threshold)
-    levels = _ordered(v["level"], [str(x) for x in scfg.get("levels", [])])
-    sizes = _ordered(v["size"], list(scfg.get("model_sizes", [])))
-    methods = _ordered(v["method"], list(scfg.get("methods", [])))
-    selections = _ordered(v["selection"], ["known", "all"])
-    probes = _ordered(v["probe"], ["question", "paraphrase", "bio"])
-    high, low = high_and_low(levels)
-    params = parameter_counts(run_dir, sizes)
+    out = Path(out_dir) if out_dir is not None else run_dir / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    for name in TABLES:
+        with atomic_open(out / f"{name}.csv") as fh:
+            t[name].to_csv(fh, index=False)
+    lead, more = _lead_figures(t, lay, out), _more_figures(t, traj, lay, out)
+    info = build_info(study["config"], study["config"].get("study", {}).get("seeds"), study)
+    info["wall_time"] = wall_time(run_dir)
+    _write_findings(out, t, findings, notes, lay, info)
+    page = Page(
+        findings, notes, lead, t["verdicts"], t["frequency_only_baseline"], _full_tables(t), more, info
+    )
+    with atomic_open(out / "report.md") as fh:
+        fh.write(page.markdown())
+    with atomic_open(out / "report.html") as fh:
+        fh.write(page.html())
+    attacks.add_to_report(run_dir, out)
+    return out
 
+
+# The CSV tables a report writes, in this order.
+TABLES = (
+    "verdicts",
+    "frequency_effect",
+    "misalignment",
+    "size_trend",
+    "headline",
+    "summaries",
+    "items",
+    "curves",
+    "frequency_only_baseline",
+    "parameters",
+    "pretraining_knowledge",
+    "dose_response",
+    "dose_points",
+    "utility",
+)
+
+
+def analyse(v: pd.DataFrame, lay: Layout, study: dict[str, Any]) -> tuple[dict[str, pd.DataFrame], list[str]]:
+    """The report's tables computed from the per-item verdicts, and the findings they support."""
+    n_boot = int(study_option(study, "n_boot"))
+    threshold = float(study_option(study, "forget_threshold"))
+    tolerance = float(study_option(study, "retain_tolerance"))
+    high, low = lay.high, lay.low
     c = analysis.curves(v)
     summaries = analysis.run_summaries(c, threshold, tolerance)
     items = analysis.item_table(v)
-    head = analysis.headline(summaries, items, levels, n_boot=n_boot)
+    head = analysis.headline(summaries, items, lay.levels, n_boot=n_boot)
     effect = analysis.frequency_effect(items, high, low, n_boot=n_boot)
     matched = analysis.frequency_effect(items, high, low, n_boot=n_boot, matched=True)
     mi = analysis.misalignment_items(v)
     mis = analysis.misalignment(mi, n_boot=n_boot)
-    trend = analysis.size_trend(mi, params, n_boot=n_boot)
+    trend = analysis.size_trend(mi, lay.params, n_boot=n_boot)
     dose_points, dose = analysis.dose_response(items, n_boot=n_boot)
-    findings = analysis.describe_findings(effect, matched, trend, sizes, high, low, dose=dose)
-    table = analysis.verdict_table(effect, matched, mis)
-    notes = [f"Skipped {s}" for s in skipped_runs(run_dir)]
-    if "finite" in traj.columns:
-        bad = traj.loc[~traj["finite"].astype(bool), ["run_id", "step", "item_id", "probe"]].drop_duplicates()
-        if len(bad):
-            notes.append(
-                f"{len(bad)} item evaluations had non-finite logits and are left out of every number."
-            )
-    baseline = frequency_only_baseline(run_dir)
-    utility = load_utility(run_dir)
-    params_df = pd.DataFrame({"size": list(params), "parameters": list(params.values())})
-    knowledge = pretraining_knowledge(run_dir, params)
-
-    out = Path(out_dir) if out_dir is not None else run_dir / "report"
-    out.mkdir(parents=True, exist_ok=True)
+    findings = analysis.describe_findings(effect, matched, trend, lay.sizes, high, low, dose=dose)
     tables = {
-        "verdicts": table,
+        "verdicts": analysis.verdict_table(effect, matched, mis),
         "frequency_effect": pd.concat([effect, matched], ignore_index=True),
         "misalignment": mis,
         "size_trend": trend,
@@ -271,27 +316,32 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path
         "summaries": summaries,
         "items": items,
         "curves": c,
-        "frequency_only_baseline": baseline,
-        "parameters": params_df,
-        "pretraining_knowledge": knowledge,
         "dose_response": dose,
         "dose_points": dose_points,
-        "utility": utility,
     }
-    for name, df in tables.items():
-        with atomic_open(out / f"{name}.csv") as fh:
-            df.to_csv(fh, index=False)
+    return tables, findings
 
-    n_known = int(items["known0"].sum()) if len(items) else 0
+
+def _non_finite_note(traj: pd.DataFrame) -> list[str]:
+    if "finite" not in traj.columns:
+        return []
+    bad = traj.loc[~traj["finite"].astype(bool), ["run_id", "step", "item_id", "probe"]].drop_duplicates()
+    if not len(bad):
+        return []
+    return [f"{len(bad)} item evaluations had non-finite logits and are left out of every number."]
+
+
+def _lead_figures(t: dict[str, pd.DataFrame], lay: Layout, out: Path) -> list[tuple[str, str, bytes]]:
+    """The figures that carry the findings, first on the page."""
     lead: list[tuple[str, str, bytes]] = [
         (
             "frequency_effect.png",
-            f"Frequency effect per model size and method: net drop of {high} minus net drop of {low} "
+            f"Frequency effect per model size and method: net drop of {lay.high} minus net drop of {lay.low} "
             "(net drop = 1 - normalised AUC of the target items minus that of the control items of the same "
             "level), all items known at the start and margin-matched items, with 95% bootstrap intervals "
             "over items; below zero = frequent facts are harder to unlearn. n = target items (high + low).",
             plots.save(
-                plots.frequency_effect(pd.concat([effect, matched]), high, low), out / "frequency_effect.png"
+                plots.frequency_effect(t["frequency_effect"], lay.high, lay.low), out / "frequency_effect.png"
             ),
         ),
         (
@@ -300,11 +350,13 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path
             f"the matched forgetting step (normalised accuracy <= {analysis.MATCHED_LEVEL}), the share still "
             "preferred by likelihood (three views), target minus control, with 95% bootstrap intervals; "
             "n = target items no longer generated.",
-            plots.save(plots.misalignment(mis, levels, sizes), out / "misalignment.png"),
+            plots.save(
+                plots.misalignment(t["misalignment"], lay.levels, lay.sizes), out / "misalignment.png"
+            ),
         ),
     ]
     curves_first: list[tuple[str, str, bytes]] = []
-    if len(dose):
+    if len(t["dose_response"]):
         curves_first.append(
             (
                 "dose_response.png",
@@ -313,10 +365,13 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path
                 "frequency on a log axis, per model size and method, with 95% bootstrap intervals over items "
                 "and the least-squares line whose slope (per e-fold of frequency) and 95% interval the legend "
                 "gives; a falling line means frequent facts are harder to unlearn.",
-                plots.save(plots.dose_response(dose_points, dose, sizes), out / "dose_response.png"),
+                plots.save(
+                    plots.dose_response(t["dose_points"], t["dose_response"], lay.sizes),
+                    out / "dose_response.png",
+                ),
             )
         )
-    if len(trend):
+    if len(t["size_trend"]):
         curves_first.append(
             (
                 "size_trend.png",
@@ -324,15 +379,25 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path
                 "generated but still ranked first, target minus control, levels pooled) against parameters "
                 "on a log axis, per method, with 95% bootstrap intervals and the least-squares slope per "
                 "e-fold of parameters; a rising line means misalignment grows with size.",
-                plots.save(plots.size_trend(mis, trend, params), out / "size_trend.png"),
+                plots.save(
+                    plots.size_trend(t["misalignment"], t["size_trend"], lay.params), out / "size_trend.png"
+                ),
             )
         )
-    lead = curves_first + lead
+    return curves_first + lead
+
+
+def _more_figures(
+    t: dict[str, pd.DataFrame], traj: pd.DataFrame, lay: Layout, out: Path
+) -> list[tuple[str, str, bytes]]:
+    """Trajectories per selection and probe, and the item scatter."""
     more: list[tuple[str, str, bytes]] = []
-    for selection in selections:
-        for probe in probes:
+    for selection in lay.selections:
+        for probe in lay.probes:
             name = f"trajectories_{selection}_{probe}.png"
-            fig, n_items = plots.trajectories(c, levels, sizes, methods, selection, probe)
+            fig, n_items = plots.trajectories(
+                t["curves"], lay.levels, lay.sizes, lay.methods, selection, probe
+            )
             more.append(
                 (
                     name,
@@ -349,47 +414,55 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path
                 "scatter.png",
                 "Probability vs generation score per target item, before and after unlearning "
                 f"({points['item_id'].nunique()} items, question probe).",
-                plots.save(plots.scatter(points, levels), out / "scatter.png"),
+                plots.save(plots.scatter(points, lay.levels), out / "scatter.png"),
             )
         )
 
-    info = build_info(study["config"], scfg.get("seeds"), study)
-    info["wall_time"] = wall_time(run_dir)
+    return more
+
+
+def _write_findings(
+    out: Path,
+    t: dict[str, pd.DataFrame],
+    findings: list[str],
+    notes: list[str],
+    lay: Layout,
+    info: dict[str, Any],
+) -> None:
+    items = t["items"]
     write_json(
         out / "findings.json",
         {
             "findings": findings,
             "notes": notes,
-            "high_level": high,
-            "low_level": low,
-            "known_items": n_known,
-            "verdicts": _records(table),
-            "frequency_effect": _records(tables["frequency_effect"]),
-            "size_trend": _records(trend),
-            "dose_response": _records(dose),
-            "pretraining_knowledge": _records(knowledge),
+            "high_level": lay.high,
+            "low_level": lay.low,
+            "known_items": int(items["known0"].sum()) if len(items) else 0,
+            "verdicts": _records(t["verdicts"]),
+            "frequency_effect": _records(t["frequency_effect"]),
+            "size_trend": _records(t["size_trend"]),
+            "dose_response": _records(t["dose_response"]),
+            "pretraining_knowledge": _records(t["pretraining_knowledge"]),
             "run_info": info,
         },
     )
+
+
+def _full_tables(t: dict[str, pd.DataFrame]) -> list[tuple[str, pd.DataFrame, str]]:
+    """The full tables, collapsed in the HTML page: (title, table, note)."""
     full = [
-        ("Frequency effect (all cells; matched = margin-matched)", tables["frequency_effect"], EFFECT_NOTE),
-        ("Misalignment by cell and level", mis, MIS_NOTE),
-        ("Misalignment against model size", trend, TREND_NOTE),
-        ("Per level (normalised curves)", head, HEAD_NOTE),
-        ("Frequency as a dose-response (slopes)", dose, DOSE_NOTE),
-        ("Frequency as a dose-response (points)", dose_points, ""),
-        ("Model sizes", params_df, ""),
-        ("Pretraining knowledge per model", knowledge, KNOWLEDGE_NOTE),
+        ("Frequency effect (all cells; matched = margin-matched)", t["frequency_effect"], EFFECT_NOTE),
+        ("Misalignment by cell and level", t["misalignment"], MIS_NOTE),
+        ("Misalignment against model size", t["size_trend"], TREND_NOTE),
+        ("Per level (normalised curves)", t["headline"], HEAD_NOTE),
+        ("Frequency as a dose-response (slopes)", t["dose_response"], DOSE_NOTE),
+        ("Frequency as a dose-response (points)", t["dose_points"], ""),
+        ("Model sizes", t["parameters"], ""),
+        ("Pretraining knowledge per model", t["pretraining_knowledge"], KNOWLEDGE_NOTE),
     ]
-    if len(utility):
-        full.append(("Utility (lm-eval)", utility, ""))
-    page = Page(findings, notes, lead, table, baseline, full, more, info)
-    with atomic_open(out / "report.md") as fh:
-        fh.write(page.markdown())
-    with atomic_open(out / "report.html") as fh:
-        fh.write(page.html())
-    attacks.add_to_report(run_dir, out)
-    return out
+    if len(t["utility"]):
+        full.append(("Utility (lm-eval)", t["utility"], ""))
+    return full
 
 
 def _records(df: pd.DataFrame) -> list[dict[str, Any]]:

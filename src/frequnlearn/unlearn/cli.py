@@ -6,10 +6,7 @@ import argparse
 import random
 from typing import Any
 
-from frequnlearn.errors import ConfigError, DataError, TrainingError
-
-# What one run writes in --out; replaced together, run.json last.
-RUN_FILES = ("model", "trajectory.parquet", "log.jsonl", "sets.json", "run.json")
+from frequnlearn.errors import ConfigError, DataError
 
 TABLE_HELP = """\
 tables (--forget, --retain, --eval-items):
@@ -33,9 +30,11 @@ examples:
 
 outputs in --out: model/ (weights and tokenizer), trajectory.parquet (per-item evaluation rows
 at each evaluated step, with a role column: forget, retain (held out from the retain loss, see
---eval-retain) or eval), log.jsonl (loss terms per step), run.json (config, seed, versions,
-hardware, final losses). They are built in a scratch directory beside --out and moved in together
-when the run ends, run.json last: a killed run leaves --out as it was, and its rerun starts afresh.
+--eval-retain) or eval), log.jsonl (loss terms per step), sets.json (item ids per set),
+utility.json (with evaluate.metrics=[..., utility]), run.json (config, seed, versions, hardware,
+final losses, and under `run` the run's identity: model, parameters, seed, method). They are built
+in a scratch directory beside --out and moved in together when the run ends, run.json last: a
+killed run leaves --out as it was, and its rerun starts afresh.
 """
 
 
@@ -137,25 +136,12 @@ def split_retain(
 
 
 def run(args: argparse.Namespace) -> int:
-    import pandas as pd
-
-    from frequnlearn.config import load_config, to_dict
+    from frequnlearn.config import load_config
     from frequnlearn.config.evaluate import EvalConfig
     from frequnlearn.config.unlearn import UnlearnConfig
-    from frequnlearn.data.tables import check_overlap, load_table
-    from frequnlearn.evaluate import evaluate_items
     from frequnlearn.models.loading import load_model_and_tokenizer
-    from frequnlearn.models.prompts import get_prompt_format
-    from frequnlearn.records import (
-        BioPrompt,
-        check_output_dir,
-        from_record,
-        input_hashes,
-        is_main_process,
-        output_set,
-        read_jsonl,
-    )
-    from frequnlearn.unlearn import unlearn
+    from frequnlearn.records import check_output_dir
+    from frequnlearn.unlearn.stage import UnlearnInputs, run_unlearn
 
     eval_over = [o for o in args.overrides if o.startswith("evaluate.")]
     unlearn_over = [o for o in args.overrides if not o.startswith("evaluate.")]
@@ -164,6 +150,66 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(UnlearnConfig, args.config, unlearn_over, section="unlearn")
     ecfg = load_config(EvalConfig, args.config, eval_over, section="evaluate")
     out = check_output_dir(args.out, "unlearn", overwrite=args.overwrite)
+    forget, retain, eval_retain, extra = _tables(args, cfg)
+    bios = _bio_prompts(args.bio_prompts) if args.bio_prompts else {}
+    model, tok = load_model_and_tokenizer(args.model, dtype=cfg.dtype)
+    inputs = UnlearnInputs(
+        model=model,
+        tokenizer=tok,
+        forget=forget,
+        retain=retain,
+        evaluated=[("forget", forget), ("retain", eval_retain), ("eval", extra)],
+        identity={
+            "run_id": out.name,
+            "model": args.model,
+            "n_params": sum(p.numel() for p in model.parameters()),
+            "seed": cfg.seed,
+            "method": cfg.method if cfg.retain_loss == "none" else f"{cfg.method}+{cfg.retain_loss}",
+        },
+        bios=bios,
+        # Item ids per set: the retain loss trains on `retain`, role "retain" evaluates `eval_retain`.
+        sets={
+            k: [it.item_id for it in v]
+            for k, v in (("forget", forget), ("retain", retain), ("eval_retain", eval_retain))
+        },
+        info=_record(args, ecfg),
+    )
+    result = run_unlearn(cfg, ecfg, inputs, out)
+    print(
+        f"unlearned {len(forget)} items with {cfg.method}+{cfg.retain_loss}: {result.steps} steps in {result.seconds:.1f}s"
+    )
+    terms = ("loss", "forget_loss", "retain_loss", "forget_token_logp", "retain_token_logp")
+    print("final: " + ", ".join(f"{k}={result.final[k]:.4g}" for k in terms if k in result.final))
+    if result.trajectory is not None:
+        print(_accuracy_table(result.trajectory))
+    print(f"wrote {out}/model, trajectory.parquet, log.jsonl, sets.json, run.json")
+    return 0
+
+
+def _record(args: argparse.Namespace, ecfg: Any) -> dict[str, Any]:
+    """What the run record adds about this command: its inputs, their hashes and the evaluation."""
+    from frequnlearn.config import to_dict
+    from frequnlearn.records import input_hashes
+
+    return {
+        "inputs": {
+            "model": args.model,
+            "forget": args.forget,
+            "retain": args.retain,
+            "eval_items": args.eval_items,
+            "eval_retain": args.eval_retain,
+            "bio_prompts": args.bio_prompts,
+        },
+        "evaluate": to_dict(ecfg),
+        "inputs_sha256": input_hashes(
+            forget=args.forget, retain=args.retain, eval_items=args.eval_items, bio_prompts=args.bio_prompts
+        ),
+    }
+
+
+def _tables(args: argparse.Namespace, cfg: Any) -> tuple[list[Any], list[Any], list[Any], list[Any]]:
+    """(forget, retain-loss, evaluated retain, extra evaluated) items from the table arguments, checked."""
+    from frequnlearn.data.tables import check_overlap, load_table
 
     cols = {
         "question_column": cfg.question_column,
@@ -185,83 +231,19 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(
             f"--eval-retain: holding out {len(eval_retain)} items leaves no retain items to train on; lower it"
         )
-    bios = None
-    if args.bio_prompts:
-        try:
-            bios = [from_record(BioPrompt, row) for row in read_jsonl(args.bio_prompts)]
-        except TypeError:
-            raise DataError(
-                f"--bio-prompts {args.bio_prompts}: rows are not biography prompts (need item_id, prompt, target, ...)"
-            ) from None
+    return forget, retain, eval_retain, extra
 
-    # One evaluation call over every role's items (batched together); an item keeps its first role.
-    roles: dict[str, str] = {}
-    eval_items = []
-    for role, items in (("forget", forget), ("retain", eval_retain), ("eval", extra)):
-        for it in items:
-            if it.item_id not in roles:
-                roles[it.item_id] = role
-                eval_items.append(it)
-    wanted = set(roles)
-    bio_list = [b for b in bios if b.item_id in wanted] if bios else None
 
-    model, tok = load_model_and_tokenizer(args.model, dtype=cfg.dtype)
-    fmt = get_prompt_format(cfg.prompt_format)
+def _bio_prompts(path: str) -> dict[str, Any]:
+    from frequnlearn.records import BioPrompt, from_record, read_jsonl
 
-    def eval_fn(m: Any, t: Any, step: int) -> pd.DataFrame:
-        df = evaluate_items(
-            m,
-            t,
-            eval_items,
-            ecfg,
-            fmt=fmt,
-            bio_prompts=bio_list,
-            step=step,
-            model_name=args.model,
-            run_id=out.name,
-        )
-        df["role"] = df["item_id"].map(roles)
-        return df
-
-    info = {
-        "inputs": {
-            "model": args.model,
-            "forget": args.forget,
-            "retain": args.retain,
-            "eval_items": args.eval_items,
-            "eval_retain": args.eval_retain,
-            "bio_prompts": args.bio_prompts,
-        },
-        "evaluate": to_dict(ecfg),
-        "inputs_sha256": input_hashes(
-            forget=args.forget, retain=args.retain, eval_items=args.eval_items, bio_prompts=args.bio_prompts
-        ),
-        # Item ids per set: the retain loss trains on `retain`, role "retain" evaluates `eval_retain`.
-        "sets": {
-            "forget": [it.item_id for it in forget],
-            "retain": [it.item_id for it in retain],
-            "eval_retain": [it.item_id for it in eval_retain],
-        },
-    }
-    # The run is written in a scratch directory and moved into --out as one set when it ends (also
-    # when the loss stops it: what it measured is kept), so an earlier run there is never mixed in.
-    failure = None
-    with output_set(out, RUN_FILES, "run.json", kind="unlearn", commit=is_main_process()) as scratch:
-        try:
-            result = unlearn(model, tok, forget, retain, cfg, scratch, eval_fn=eval_fn, info=info)
-        except TrainingError as err:
-            failure = TrainingError(str(err).replace(str(scratch), str(out)))
-    if failure is not None:
-        raise failure
-    print(
-        f"unlearned {len(forget)} items with {cfg.method}+{cfg.retain_loss}: {result.steps} steps in {result.seconds:.1f}s"
-    )
-    terms = ("loss", "forget_loss", "retain_loss", "forget_token_logp", "retain_token_logp")
-    print("final: " + ", ".join(f"{k}={result.final[k]:.4g}" for k in terms if k in result.final))
-    if result.trajectory is not None:
-        print(_accuracy_table(result.trajectory))
-    print(f"wrote {out}/model, trajectory.parquet, log.jsonl, run.json")
-    return 0
+    try:
+        prompts = [from_record(BioPrompt, row) for row in read_jsonl(path)]
+    except TypeError:
+        raise DataError(
+            f"--bio-prompts {path}: rows are not biography prompts (need item_id, prompt, target, ...)"
+        ) from None
+    return {b.item_id: b for b in prompts}
 
 
 def _accuracy_table(traj: Any) -> str:
