@@ -196,16 +196,7 @@ def run(args: argparse.Namespace) -> int:
     from frequnlearn.evaluate.utility import utility_scores
     from frequnlearn.models.loading import load_model_and_tokenizer
     from frequnlearn.models.prompts import get_prompt_format
-    from frequnlearn.records import (
-        check_output_files,
-        input_hashes,
-        output_set,
-        remove_stale_temps,
-        run_info,
-        sha256_file,
-        write_json,
-        write_parquet,
-    )
+    from frequnlearn.records import check_output_files, remove_stale_temps
 
     cfg = _config(args)
     out = Path(args.out)
@@ -216,17 +207,7 @@ def run(args: argparse.Namespace) -> int:
     remove_stale_temps(out.with_suffix(""))
     fmt = get_prompt_format(cfg.prompt_format)
     items = load_table(_items_spec(args.items, args.select), name="--items")
-    bios = None
-    if args.bio:
-        bios = _bio_prompts(args.bio)
-    elif args.metrics is not None:
-        from frequnlearn.evaluate.families import FAMILIES
-
-        for name in cfg.metrics:
-            if "bio_prompts" in FAMILIES[name].needs:
-                raise ConfigError(
-                    f"--metrics: {name!r} needs biography prompts; give --bio bio_prompts.jsonl"
-                )
+    bios = _bios_for(args, cfg)
 
     model, tok = load_model_and_tokenizer(args.model, dtype=cfg.dtype, device=cfg.device)
     run_id = args.run_id if args.run_id is not None else out.stem
@@ -244,6 +225,41 @@ def run(args: argparse.Namespace) -> int:
     )
     seconds = time.perf_counter() - start
     utility = utility_scores(model, tok, cfg, items, fmt)
+    _write_outputs(args, cfg, df, files, _run_record(args, cfg, items, df, seconds, utility, run_id))
+    print(f"evaluated {len(items)} items ({len(df)} rows) in {seconds:.1f}s -> {out}")
+    print(_headline(df))
+    if utility:
+        for task, metrics in utility.items():
+            print(f"utility {task}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+    broken = df.loc[~df["finite"], "item_id"].nunique()
+    if broken:
+        # Scores of a broken model must not pass for results: the files are written, the exit says no.
+        raise DataError(
+            f"--model {args.model}: {broken} of {len(items)} items got non-finite logits (NaN/inf weights?); "
+            f"their rows in {out} have finite=False and no scores or verdicts"
+        )
+    return 0
+
+
+def _bios_for(args: argparse.Namespace, cfg: Any) -> Any:
+    """The biography prompts `--bio` names; a metric family that needs them without `--bio` is an error."""
+    if args.bio:
+        return _bio_prompts(args.bio)
+    if args.metrics is not None:
+        from frequnlearn.evaluate.families import FAMILIES
+
+        for name in cfg.metrics:
+            if "bio_prompts" in FAMILIES[name].needs:
+                raise ConfigError(
+                    f"--metrics: {name!r} needs biography prompts; give --bio bio_prompts.jsonl"
+                )
+    return None
+
+
+def _run_record(
+    args: argparse.Namespace, cfg: Any, items: Any, df: Any, seconds: float, utility: Any, run_id: str
+) -> dict[str, Any]:
+    from frequnlearn.records import input_hashes, run_info
 
     info = run_info(cfg, cfg.seed)
     info["inputs"] = {
@@ -260,8 +276,17 @@ def run(args: argparse.Namespace) -> int:
     info["seconds"] = round(seconds, 3)
     if utility is not None:
         info["utility"] = utility
-    # The four files are one set: built in a scratch directory, then moved in with run.json (which
-    # records the others' hashes) removed first and written last.
+    return info
+
+
+def _write_outputs(
+    args: argparse.Namespace, cfg: Any, df: Any, files: dict[str, Path], info: dict[str, Any]
+) -> None:
+    """The four files are one set: built in a scratch directory, then moved in with run.json (which
+    records the others' hashes) removed first and written last."""
+    from frequnlearn.records import output_set, sha256_file, write_json, write_parquet
+
+    out = Path(args.out)
     names = {key: path.name for key, path in files.items()}
     metric_summary, misalignment = summaries(df, cfg)
     with output_set(out.parent, list(names.values()), names["run"], prefix=out.stem) as scratch:
@@ -272,19 +297,6 @@ def run(args: argparse.Namespace) -> int:
             names[k]: sha256_file(scratch / names[k]) for k in ("scores", "summary", "misalignment")
         }
         write_json(scratch / names["run"], info)
-    print(f"evaluated {len(items)} items ({len(df)} rows) in {seconds:.1f}s -> {out}")
-    print(_headline(df))
-    if utility:
-        for task, metrics in utility.items():
-            print(f"utility {task}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
-    broken = df.loc[~df["finite"], "item_id"].nunique()
-    if broken:
-        # Scores of a broken model must not pass for results: the files are written, the exit says no.
-        raise DataError(
-            f"--model {args.model}: {broken} of {len(items)} items got non-finite logits (NaN/inf weights?); "
-            f"their rows in {out} have finite=False and no scores or verdicts"
-        )
-    return 0
 
 
 def _headline(df: Any) -> str:

@@ -781,6 +781,13 @@ def describe_findings(
     'inconclusive' (the interval covers zero) or 'not supported' (absent or opposite). Only `known`
     cells with a control arm carry verdicts. A run with a dose-response (`dose`) leads with it."""
     out = describe_dose(dose, probe) if dose is not None else []
+    out += _describe_effect(effect, matched, high, low, probe)
+    return out + _describe_trend(trend, sizes, probe)
+
+
+def _describe_effect(effect: pd.DataFrame, matched: pd.DataFrame, high: str, low: str, probe: str) -> list[str]:
+    """Finding 1 cell by cell: high minus low net drop, and the same on margin-matched items."""
+    out = []
     known = effect[(effect["selection"] == "known") & effect["control"]] if len(effect) else effect
     known = known[known["probe"] == probe] if len(known) else known
     if known.empty:
@@ -812,6 +819,12 @@ def describe_findings(
                     f"n = {int(m['n_high'])} + {int(m['n_low'])}: {m['verdict']}."
                 )
             out.append(s)
+    return out
+
+
+def _describe_trend(trend: pd.DataFrame, sizes: Sequence[str], probe: str) -> list[str]:
+    """Finding 2: the slope of control-subtracted misalignment against log parameters, per method."""
+    out = []
     t = trend[(trend["selection"] == "known") & (trend["probe"] == probe)] if len(trend) else trend
     tv = t[t["verdict"] != "descriptive"] if len(t) else t
     if len(sizes) < 2:
