@@ -169,3 +169,17 @@ def test_registry_matches_config_choices():
 def test_unknown_loss_name():
     with pytest.raises(ConfigError, match="method: unknown loss 'gradascent'"):
         get_loss("gradascent", "forget")
+
+
+def test_every_loss_file_registers_itself():
+    # A new method is one file in unlearn/losses/: the package imports every module in it.
+    import pkgutil
+
+    import frequnlearn.unlearn.losses as losses
+
+    modules = {m.name for m in pkgutil.iter_modules(losses.__path__)} - {"base"}
+    registered = {
+        loss.fn.__module__.rsplit(".", 1)[1]
+        for loss in [*losses.FORGET_LOSSES.values(), *losses.RETAIN_LOSSES.values()]
+    }
+    assert modules == registered

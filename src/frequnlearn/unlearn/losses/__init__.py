@@ -2,22 +2,13 @@
 
 Forget terms: ga, npo, simnpo, idk, dpo (IdkDPO), rmu, undial, wga, satimp and fga (this project's
 frequency-aware GA). Retain terms: none, gd, kl, act (RMU's activation matching). Adding a method is
-one file with one `@register` function, imported here; `needs` tells the loop what to prepare.
+one file in this folder with one `@register` function (every module here is imported, so it
+registers itself); `needs` tells the loop what to prepare.
 """
 
-from frequnlearn.unlearn.losses import (  # noqa: F401  (each module registers its losses)
-    dpo,
-    fga,
-    ga,
-    idk,
-    npo,
-    retain,
-    rmu,
-    satimp,
-    simnpo,
-    undial,
-    wga,
-)
+import importlib
+import pkgutil
+
 from frequnlearn.unlearn.losses.base import (
     FORGET_LOSSES,
     RETAIN_LOSSES,
@@ -45,3 +36,7 @@ __all__ = [
     "sequence_logp",
     "token_mean",
 ]
+
+for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
+    if _module != "base":
+        importlib.import_module(f"{__name__}.{_module}")
