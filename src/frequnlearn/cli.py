@@ -1,6 +1,6 @@
 """The `frequnlearn` console script: one subcommand per pipeline stage, plus `study`.
 
-Each stage's command lives beside the stage (`<stage>/cli.py` or `<stage>_cli.py`) as a module with
+Each stage's command lives beside the stage (`<stage>/cli.py`) as a module with
 `register(subparsers)`; heavy imports happen only inside the command that needs them, so `--help`
 stays instant. Errors a user can fix print as one line and exit with status 2.
 """
