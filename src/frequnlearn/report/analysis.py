@@ -971,7 +971,7 @@ def with_run_identity(df: pd.DataFrame, info: dict[str, Any]) -> pd.DataFrame:
     """Per-item rows of one unlearning run, with the run's identity (from its stage record) as columns."""
     df["run_id"] = info["task"]
     df["model"] = info["model"]
-    df["size"] = info.get("size") or info["model"].rsplit("-s", 1)[0]
+    df["size"] = info["size"]
     df["seed"] = int(info["seed"])
     df["method"] = info["method"]
     df["level"] = str(info["level"])

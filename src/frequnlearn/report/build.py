@@ -132,7 +132,7 @@ def pretraining_knowledge(run_dir: Path, params: dict[str, float]) -> pd.DataFra
             summary = rec["summary"]
         except (DataError, KeyError):
             continue
-        size = rec.get("config", {}).get("preset") or path.parent.name.rsplit("-s", 1)[0]
+        size = rec.get("config", {}).get("preset")  # the model's own record names its size
         groups = summary.get("knowledge", {}).get("by_group", {})
         row: dict[str, Any] = {
             "model": path.parent.name,
