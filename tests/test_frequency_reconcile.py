@@ -12,7 +12,7 @@ from frequnlearn.config.generate import GenerateConfig
 from frequnlearn.data.generate import generate
 from frequnlearn.frequency import count_values
 from frequnlearn.frequency.reconcile import reconcile_exposure
-from frequnlearn.frequency.stage import load_items
+from frequnlearn.frequency.stage import read_counted_table
 from frequnlearn.records import read_jsonl
 
 
@@ -55,7 +55,7 @@ def test_a_mismatch_names_the_item(data_dir, cache, tmp_path):
 
 def test_counting_every_document_adds_the_retain_qa_documents(data_dir, cache):
     """Retain people also have one QA document per attribute that names them and the answer."""
-    _, items = load_items(data_dir / "qa.jsonl")
+    _, items = read_counted_table(data_dir / "qa.jsonl")
     people = {p["person_id"]: p for p in read_jsonl(data_dir / "people.jsonl")}
     cfg = local(cache, corpus=str(data_dir / "corpus.jsonl"), measure="document")
     counted, _ = count_values(items, cfg)
@@ -67,7 +67,7 @@ def test_counting_every_document_adds_the_retain_qa_documents(data_dir, cache):
 
 
 def test_window_wider_than_a_biography_counts_each_copy_once(data_dir, cache):
-    _, items = load_items(data_dir / "qa.jsonl")
+    _, items = read_counted_table(data_dir / "qa.jsonl")
     people = {p["person_id"]: p["exposure"] for p in read_jsonl(data_dir / "people.jsonl")}
     cfg = local(cache, corpus=str(data_dir / "corpus.jsonl"), kinds=["bio"], max_diff_tokens=2000)
     counted, info = count_values(items, cfg)

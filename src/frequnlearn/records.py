@@ -153,6 +153,16 @@ def write_jsonl(path: str | Path, rows: Iterable[Any]) -> None:
         fh.writelines(lines())
 
 
+def read_bio_prompts(path: str | Path, flag: str = "bio_prompts") -> list[BioPrompt]:
+    """A bio_prompts.jsonl table; a table of other rows is refused naming `flag` (the option it came from)."""
+    try:
+        return [from_record(BioPrompt, row) for row in read_jsonl(path)]
+    except TypeError:
+        raise DataError(
+            f"{flag} {path}: rows are not biography prompts (need item_id, prompt, target, ...)"
+        ) from None
+
+
 def append_jsonl(path: str | Path, row: dict[str, Any]) -> None:
     """Append one row and fsync it: O(1) per row, and a killed run keeps every row written before."""
     with Path(path).open("a") as fh:

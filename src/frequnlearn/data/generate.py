@@ -46,6 +46,7 @@ from frequnlearn.records import (
     from_record,
     mark_done,
     output_set,
+    read_bio_prompts,
     read_json,
     read_jsonl,
     run_info,
@@ -582,6 +583,6 @@ def load_data_dir(path: str | Path) -> DataDir:
         path=path,
         people=[from_record(Person, r) for r in read_jsonl(path / "people.jsonl")],
         qa=[from_record(QAItem, r) for r in read_jsonl(path / "qa.jsonl")],
-        bio_prompts=[from_record(BioPrompt, r) for r in read_jsonl(path / "bio_prompts.jsonl")],
+        bio_prompts=read_bio_prompts(path / "bio_prompts.jsonl"),
         manifest=read_json(path / MANIFEST),
     )

@@ -114,14 +114,9 @@ def _items_spec(items: str, selects: list[str]) -> str:
 
 
 def _bio_prompts(path: str) -> list[Any]:
-    from frequnlearn.records import BioPrompt, from_record, read_jsonl
+    from frequnlearn.records import read_bio_prompts
 
-    try:
-        return [from_record(BioPrompt, row) for row in read_jsonl(path)]
-    except TypeError:
-        raise DataError(
-            f"--bio {path}: rows are not biography prompts (need item_id, prompt, target, ...)"
-        ) from None
+    return read_bio_prompts(path, "--bio")
 
 
 def output_files(out: Path) -> dict[str, Path]:

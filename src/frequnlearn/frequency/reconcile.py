@@ -12,7 +12,7 @@ import dataclasses
 from pathlib import Path
 
 from frequnlearn.config.count import CountConfig
-from frequnlearn.frequency.stage import count_values, load_items
+from frequnlearn.frequency.stage import count_values, read_counted_table
 
 
 def reconcile_exposure(data_dir: str | Path, cfg: CountConfig) -> list[str]:
@@ -22,7 +22,7 @@ def reconcile_exposure(data_dir: str | Path, cfg: CountConfig) -> list[str]:
     kind `bio` in the data directory's corpus.jsonl, counted by document.
     """
     data_dir = Path(data_dir)
-    _, items = load_items(data_dir / "qa.jsonl")
+    _, items = read_counted_table(data_dir / "qa.jsonl")
     counted_cfg = dataclasses.replace(
         cfg, corpus=str(data_dir / "corpus.jsonl"), measure="document", kinds=["bio"]
     )

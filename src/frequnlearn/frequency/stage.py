@@ -37,8 +37,9 @@ def count_items(items: Sequence[QAItem], cfg: CountConfig) -> list[QAItem]:
     return [dataclasses.replace(it, frequency=v, bucket=b) for it, v, b in zip(items, values, labels)]
 
 
-def load_items(path: str | Path) -> tuple[list[dict[str, Any]], list[QAItem]]:
-    """Rows of a JSONL QA table (extra columns kept) and the QA items they hold."""
+def read_counted_table(path: str | Path) -> tuple[list[dict[str, Any]], list[QAItem]]:
+    """Rows of a JSONL QA table (extra columns kept, since counting writes them back) and the QA items
+    they hold. Other stages read QA tables with `data.real.load_items`, which keeps only the items."""
     path = Path(path)
     if path.suffix != ".jsonl":
         raise DataError(f"--items {path}: expected a JSONL QA table (one item per line, .jsonl)")
@@ -61,7 +62,7 @@ def load_items(path: str | Path) -> tuple[list[dict[str, Any]], list[QAItem]]:
 def run_count(items_path: str | Path, out: str | Path, cfg: CountConfig) -> dict[str, Any]:
     """Count a QA table and write it to `out` with `frequency` and `bucket`, plus `<out stem>.run.json`."""
     out = Path(out)
-    rows, items = load_items(items_path)
+    rows, items = read_counted_table(items_path)
     values, info = count_values(items, cfg)
     buckets = bucket(values, cfg)
     counted = [{**row, "frequency": v, "bucket": b} for row, v, b in zip(rows, values, buckets.labels)]

@@ -6,7 +6,7 @@ import argparse
 import random
 from typing import Any
 
-from frequnlearn.errors import ConfigError, DataError
+from frequnlearn.errors import ConfigError
 
 TABLE_HELP = """\
 tables (--forget, --retain, --eval-items):
@@ -235,15 +235,9 @@ def _tables(args: argparse.Namespace, cfg: Any) -> tuple[list[Any], list[Any], l
 
 
 def _bio_prompts(path: str) -> dict[str, Any]:
-    from frequnlearn.records import BioPrompt, from_record, read_jsonl
+    from frequnlearn.records import read_bio_prompts
 
-    try:
-        prompts = [from_record(BioPrompt, row) for row in read_jsonl(path)]
-    except TypeError:
-        raise DataError(
-            f"--bio-prompts {path}: rows are not biography prompts (need item_id, prompt, target, ...)"
-        ) from None
-    return {b.item_id: b for b in prompts}
+    return {b.item_id: b for b in read_bio_prompts(path, "--bio-prompts")}
 
 
 def _accuracy_table(traj: Any) -> str:
