@@ -376,22 +376,14 @@ def frequency_effect(
     for cell, g in k.groupby(CELL, dropna=False, sort=True):
         has_control = bool((g["role"] == CONTROL).any())
         rng = _rng(seed, cell)
-        per_level: dict[str, dict[int, tuple[float, np.ndarray]]] = {}
-        counts: dict[tuple[str, str], int] = {}
-        smallest = math.inf
-        for level in (high, low):
-            per_level[level] = {}
-            for run_seed, r in g[g["level"] == level].groupby("seed", sort=True):
-                t = r.loc[r["role"] == TARGET, "drop"].to_numpy(dtype=float)
-                c = r.loc[r["role"] == CONTROL, "drop"].to_numpy(dtype=float)
-                if len(t) == 0 or (has_control and len(c) == 0):
-                    continue
-                point = t.mean() - (c.mean() if len(c) else 0.0)
-                boot = _boot_means(t, n_boot, rng) - (_boot_means(c, n_boot, rng) if len(c) else 0.0)
-                per_level[level][int(run_seed)] = (point, boot)
-                smallest = min(smallest, len(t), len(c) if len(c) else math.inf)
-                counts[(level, TARGET)] = counts.get((level, TARGET), 0) + len(t)
-                counts[(level, CONTROL)] = counts.get((level, CONTROL), 0) + len(c)
+        per_level = _level_nets(g, (high, low), n_boot, rng)
+        runs = [r for lv in (high, low) for r in per_level[lv].values()]
+        smallest = min((min(nt, nc or math.inf) for _, _, nt, nc in runs), default=math.inf)
+        counts = {
+            (lv, role): sum(r[2 if role == TARGET else 3] for r in per_level[lv].values())
+            for lv in (high, low)
+            for role in (TARGET, CONTROL)
+        }
         seeds = sorted(set(per_level[high]) & set(per_level[low]))
         if not seeds:
             continue
@@ -444,19 +436,24 @@ def level_exposure(level: str, frequencies: pd.Series) -> float:
     return x if x > 0 else math.nan
 
 
-def _level_nets(g: pd.DataFrame, n_boot: int, rng: np.random.Generator) -> dict[str, dict[int, tuple]]:
-    """Per level, per seed: (control-subtracted mean drop, its bootstrap replicates, n target, n control),
-    resampling target and control items within the run."""
+def _level_nets(
+    g: pd.DataFrame, levels: Sequence[str], n_boot: int, rng: np.random.Generator
+) -> dict[str, dict[int, tuple]]:
+    """Per level of `levels` (in that order, which fixes the resampling stream), per seed: the
+    control-subtracted mean drop, its bootstrap replicates (target and control items resampled within
+    the run), n target and n control. A cell with a control arm needs both arms in every run."""
     has_control = bool((g["role"] == CONTROL).any())
     out: dict[str, dict[int, tuple]] = {}
-    for (level, run_seed), r in g.groupby(["level", "seed"], sort=True):
-        t = r.loc[r["role"] == TARGET, "drop"].to_numpy(dtype=float)
-        c = r.loc[r["role"] == CONTROL, "drop"].to_numpy(dtype=float)
-        if len(t) == 0 or (has_control and len(c) == 0):
-            continue
-        point = t.mean() - (c.mean() if len(c) else 0.0)
-        boot = _boot_means(t, n_boot, rng) - (_boot_means(c, n_boot, rng) if len(c) else 0.0)
-        out.setdefault(str(level), {})[int(run_seed)] = (point, boot, len(t), len(c))
+    for level in levels:
+        out[level] = {}
+        for run_seed, r in g[g["level"] == level].groupby("seed", sort=True):
+            t = r.loc[r["role"] == TARGET, "drop"].to_numpy(dtype=float)
+            c = r.loc[r["role"] == CONTROL, "drop"].to_numpy(dtype=float)
+            if len(t) == 0 or (has_control and len(c) == 0):
+                continue
+            point = t.mean() - (c.mean() if len(c) else 0.0)
+            boot = _boot_means(t, n_boot, rng) - (_boot_means(c, n_boot, rng) if len(c) else 0.0)
+            out[level][int(run_seed)] = (point, boot, len(t), len(c))
     return out
 
 
@@ -478,12 +475,13 @@ def dose_response(
     points, slopes = [], []
     for cell, g in k.groupby(CELL, dropna=False, sort=True):
         has_control = bool((g["role"] == CONTROL).any())
-        nets = _level_nets(g, n_boot, _rng(seed, ("dose", cell)))
         exposure = {
-            lv: level_exposure(lv, g.loc[(g["level"] == lv) & (g["role"] == TARGET), "frequency"])
-            for lv in nets
+            str(lv): level_exposure(str(lv), r.loc[r["role"] == TARGET, "frequency"])
+            for lv, r in g.groupby("level", sort=True)
         }
-        levels = sorted((lv for lv in nets if not math.isnan(exposure[lv])), key=lambda lv: exposure[lv])
+        placed = sorted((lv for lv in exposure if not math.isnan(exposure[lv])), key=lambda lv: exposure[lv])
+        nets = _level_nets(g, placed, n_boot, _rng(seed, ("dose", cell)))
+        levels = [lv for lv in placed if nets[lv]]
         seeds = sorted(set.intersection(*(set(nets[lv]) for lv in levels))) if levels else []
         for lv in levels:
             own = sorted(nets[lv])
@@ -785,7 +783,9 @@ def describe_findings(
     return out + _describe_trend(trend, sizes, probe)
 
 
-def _describe_effect(effect: pd.DataFrame, matched: pd.DataFrame, high: str, low: str, probe: str) -> list[str]:
+def _describe_effect(
+    effect: pd.DataFrame, matched: pd.DataFrame, high: str, low: str, probe: str
+) -> list[str]:
     """Finding 1 cell by cell: high minus low net drop, and the same on margin-matched items."""
     out = []
     known = effect[(effect["selection"] == "known") & effect["control"]] if len(effect) else effect
