@@ -345,6 +345,7 @@ def test_report_elsewhere_names_the_study_command_commit_and_wall_time(tmp_path)
     _write_run(run)
     study = json.loads((run / "study.json").read_text())
     study.update(command="frequnlearn study configs/tiny.yaml --out runs/tiny", commit="abc1234")
+    study["hardware"] = {"cpu_count": 2, "torch_threads": 1, "machine": "study-machine"}
     (run / "study.json").write_text(json.dumps(study))
     (run / "timings.json").write_text(json.dumps({"unlearn:mini-s0/ga+gd/x": 90.0, "baseline:mini-s0": 30.0}))
     out = build_report(run, tmp_path / "published")
@@ -353,6 +354,8 @@ def test_report_elsewhere_names_the_study_command_commit_and_wall_time(tmp_path)
     assert "command: frequnlearn study configs/tiny.yaml --out runs/tiny" in md
     assert "commit: abc1234" in md
     assert "wall time: 2.0 min of stage work (unlearn 1.5, baseline 0.5 min)" in md
+    # The hardware line is the study's (its thread count), not that of the process writing the report.
+    assert "'torch_threads': 1" in md and "study-machine" in md
 
 
 def test_report_shows_what_each_pretrained_model_knew(tmp_path):

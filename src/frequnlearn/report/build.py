@@ -166,6 +166,10 @@ def build_info(config: dict[str, Any], seeds: Any, study: dict[str, Any] | None 
     info["report_command"] = command_line()
     info["command"] = study.get("command") or info["report_command"]
     info["commit"] = study.get("commit") or info["report_commit"]
+    # The machine, threads and libraries that ran the study, not those of this report's process.
+    for key in ("hardware", "versions"):
+        if study.get(key):
+            info[key] = study[key]
     return info
 
 
