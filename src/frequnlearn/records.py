@@ -485,8 +485,10 @@ def input_hashes(**specs: str | None) -> dict[str, str]:
 
 
 def code_commit() -> str:
-    """`git describe --always --dirty` of the checkout this package runs from, when a checkout tracks it
-    (an installed copy may sit inside someone else's repository, which names nothing of ours)."""
+    """`git describe --always` of the checkout this package runs from, when a checkout tracks it (an
+    installed copy may sit inside someone else's repository, which names nothing of ours), with
+    `-dirty` when the package's code or the configs differ from that commit: other files (results
+    being written, notes) do not make the numbers."""
     import subprocess
 
     here = Path(__file__).parent
@@ -496,7 +498,11 @@ def code_commit() -> str:
 
     try:
         tracked = git("ls-files", "--error-unmatch", Path(__file__).name).returncode == 0
-        commit = git("describe", "--always", "--dirty").stdout.strip() if tracked else ""
+        commit = git("describe", "--always").stdout.strip() if tracked else ""
+        if commit:
+            top = Path(git("rev-parse", "--show-toplevel").stdout.strip())
+            changed = git("status", "--porcelain", "--", str(here), str(top / "configs")).stdout.strip()
+            commit += "-dirty" if changed else ""
     except (OSError, subprocess.SubprocessError):
         commit = ""
     return commit or "unknown (not a git checkout)"
