@@ -380,7 +380,8 @@ def _lead_figures(t: dict[str, pd.DataFrame], lay: Layout, out: Path) -> list[tu
             (
                 "size_trend.png",
                 "Finding 2 as a curve: control-subtracted misalignment (share of known items no longer "
-                "generated but still ranked first, target minus control, levels pooled) against parameters "
+                "generated but still ranked first, target minus control; levels pooled when both reach the matched "
+                "forgetting level, else the one that does, as the title says) against parameters "
                 "on a log axis, per method, with 95% bootstrap intervals and the least-squares slope per "
                 "e-fold of parameters; a rising line means misalignment grows with size.",
                 plots.save(

@@ -349,6 +349,7 @@ def size_trend(
     if len(m):
         m = m[m["level"] == pooled] if pooled else m[m["level"] == m["level"].iloc[0]]
     m = m[m["size"].isin(list(params)) & m["diff"].notna()] if len(m) else m
+    where = "levels pooled" if pooled else (f"level {m['level'].iloc[0]}" if len(m) else "no level")
     methods = sorted(m["method"].unique()) if len(m) else [""]
     fig, axes = plt.subplots(1, len(methods), figsize=(4.2 * len(methods), 3.6), squeeze=False, sharey=True)
     for ax, method in zip(axes[0], methods):
@@ -399,7 +400,7 @@ def size_trend(
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel(f"misaligned share, target - control\n({VIEWS.get(view, view)})")
     fig.suptitle(
-        f"Misalignment against model size ({probe} probe, levels pooled; rising: grows with size)",
+        f"Misalignment against model size ({probe} probe, {where}; rising: grows with size)",
         fontsize=10,
     )
     fig.tight_layout()
