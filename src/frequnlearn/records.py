@@ -184,14 +184,6 @@ def write_parquet(df: Any, path: str | Path, info: dict[str, Any]) -> None:
         pq.write_table(table.replace_schema_metadata(meta), fh)
 
 
-def read_parquet_info(path: str | Path) -> dict[str, Any]:
-    """The run record `write_parquet` stored in a Parquet file's metadata ({} when there is none)."""
-    import pyarrow.parquet as pq
-
-    raw = (pq.read_schema(path).metadata or {}).get(b"frequnlearn")
-    return json.loads(raw) if raw else {}
-
-
 def write_json(path: str | Path, obj: Any) -> None:
     with atomic_open(path) as fh:
         json.dump(obj, fh, ensure_ascii=False, sort_keys=True, indent=2, default=str)
@@ -625,7 +617,7 @@ def claim(run_dir: Path, name: str) -> Iterator[bool]:
                 holder, host = int(record.get("pid", 0)), record.get("host")
             except (OSError, ValueError, json.JSONDecodeError, AttributeError):
                 holder, host = 0, None  # being written this instant, or torn: held unless it stays so
-                if time_since_modified(path) < 60:
+                if _age_seconds(path) < 60:
                     yield False
                     return
             # A process of another machine (a shared run directory) cannot be checked: it holds.
@@ -644,7 +636,7 @@ def claim(run_dir: Path, name: str) -> Iterator[bool]:
     yield False
 
 
-def time_since_modified(path: Path) -> float:
+def _age_seconds(path: Path) -> float:
     import time
 
     try:

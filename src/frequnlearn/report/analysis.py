@@ -926,14 +926,14 @@ def verdict_table(effect: pd.DataFrame, matched: pd.DataFrame, mis: pd.DataFrame
                 "n (high+low)": f"{r.n_high}+{r.n_low}",
                 "net drop high": f"{r.net_drop_high:.3f}",
                 "net drop low": f"{r.net_drop_low:.3f}",
-                "effect [95% CI]": _short_ci(r.effect, r.effect_lo, r.effect_hi),
+                "effect [95% CI]": short_ci(r.effect, r.effect_lo, r.effect_hi),
                 "Finding 1": r.verdict,
-                "matched [95% CI]": _short_ci(
+                "matched [95% CI]": short_ci(
                     m["effect"].iloc[0], m["effect_lo"].iloc[0], m["effect_hi"].iloc[0]
                 )
                 if len(m)
                 else "",
-                "misaligned, rank 1 [95% CI]": _short_ci(
+                "misaligned, rank 1 [95% CI]": short_ci(
                     mm["diff"].iloc[0], mm["diff_lo"].iloc[0], mm["diff_hi"].iloc[0]
                 )
                 if len(mm)
@@ -943,7 +943,8 @@ def verdict_table(effect: pd.DataFrame, matched: pd.DataFrame, mis: pd.DataFrame
     return pd.DataFrame(rows)
 
 
-def _short_ci(x: float, lo: float, hi: float) -> str:
+def short_ci(x: float, lo: float, hi: float) -> str:
+    """`x [lo, hi]` for tables and figure legends; no interval where too few items were resampled."""
     if math.isnan(x):
         return ""
     if math.isnan(lo) or math.isnan(hi):

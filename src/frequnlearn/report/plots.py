@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from frequnlearn.report.analysis import wilson  # noqa: E402
+from frequnlearn.report.analysis import short_ci, wilson  # noqa: E402
 
 LEVEL_STYLES = ["#c0392b", "#2471a3", "#239b56", "#b9770e", "#7d3c98", "#17a589", "#566573"]
 
@@ -263,12 +263,6 @@ def misalignment(
     return fig
 
 
-def _interval(x: float, lo: float, hi: float) -> str:
-    if np.isnan(lo) or np.isnan(hi):
-        return f"{x:+.3f} [no interval]"
-    return f"{x:+.3f} [{lo:+.3f}, {hi:+.3f}]"
-
-
 def _fit_line(ax: plt.Axes, xs: np.ndarray, ys: np.ndarray, slope: float, color: str) -> None:
     """The least-squares line of a reported slope through the points' centroid, on a log x axis."""
     lx = np.log(xs)
@@ -305,7 +299,7 @@ def dose_response(
             label = str(size)
             if len(s):
                 s = s.iloc[0]
-                label += f": {_interval(s['slope'], s['slope_lo'], s['slope_hi'])}"
+                label += f": {short_ci(s['slope'], s['slope_lo'], s['slope_hi'])}"
                 _fit_line(ax, r["exposure"].to_numpy(float), r["net_drop"].to_numpy(float), s["slope"], color)
             ax.errorbar(
                 r["exposure"] * (1 + 0.04 * (i - (len(sizes) - 1) / 2)),
@@ -370,7 +364,7 @@ def size_trend(
             label = "target - control"
             if len(t):
                 t = t.iloc[0]
-                label = f"slope {_interval(t['slope'], t['slope_lo'], t['slope_hi'])}"
+                label = f"slope {short_ci(t['slope'], t['slope_lo'], t['slope_hi'])}"
                 _fit_line(ax, r["params"].to_numpy(float), r["diff"].to_numpy(float), t["slope"], "#222222")
             ax.errorbar(
                 r["params"],

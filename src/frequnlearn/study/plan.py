@@ -84,16 +84,14 @@ def inputs_of(task: Task, tasks: list[Task]) -> list[Task]:
         return []
     data = [t for t in tasks if t.kind in ("generate", "count")]
     tag = task.name if task.kind in ("pretrain", "baseline", "oracle") else task.params["model"]
-    own = [t for t in tasks if t.name == tag and t.kind in ("pretrain", "baseline")]
-    if task.kind in ("pretrain",):
-        return data
-    if task.kind == "baseline":
-        return data + [t for t in own if t.kind == "pretrain"]
-    if task.kind == "attack":
-        oracle = [t for t in tasks if t.kind == "oracle" and t.name == tag]
-        unlearned = [t for t in tasks if t.kind == "unlearn" and t.name == task.name]
-        return data + own + oracle + unlearned
-    return data + own  # unlearn, oracle
+    # pretrain reads the data; baseline also the model; unlearn and oracle also the baseline scores.
+    reads = {"pretrain": (), "baseline": ("pretrain",)}.get(task.kind, ("pretrain", "baseline"))
+    own = [t for t in tasks if t.name == tag and t.kind in reads]
+    if task.kind != "attack":
+        return data + own
+    oracle = [t for t in tasks if t.kind == "oracle" and t.name == tag]
+    unlearned = [t for t in tasks if t.kind == "unlearn" and t.name == task.name]
+    return data + own + oracle + unlearned
 
 
 def param_span(cfg: StudyConfig) -> float:
