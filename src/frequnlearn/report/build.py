@@ -19,6 +19,7 @@ from typing import Any
 import pandas as pd
 
 from frequnlearn.errors import DataError
+from frequnlearn.layout import RunLayout
 from frequnlearn.records import atomic_open, read_json, read_jsonl, run_info, write_json
 from frequnlearn.report import analysis, attacks, plots
 from frequnlearn.report.runs import UnlearnRun, study_option, unlearn_runs
@@ -27,9 +28,9 @@ from frequnlearn.report.runs import UnlearnRun, study_option, unlearn_runs
 def load_trajectories(runs: list[UnlearnRun]) -> pd.DataFrame:
     """All finished unlearning runs' trajectories, with each run's identity (from its record) as columns."""
     frames = [
-        analysis.with_run_identity(pd.read_parquet(run.path / "trajectory.parquet"), run.identity)
+        analysis.with_run_identity(pd.read_parquet(RunLayout.trajectory(run.path)), run.identity)
         for run in runs
-        if not run.skipped and (run.path / "trajectory.parquet").is_file()
+        if not run.skipped and RunLayout.trajectory(run.path).is_file()
     ]
     if not frames:
         raise DataError("no finished unlearning runs to report on (run `frequnlearn study` first)")
@@ -43,11 +44,8 @@ def skipped_runs(runs: list[UnlearnRun]) -> list[str]:
 
 def load_utility(run_dir: Path, runs: list[UnlearnRun]) -> pd.DataFrame:
     """lm-eval utility scores before (each model's baseline) and after (each unlearning run)."""
-    sources = [
-        (f"{path.parent.parent.name}/baseline", path)
-        for path in sorted(run_dir.glob("models/*/baseline/utility.json"))
-    ]
-    sources += [(run.identity["task"], run.path / "utility.json") for run in runs]
+    sources = [(f"{tag}/baseline", path) for tag, path in RunLayout(run_dir).baseline_utility()]
+    sources += [(run.identity["task"], RunLayout.run_utility(run.path)) for run in runs]
     rows = [
         {"run_id": run_id, "task": task, "metric": m, "value": v}
         for run_id, path in sources
@@ -126,7 +124,7 @@ def pretraining_knowledge(run_dir: Path, params: dict[str, float]) -> pd.DataFra
     """Per pretrained model: its size, seed, epochs and the knowledge check's accuracy per group, from
     the model's own run record (`models/<tag>/run.json`)."""
     rows = []
-    for path in sorted(run_dir.glob("models/*/run.json")):
+    for tag, path in RunLayout(run_dir).model_records():
         try:
             rec = read_json(path)
             summary = rec["summary"]
@@ -135,7 +133,7 @@ def pretraining_knowledge(run_dir: Path, params: dict[str, float]) -> pd.DataFra
         size = rec.get("config", {}).get("preset")  # the model's own record names its size
         groups = summary.get("knowledge", {}).get("by_group", {})
         row: dict[str, Any] = {
-            "model": path.parent.name,
+            "model": tag,
             "size": size,
             "seed": rec.get("seed"),
             "parameters": summary.get("n_params", params.get(size)),
@@ -149,7 +147,7 @@ def pretraining_knowledge(run_dir: Path, params: dict[str, float]) -> pd.DataFra
 
 def frequency_only_baseline(run_dir: Path) -> pd.DataFrame:
     """The data manifest's top-1 rate of ranking candidates by corpus count alone, per group."""
-    path = run_dir / "data" / "manifest.json"
+    path = RunLayout(run_dir).data_manifest()
     base = read_json(path).get("frequency_only_baseline") if path.is_file() else None
     if not base:
         return pd.DataFrame()
@@ -179,15 +177,14 @@ def wall_time(run_dir: Path) -> dict[str, Any]:
     The study times each stage it runs (`timings.json`); a model pretrained outside it (copied in, or
     before timings were kept) contributes the time its own metrics log measured (tokens over tokens/s).
     """
-    path = run_dir / "timings.json"
+    path = RunLayout(run_dir).timings
     times: dict[str, float] = read_json(path) if path.is_file() else {}
     by_kind: dict[str, float] = {}
     for name, seconds in times.items():
         kind = name.split(":", 1)[0]
         by_kind[kind] = by_kind.get(kind, 0.0) + float(seconds)
     from_logs = []
-    for metrics in sorted(run_dir.glob("models/*/metrics.jsonl")):
-        tag = metrics.parent.name
+    for tag, metrics in RunLayout(run_dir).pretrain_metrics():
         if f"pretrain:{tag}" in times:
             continue
         seen, seconds = 0.0, 0.0
@@ -240,7 +237,8 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise DataError(f"RUN_DIR {run_dir}: no such directory")
-    study = read_json(run_dir / "study.json") if (run_dir / "study.json").is_file() else {"config": {}}
+    record = RunLayout(run_dir).study_record
+    study = read_json(record) if record.is_file() else {"config": {}}
     runs = unlearn_runs(run_dir)
     try:
         traj = load_trajectories(runs)
@@ -255,7 +253,7 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path
     t["utility"] = load_utility(run_dir, runs)
     notes = [f"Skipped {s}" for s in skipped_runs(runs)] + _non_finite_note(traj)
 
-    out = Path(out_dir) if out_dir is not None else run_dir / "report"
+    out = Path(out_dir) if out_dir is not None else RunLayout(run_dir).report
     out.mkdir(parents=True, exist_ok=True)
     for name in TABLES:
         with atomic_open(out / f"{name}.csv") as fh:

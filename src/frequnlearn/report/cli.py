@@ -27,6 +27,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from frequnlearn.errors import DataError
+    from frequnlearn.layout import RunLayout
     from frequnlearn.records import check_output_dir, output_kind
     from frequnlearn.report import build_report
 
@@ -41,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         out_dir = check_output_dir(args.out, "report")
     else:
-        out_dir = check_output_dir(run_dir / "report", "report", flag="RUN_DIR")
+        out_dir = check_output_dir(RunLayout(run_dir).report, "report", flag="RUN_DIR")
     out = build_report(run_dir, out_dir)
     print(f"report: {out / 'report.html'}")
     return 0

@@ -13,10 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from frequnlearn.errors import DataError
+from frequnlearn.layout import RunLayout
 from frequnlearn.records import STAGE_FILE, read_json
-
-# Where the attack stage writes inside an unlearning run's directory.
-ATTACKS_DIR = "attacks"
 
 
 @dataclass
@@ -32,13 +30,8 @@ class UnlearnRun:
 def unlearn_runs(run_dir: Path) -> list[UnlearnRun]:
     """Every finished or skipped unlearning run under RUN_DIR/unlearn, in path order; scratch
     directories of a run cut short (hidden `.tmp` or `.partial`) are not runs."""
-    root = run_dir / "unlearn"
-    found = {p.parent for name in ("run.json", STAGE_FILE) for p in root.glob(f"**/{name}")}
     runs = []
-    for path in sorted(found):
-        parts = path.relative_to(root).parts
-        if any(p.endswith((".tmp", ".partial")) for p in parts) or ATTACKS_DIR in parts:
-            continue
+    for path in RunLayout(run_dir).unlearn_runs():
         identity = _identity(path)
         if identity is not None:
             runs.append(UnlearnRun(path, identity))
@@ -46,12 +39,12 @@ def unlearn_runs(run_dir: Path) -> list[UnlearnRun]:
 
 
 def _identity(path: Path) -> dict[str, Any] | None:
-    for name in ("run.json", STAGE_FILE):
+    for file in (RunLayout.run_record(path), path / STAGE_FILE):
         try:
-            record = read_json(path / name) if (path / name).is_file() else {}
+            record = read_json(file) if file.is_file() else {}
         except (DataError, json.JSONDecodeError):
             record = {}
-        ident = record.get("run") if name == "run.json" else record
+        ident = record.get("run") if file.name != STAGE_FILE else record
         if ident and "task" in ident:
             skipped = record.get("skipped") or ident.get("skipped")
             return {**ident, "skipped": skipped} if skipped else dict(ident)

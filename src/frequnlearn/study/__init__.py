@@ -2,7 +2,7 @@
 resumable execution (`run`) and its command (`cli`)."""
 
 from frequnlearn.study.plan import Task, describe_plan, inputs_of, model_tag, param_span, plan, run_name
-from frequnlearn.study.run import TIMINGS_FILE, Study
+from frequnlearn.study.run import Study
 from frequnlearn.study.sets import (
     EVAL_ROLES,
     SETS_FORMAT,
@@ -16,7 +16,6 @@ from frequnlearn.study.status import Estimate, Progress, quiet_third_party
 __all__ = [
     "EVAL_ROLES",
     "SETS_FORMAT",
-    "TIMINGS_FILE",
     "Estimate",
     "NothingToUnlearn",
     "Progress",

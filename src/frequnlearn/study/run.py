@@ -22,6 +22,7 @@ from frequnlearn import progress as bars
 from frequnlearn.config import to_dict
 from frequnlearn.config.study import StudyConfig, parse_method
 from frequnlearn.errors import DataError
+from frequnlearn.layout import RunLayout
 from frequnlearn.records import (
     QAItem,
     claim,
@@ -38,7 +39,6 @@ from frequnlearn.study.plan import Task, inputs_of, plan
 from frequnlearn.study.sets import EVAL_ROLES, SETS_FORMAT, NothingToUnlearn, select_sets
 from frequnlearn.study.status import Estimate, Progress, n_params_of, quiet_third_party
 
-TIMINGS_FILE = "timings.json"
 POLL_SECONDS = 5.0
 
 
@@ -49,6 +49,7 @@ class Study:
     def __init__(self, cfg: StudyConfig, run_dir: str | Path, quiet: bool = False) -> None:
         self.cfg = cfg
         self.run_dir = Path(run_dir)
+        self.layout = RunLayout(self.run_dir)
         self.quiet = quiet
         self.s = cfg.study
         self._items: tuple[list[QAItem], dict[str, Any]] | None = None
@@ -56,13 +57,13 @@ class Study:
     # ---- paths
     @property
     def data_dir(self) -> Path:
-        return self.run_dir / "data"
+        return self.layout.data()
 
     def model_dir(self, tag: str) -> Path:
-        return self.run_dir / "models" / tag
+        return self.layout.model(tag)
 
     def unlearn_dir(self, task: Task) -> Path:
-        return self.run_dir / "unlearn" / task.name
+        return self.layout.unlearn(task.name)
 
     # ---- entry point
     def run(self) -> Path:
@@ -74,7 +75,7 @@ class Study:
 
             torch.set_num_threads(self.s.num_threads)
         info = {**run_info(self.cfg, self.s.seeds), "command": command_line(), "commit": code_commit()}
-        write_json(self.run_dir / "study.json", info)
+        write_json(self.layout.study_record, info)
         tasks = plan(self.cfg)
         pending = [not self._is_done(task) for task in tasks]
         progress = Progress(tasks, pending, stream=io.StringIO() if self.quiet else None)
@@ -90,7 +91,7 @@ class Study:
         }
         with quiet_third_party():
             self._work(tasks, progress, handlers)
-        return self.run_dir / "report"
+        return self.layout.report
 
     def _work(self, tasks: list[Task], progress: Progress, handlers: dict[str, Any]) -> None:
         """Run every task not done yet, in plan order, once its inputs are done. Each stage is claimed
@@ -124,9 +125,9 @@ class Study:
 
     def _record_time(self, task: Task, seconds: float) -> None:
         """Each stage's measured wall time, kept across resumed parts, for the report's run section."""
-        path = self.run_dir / TIMINGS_FILE
+        path = self.layout.timings
         for _ in range(600):  # workers finishing at once take turns (a read-modify-write)
-            with claim(self.run_dir, TIMINGS_FILE) as mine:
+            with claim(self.run_dir, path.name) as mine:
                 if mine:
                     times = read_json(path) if path.is_file() else {}
                     times[f"{task.kind}:{task.name}"] = round(seconds, 1)
@@ -136,11 +137,12 @@ class Study:
 
     def _observe_pretrain(self, task: Task, estimate: Estimate) -> None:
         """Feed the estimate the throughput a finished (or cached) pretraining logged."""
-        path = self.model_dir(task.name)
         try:
-            summary = read_json(path / "run.json")["summary"]
+            summary = read_json(self.layout.model_record(task.name))["summary"]
             rates = [
-                float(r["tokens_per_s"]) for r in read_jsonl(path / "metrics.jsonl") if r.get("tokens_per_s")
+                float(r["tokens_per_s"])
+                for r in read_jsonl(self.layout.pretrain_log(task.name))
+                if r.get("tokens_per_s")
             ]
         except (DataError, OSError, KeyError, ValueError, json.JSONDecodeError):
             return  # nothing to learn from; later estimates wait for the next size
@@ -181,7 +183,7 @@ class Study:
 
     def corpus_hash(self) -> str:
         """The content hash of the training corpus the generate stage recorded in its manifest."""
-        manifest = self.data_dir / "manifest.json"
+        manifest = self.layout.data_manifest()
         if not manifest.is_file():
             return "missing"
         return str(read_json(manifest).get("files", {}).get("corpus.jsonl", "missing"))
@@ -200,11 +202,11 @@ class Study:
         if task.kind == "generate":
             return self.data_dir, self._data_key()
         if task.kind == "count":
-            return self.run_dir / "items", self._data_key()
+            return self.layout.items, self._data_key()
         if task.kind == "pretrain":
             return self.model_dir(task.name), self.model_key(task.params)
         if task.kind == "baseline":
-            return self.model_dir(task.name) / "baseline", self.baseline_key(task.params)
+            return self.layout.baseline(task.name), self.baseline_key(task.params)
         if task.kind == "unlearn":
             p = task.params
             return self.unlearn_dir(task), stage_key(
@@ -224,8 +226,8 @@ class Study:
             from frequnlearn.attacks import stage
 
             if task.kind == "oracle":
-                return stage.oracle_dir(self, task.name), stage.oracle_key(self, task.params)
-            return self.unlearn_dir(task) / stage.ATTACKS_DIR, stage.attack_key(self, task)
+                return self.layout.oracle(task.name), stage.oracle_key(self, task.params)
+            return self.layout.attacks(task.name), stage.attack_key(self, task)
         raise ValueError(task.kind)
 
     def unlearn_cfg(self, params: dict[str, Any]) -> Any:
@@ -251,10 +253,10 @@ class Study:
         from frequnlearn.frequency.stage import run_count
         from frequnlearn.records import write_jsonl
 
-        out = self.run_dir / "items"
+        out = self.layout.items
         out.mkdir(parents=True, exist_ok=True)
-        write_jsonl(out / "loaded.jsonl", self._load_real_items())
-        run_count(out / "loaded.jsonl", out / "items.jsonl", self.cfg.count)
+        write_jsonl(self.layout.loaded_items, self._load_real_items())
+        run_count(self.layout.loaded_items, self.layout.counted_items, self.cfg.count)
         self._items = None
         mark_done(out, self._data_key())
 
@@ -300,7 +302,7 @@ class Study:
             ids = {it.item_id for it in items}
             bios = {b.item_id: b for b in data.bio_prompts if b.item_id in ids}
             return items, bios
-        counted = self.run_dir / "items" / "items.jsonl"
+        counted = self.layout.counted_items
         if counted.is_file():
             from frequnlearn.records import from_record, read_jsonl
 
@@ -358,7 +360,7 @@ class Study:
 
         from frequnlearn.evaluate.misalignment import verdicts
 
-        scores = pd.read_parquet(self.model_dir(tag) / "baseline" / "scores.parquet")
+        scores = pd.read_parquet(self.layout.baseline_scores(tag))
         v = verdicts(scores, gen_threshold=self.cfg.evaluate.gen_threshold)
         probe = "paraphrase" if self.s.setting == "real" else "question"
         v = v[v["probe"] == probe]
@@ -410,7 +412,7 @@ class Study:
             shutil.rmtree(path)
         path.mkdir(parents=True)
         record = {"run": self.identity(task), "skipped": why}
-        write_json(path / "run.json", record)
+        write_json(self.layout.run_record(path), record)
         mark_done(path, key, {**record["run"], "skipped": why})
 
     def _attacks_stage(self, task: Task) -> None:
