@@ -158,3 +158,60 @@ def test_the_layout_check_finds_a_name_spelled_twice():
         'ATTACKS_DIR = "attacks"\ndef f(run):\n    return run.glob(f"models/*/{1}/scores.parquet")\n'
     )
     assert _path_literals(tree) == {"attacks", "models", "*", "scores.parquet"}
+
+
+# ---------------------------------------------------------------- stages take explicit inputs
+
+
+def _study_classes() -> set[str]:
+    return {
+        node.name
+        for path in SRC.glob("study/*.py")
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.ClassDef)
+    }
+
+
+def _takes_the_study(tree: ast.AST, classes: set[str]) -> list[str]:
+    """Functions with a parameter typed as one of the study's classes, or named `study` and untyped
+    (or `Any`): a stage that would reach into the orchestrator."""
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        a = node.args
+        for arg in [*a.posonlyargs, *a.args, *a.kwonlyargs]:
+            note = ast.unparse(arg.annotation) if arg.annotation is not None else ""
+            names = {n.id for n in ast.walk(arg.annotation) if isinstance(n, ast.Name)} if note else set()
+            attrs = (
+                {n.attr for n in ast.walk(arg.annotation) if isinstance(n, ast.Attribute)} if note else set()
+            )
+            if (names | attrs | {note.strip("'\"")}) & classes or (
+                arg.arg == "study" and note in ("", "Any")
+            ):
+                found.append(f"{node.name}({arg.arg}: {note or '?'})")
+    return found
+
+
+def test_no_function_outside_the_study_takes_it():
+    classes = _study_classes()
+    assert {"TaskRunner", "Keys", "Inputs"} <= classes
+    offenders = [
+        f"{path.relative_to(SRC)}: {hit}"
+        for path in sorted(SRC.rglob("*.py"))
+        if not path.relative_to(SRC).as_posix().startswith("study/")
+        for hit in _takes_the_study(ast.parse(path.read_text(encoding="utf-8")), classes)
+    ]
+    assert not offenders, offenders
+
+
+def test_the_study_parameter_check_finds_one():
+    tree = ast.parse(
+        "def run_attack(study: Any, task): ...\n"
+        "def run_oracle(inputs, runner: 'TaskRunner'): ...\n"
+        "def build(run_dir, study: dict[str, Any]): ...\n"
+    )
+    assert _takes_the_study(tree, {"TaskRunner"}) == [
+        "run_attack(study: Any)",
+        "run_oracle(runner: 'TaskRunner')",
+    ]

@@ -299,11 +299,12 @@ def test_cli_and_study_take_every_registered_method():
 
 
 def test_study_method_overrides(tmp_path):
-    from frequnlearn.study import Study
+    from frequnlearn.layout import RunLayout
+    from frequnlearn.study import Keys
 
     study = {"methods": ["ga+gd", "rmu+act"], "method_overrides": {"rmu+act": {"lr": 1e-3, "rmu_coeff": 20}}}
     cfg = from_dict(StudyConfig, {"unlearn": {"lr": 1e-4}, "study": study})
-    s = Study(cfg, tmp_path)
+    s = Keys(cfg, RunLayout(tmp_path), threads=1)
     rmu = s.unlearn_cfg({"method": "rmu+act", "seed": 1})
     ga = s.unlearn_cfg({"method": "ga+gd", "seed": 1})
     assert (rmu.method, rmu.retain_loss, rmu.lr, rmu.rmu_coeff, rmu.seed) == ("rmu", "act", 1e-3, 20.0, 1)

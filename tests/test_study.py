@@ -146,6 +146,8 @@ def test_a_stage_directory_is_kept_for_its_key_and_cleared_for_another(tmp_path)
     assert (path / "checkpoint").is_file()
     mark_done(path, "a")
     assert stage_done(path, "a")
+    clear_if_stale(path, "a")  # done for the same key: left done
+    assert stage_done(path, "a")
     clear_if_stale(path, "b")  # another key starts afresh
     assert not (path / "checkpoint").exists() and not stage_done(path, "a")
 
@@ -193,15 +195,18 @@ def test_dose_config_compares_an_exposure_grid():
 
 
 def test_epochs_by_size_reaches_the_pretrain_config_only_for_its_size(config_path):
-    from frequnlearn.study import Study
+    from frequnlearn.layout import RunLayout
+    from frequnlearn.study import Keys
 
-    base = Study(load_study_config(config_path), "x")
-    per_size = Study(load_study_config(config_path, ["study.epochs_by_size={tiny: 7, small: 3}"]), "x")
+    def keys(*overrides: str) -> Keys:
+        return Keys(load_study_config(config_path, list(overrides)), RunLayout(Path("x")), threads=1)
+
+    base, per_size = keys(), keys("study.epochs_by_size={tiny: 7, small: 3}")
     assert base.pretrain_cfg("tiny", 0).epochs == 4 and per_size.pretrain_cfg("tiny", 0).epochs == 7
-    params = {"size": "tiny", "seed": 0}
-    assert base.model_key(params) != per_size.model_key(params)
-    same = Study(load_study_config(config_path, ["study.epochs_by_size={small: 3}"]), "x")
-    assert same.model_key(params) == base.model_key(params)  # cached models stay valid
+    params = {"size": "tiny", "seed": 0, "world": 3}
+    assert base.model(params) != per_size.model(params)
+    same = keys("study.epochs_by_size={small: 3}")
+    assert same.model(params) == base.model(params)  # cached models stay valid
 
 
 @pytest.mark.parametrize(

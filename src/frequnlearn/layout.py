@@ -64,9 +64,14 @@ def world_suffix(world: int | None) -> str:
 
 @dataclass(frozen=True)
 class RunLayout:
-    """Every path of the study run directory `root` (a `world` None is the only world of a study)."""
+    """Every path of the study run directory `root`.
+
+    With `several_worlds` each generated world (a generate seed) has its own data directories; a study
+    of one world keeps the plain names, so its run directory reads as it always did.
+    """
 
     root: Path
+    several_worlds: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "root", Path(self.root))
@@ -94,10 +99,13 @@ class RunLayout:
 
     # ---- data
     def data(self, world: int | None = None) -> Path:
-        return self.root / f"{DATA_DIR}{world_suffix(world)}"
+        return self.root / f"{DATA_DIR}{self._suffix(world)}"
 
     def oracle_data(self, world: int | None = None) -> Path:
-        return self.root / f"{ORACLE_DATA_DIR}{world_suffix(world)}"
+        return self.root / f"{ORACLE_DATA_DIR}{self._suffix(world)}"
+
+    def _suffix(self, world: int | None) -> str:
+        return world_suffix(world if self.several_worlds else None)
 
     def data_manifest(self, world: int | None = None) -> Path:
         return self.data(world) / DATA_MANIFEST
@@ -142,7 +150,7 @@ class RunLayout:
 
     def model_scores(self, kind: str) -> list[tuple[str, Path]]:
         """(model tag, scores) of every model's `baseline` or `oracle` scoring that was written."""
-        where = {BASELINE_DIR: self.baseline, ORACLE_DIR: self.oracle}[kind]
+        where = {BASELINE_DIR: self.baseline, ORACLE_DIR: self.oracle_baseline}[kind]
         return [(tag, where(tag) / SCORES) for tag in self.model_tags() if (where(tag) / SCORES).is_file()]
 
     def baseline_utility(self) -> list[tuple[str, Path]]:

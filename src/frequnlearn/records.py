@@ -578,8 +578,10 @@ def mark_done(path: Path, key: str, info: dict[str, Any] | None = None) -> None:
 def clear_if_stale(path: Path, key: str) -> None:
     """Before a resumable stage (pretraining) runs into `path`: a directory whose stage record names
     another key is removed, then the record says `key` is in progress, so a run cut short resumes
-    only for the same key."""
+    only for the same key (a directory already done for `key` is left as it is)."""
     record = _stage_record(path)
+    if record.get("key") == key and not record.get("in_progress"):
+        return  # already done for this key
     if path.exists() and record and record.get("key") != key:
         shutil.rmtree(path)
     path.mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,16 @@ from typing import Any
 
 from frequnlearn.data.generate import DATA_FILES, MANIFEST
 from frequnlearn.errors import DataError
-from frequnlearn.records import atomic_dir, read_json, sha256_file
+from frequnlearn.records import atomic_dir, mark_done, read_json, sha256_file
+
+
+def run_oracle_data(
+    data_dir: str | Path, out_dir: str | Path, exclude_people: Iterable[int], key: str
+) -> Path:
+    """The oracle-data stage: `write_oracle_data`, then the done marker naming `key` (with the counts)."""
+    counts = write_oracle_data(data_dir, out_dir, exclude_people)
+    mark_done(Path(out_dir), key, counts)
+    return Path(out_dir)
 
 
 def write_oracle_data(

@@ -1,17 +1,21 @@
-"""The robustness stages of a study: an oracle per pretrained model, attacks per unlearning run.
+"""The robustness stages: an oracle per pretrained model, attacks per unlearning run.
 
-`oracle` (MODEL_DIR/oracle/): pretrain the same preset with the same recipe and seed on the corpus
-without the studied levels' biographies (RUN_DIR/data-oracle/), with the original model's tokenizer so
-token ids match, then score every studied item (scores.parquet). `attack` (UNLEARN_DIR/attacks/):
-relearning and quantization attacks on one unlearned model; scores.parquet holds the measured items'
-rows before (`attacked` False) and after each attack, attacks.json what was run and what was skipped.
-Both are keyed like every other stage, so a rerun skips them when nothing they depend on changed.
+`run_oracle`: the never-learned reference. The same preset pretrained with the same recipe and seed
+on the data directory without the studied levels' biographies (`attacks.oracle.run_oracle_data`),
+with the original model's tokenizer (so token ids match), then every studied item scored as in a
+baseline. `run_attack`: relearning and quantization attacks on one unlearned model; scores.parquet
+holds the measured items' rows before (`attacked` False) and after each attack, attacks.json what was
+run and what was skipped.
+
+Both take what they read explicitly (paths, configs, items, keys) and write the done marker of their
+own outputs; they know nothing of the study that calls them.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,129 +30,150 @@ from frequnlearn.attacks.relearn import (
     split_targeted,
     text_examples,
 )
-from frequnlearn.config import to_dict
-from frequnlearn.config.attacks import bio_attribute
-from frequnlearn.layout import RunLayout
-from frequnlearn.records import QAItem, read_json, write_json
+from frequnlearn.config.attacks import AttacksConfig
+from frequnlearn.config.evaluate import EvalConfig
+from frequnlearn.config.pretrain import PretrainConfig
+from frequnlearn.records import (
+    STAGE_FILE,
+    BioPrompt,
+    Person,
+    QAItem,
+    clear_if_stale,
+    mark_done,
+    output_set,
+    write_json,
+    write_parquet,
+)
+
+SCORES = "scores.parquet"
+RECORD = "attacks.json"
+# What one attack stage writes; replaced together, the done marker last.
+OUTPUTS = (SCORES, RECORD, STAGE_FILE)
 
 
-def _oracle_model_key(study: Any, params: dict[str, Any]) -> str:
-    from frequnlearn.records import stage_key
+@dataclass
+class OracleInputs:
+    """What the oracle of one pretrained model reads.
 
-    return stage_key("oracle", study.model_key(params), study.s.compare_by, study.s.levels)
+    `oracle_data` is the model's data directory without the studied people's biographies
+    (`attacks.oracle.run_oracle_data`), `model_dir` the model (whose tokenizer the oracle keeps) and
+    `pretrain` its recipe. The oracle is scored on `items` as a baseline is (at step 0, without
+    utility), with `record` (config, seed, versions; under `run` the model's identity).
+    """
 
-
-def oracle_key(study: Any, params: dict[str, Any]) -> str:
-    from frequnlearn.records import stage_key
-
-    return stage_key(
-        "oracle-scores", _oracle_model_key(params=params, study=study), study.baseline_key(params)
-    )
-
-
-def excluded_people(study: Any) -> set[Any]:
-    """Every person with an item in one of the studied levels: their biographies leave the corpus."""
-    from frequnlearn.data.generate import load_data_dir
-
-    return {it.person_id for it in load_data_dir(study.data_dir).qa if _in_studied_level(study, it)}
-
-
-def _in_studied_level(study: Any, item: Any) -> bool:
-    """Whether an item belongs to a studied level (in the synthetic setting, only forget groups make levels)."""
-    from frequnlearn.records import FORGET_GROUPS
-    from frequnlearn.study.sets import level_of
-
-    if study.s.setting == "synthetic" and item.group not in FORGET_GROUPS:
-        return False
-    return level_of(item, study.s.compare_by) in set(study.s.levels)
+    oracle_data: Path
+    model_dir: Path
+    pretrain: PretrainConfig
+    items: list[QAItem]
+    bios: dict[str, BioPrompt]
+    evaluate: EvalConfig
+    prompt_format: str
+    dtype: str
+    record: dict[str, Any]
 
 
-def run_oracle(study: Any, task: Any) -> None:
+def run_oracle(inputs: OracleInputs, model_out: Path, scores_out: Path, key: str) -> Path:
+    """Pretrain the never-learned model into `model_out` (resumable, marked by pretraining itself) and
+    score it into `scores_out` (marked done for `key`); returns `scores_out`."""
     import torch
     from transformers import AutoTokenizer
 
-    from frequnlearn.attacks.oracle import write_oracle_data
+    from frequnlearn.evaluate.stage import score
     from frequnlearn.models.loading import load_model_and_tokenizer
-    from frequnlearn.pretrain import pretrain
-    from frequnlearn.records import clear_if_stale, mark_done, run_info, stage_done, stage_key, write_parquet
+    from frequnlearn.pretrain import pretrain, run_key
+    from frequnlearn.pretrain.data import corpus_sha256
 
-    data_dir = study.layout.oracle_data()
-    data_key = stage_key("oracle-data", study.corpus_hash(), study.s.compare_by, study.s.levels)
-    if not stage_done(data_dir, data_key):
-        counts = write_oracle_data(study.data_dir, data_dir, excluded_people(study))
-        mark_done(data_dir, data_key, counts)
-    path = study.layout.oracle(task.name)
-    clear_if_stale(path, _oracle_model_key(study, task.params))
-    if not (path / "tokenizer_config.json").is_file():
+    clear_if_stale(model_out, run_key(inputs.pretrain, corpus_sha256(inputs.oracle_data)))
+    if not (model_out / "tokenizer_config.json").is_file():
         # The original model's tokenizer: the oracle must read the same token ids, not a BPE
         # trained on a corpus that lacks some names.
-        AutoTokenizer.from_pretrained(study.model_dir(task.name)).save_pretrained(path)
+        AutoTokenizer.from_pretrained(inputs.model_dir).save_pretrained(model_out)
     threads = torch.get_num_threads()
     try:
-        pretrain(data_dir, study.pretrain_cfg(task.params["size"], task.params["seed"]), path)
+        pretrain(inputs.oracle_data, inputs.pretrain, model_out)
     finally:
         torch.set_num_threads(threads)
-    model, tok = load_model_and_tokenizer(path, dtype=study.s.dtype)
-    items, bios = study.all_items()
-    scores = study.score_items(model, tok, items, bios, 0, f"{task.name}-oracle", f"{task.name}/oracle")
-    write_parquet(scores, path / "scores.parquet", run_info(study.cfg, task.params.get("seed")))
-    mark_done(path, oracle_key(study, task.params), {"model": task.name, **task.params})
+    model, tok = load_model_and_tokenizer(model_out, dtype=inputs.dtype)
+    ident = inputs.record.get("run", {})
+    tag = str(ident.get("model", ""))
+    scores = score(
+        model,
+        tok,
+        inputs.items,
+        inputs.evaluate,
+        inputs.prompt_format,
+        inputs.bios,
+        step=0,
+        model_name=f"{tag}-oracle",
+        run_id=f"{tag}/oracle",
+    )
+    scores_out.mkdir(parents=True, exist_ok=True)
+    write_parquet(scores, scores_out / SCORES, inputs.record)
+    mark_done(scores_out, key, ident)
+    return scores_out
 
 
-def attack_key(study: Any, task: Any) -> str:
-    from frequnlearn.records import stage_key
-    from frequnlearn.study.plan import Task
+@dataclass
+class AttackInputs:
+    """What the attacks on one unlearning run read.
 
-    _, unlearn_key = study.path_and_key(Task("unlearn", task.name, params=task.params))
-    # Which runs are attacked and whether there is an oracle do not change one run's attacks.
-    own = {k: v for k, v in to_dict(study.cfg.attacks).items() if k not in ("oracle", "selections")}
-    return stage_key("attack", unlearn_key, own, study.cfg.generate.n_templates)
+    `model_dir` holds the unlearned weights; `forget` the run's forget items; `benign_pool` QA items of
+    people never in a studied level (the benign attack trains on some); `people` the forget items'
+    people (the bio attack writes sentences about `bio_attribute` of them). `identity` names the run
+    in attacks.json and the marker; `record` goes into scores.parquet.
+    """
 
-
-def _eval_config(study: Any) -> Any:
-    """The study's evaluation, restricted to the families the 'known' verdict reads (prob and gen)."""
-    metrics = [m for m in study.cfg.evaluate.metrics if m in ("prob", "gen")]
-    return dataclasses.replace(study.cfg.evaluate, metrics=metrics)
-
-
-def run_attack(study: Any, task: Any) -> None:
-    from frequnlearn.records import mark_done, run_info, write_parquet
-    from frequnlearn.study.plan import Task
-
-    p = task.params
-    run_dir = study.unlearn_dir(task)
-    path = study.layout.attacks(task.name)
-    record = _run_record(run_dir)
-    if not record.get("skipped") and not (RunLayout.unlearned_model(run_dir) / "config.json").is_file():
-        # Unlearned without attacks, its weights were not kept: unlearn again (deterministic) to keep them.
-        study.unlearn(Task("unlearn", task.name, params=p))
-        record = _run_record(run_dir)
-    if record.get("skipped"):
-        path.mkdir(parents=True, exist_ok=True)
-        mark_done(path, attack_key(study, task), {"task": task.name, **p, "not_attacked": record["skipped"]})
-        return
-    items, _ = study.all_items()
-    by_id = {it.item_id: it for it in items}
-    forget = [by_id[i] for i in read_json(RunLayout.run_sets(run_dir))["forget"]]
-    attacks: dict[str, Any] = {"task": task.name, "schemes": {}, "skipped": [], "trained_on": {}}
-    measure = _measurer(study, task)
-    frames = _relearn_attacks(study, task, forget, items, measure, attacks)
-    frames += _quantize_attacks(study, task, forget, measure, attacks)
-    path.mkdir(parents=True, exist_ok=True)
-    if frames:
-        scores = pd.concat(frames, ignore_index=True)
-        scores["scheme"] = scores["attack"].map(attacks["schemes"]).fillna("")
-        write_parquet(scores, path / "scores.parquet", run_info(study.cfg, p["seed"]))
-    write_json(path / "attacks.json", attacks)
-    mark_done(path, attack_key(study, task), {"task": task.name, **p})
+    model_dir: Path
+    forget: list[QAItem]
+    benign_pool: list[QAItem]
+    people: list[Person]
+    config: AttacksConfig
+    bio_attribute: str | None
+    n_templates: int | None
+    evaluate: EvalConfig
+    prompt_format: str
+    dtype: str
+    seed: int
+    identity: dict[str, Any]
+    record: dict[str, Any] = field(default_factory=dict)
 
 
-def _measurer(study: Any, task: Any) -> Any:
+def run_attack(inputs: AttackInputs, out: Path, key: str) -> Path:
+    """Every configured attack on the unlearned model; scores.parquet and attacks.json into `out`, then
+    the done marker for `key`."""
+    name = str(inputs.identity.get("task", ""))
+    attacks: dict[str, Any] = {"task": name, "schemes": {}, "skipped": [], "trained_on": {}}
+    measure = _measurer(inputs)
+    frames = _relearn_attacks(inputs, measure, attacks)
+    frames += _quantize_attacks(inputs, measure, attacks)
+    out.mkdir(parents=True, exist_ok=True)
+    with output_set(out, OUTPUTS, STAGE_FILE) as scratch:
+        if frames:
+            scores = pd.concat(frames, ignore_index=True)
+            scores["scheme"] = scores["attack"].map(attacks["schemes"]).fillna("")
+            write_parquet(scores, scratch / SCORES, inputs.record)
+        write_json(scratch / RECORD, attacks)
+        write_json(scratch / STAGE_FILE, {"key": key, **inputs.identity})
+    return out
+
+
+def record_not_attacked(out: Path, key: str, identity: dict[str, Any], why: str) -> None:
+    """The marker of a run that could not be attacked (the study could not make it) says why; an
+    earlier attack's files there are removed."""
+    out.mkdir(parents=True, exist_ok=True)
+    with output_set(out, OUTPUTS, STAGE_FILE) as scratch:
+        write_json(scratch / STAGE_FILE, {"key": key, **identity, "not_attacked": why})
+
+
+def _measurer(inputs: AttackInputs) -> Any:
     """measure(items, attack) -> eval_fn(model, tokenizer, k): the forget items' rows after k steps
-    of `attack`, scored with the families the 'known' verdict reads."""
+    of `attack`, scored with the families the 'known' verdict reads (prob and gen)."""
     from frequnlearn.evaluate.stage import score
 
-    ecfg = _eval_config(study)
+    ecfg = dataclasses.replace(
+        inputs.evaluate, metrics=[m for m in inputs.evaluate.metrics if m in ("prob", "gen")]
+    )
+    model_name, run_id = str(inputs.identity.get("model", "")), str(inputs.identity.get("task", ""))
 
     def measure(items: list[QAItem], attack: str) -> Any:
         def fn(model: Any, tok: Any, k: int) -> pd.DataFrame:
@@ -157,11 +182,11 @@ def _measurer(study: Any, task: Any) -> Any:
                 tok,
                 items,
                 ecfg,
-                study.s.prompt_format,
+                inputs.prompt_format,
                 {},
                 step=k,
-                model_name=task.params["model"],
-                run_id=task.name,
+                model_name=model_name,
+                run_id=run_id,
             )
             df["attack"] = attack
             df["role"] = "forget"
@@ -172,22 +197,18 @@ def _measurer(study: Any, task: Any) -> Any:
     return measure
 
 
-def _relearn_attacks(
-    study: Any, task: Any, forget: list[QAItem], items: list[QAItem], measure: Any, attacks: dict[str, Any]
-) -> list[pd.DataFrame]:
+def _relearn_attacks(inputs: AttackInputs, measure: Any, attacks: dict[str, Any]) -> list[pd.DataFrame]:
     """Each configured relearning attack from the unlearned weights, its rows at every k."""
     from frequnlearn.models.loading import load_model_and_tokenizer
 
-    a, seed = study.cfg.attacks, task.params["seed"]
-    frames = []
+    a, frames = inputs.config, []
     for kind in a.relearn:
-        model_dir = RunLayout.unlearned_model(study.unlearn_dir(task))
-        model, tok = load_model_and_tokenizer(model_dir, dtype=study.s.dtype)
-        examples, measured, trained_on = _relearn_data(study, kind, tok, forget, items, seed)
+        model, tok = load_model_and_tokenizer(inputs.model_dir, dtype=inputs.dtype)
+        examples, measured, trained_on = _relearn_data(inputs, kind, tok)
         attacks["trained_on"][kind] = trained_on
         if not examples or not measured:
             attacks["skipped"].append(
-                f"{kind}: {len(forget)} forget item(s) leave nothing to train on or measure"
+                f"{kind}: {len(inputs.forget)} forget item(s) leave nothing to train on or measure"
             )
             continue
         df = relearn(
@@ -197,7 +218,7 @@ def _relearn_attacks(
             a.relearn_steps,
             a.relearn_lr,
             a.relearn_batch_size,
-            seed,
+            inputs.seed,
             measure(measured, kind),
         )
         df["attacked"] = df["k"] > 0
@@ -205,65 +226,44 @@ def _relearn_attacks(
     return frames
 
 
-def _relearn_data(
-    study: Any, kind: str, tok: Any, forget: list[QAItem], items: list[QAItem], seed: int
-) -> tuple[list[Any], list[QAItem], Any]:
+def _relearn_data(inputs: AttackInputs, kind: str, tok: Any) -> tuple[list[Any], list[QAItem], Any]:
     """(training examples, items measured, what was trained on) of one relearning attack."""
-    fmt = _fmt(study)
+    from frequnlearn.models.prompts import get_prompt_format
+
+    fmt, forget, seed = get_prompt_format(inputs.prompt_format), inputs.forget, inputs.seed
     if kind == "targeted":
         train, measured = split_targeted(forget, seed)
         return qa_examples(tok, fmt, train), measured, [it.item_id for it in train]
     if kind == "benign":
-        pool = [it for it in items if not _in_studied_level(study, it)]
-        train = benign_items(pool, max(1, len(forget) // 2), seed)
+        train = benign_items(inputs.benign_pool, max(1, len(forget) // 2), seed)
         return qa_examples(tok, fmt, train), forget, [it.item_id for it in train]
-    from frequnlearn.data.generate import load_data_dir
-
-    attr = bio_attribute(study.cfg.attacks, study.s.attribute, list(study.cfg.generate.attributes))
-    wanted = {it.person_id for it in forget}
-    people = [pr for pr in load_data_dir(study.data_dir).people if pr.person_id in wanted]
-    texts = bio_texts(people, attr, study.cfg.generate.n_templates, seed)
+    attr = inputs.bio_attribute
+    texts = bio_texts(inputs.people, attr, inputs.n_templates, seed) if attr else []
     return text_examples(tok, texts), forget, {"attribute": attr, "texts": texts}
 
 
-def _quantize_attacks(
-    study: Any, task: Any, forget: list[QAItem], measure: Any, attacks: dict[str, Any]
-) -> list[pd.DataFrame]:
+def _quantize_attacks(inputs: AttackInputs, measure: Any, attacks: dict[str, Any]) -> list[pd.DataFrame]:
     """Each available quantization scheme: the forget items' rows before and after."""
     from frequnlearn.models.loading import load_model_and_tokenizer
 
-    a = study.cfg.attacks
-    schemes = []
+    a, schemes = inputs.config, []
     for scheme in a.quantize:
         try:
             check_available(scheme)
         except QuantizationUnavailable as why:
             attacks["skipped"].append(str(why))
-            print(f"{task.name}: skipping {scheme}: {why}", file=sys.stderr)
+            print(f"{attacks['task']}: skipping {scheme}: {why}", file=sys.stderr)
             continue
         schemes.append(scheme)
     if not schemes:
         return []
-    model_dir = RunLayout.unlearned_model(study.unlearn_dir(task))
-    model, tok = load_model_and_tokenizer(model_dir, dtype=study.s.dtype)
-    before = measure(forget, "")(model, tok, 0)
+    model, tok = load_model_and_tokenizer(inputs.model_dir, dtype=inputs.dtype)
+    before = measure(inputs.forget, "")(model, tok, 0)
     frames = []
     for scheme in schemes:
         attacks["schemes"][scheme] = describe(scheme, a.group_size)
-        q = quantize_model(model, scheme, a.group_size, model_dir)
-        after = measure(forget, scheme)(q, tok, 0)
+        q = quantize_model(model, scheme, a.group_size, inputs.model_dir)
+        after = measure(inputs.forget, scheme)(q, tok, 0)
         frames += [before.assign(attack=scheme, k=0, attacked=False), after.assign(k=0, attacked=True)]
         del q
     return frames
-
-
-def _run_record(run_dir: Path) -> dict[str, Any]:
-    """The unlearning run's record (run.json), which says whether the study skipped it."""
-    path = RunLayout.run_record(run_dir)
-    return read_json(path) if path.is_file() else {}
-
-
-def _fmt(study: Any) -> Any:
-    from frequnlearn.models.prompts import get_prompt_format
-
-    return get_prompt_format(study.s.prompt_format)

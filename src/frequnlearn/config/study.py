@@ -29,6 +29,13 @@ def parse_method(spec: str) -> tuple[str, str]:
     return forget, retain or "none"
 
 
+def known_probe(setting: str) -> str:
+    """The probe whose verdict says which items a model knows (the `known` selection, and what an
+    attack recovers): the trained question for a model pretrained here, the paraphrase for a real
+    model. One rule, so that the study's selection and the report's recovery count the same items."""
+    return "paraphrase" if setting == "real" else "question"
+
+
 @dataclass
 class StudyOptions:
     """What the study compares.

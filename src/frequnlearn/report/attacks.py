@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 
 from frequnlearn.attacks.quality import above_oracle, forget_quality, recovery
+from frequnlearn.config.study import known_probe
 from frequnlearn.layout import RunLayout
 from frequnlearn.records import atomic_open, read_json
 from frequnlearn.report import analysis, plots
@@ -246,7 +247,7 @@ def add_to_report(run_dir: str | Path, out: str | Path) -> None:
     record = RunLayout(run_dir).study_record
     study = read_json(record) if record.is_file() else {"config": {}}
     gen_threshold = float(study_option(study, "gen_threshold", section="evaluate"))
-    probe = "paraphrase" if study_option(study, "setting") == "real" else "question"
+    probe = known_probe(study_option(study, "setting"))
     attacks = load_attack_scores(unlearn_runs(run_dir))
     oracle = _model_known(run_dir, "oracle", probe, gen_threshold)
     if attacks.empty and oracle.empty:

@@ -1,8 +1,10 @@
-"""The whole experiment from one config: the plan (`plan`), which items each run sees (`sets`), the
-resumable execution (`run`) and its command (`cli`)."""
+"""The whole experiment from one config: the plan (`plan`), every task's key (`keys`), which items
+each run sees (`sets`), what each task does (`tasks`), the resumable execution (`run`) and its
+command (`cli`)."""
 
+from frequnlearn.study.keys import Keys
 from frequnlearn.study.plan import Task, describe_plan, inputs_of, model_tag, param_span, plan, run_name
-from frequnlearn.study.run import Study
+from frequnlearn.study.run import run_study
 from frequnlearn.study.sets import (
     EVAL_ROLES,
     SETS_FORMAT,
@@ -17,9 +19,9 @@ __all__ = [
     "EVAL_ROLES",
     "SETS_FORMAT",
     "Estimate",
+    "Keys",
     "NothingToUnlearn",
     "Progress",
-    "Study",
     "Task",
     "describe_plan",
     "inputs_of",
@@ -30,5 +32,6 @@ __all__ = [
     "plan",
     "quiet_third_party",
     "run_name",
+    "run_study",
     "select_sets",
 ]

@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
 
     from frequnlearn.config.study import load_study_config
     from frequnlearn.records import check_output_dir, claim_output_dir
-    from frequnlearn.study import Study, describe_plan
+    from frequnlearn.study import describe_plan, run_study
 
     cfg = load_study_config(args.config, args.overrides)
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
@@ -54,6 +54,6 @@ def run(args: argparse.Namespace) -> int:
         print(describe_plan(cfg, out))
         return 0
     claim_output_dir(out, "study")
-    report = Study(cfg, out, quiet=args.quiet).run()
+    report = run_study(cfg, out, quiet=args.quiet)
     print(f"report: {report / 'report.html'}")
     return 0

@@ -1,4 +1,9 @@
-"""The study's plan: every unit of work in order, from the config alone (nothing is loaded)."""
+"""The study's plan: a DAG of tasks, from the config alone (nothing is loaded).
+
+Each task has a kind (its stage), a name (its output's name), its parameters, the ids of the tasks
+whose outputs it reads, and the resources it asks of an executor. The list is in a valid order (every
+input before its reader), the order the local executor runs it in and `--dry-run` prints.
+"""
 
 from __future__ import annotations
 
@@ -8,90 +13,131 @@ from pathlib import Path
 from typing import Any
 
 from frequnlearn.config.study import StudyConfig
+from frequnlearn.layout import DATA_DIR, ORACLE_DATA_DIR, world_suffix
+
+# Stages that run a model: torch threads (and a GPU, where the cluster has one).
+MODEL_KINDS = ("pretrain", "baseline", "oracle", "unlearn", "attack")
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What a task asks of the machine that runs it: CPU cores (its torch threads) and GPUs (used by
+    an executor only where the cluster has GPUs)."""
+
+    cpus: int = 1
+    gpus: float = 0.0
 
 
 @dataclass
 class Task:
-    kind: str  # generate | count | pretrain | baseline | oracle | unlearn | attack | report
+    kind: str  # generate | count | pretrain | baseline | oracle_data | oracle | unlearn | attack | report
     name: str
     params: dict[str, Any] = field(default_factory=dict)
+    inputs: tuple[str, ...] = ()  # ids of the tasks whose outputs this one reads
+    resources: Resources = field(default_factory=Resources)
+
+    @property
+    def id(self) -> str:
+        return f"{self.kind}:{self.name}"
 
 
-def model_tag(size: str, seed: int) -> str:
-    return f"{size}-s{seed}"
+def model_tag(size: str, seed: int, world: int | None = None) -> str:
+    """A pretrained model's name; `world` only in a study of several generated worlds."""
+    return f"{size}-s{seed}{world_suffix(world)}"
 
 
 def run_name(method: str, level: str, selection: str) -> str:
     return f"{method}/{level}-{selection}"
 
 
-def plan(cfg: StudyConfig) -> list[Task]:
-    """Every unit of work in order; the same list drives `--dry-run`, the progress display and `run`."""
+def worlds_of(cfg: StudyConfig) -> list[int]:
+    """The generated worlds (generate seeds) a study spans."""
+    return [cfg.generate.seed]
+
+
+def plan(cfg: StudyConfig, threads: int = 1) -> list[Task]:
+    """Every unit of work in a valid order; the same list drives `--dry-run`, the progress display and
+    the executors. A stage that runs a model asks for `threads` CPU cores (and one GPU where there are)."""
     s = cfg.study
     tasks: list[Task] = []
+    made: dict[str, str] = {}  # what a task makes ("data:<world>", "model:<tag>", ...) -> its id
+    model_res = Resources(cpus=threads, gpus=1.0)
+
+    def add(task: Task, makes: list[str], reads: list[str]) -> Task:
+        task.inputs = tuple(dict.fromkeys(made[r] for r in reads if r in made))
+        tasks.append(task)
+        made.update({m: task.id for m in makes})
+        return task
+
+    several = s.setting == "synthetic" and len(worlds_of(cfg)) > 1
+    models: list[tuple[str, str | None, int, int | None, list[int]]] = []
     if s.setting == "synthetic":
-        tasks.append(Task("generate", "data"))
-        # Every seed pretrains its own models; each is unlearned with that same seed.
-        models = [(model_tag(size, seed), size, seed, [seed]) for seed in s.seeds for size in s.model_sizes]
-        for tag, size, seed, _ in models:
-            p = cfg.pretrain_for(size, seed)
-            # What the time estimate scales measured throughput by: parameters and tokens (or epochs).
-            tokens = p.max_steps * p.batch_size * p.seq_len if p.max_steps else None
-            work = {"n_params": p.model_preset().n_params(), "epochs": p.epochs, "tokens": tokens}
-            tasks.append(Task("pretrain", tag, {"size": size, "seed": seed, **work}))
+        for world in worlds_of(cfg):
+            label = world if several else None
+            add(Task("generate", f"{DATA_DIR}{world_suffix(label)}", {"world": world}), [f"data:{world}"], [])
+            # Every seed pretrains its own models; each is unlearned with that same seed.
+            for seed in s.seeds:
+                for size in s.model_sizes:
+                    tag = model_tag(size, seed, label)
+                    p = cfg.pretrain_for(size, seed)
+                    # What the time estimate scales measured throughput by: parameters and tokens (or epochs).
+                    tokens = p.max_steps * p.batch_size * p.seq_len if p.max_steps else None
+                    work = {"n_params": p.model_preset().n_params(), "epochs": p.epochs, "tokens": tokens}
+                    params = {"size": size, "seed": seed, "world": world, "tags": [tag], **work}
+                    add(
+                        Task("pretrain", tag, params, resources=model_res),
+                        [f"model:{tag}"],
+                        [f"data:{world}"],
+                    )
+                    models.append((tag, size, seed, world, [seed]))
     else:
         if cfg.count.backend != "ground-truth":
-            tasks.append(Task("count", "items"))
+            add(Task("count", "items", {"world": None}), ["data:None"], [])
         # One given model, scored once; the seeds vary the unlearning runs (and their sampled sets).
         tag = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(s.model or "model").name).strip("-")
-        models = [(tag, None, s.seeds[0], list(s.seeds))]
-    for tag, size, seed, run_seeds in models:
+        models.append((tag, None, s.seeds[0], None, list(s.seeds)))
+    for tag, size, seed, world, run_seeds in models:
         n_params = cfg.pretrain_for(size, seed).model_preset().n_params() if size else None
-        tasks.append(Task("baseline", tag, {"size": size, "seed": seed, "n_params": n_params}))
+        ident = {"size": size, "seed": seed, "world": world, "n_params": n_params}
+        data, model = f"data:{world}", f"model:{tag}"
+        add(Task("baseline", tag, ident, resources=model_res), [f"baseline:{tag}"], [data, model])
         if cfg.attacks.oracle:
-            tasks.append(Task("oracle", tag, {"size": size, "seed": seed, "n_params": n_params}))
+            if f"oracle_data:{world}" not in made:  # one reduced corpus per world, shared by its models
+                label = f"{ORACLE_DATA_DIR}{world_suffix(world if several else None)}"
+                add(Task("oracle_data", label, {"world": world}), [f"oracle_data:{world}"], [data])
+            reads = [data, model, f"baseline:{tag}", f"oracle_data:{world}"]
+            add(Task("oracle", tag, ident, resources=model_res), [f"oracle:{tag}"], reads)
         for run_seed in run_seeds:
             prefix = tag if s.setting == "synthetic" else f"{tag}/s{run_seed}"
             for method in s.methods:
                 for selection in s.selections:
                     for level in s.levels:
-                        tasks.append(
-                            Task(
-                                "unlearn",
-                                f"{prefix}/{run_name(method, level, selection)}",
-                                {
-                                    "model": tag,
-                                    "size": size or tag,
-                                    "seed": run_seed,
-                                    "method": method,
-                                    "level": level,
-                                    "selection": selection,
-                                    "n_params": n_params,
-                                },
-                            )
-                        )
+                        name = f"{prefix}/{run_name(method, level, selection)}"
+                        params = {
+                            "model": tag,
+                            "size": size or tag,
+                            "seed": run_seed,
+                            "world": world,
+                            "method": method,
+                            "level": level,
+                            "selection": selection,
+                            "n_params": n_params,
+                        }
+                        reads = [data, model, f"baseline:{tag}"]
+                        add(Task("unlearn", name, params, resources=model_res), [f"unlearn:{name}"], reads)
                         if cfg.attacks.active and selection in cfg.attacks.selections:
-                            tasks.append(Task("attack", tasks[-1].name, dict(tasks[-1].params)))
-    tasks.append(Task("report", "report"))
+                            reads = [*reads, f"oracle:{tag}", f"unlearn:{name}"]
+                            add(Task("attack", name, dict(params), resources=model_res), [], reads)
+    report = Task("report", "report")
+    report.inputs = tuple(t.id for t in tasks)
+    tasks.append(report)
     return tasks
 
 
 def inputs_of(task: Task, tasks: list[Task]) -> list[Task]:
-    """The tasks whose outputs `task` reads: a worker starts a task only once these are done."""
-    if task.kind == "report":
-        return [t for t in tasks if t.kind != "report"]
-    if task.kind in ("generate", "count"):
-        return []
-    data = [t for t in tasks if t.kind in ("generate", "count")]
-    tag = task.name if task.kind in ("pretrain", "baseline", "oracle") else task.params["model"]
-    # pretrain reads the data; baseline also the model; unlearn and oracle also the baseline scores.
-    reads = {"pretrain": (), "baseline": ("pretrain",)}.get(task.kind, ("pretrain", "baseline"))
-    own = [t for t in tasks if t.name == tag and t.kind in reads]
-    if task.kind != "attack":
-        return data + own
-    oracle = [t for t in tasks if t.kind == "oracle" and t.name == tag]
-    unlearned = [t for t in tasks if t.kind == "unlearn" and t.name == task.name]
-    return data + own + oracle + unlearned
+    """The tasks whose outputs `task` reads, in plan order."""
+    ids = set(task.inputs)
+    return [t for t in tasks if t.id in ids]
 
 
 def param_span(cfg: StudyConfig) -> float:

@@ -94,3 +94,16 @@ def run_unlearn(
     if failure is not None:
         raise failure
     return result
+
+
+def record_skipped(
+    out_dir: str | Path, identity: dict[str, Any], why: str, *, key: str | None = None
+) -> None:
+    """A run that cannot be made (e.g. its model knows too few items): its record says why, and with
+    `key` its done marker too; it replaces whatever an earlier run wrote in `out_dir`, as a set."""
+    out_dir = Path(out_dir)
+    last = STAGE_FILE if key is not None else "run.json"
+    with output_set(out_dir, RUN_FILES, last, kind="unlearn", commit=is_main_process()) as scratch:
+        write_json(scratch / "run.json", {"run": identity, "skipped": why})
+        if key is not None:
+            write_json(scratch / STAGE_FILE, {"key": key, **identity, "skipped": why})
