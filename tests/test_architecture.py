@@ -10,8 +10,8 @@ from pathlib import Path
 TOOL = Path(__file__).resolve().parent.parent / "tools" / "import_graph.py"
 
 
-def _graph(package_dir: Path | None = None) -> subprocess.CompletedProcess[str]:
-    args = [sys.executable, str(TOOL)] + ([str(package_dir)] if package_dir else [])
+def _graph(package_dir: Path | None = None, *flags: str) -> subprocess.CompletedProcess[str]:
+    args = [sys.executable, str(TOOL), *flags] + ([str(package_dir)] if package_dir else [])
     return subprocess.run(args, capture_output=True, text=True, timeout=60)
 
 
@@ -27,6 +27,37 @@ def test_no_import_cycles():
     result = _graph()
     cycles = [line for line in result.stdout.splitlines() if line.startswith(("cycle", "  e.g."))]
     assert result.returncode == 0, "\n".join(cycles) or result.stderr
+
+
+def test_no_package_imports_another_that_imports_it():
+    result = _graph(None, "--packages")
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr
+    assert "no import cycles among packages" in result.stdout
+    lines = dict(line.split(" -> ", 1) for line in result.stdout.splitlines() if " -> " in line)
+    # Config and the shared records know no stage: the stages register their names in `names`.
+    assert set(lines["config"].replace("*", "").split(", ")) <= {"errors", "models", "names", "records"}
+    assert lines["records"] == "errors" and lines["names"] == ""
+
+
+def test_a_package_cycle_through_lazy_and_type_only_imports_is_found(tmp_path):
+    pkg = _package(
+        tmp_path,
+        {
+            "__init__.py": "",
+            "a/__init__.py": "",
+            "a/x.py": "def f():\n    from pkg.b import y\n",
+            "b/__init__.py": "",
+            "b/y.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from pkg.a.z import T\n",
+            "a/z.py": "T = int\n",
+            "c.py": "import pkg.a.z\n",
+        },
+    )
+    modules = _graph(pkg)
+    assert modules.returncode == 0, modules.stdout  # no cycle among the modules themselves
+    packages = _graph(pkg, "--packages")
+    assert packages.returncode == 1
+    assert "a -> b*" in packages.stdout.splitlines() and "c -> a" in packages.stdout.splitlines()
+    assert "cycle among 2 packages: a, b" in packages.stdout and "e.g. a -> b -> a" in packages.stdout
 
 
 def test_a_cycle_through_a_function_level_import_is_found(tmp_path):

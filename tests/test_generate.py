@@ -433,8 +433,10 @@ def test_tiny_corpus_is_pinned_and_its_candidates_are_frequency_matched(tmp_path
     ],
 )
 def test_impossible_configs_are_refused(data, fragment):
+    from frequnlearn.data.generate import check_limits
+
     with pytest.raises(ConfigError) as err:
-        from_dict(GenerateConfig, data)
+        check_limits(from_dict(GenerateConfig, data))  # the pools' and templates' limits: at generation
     assert fragment in str(err.value) and "\n" not in str(err.value)
 
 

@@ -1,12 +1,18 @@
 """Print the import graph of a package's modules and exit 1 if the graph has a cycle.
 
-    python tools/import_graph.py [PACKAGE_DIR]      (default: src/frequnlearn)
+    python tools/import_graph.py [--packages] [PACKAGE_DIR]      (default: src/frequnlearn)
 
 Each line is `module -> imported modules`, counting only modules of the package itself and imports
 inside functions too (marked `*`): a lazy import still ties two modules together. Imports under
 `if TYPE_CHECKING:` are left out, since they never run. `from pkg import name` points at the
 submodule `pkg.name` when there is one, else at `pkg` (its `__init__`). A cycle is a set of modules
 that reach each other; each is printed with one closed path through it. Standard library only.
+
+With `--packages` the units are the package's top-level parts (`config`, `study`, `records`, ...):
+every import between two of them counts, those inside functions and under `if TYPE_CHECKING:` too
+(a type a module only names still ties its package to the other one), and a cycle of packages fails
+even where the modules themselves form none. The root package's own `__init__` is left out (its
+version string is not a dependency of anything).
 """
 
 from __future__ import annotations
@@ -36,12 +42,13 @@ def _is_type_checking(node: ast.If) -> bool:
     )
 
 
-def _imports(tree: ast.AST) -> Iterator[tuple[ast.Import | ast.ImportFrom, bool]]:
-    """(import node, inside a function) for every import that can run."""
+def _imports(tree: ast.AST, typing_too: bool = False) -> Iterator[tuple[ast.Import | ast.ImportFrom, bool]]:
+    """(import node, inside a function) for every import that can run (with `typing_too`, also those
+    under `if TYPE_CHECKING:`)."""
 
     def walk(node: ast.AST, in_function: bool) -> Iterator[tuple[ast.Import | ast.ImportFrom, bool]]:
         for child in ast.iter_child_nodes(node):
-            if isinstance(child, ast.If) and _is_type_checking(child):
+            if isinstance(child, ast.If) and _is_type_checking(child) and not typing_too:
                 for other in child.orelse:
                     yield from walk(other, in_function)
                 continue
@@ -61,13 +68,14 @@ def _base(module: str, path: Path, node: ast.ImportFrom) -> str:
     return ".".join(package + ([node.module] if node.module else []))
 
 
-def import_graph(package_dir: Path) -> dict[str, dict[str, bool]]:
+def import_graph(package_dir: Path, typing_too: bool = False) -> dict[str, dict[str, bool]]:
     """module -> {imported module: only imported inside functions}, within the package."""
     modules = module_names(package_dir)
     graph: dict[str, dict[str, bool]] = {}
     for module, path in modules.items():
         edges: dict[str, bool] = {}
-        for node, lazy in _imports(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        for node, lazy in _imports(tree, typing_too):
             if isinstance(node, ast.Import):
                 targets = [alias.name for alias in node.names]
             else:
@@ -77,6 +85,28 @@ def import_graph(package_dir: Path) -> dict[str, dict[str, bool]]:
                 if target in modules and target != module:
                     edges[target] = edges.get(target, True) and lazy
         graph[module] = edges
+    return graph
+
+
+def package_graph(package_dir: Path) -> dict[str, dict[str, bool]]:
+    """top-level part -> {other part: only imported inside functions or for types}: the module graph
+    (type-only imports included) with each module replaced by the part of the package it is in."""
+    typed = import_graph(package_dir, typing_too=True)
+    running = import_graph(package_dir)
+
+    def part(module: str) -> str | None:
+        parts = module.split(".")
+        return parts[1] if len(parts) > 1 else None
+
+    graph: dict[str, dict[str, bool]] = {p: {} for p in filter(None, map(part, typed))}
+    for module, edges in typed.items():
+        src = part(module)
+        for target, lazy in edges.items():
+            dst = part(target)
+            if src is None or dst is None or src == dst:
+                continue
+            only_lazy = lazy or target not in running[module]
+            graph[src][dst] = graph[src].get(dst, True) and only_lazy
     return graph
 
 
@@ -141,22 +171,26 @@ def closed_path(graph: dict[str, dict[str, bool]], component: list[str]) -> list
 
 
 def main(argv: list[str]) -> int:
+    packages = "--packages" in argv
+    args = [a for a in argv if a != "--packages"]
     default = Path(__file__).resolve().parent.parent / "src" / "frequnlearn"
-    package_dir = Path(argv[0]) if argv else default
+    package_dir = Path(args[0]) if args else default
     if not (package_dir / "__init__.py").is_file():
         print(f"error: {package_dir} is not a package directory (no __init__.py)", file=sys.stderr)
         return 2
-    graph = import_graph(package_dir)
+    graph = package_graph(package_dir) if packages else import_graph(package_dir)
+    unit = "packages" if packages else "modules"
     for module in sorted(graph):
         targets = ", ".join(t + ("*" if lazy else "") for t, lazy in sorted(graph[module].items()))
         print(f"{module} -> {targets}")
     found = cycles(graph)
-    print(f"\n{len(graph)} modules; * imported only inside functions")
+    lazy = "inside functions or for types only" if packages else "only inside functions"
+    print(f"\n{len(graph)} {unit}; * imported {lazy}")
     for component in found:
-        print(f"cycle among {len(component)} modules: {', '.join(component)}")
+        print(f"cycle among {len(component)} {unit}: {', '.join(component)}")
         print("  e.g. " + " -> ".join(closed_path(graph, component)))
     if not found:
-        print("no import cycles")
+        print(f"no import cycles among {unit}" if packages else "no import cycles")
     return 1 if found else 0
 
 

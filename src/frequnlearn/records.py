@@ -11,7 +11,6 @@ import contextlib
 import dataclasses
 import hashlib
 import json
-import math
 import os
 import platform
 import re
@@ -549,9 +548,12 @@ STAGE_FILE = ".stage.json"
 
 
 def stage_key(*parts: Any) -> str:
-    from frequnlearn.config import config_hash
-
-    return config_hash(*parts)
+    """Stable short hash of configs (dataclasses) and other JSON-able inputs: a stage's key."""
+    plain = [
+        json.loads(json.dumps(dataclasses.asdict(p), default=str)) if dataclasses.is_dataclass(p) else p
+        for p in parts
+    ]
+    return hashlib.sha256(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def stage_done(path: Path, key: str) -> bool:
@@ -586,62 +588,3 @@ def clear_if_stale(path: Path, key: str) -> None:
         shutil.rmtree(path)
     path.mkdir(parents=True, exist_ok=True)
     write_json(path / STAGE_FILE, {"key": key, "in_progress": True})
-
-
-# ---------------------------------------------------------------- claims: several workers, one run
-CLAIMS_DIR = ".claims"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-@contextlib.contextmanager
-def claim(run_dir: Path, name: str) -> Iterator[bool]:
-    """Yield True when this process holds `name` in `run_dir` (created atomically, so of several
-    processes of one study exactly one runs each stage), False when another live process holds it.
-    A claim left by a process that died is taken over; the claim is released on exit."""
-    claims = Path(run_dir) / CLAIMS_DIR
-    claims.mkdir(parents=True, exist_ok=True)
-    path = claims / (re.sub(r"[^A-Za-z0-9._-]+", "_", name) + ".json")
-    for _ in range(2):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            try:
-                record = json.loads(path.read_text())
-                holder, host = int(record.get("pid", 0)), record.get("host")
-            except (OSError, ValueError, json.JSONDecodeError, AttributeError):
-                holder, host = 0, None  # being written this instant, or torn: held unless it stays so
-                if _age_seconds(path) < 60:
-                    yield False
-                    return
-            # A process of another machine (a shared run directory) cannot be checked: it holds.
-            if holder and (host != platform.node() or _alive(holder)):
-                yield False
-                return
-            path.unlink(missing_ok=True)  # its process died: the stage is free again
-            continue
-        with os.fdopen(fd, "w") as fh:
-            fh.write(json.dumps({"pid": os.getpid(), "host": platform.node()}))
-        try:
-            yield True
-        finally:
-            path.unlink(missing_ok=True)
-        return
-    yield False
-
-
-def _age_seconds(path: Path) -> float:
-    import time
-
-    try:
-        return time.time() - path.stat().st_mtime
-    except OSError:
-        return math.inf

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import hashlib
 import json
 import math
 import types
@@ -163,11 +162,11 @@ def to_dict(obj: Any) -> dict[str, Any]:
 
 
 def config_hash(*parts: Any) -> str:
-    """Stable short hash of configs and other JSON-able inputs, used to key cached stage outputs."""
-    blob = json.dumps(
-        [to_dict(p) if dataclasses.is_dataclass(p) else p for p in parts], sort_keys=True, default=str
-    )
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    """Stable short hash of configs and other JSON-able inputs, used to key cached stage outputs
+    (`records.stage_key`, the one implementation)."""
+    from frequnlearn.records import stage_key
+
+    return stage_key(*parts)
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:

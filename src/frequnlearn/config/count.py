@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from frequnlearn.config.base import check
+from frequnlearn import names
+from frequnlearn.config.base import ConfigError, check
 
 CASE_VARIANTS = ("original", "lower", "upper", "title", "first_upper")
 
@@ -67,9 +68,9 @@ class CountConfig:
     thresholds: list[float] = field(default_factory=list)
 
     def validate(self) -> None:
-        from frequnlearn.frequency.registry import check_backend
-
-        check_backend(self.backend)
+        if names.unknown(names.COUNT_BACKEND, [self.backend]) is not None:
+            choices = ", ".join(sorted(names.registered(names.COUNT_BACKEND) or []))
+            raise ConfigError(f"count.backend: unknown backend {self.backend!r}; choose from {choices}")
         check(
             self.max_diff_tokens is None or self.max_diff_tokens >= 1,
             "max_diff_tokens",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from frequnlearn import names
 from frequnlearn.config.base import check
 
 QA_PROBES = ("question", "paraphrase")
@@ -44,9 +45,12 @@ class EvalConfig:
     device: str | None = None
 
     def validate(self) -> None:
-        from frequnlearn.evaluate.families import check_metrics
-
-        check_metrics(self.metrics)
+        bad = names.unknown(names.METRIC_FAMILY, self.metrics)
+        check(
+            bad is None,
+            "metrics",
+            f"unknown metric family {bad!r}; choose from {', '.join(names.registered(names.METRIC_FAMILY) or [])}",
+        )
         check(len(self.metrics) > 0, "metrics", "name at least one metric family")
         for p in self.probes:
             check(p in QA_PROBES, "probes", f"unknown probe {p!r}; choose from {', '.join(QA_PROBES)}")
@@ -55,12 +59,10 @@ class EvalConfig:
         check(self.tf_shots >= 0, "tf_shots", "must be >= 0")
         check(self.n_boot >= 0, "n_boot", "must be >= 0 (0 skips the confidence intervals)")
         check(0.0 < self.ci < 1.0, "ci", "must be between 0 and 1, e.g. 0.95")
-        from frequnlearn.evaluate.known import KNOWN_RULES
-
         check(
-            self.known in KNOWN_RULES,
+            names.unknown(names.KNOWN_RULE, [self.known]) is None,
             "known",
-            f"unknown rule {self.known!r}; choose from {', '.join(KNOWN_RULES)}",
+            f"unknown rule {self.known!r}; choose from {', '.join(names.registered(names.KNOWN_RULE) or [])}",
         )
         check(0.0 <= self.gen_threshold <= 1.0, "gen_threshold", "must be between 0 and 1")
         check(self.utility_limit is None or self.utility_limit >= 1, "utility_limit", "must be >= 1 or null")

@@ -19,7 +19,7 @@ def parse_method(spec: str) -> tuple[str, str]:
     """`simnpo+gd` -> ("simnpo", "gd"); a bare forget method has no retain term. Names are checked
     against the loss registry."""
     forget, _, retain = spec.partition("+")
-    forget_methods, retain_losses = method_names()
+    forget_methods, retain_losses = method_names() or ([forget], [retain or "none"])
     check(
         forget in forget_methods and (retain or "none") in retain_losses,
         "methods",
@@ -46,6 +46,10 @@ class StudyOptions:
 
     setting: Literal["synthetic", "real"] = "synthetic"
     seeds: list[int] = field(default_factory=lambda: [0])
+    # Generated worlds: each a generate seed (other people, other names, other facts), with its own
+    # data and its own models of every size and seed (tags end in -w<seed>). Empty: one world, of
+    # generate.seed (the tags and paths of a one-world study name no world).
+    worlds: list[int] = field(default_factory=list)
     model_sizes: list[str] = field(default_factory=lambda: ["tiny", "small"])
     methods: list[str] = field(default_factory=lambda: ["ga+gd", "simnpo+gd"])
     # Unlearn settings for one method spec over the `unlearn:` section, e.g. {rmu+act: {lr: 1e-3}}
@@ -76,10 +80,19 @@ class StudyOptions:
     n_boot: int = 1000
     # Unlearned weights are large and rarely needed after evaluation; keep them only when asked.
     keep_models: bool = False
-    # Torch threads for every stage (null: torch's default, the machine's cores). The thread count
-    # changes summation order, so pinning it keeps the numbers the same on any machine; with 1, run
-    # the same study command in several shells to use several cores (the workers share the tasks).
+    # Torch threads for every stage (null: torch's default, the machine's cores, as the process that
+    # starts the study counts them). The thread count changes summation order, so pinning it keeps the
+    # numbers the same on any machine; it is part of every pretrained model's key.
     num_threads: int | None = None
+    # Who runs the tasks: local (this process, one at a time) or ray (each task a Ray task with the
+    # CPUs of its threads and a GPU where the cluster has them; with num_threads: 1 a local cluster
+    # runs one task per core).
+    executor: Literal["local", "ray"] = "local"
+    # ray: local (a cluster on this machine for the study), auto (the one `ray start` runs here) or
+    # ray://HOST:PORT (a remote cluster; the run directory must be on a filesystem its nodes share).
+    ray_address: str = "local"
+    # ray: times a task is rerun after its worker dies (killed, out of memory, node lost).
+    max_retries: int = 2
     # The real setting.
     model: str | None = None
     gguf_file: str | None = None
@@ -91,7 +104,20 @@ class StudyOptions:
     def validate(self) -> None:
         check(len(self.seeds) >= 1, "seeds", "give at least one seed")
         check(self.num_threads is None or self.num_threads >= 1, "num_threads", "must be >= 1 or null")
+        check(
+            self.ray_address in ("local", "auto") or self.ray_address.startswith("ray://"),
+            "ray_address",
+            f"{self.ray_address!r}: use local, auto or ray://HOST:PORT",
+        )
+        check(self.max_retries >= 0, "max_retries", "must be >= 0")
         check(len(set(self.seeds)) == len(self.seeds), "seeds", "seeds must be distinct")
+        check(len(set(self.worlds)) == len(self.worlds), "worlds", "worlds must be distinct")
+        check(all(0 <= w < 2**32 for w in self.worlds), "worlds", "each world is a seed in [0, 2^32)")
+        check(
+            not self.worlds or self.setting == "synthetic",
+            "worlds",
+            "only for setting: synthetic (the real setting has one world, its QA table)",
+        )
         check(len(self.methods) >= 1, "methods", "give at least one method, e.g. [ga+gd, simnpo+gd]")
         for spec in self.methods:
             parse_method(spec)

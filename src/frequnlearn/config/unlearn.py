@@ -11,15 +11,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from frequnlearn import names
 from frequnlearn.config.base import check
 from frequnlearn.models.prompts import get_prompt_format
 
 
-def method_names() -> tuple[list[str], list[str]]:
-    """(forget methods, retain terms) as registered; imported late, since the losses need torch."""
-    from frequnlearn.unlearn.losses import loss_names
-
-    return loss_names("forget"), loss_names("retain")
+def method_names() -> tuple[list[str], list[str]] | None:
+    """(forget methods, retain terms) as the loss registry holds them, sorted; None when it was not
+    imported (`frequnlearn.unlearn.losses`, which needs torch): the unlearning stage checks them then."""
+    forget, retain = names.registered(names.FORGET_LOSS), names.registered(names.RETAIN_LOSS)
+    return None if forget is None or retain is None else (sorted(forget), sorted(retain))
 
 
 @dataclass
@@ -92,7 +93,7 @@ class UnlearnConfig:
         check(
             self.forget_weight > 0 or self.retain_loss != "none", "forget_weight", "both loss terms are off"
         )
-        forget_methods, retain_losses = method_names()
+        forget_methods, retain_losses = method_names() or ([self.method], [self.retain_loss])
         check(
             self.method in forget_methods,
             "method",

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from frequnlearn import __version__, progress
-from frequnlearn.config.base import to_dict
+from frequnlearn.config.base import check, to_dict
 from frequnlearn.config.generate import GenerateConfig, group_sizes
 from frequnlearn.data.pools import Pools, load_pools
 from frequnlearn.data.templates import (
@@ -29,6 +29,8 @@ from frequnlearn.data.templates import (
     QUESTIONS,
     CompiledTemplates,
     compile_templates,
+    min_templates,
+    n_paraphrases,
     ordered,
 )
 from frequnlearn.errors import DataError
@@ -348,6 +350,29 @@ def _check_out_dir(out_dir: Path, overwrite: bool = False) -> None:
     check_output_dir(out_dir, "data", overwrite=overwrite)
 
 
+def check_limits(cfg: GenerateConfig) -> None:
+    """What `cfg` asks of the name pools and the templates: at most as many people as the pools name,
+    as many wrong answers as each attribute has other values, an existing number of templates and
+    paraphrase (one line naming the field, as the config's own checks)."""
+    pools = load_pools()
+    limit = pools.name_capacity // 10
+    check(cfg.n_people <= limit, "n_people", f"the name pools allow at most {limit} people")
+    for attr in cfg.attributes:
+        if attr == "birth_date":
+            continue
+        most = len(pools.values(attr)) - 1
+        check(
+            cfg.n_candidates <= most,
+            "n_candidates",
+            f"{attr} has only {most + 1} distinct values, so at most {most} wrong answers",
+        )
+    most = min_templates(cfg.attributes)
+    if cfg.n_templates is not None:
+        check(1 <= cfg.n_templates <= most, "n_templates", f"must be between 1 and {most}, or null")
+    n_para = n_paraphrases(cfg.attributes)
+    check(0 <= cfg.paraphrase < n_para, "paraphrase", f"must be an index from 0 to {n_para - 1}")
+
+
 def generate(cfg: GenerateConfig, out_dir: str | Path, overwrite: bool = False) -> Path:
     """Write the data directory `out_dir` (people, corpus, QA, bio prompts, manifest) as one set.
 
@@ -355,6 +380,7 @@ def generate(cfg: GenerateConfig, out_dir: str | Path, overwrite: bool = False) 
     data directory is never left half old, half new; files of other names in it are kept.
     """
     cfg.validate()
+    check_limits(cfg)
     out_dir = Path(out_dir)
     _check_out_dir(out_dir, overwrite)
     pools = load_pools()

@@ -91,6 +91,7 @@ def register(sub: Any) -> None:
 def _config(args: argparse.Namespace) -> Any:
     from frequnlearn.config import from_dict, load_config, to_dict
     from frequnlearn.config.evaluate import EvalConfig
+    from frequnlearn.evaluate import families, known  # noqa: F401 - the registries the config names
 
     cfg = load_config(EvalConfig, args.config, args.overrides, section="evaluate")
     data = to_dict(cfg)

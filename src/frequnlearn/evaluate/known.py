@@ -16,6 +16,9 @@ from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
+from frequnlearn import names
+from frequnlearn.errors import ConfigError
+
 _ARTICLE = re.compile(r"^(?:the|a|an) ")
 
 KnownRule = Callable[[str, str, float], bool]
@@ -77,7 +80,14 @@ def _rouge_rule(continuation: str, answer: str, threshold: float) -> bool:
 
 
 # The registry is the only list of rule names (`evaluate.known` is validated against it).
-KNOWN_RULES: dict[str, KnownRule] = {"exact": _exact_rule, "contains": _contains_rule, "rouge": _rouge_rule}
+KNOWN_RULES: dict[str, KnownRule] = names.table(names.KNOWN_RULE)
+KNOWN_RULES.update({"exact": _exact_rule, "contains": _contains_rule, "rouge": _rouge_rule})
+
+
+def check_rule(rule: str) -> None:
+    """Stop with one line naming the choices unless `rule` is a registered rule."""
+    if rule not in KNOWN_RULES:
+        raise ConfigError(f"known: unknown rule {rule!r}; choose from {', '.join(KNOWN_RULES)}")
 
 
 def is_known(continuation: str, answer: str, rule: str = "exact", threshold: float = 0.5) -> bool:

@@ -17,7 +17,8 @@ import pandas as pd
 from frequnlearn.config.evaluate import EvalConfig
 from frequnlearn.evaluate.batching import token_budget
 from frequnlearn.evaluate.columns import numeric_metrics, row_columns
-from frequnlearn.evaluate.families import FAMILIES, Context, Encoder, Probe, metric_columns
+from frequnlearn.evaluate.families import FAMILIES, Context, Encoder, Probe, check_metrics, metric_columns
+from frequnlearn.evaluate.known import check_rule
 from frequnlearn.models.loading import max_positions, pad_id_of
 from frequnlearn.models.prompts import PromptFormat
 from frequnlearn.records import BioPrompt, QAItem
@@ -104,6 +105,8 @@ def evaluate_items(
     prob and gen (candidates are the QA item's). The model is put in eval mode and given back in the
     mode it had.
     """
+    check_metrics(cfg.metrics)  # a config read before the registries were imported was not checked
+    check_rule(cfg.known)
     selected = set(cfg.metrics)
     ctx = Context(
         model=model,

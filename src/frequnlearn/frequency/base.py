@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from frequnlearn import progress
+from frequnlearn import names, progress
 from frequnlearn.errors import ConfigError, DataError
 from frequnlearn.records import QAItem
 
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 BackendFactory = Callable[["CountConfig"], "Counter"]
 # Filled by `register_backend` as each backend module is imported; `frequency.registry` imports them
 # all and is where names are looked up (this module imports no backend).
-BACKENDS: dict[str, BackendFactory] = {}
+BACKENDS: dict[str, BackendFactory] = names.table(names.COUNT_BACKEND)
 
 
 def register_backend(name: str) -> Callable[[BackendFactory], BackendFactory]:

@@ -32,9 +32,9 @@ from frequnlearn.records import (
 )
 
 # Fields that change speed, bookkeeping or the knowledge check but not the trained weights: a resumed
-# run may change them.
+# run may change them. (The thread count is not one: it orders the CPU's sums, so a model trained with
+# another count is another model.)
 RUNTIME_FIELDS = (
-    "num_threads",
     "log_every",
     "save_every",
     "keep_checkpoints",
@@ -50,8 +50,13 @@ STATE_FILE = "trainer_state.json"
 
 
 def trained_settings(cfg: PretrainConfig) -> dict[str, Any]:
-    """The settings that decide the trained weights."""
-    return {k: v for k, v in to_dict(cfg).items() if k not in RUNTIME_FIELDS}
+    """The settings that decide the trained weights; the thread count as torch will use it (a config
+    that pins none trains with torch's default, the machine's cores)."""
+    import torch
+
+    settings = {k: v for k, v in to_dict(cfg).items() if k not in RUNTIME_FIELDS}
+    settings["num_threads"] = cfg.num_threads or torch.get_num_threads()
+    return settings
 
 
 def run_key(cfg: PretrainConfig, data_sha256: str) -> str:
@@ -62,6 +67,7 @@ def run_key(cfg: PretrainConfig, data_sha256: str) -> str:
 def check_other_run(where: Path, record: dict[str, Any], cfg: PretrainConfig, data_sha256: str) -> None:
     """Refuse to continue or return the run `record` (a checkpoint's or run.json's) unless it is this one."""
     theirs = {k: v for k, v in (record.get("config") or {}).items() if k not in RUNTIME_FIELDS}
+    theirs["num_threads"] = theirs.get("num_threads") or "torch's default"
     mine = trained_settings(cfg)
     changed = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
     if changed:

@@ -34,6 +34,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--dry-run", action="store_true", help="validate the config and print the plan; load nothing"
     )
     p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.epilog = (
+        "One study process per run directory (RUN_DIR/.study.lock): a second one on the same --out stops "
+        "at once, naming the one that runs. To use several cores or machines, set study.executor=ray."
+    )
     p.set_defaults(func=run)
 
 
@@ -41,19 +45,40 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from frequnlearn.config.study import load_study_config
-    from frequnlearn.records import check_output_dir, claim_output_dir
+    from frequnlearn.data.generate import check_limits
+    from frequnlearn.records import check_output_dir, claim_output_dir, output_kind
     from frequnlearn.study import describe_plan, run_study
+    from frequnlearn.study.keys import config_key
+    from frequnlearn.study.lock import study_lock
+    from frequnlearn.study.run import study_layout
 
+    load_registries()
     cfg = load_study_config(args.config, args.overrides)
+    if cfg.study.setting == "synthetic":
+        check_limits(cfg.generate)
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
     if args.out is None and not args.dry_run:
         out.parent.mkdir(parents=True, exist_ok=True)  # the default runs/ folder is the tool's own
-    if out.parent.is_dir() or args.out is not None:
-        check_output_dir(out, "study", overwrite=args.overwrite, deep=not args.dry_run)
     if args.dry_run:
+        if out.parent.is_dir() or args.out is not None:
+            check_output_dir(out, "study", overwrite=args.overwrite)
         print(describe_plan(cfg, out))
         return 0
-    claim_output_dir(out, "study")
-    report = run_study(cfg, out, quiet=args.quiet)
+    # In a study directory, the lock first: cleaning up after a cut run must not touch a running one's files.
+    ours = out.is_dir() and output_kind(out) == "study"
+    if not ours:
+        check_output_dir(out, "study", overwrite=args.overwrite, deep=True)
+        claim_output_dir(out, "study")
+    with study_lock(study_layout(cfg, out).lock, config_key(cfg)):
+        if ours:
+            check_output_dir(out, "study", overwrite=args.overwrite, deep=True)
+        report = run_study(cfg, out, quiet=args.quiet)
     print(f"report: {report / 'report.html'}")
     return 0
+
+
+def load_registries() -> None:
+    """Import every registry whose names a study config holds, so that reading it checks them."""
+    from frequnlearn.evaluate import families, known  # noqa: F401
+    from frequnlearn.frequency import registry  # noqa: F401
+    from frequnlearn.unlearn import losses  # noqa: F401

@@ -24,6 +24,16 @@ from frequnlearn.study.sets import SETS_FORMAT
 
 # The corpus hash of a data directory not generated yet: no finished stage was keyed with it.
 MISSING = "missing"
+# Fields that say how a study runs, not what it computes: two processes that differ only there run
+# the same study.
+RUNTIME_OPTIONS = ("executor", "ray_address", "max_retries")
+
+
+def config_key(cfg: StudyConfig) -> str:
+    """The key of a study's config (recorded in study.json and in its lock)."""
+    parts = to_dict(cfg)
+    parts["study"] = {k: v for k, v in parts["study"].items() if k not in RUNTIME_OPTIONS}
+    return stage_key("study", parts)
 
 
 class Keys:
@@ -126,7 +136,9 @@ class Keys:
         if task.kind == "count":
             return [(lay.items, self.data(p["world"]))]
         if task.kind == "pretrain":
-            return [(lay.model(tag), self.model(p)) for tag in p["tags"]]
+            return [
+                (lay.model(tag), self.model({**p, "seed": seed})) for tag, seed in zip(p["tags"], p["seeds"])
+            ]
         if task.kind == "baseline":
             return [(lay.baseline(task.name), self.baseline(p))]
         if task.kind == "oracle_data":

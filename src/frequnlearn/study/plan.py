@@ -51,8 +51,8 @@ def run_name(method: str, level: str, selection: str) -> str:
 
 
 def worlds_of(cfg: StudyConfig) -> list[int]:
-    """The generated worlds (generate seeds) a study spans."""
-    return [cfg.generate.seed]
+    """The generated worlds (generate seeds) a study spans: `study.worlds`, else generate's seed alone."""
+    return list(cfg.study.worlds) or [cfg.generate.seed]
 
 
 def plan(cfg: StudyConfig, threads: int = 1) -> list[Task]:
@@ -83,7 +83,15 @@ def plan(cfg: StudyConfig, threads: int = 1) -> list[Task]:
                     # What the time estimate scales measured throughput by: parameters and tokens (or epochs).
                     tokens = p.max_steps * p.batch_size * p.seq_len if p.max_steps else None
                     work = {"n_params": p.model_preset().n_params(), "epochs": p.epochs, "tokens": tokens}
-                    params = {"size": size, "seed": seed, "world": world, "tags": [tag], **work}
+                    # The models a task makes, each tag with its seed: one today, an ensemble later.
+                    params = {
+                        "size": size,
+                        "seed": seed,
+                        "world": world,
+                        "tags": [tag],
+                        "seeds": [seed],
+                        **work,
+                    }
                     add(
                         Task("pretrain", tag, params, resources=model_res),
                         [f"model:{tag}"],
@@ -156,6 +164,12 @@ def describe_plan(cfg: StudyConfig, run_dir: Path) -> str:
     lines.append(
         f"  seeds: {s.seeds}; methods: {s.methods}; levels ({s.compare_by}): {s.levels}; "
         f"selections: {s.selections}; attribute: {s.attribute}"
+    )
+    if s.setting == "synthetic":
+        lines.append(f"  worlds (generate seeds): {worlds_of(cfg)}")
+    lines.append(
+        f"  executor: {s.executor}"
+        + (f" at {s.ray_address}, up to {s.max_retries} retries" if s.executor == "ray" else "")
     )
     tasks = plan(cfg)
     if s.setting == "synthetic":

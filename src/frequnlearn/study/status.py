@@ -91,23 +91,52 @@ class Progress:
         text = f"left ~{self._fmt(seconds)}"
         return text + (f" + not yet timed: {', '.join(untimed)}" if untimed else "")
 
-    @contextlib.contextmanager
-    def task(self, index: int, skipped: bool = False) -> Iterator[None]:
+    def _line(self, index: int, state: str) -> None:
         task = self.tasks[index]
-        self.pending[index] = not skipped
         elapsed = time.monotonic() - self.start
-        state = "done, skipping" if skipped else "running"
         print(
             f"[{index + 1}/{len(self.tasks)}] {task.kind}: {task.name} ({state}) | "
             f"elapsed {self._fmt(elapsed)} | {self.left(index)}",
             file=self.stream,
             flush=True,
         )
+
+    def skipped(self, index: int) -> None:
+        """A task whose outputs are there for its key."""
+        self.pending[index] = False
+        self._line(index, "done, skipping")
+
+    def started(self, index: int) -> None:
+        self._line(index, "running")
+
+    def finished(self, index: int, seconds: float, where: str | None = None) -> None:
+        """A task that ran for `seconds`; with `where` (another process ran it), a line saying so."""
+        self.estimate.finished(self.tasks[index], seconds)
+        self.pending[index] = False
+        if where is not None:
+            self._line(index, f"done in {self._fmt(seconds)} on {where}")
+
+    def waiting(self, indices: list[int], since: float) -> None:
+        """What the study waits for when nothing finished for a while (tasks queued or running)."""
+        names = ", ".join(self.tasks[i].id for i in indices[:4]) + (", ..." if len(indices) > 4 else "")
+        print(
+            f"waiting for {len(indices)} task(s) ({names}); none finished in the last "
+            f"{self._fmt(time.monotonic() - since)} | elapsed {self._fmt(time.monotonic() - self.start)}",
+            file=self.stream,
+            flush=True,
+        )
+
+    @contextlib.contextmanager
+    def task(self, index: int, skipped: bool = False) -> Iterator[None]:
+        """One task run in this process: its line when it starts, its time when it ends."""
+        if skipped:
+            self.skipped(index)
+            yield
+            return
+        self.started(index)
         t0 = time.monotonic()
         yield
-        if not skipped:
-            self.estimate.finished(task, time.monotonic() - t0)
-        self.pending[index] = False
+        self.finished(index, time.monotonic() - t0)
 
 
 @contextlib.contextmanager

@@ -8,17 +8,32 @@ another process (a Ray worker) and run any task there exactly as in this one.
 from __future__ import annotations
 
 import contextlib
+import os
+import platform
 import sys
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from frequnlearn.config.study import StudyConfig
 from frequnlearn.layout import RunLayout
-from frequnlearn.records import FORGET_GROUPS, QAItem, read_json, run_info, write_jsonl
+from frequnlearn.records import FORGET_GROUPS, QAItem, append_jsonl, read_json, run_info, write_jsonl
 from frequnlearn.study.inputs import Inputs
 from frequnlearn.study.keys import Keys
 from frequnlearn.study.plan import Task
 from frequnlearn.study.sets import EVAL_ROLES, NothingToUnlearn, level_of, select_sets
+
+
+@dataclass
+class Outcome:
+    """What became of a task: whether it ran (or found its outputs there), how long it took, where
+    (host:pid), and a note for the study's log (e.g. why an unlearning run was skipped)."""
+
+    ran: bool
+    seconds: float = 0.0
+    where: str = ""
+    note: str | None = None
 
 
 class TaskRunner:
@@ -41,6 +56,21 @@ class TaskRunner:
 
     def __call__(self, task: Task) -> str | None:
         return getattr(self, f"_{task.kind}")(task)
+
+    def run_if_needed(self, task: Task) -> Outcome:
+        """Run `task` unless its outputs are there for its key; a line in the task log when it starts and
+        one when it ends (a task that started twice and ended once was retried after its process died)."""
+        where = f"{platform.node()}:{os.getpid()}"
+        if self.keys.done(task):
+            return Outcome(ran=False, where=where)
+        log = self.layout.task_log
+        self.layout.root.mkdir(parents=True, exist_ok=True)
+        append_jsonl(log, {"task": task.id, "event": "start", "where": where, "time": time.time()})
+        started = time.monotonic()
+        note = self(task)
+        seconds = time.monotonic() - started
+        append_jsonl(log, {"task": task.id, "event": "end", "where": where, "seconds": round(seconds, 3)})
+        return Outcome(ran=True, seconds=seconds, where=where, note=note)
 
     def identity(self, task: Task) -> dict[str, Any]:
         """What a task's outputs are, as their run records state it for the report: the run id and the
@@ -74,17 +104,17 @@ class TaskRunner:
 
     # ---- models
     def _pretrain(self, task: Task) -> None:
-        """Each model of the task (one tag today), resumed where a cut run stopped; pretraining marks
-        its own directory done."""
+        """Each model of the task (a tag and its seed; one today), resumed where a cut run stopped;
+        pretraining marks its own directory done."""
         from frequnlearn.pretrain import pretrain
         from frequnlearn.records import clear_if_stale
 
         p = task.params
-        for tag in p["tags"]:
+        for tag, seed in zip(p["tags"], p["seeds"]):
             path = self.layout.model(tag)
-            clear_if_stale(path, self.keys.model(p))
+            clear_if_stale(path, self.keys.model({**p, "seed": seed}))
             with _threads_kept():
-                pretrain(self.layout.data(p["world"]), self.keys.pretrain_cfg(p["size"], p["seed"]), path)
+                pretrain(self.layout.data(p["world"]), self.keys.pretrain_cfg(p["size"], seed), path)
 
     def _model(self, tag: str) -> tuple[Any, Any]:
         return self.inputs.model(self.layout.model(tag) if self.s.setting == "synthetic" else None)
@@ -150,6 +180,7 @@ class TaskRunner:
         from frequnlearn.unlearn.stage import UnlearnInputs, record_skipped, run_unlearn
 
         path, key, ident = self.layout.unlearn(task.name), self.keys.unlearn(task.params), self.identity(task)
+        path.parent.mkdir(parents=True, exist_ok=True)
         try:
             sets = self.sets(task)
         except NothingToUnlearn as why:
@@ -169,7 +200,6 @@ class TaskRunner:
             bios=bios,
             sets={k: [it.item_id for it in v] for k, v in sets.items()},
         )
-        path.parent.mkdir(parents=True, exist_ok=True)
         # Attacks start from the unlearned weights.
         keep = keep_model or self.s.keep_models or self.cfg.attacks.active
         run_unlearn(

@@ -98,9 +98,9 @@ def register(sub: Any) -> None:
 
 def method_overrides(spec: str) -> list[str]:
     """`simnpo+gd` -> method and retain_loss overrides; a bare `ga` leaves retain_loss as configured."""
-    from frequnlearn.config.unlearn import method_names
+    from frequnlearn.unlearn.losses import loss_names
 
-    forget_methods, retain_losses = method_names()
+    forget_methods, retain_losses = loss_names("forget"), loss_names("retain")
     forget, plus, retain = spec.partition("+")
     if forget not in forget_methods or (plus and retain not in retain_losses):
         raise ConfigError(
@@ -139,8 +139,10 @@ def run(args: argparse.Namespace) -> int:
     from frequnlearn.config import load_config
     from frequnlearn.config.evaluate import EvalConfig
     from frequnlearn.config.unlearn import UnlearnConfig
+    from frequnlearn.evaluate import families, known  # noqa: F401 - the registries the configs name
     from frequnlearn.models.loading import load_model_and_tokenizer
     from frequnlearn.records import check_output_dir
+    from frequnlearn.unlearn import losses  # noqa: F401
     from frequnlearn.unlearn.stage import UnlearnInputs, run_unlearn
 
     eval_over = [o for o in args.overrides if o.startswith("evaluate.")]

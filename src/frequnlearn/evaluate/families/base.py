@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from frequnlearn import names
 from frequnlearn.errors import ConfigError, DataError
 from frequnlearn.models.prompts import PromptFormat, encode_completion, encode_prompt
 from frequnlearn.records import BioPrompt, QAItem
@@ -120,7 +121,7 @@ class Family:
         return []
 
 
-FAMILIES: dict[str, type[Family]] = {}
+FAMILIES: dict[str, type[Family]] = names.table(names.METRIC_FAMILY)
 
 
 def register_family(

@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 import torch
 
+from frequnlearn import names
 from frequnlearn.errors import ConfigError
 
 Need = Literal["ref_logp", "ref_logits", "hidden", "ref_hidden", "refusal", "frequency"]
@@ -74,8 +75,8 @@ class Loss:
     needs: frozenset[str]
 
 
-FORGET_LOSSES: dict[str, Loss] = {}
-RETAIN_LOSSES: dict[str, Loss] = {}
+FORGET_LOSSES: dict[str, Loss] = names.table(names.FORGET_LOSS)
+RETAIN_LOSSES: dict[str, Loss] = names.table(names.RETAIN_LOSS)
 
 
 def register(name: str, kind: Kind, needs: tuple[Need, ...] = ()) -> Callable[[LossFn], LossFn]:
