@@ -246,3 +246,88 @@ def test_the_study_parameter_check_finds_one():
         "run_attack(study: Any)",
         "run_oracle(runner: 'TaskRunner')",
     ]
+
+
+# ---------------------------------------------------------------- docs/architecture.md names what exists
+
+DOC = SRC.parents[1] / "docs" / "architecture.md"
+SECTIONS = ("generate", "pretrain", "unlearn", "evaluate", "count", "study", "attacks")
+
+
+def _defined(module: str) -> set[str]:
+    """Names defined at the top of a module of the package, or of any module of a subpackage."""
+    base = SRC.joinpath(*module.split("."))
+    files = sorted(base.rglob("*.py")) if base.is_dir() else [base.with_suffix(".py")]
+    names: set[str] = set()
+    for path in files:
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+                names.add(node.name)
+            elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                names.update(t.id for t in targets if isinstance(t, ast.Name))
+    return names
+
+
+def _module_of(dotted: str) -> tuple[str, list[str]] | None:
+    """(longest prefix of `dotted` that is a module or package of frequnlearn, the rest)."""
+    parts = dotted.split(".")
+    for i in range(len(parts), 0, -1):
+        base = SRC.joinpath(*parts[:i])
+        if base.with_suffix(".py").is_file() or (base / "__init__.py").is_file():
+            return ".".join(parts[:i]), parts[i:]
+    return None
+
+
+def _config_key(token: str) -> bool:
+    import dataclasses
+
+    from frequnlearn.config.study import StudyConfig
+
+    section, _, field = token.partition(".")
+    if section not in SECTIONS:
+        return False
+    options = {f.name for f in dataclasses.fields(getattr(StudyConfig(), section))}
+    return field in options
+
+
+def _doc_problems(text: str) -> list[str]:
+    import re
+
+    problems = []
+    root = SRC.parents[1]
+    for token in sorted(set(re.findall(r"`([^`\s]+)`", text))):
+        if "<" in token or token.startswith((".", "-")):
+            continue  # a pattern (`<name>.py`) or a file name, not a module
+        if token.endswith((".py", "/")):
+            if not ((SRC / token).exists() or (root / token).exists()):
+                problems.append(f"{token}: no such file or folder")
+        elif re.fullmatch(r"[a-z_]+(?:[./][A-Za-z_][A-Za-z_0-9]*)+", token) and not _config_key(token):
+            found = _module_of(token.replace("/", "."))
+            if found is None:
+                problems.append(f"{token}: no such module")
+            elif found[1] and found[1][0] not in _defined(found[0]):
+                problems.append(f"{token}: {found[0]} defines no {found[1][0]}")
+    # In a table row about a module, every bare name is one that module (or its package) defines.
+    for row in re.findall(r"^\| `([a-z_]+)` \|(.*)\|$", text, flags=re.M):
+        module, rest = row
+        if _module_of(module) is None:
+            problems.append(f"{module}: no such module")
+            continue
+        for name in re.findall(r"`([A-Za-z_][A-Za-z_0-9]*)`", rest):
+            if name not in _defined(module):
+                problems.append(f"{module}: defines no {name}")
+    return problems
+
+
+def test_the_architecture_page_names_only_what_exists():
+    assert _doc_problems(DOC.read_text(encoding="utf-8")) == []
+
+
+def test_the_architecture_check_finds_what_is_gone():
+    text = "`study/claims.py` and `records.claim`\n| `records` | `write_parquet` / `read_parquet_info` |\n"
+    assert _doc_problems(text) == [
+        "records.claim: records defines no claim",
+        "study/claims.py: no such file or folder",
+        "records: defines no read_parquet_info",
+    ]
