@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from frequnlearn.config.base import check
+from frequnlearn.config.base import MAX_EPOCHS, MAX_STEPS, check, check_range, check_seed
 from frequnlearn.models.prompts import get_prompt_format
 
 
@@ -124,9 +124,18 @@ class UnlearnConfig:
         check(self.max_grad_norm is None or self.max_grad_norm > 0, "max_grad_norm", "must be > 0 or null")
         check(self.batch_size >= 1, "batch_size", "must be >= 1")
         check(self.grad_accum >= 1, "grad_accum", "must be >= 1")
+        check_seed(self.seed, "seed")
         check(self.epochs >= 1, "epochs", "must be >= 1")
+        check_range(self.epochs, "epochs", 1, MAX_EPOCHS)
         check(self.max_steps is None or self.max_steps >= 1, "max_steps", "must be >= 1 or null")
+        check_range(self.max_steps, "max_steps", 1, MAX_STEPS, " or null")
         check(all(s >= 0 for s in self.eval_steps), "eval_steps", "steps must be >= 0")
+        check(
+            all(s <= MAX_STEPS for s in self.eval_steps),
+            "eval_steps",
+            f"steps must be <= {MAX_STEPS}, got {self.eval_steps}",
+        )
         check(self.eval_every >= 0, "eval_every", "must be >= 0 (0 turns it off)")
+        check_range(self.eval_every, "eval_every", 0, MAX_STEPS, " (0 turns it off)")
         for key in ("question_column", "answer_column", "id_column"):
             check(bool(getattr(self, key).strip()), key, "must name a column")
