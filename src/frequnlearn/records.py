@@ -238,7 +238,7 @@ def atomic_dir(path: str | Path, overwrite: bool = True) -> Iterator[Path]:
     path = guard(Path(path))
     if not path.parent.exists():
         raise DataError(f"--out {path}: parent directory {path.parent} does not exist; create it first")
-    tmp = _scratch_dir(path.parent, path.name)
+    tmp = _scratch_dir(path.parent, path.name, target=path)
     try:
         try:
             yield tmp
@@ -319,7 +319,7 @@ def check_output_dir(
     Allowed: a new path in an existing directory, an empty directory, or a directory holding this
     kind's own output; with `overwrite`, any directory (its other files are kept).
     """
-    path = Path(path)
+    path = guard(path)  # before even a probe file: a root it lies in must hold it
     if path.exists() and not path.is_dir():
         raise DataError(f"{flag} {path}: is a file, not a directory; choose a directory path")
     if not path.exists():
@@ -361,6 +361,7 @@ def check_output_files(
     `overwrite`."""
     first = Path(paths[0])
     for path in map(Path, paths):
+        guard(path, follow=False)
         if path.is_dir():
             raise DataError(f"{flag} {first}: {path} is a directory; name a file")
     if not first.parent.is_dir():
@@ -416,10 +417,17 @@ def remove_stale_temps(path: str | Path, deep: bool = False) -> None:
                 shutil.rmtree(entry, ignore_errors=True)
 
 
-def _scratch_dir(parent: Path, name: str, kind: str = "scratch") -> Path:
+def _scratch_dir(parent: Path, name: str, kind: str = "scratch", target: Path | None = None) -> Path:
+    """A new hidden directory beside the output; a full disk while making it names `target`."""
     tmp = Path(tempfile.mkdtemp(dir=parent, prefix=f".{name}.", suffix=".tmp"))
-    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700 would make shared results unreadable to others
-    write_json(tmp / OUTPUT_MARKER, {"kind": kind})  # lets a rerun know this leftover is its own
+    try:
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700 would make shared results unreadable to others
+        write_json(tmp / OUTPUT_MARKER, {"kind": kind})  # lets a rerun know this leftover is its own
+    except BaseException as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if target is not None and is_disk_full(err):
+            raise DiskFull(target, getattr(err, "needed", 0)) from None
+        raise
     return tmp
 
 
@@ -444,7 +452,7 @@ def output_set(
     was and says how much the set had taken when the space ran out.
     """
     dest = guard(Path(dest))
-    tmp = _scratch_dir(dest.parent if kind else dest, prefix or dest.name, kind or "scratch")
+    tmp = _scratch_dir(dest.parent if kind else dest, prefix or dest.name, kind or "scratch", target=dest)
     try:
         try:
             yield tmp

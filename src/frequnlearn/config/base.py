@@ -60,8 +60,16 @@ def check_seed(value: Any, key: str) -> None:
 
 def check_range(value: float | None, key: str, low: float, high: float, what: str = "") -> None:
     """`value` (when set) lies in [low, high]; the message names both bounds."""
+
+    def text(x: float) -> str:
+        return str(int(x)) if float(x).is_integer() and abs(x) < 1e15 else f"{x:g}"
+
     if value is not None:
-        check(low <= value <= high, key, f"must be between {low:g} and {high:g}{what}, got {value:g}")
+        check(
+            low <= value <= high,
+            key,
+            f"must be between {text(low)} and {text(high)}{what}, got {text(value)}",
+        )
 
 
 def _type_name(tp: Any) -> str:

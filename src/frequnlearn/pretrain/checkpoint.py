@@ -27,7 +27,6 @@ from frequnlearn.config.base import to_dict
 from frequnlearn.config.pretrain import PretrainConfig
 from frequnlearn.errors import ConfigError, DataError
 from frequnlearn.records import (
-    STAGE_FILE,
     DiskFull,
     append_jsonl,
     check_free_space,
@@ -38,7 +37,6 @@ from frequnlearn.records import (
     read_json,
     say_once,
     share,
-    stage_done,
     stage_key,
     stage_record,
     write_bytes,
@@ -109,24 +107,24 @@ def finished(out_dir: Path, cfg: PretrainConfig, data_sha256: str) -> bool:
     A run.json without a key was written by an earlier version: that run is trained again.
     """
     key = run_key(cfg, data_sha256)
-    if stage_done(out_dir, key):
-        return True
-    if not (out_dir / STAGE_FILE).is_file() or not (out_dir / "run.json").is_file():
+    marker = stage_record(out_dir)
+    if not marker:
         return False
-    try:
-        record = read_json(out_dir / "run.json")
-    except (DataError, ValueError):
-        return False  # cut or damaged: the run is finished again from its checkpoints
-    if not isinstance(record, dict) or "key" not in record:
-        return False
-    if record["key"] == key:
-        # The marker (perhaps the study's, perhaps in progress) still names the outputs it recorded.
-        why = outputs_changed(out_dir, stage_record(out_dir))
-        if why is not None:
-            say_once(f"{out_dir}: {why}; training it again from its checkpoints")
-        return why is None
-    check_other_run(out_dir, record, cfg, data_sha256)
-    return False
+    if marker.get("key") != key or marker.get("in_progress"):
+        try:
+            record = read_json(out_dir / "run.json") if (out_dir / "run.json").is_file() else {}
+        except (DataError, ValueError):
+            return False  # cut or damaged: the run is finished again from its checkpoints
+        if not isinstance(record, dict) or "key" not in record:
+            return False
+        if record["key"] != key:
+            check_other_run(out_dir, record, cfg, data_sha256)
+            return False
+    # This run, finished: trusted once the files its marker (its own or the study's) recorded match.
+    why = outputs_changed(out_dir, marker)
+    if why is not None:
+        say_once(f"{out_dir}: {why}; training it again from its checkpoints")
+    return why is None
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -144,8 +142,9 @@ def checkpoints(ckpt_dir: Path) -> list[tuple[int, Path]]:
 
 
 def resumable(ckpt_dir: Path, cfg: PretrainConfig, data_sha256: str, main: bool) -> Path | None:
-    """The newest checkpoint of this run whose files are as it saved them; say which one, and why newer
-    ones were not. A checkpoint of another run is refused. Nothing but JSON is read to decide."""
+    """The newest checkpoint of this run whose files are as it saved them, and say why newer ones were
+    not (`load_state` says which one it resumed). A checkpoint of another run is refused. Nothing but
+    JSON is read to decide."""
     key = run_key(cfg, data_sha256)
     saved = checkpoints(ckpt_dir)
     for _, path in reversed(saved):
@@ -159,8 +158,6 @@ def resumable(ckpt_dir: Path, cfg: PretrainConfig, data_sha256: str, main: bool)
                     f"checkpoint {path.name} is not resumable ({why}); trying an older one", file=sys.stderr
                 )
             continue
-        if main:
-            print(f"resuming from checkpoint {path.name}", file=sys.stderr)
         return path
     if saved and main:
         print("no checkpoint is resumable; training from step 0", file=sys.stderr)
@@ -228,19 +225,26 @@ def save_state(accelerator: Any, model: Any, optimizer: Any, scheduler: Any, tmp
         write_bytes(tmp / name, buf.getvalue())
 
     tmp.mkdir(parents=True, exist_ok=True)
-    if accelerator.is_main_process:
-        unwrapped = accelerator.unwrap_model(model)
-        try:
-            save_model(unwrapped, str(guard(tmp / MODEL_FILE, follow=False)))
-        except Exception as err:
-            if is_disk_full(err):
-                raise DiskFull(tmp / MODEL_FILE, 4 * sum(p.numel() for p in unwrapped.parameters())) from None
-            raise
-        put(optimizer.state_dict(), OPTIMIZER_FILE)
-        put(scheduler.state_dict(), SCHEDULER_FILE)
-        if accelerator.scaler is not None:
-            put(accelerator.scaler.state_dict(), SCALER_FILE)
-    put(_rng_state(), rng_file(accelerator.process_index))
+    try:
+        if accelerator.is_main_process:
+            unwrapped = accelerator.unwrap_model(model)
+            try:
+                save_model(unwrapped, str(guard(tmp / MODEL_FILE, follow=False)))
+            except Exception as err:
+                if is_disk_full(err):
+                    raise DiskFull(tmp, 4 * sum(p.numel() for p in unwrapped.parameters())) from None
+                raise
+            put(optimizer.state_dict(), OPTIMIZER_FILE)
+            put(scheduler.state_dict(), SCHEDULER_FILE)
+            if accelerator.scaler is not None:
+                put(accelerator.scaler.state_dict(), SCALER_FILE)
+        put(_rng_state(), rng_file(accelerator.process_index))
+    except DiskFull as err:
+        # Named as the checkpoint it was to become; the earlier checkpoints are untouched.
+        needed = err.needed + _size(tmp)
+        if accelerator.is_main_process:
+            _remove(tmp)
+        raise DiskFull(tmp.with_name(tmp.name[1:].removesuffix(".tmp")), needed) from None
 
 
 def load_state(accelerator: Any, model: Any, optimizer: Any, scheduler: Any, path: Path) -> None:
@@ -259,10 +263,10 @@ def load_state(accelerator: Any, model: Any, optimizer: Any, scheduler: Any, pat
         rng_path = path / rng_file(accelerator.process_index)
         rng = get(rng_path.name) if rng_path.is_file() else None
     except Exception as err:  # noqa: BLE001 - an unpickling refusal, a cut file: any means not loadable
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise DataError(
-            f"checkpoint {path}: cannot be read as plain tensors ({first}); it was changed after its "
-            "hashes were recorded, so it is not loaded: remove it to start over"
+            f"checkpoint {path}: holds more than tensors and plain containers ({type(err).__name__}) "
+            "although its hashes match, so it was replaced on purpose and is not loaded; remove it to "
+            "start over"
         ) from None
     load_model(accelerator.unwrap_model(model), str(path / MODEL_FILE), device=str(accelerator.device))
     optimizer.load_state_dict(opt)
@@ -271,6 +275,12 @@ def load_state(accelerator: Any, model: Any, optimizer: Any, scheduler: Any, pat
         accelerator.scaler.load_state_dict(scaler)
     if rng is not None:
         _set_rng_state(rng)
+    if accelerator.is_main_process:
+        print(f"resuming from checkpoint {path.name}", file=sys.stderr)
+
+
+def _size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else 0
 
 
 def _rng_state() -> dict[str, Any]:
