@@ -865,7 +865,7 @@ def study_ref(tmp_path_factory) -> tuple[Path, Path]:
 STUDY_KILLS = [
     ("pretrain-checkpoint", {"replace": "*/checkpoints/step-*", "n": 1, "after": True}),
     ("unlearn-evaluation", {"replace": "*/trajectory.parquet", "n": 1, "after": True}),
-    ("report", {"replace": "*/report/*.csv", "n": 1}),
+    ("report", {"replace": "*/.report.*.tmp/*.csv", "n": 1}),  # the report is built as a set beside it
 ]
 
 
