@@ -861,9 +861,10 @@ def outputs_changed(path: Path, record: dict[str, Any]) -> str | None:
 
 
 def check_outputs(path: Path) -> str | None:
-    """Why a directory's outputs are not what its done marker recorded (None: as written, or no marker)."""
+    """Why a directory's outputs are not what its done marker recorded (None: as written, or nothing
+    recorded to check: no marker, or one of an earlier version). For readers; `stage_done` is stricter."""
     record = stage_record(path)
-    return outputs_changed(path, record) if record else None
+    return outputs_changed(path, record) if OUTPUTS in record else None
 
 
 def say_once(line: str) -> None:
