@@ -232,32 +232,56 @@ def test_pdu_formula_and_dual_ascent():
 
 
 def test_mpu_formula_gradient_and_stop():
-    # Token 0: margin 2 - 1 = 1, baseline 3 - 0 = 3. Token 1: margin 0.5 - 3 = -2.5 (past the target).
-    # Token 2: baseline already below the target (-2), so never pushed although its margin is now 4.
-    logits = torch.tensor([[[2.0, 1.0, 0.0], [0.5, 3.0, 0.0], [0.0, 4.0, 0.0]]], requires_grad=True)
-    ref = torch.tensor([[[3.0, 0.0, -1.0], [4.0, 1.0, 0.0], [0.0, 0.0, 2.0]]])
-    targets = torch.tensor([[0, 0, 1]])
-    mask = torch.tensor([[1.0, 1.0, 1.0]])
-    inp = LossInputs(torch.zeros(1, 3), mask, targets=targets, logits=logits, ref_logits=ref)
+    # Item 0: token margins 2 - 1 = 1 and 5 - 0 = 5 (a confident template token); the weakest link is
+    # token 0. Baseline: 3 - 0 = 3 and 6 - 0 = 6, so M0 = 3. Item 1 is past the target (-2.5 < -1).
+    # Item 2 was below the target at baseline (-2), so it is never pushed although it is known now.
+    logits = torch.tensor(
+        [
+            [[2.0, 1.0, 0.0], [5.0, 0.0, 0.0]],
+            [[0.5, 3.0, 0.0], [4.0, 0.0, 0.0]],
+            [[0.0, 4.0, 0.0], [0.0, 4.0, 0.0]],
+        ],
+        requires_grad=True,
+    )
+    ref = torch.tensor(
+        [
+            [[3.0, 0.0, -1.0], [6.0, 0.0, 0.0]],
+            [[4.0, 1.0, 0.0], [4.0, 0.0, 0.0]],
+            [[0.0, 0.0, 2.0], [0.0, 4.0, 0.0]],
+        ]
+    )
+    targets = torch.tensor([[0, 0], [0, 0], [1, 1]])
+    mask = torch.ones(3, 2)
+    inp = LossInputs(torch.zeros(3, 2), mask, targets=targets, logits=logits, ref_logits=ref)
     delta = 1.0
     value = FORGET_LOSSES["mpu"].fn(inp, LossParams(mpu_delta=delta))
     w0 = 3.0 + delta
     assert value.item() == pytest.approx(w0 * (1.0 + delta) / 3, rel=1e-6)
     value.backward()
-    grad = logits.grad[0]
-    # Only the answer token (up: descent lowers it) and its best rival (down) of the active token move.
-    assert grad[0].tolist() == pytest.approx([w0 / 3, -w0 / 3, 0.0])
-    assert grad[1].abs().sum() == 0 and grad[2].abs().sum() == 0
-    # Equal pacing: the push is proportional to each token's baseline distance to the target.
-    two = LossInputs(
+    grad = logits.grad
+    # Only the weakest token of the active item moves: its answer logit (descent lowers it) and its
+    # best rival (raised); the confident token and the other items get nothing.
+    assert grad[0, 0].tolist() == pytest.approx([w0 / 3, -w0 / 3, 0.0])
+    assert grad[0, 1].abs().sum() == 0 and grad[1:].abs().sum() == 0
+    # Masked positions never count as the weakest link.
+    masked = LossInputs(
         torch.zeros(1, 2),
-        torch.ones(1, 2),
+        torch.tensor([[0.0, 1.0]]),
         targets=torch.tensor([[0, 0]]),
-        logits=torch.tensor([[[1.0, 0.0], [1.0, 0.0]]], requires_grad=True),
-        ref_logits=torch.tensor([[[1.0, 0.0], [5.0, 0.0]]]),
+        logits=torch.tensor([[[-9.0, 0.0], [2.0, 0.0]]]),
+        ref_logits=torch.tensor([[[-9.0, 0.0], [2.0, 0.0]]]),
+    )
+    assert _fn("mpu", masked, mpu_delta=delta) == pytest.approx((2.0 + delta) ** 2)
+    # Equal pacing: each item's push is proportional to its baseline distance from the target.
+    two = LossInputs(
+        torch.zeros(2, 1),
+        torch.ones(2, 1),
+        targets=torch.tensor([[0], [0]]),
+        logits=torch.tensor([[[1.0, 0.0]], [[1.0, 0.0]]], requires_grad=True),
+        ref_logits=torch.tensor([[[1.0, 0.0]], [[5.0, 0.0]]]),
     )
     FORGET_LOSSES["mpu"].fn(two, LossParams(mpu_delta=delta)).backward()
-    g = two.logits.grad[0, :, 0]
+    g = two.logits.grad[:, 0, 0]
     assert (g[1] / g[0]).item() == pytest.approx((5.0 + delta) / (1.0 + delta), rel=1e-6)
 
 

@@ -63,7 +63,7 @@ class UnlearnConfig:
     dual_tol: float = 0.1
     dual_lr: float = 1.0
     dual_warmup: int = 0
-    # MPU: each answer token is pushed until its logit margin over its best rival is -mpu_delta.
+    # MPU: each item is pushed until its weakest answer token trails its best rival by mpu_delta logits.
     mpu_delta: float = 1.0
     # plain, olmo, chat (the tokenizer's template) or a string with {question} and {answer}.
     prompt_format: str = "plain"
