@@ -176,6 +176,10 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, prefix: str = "") -> T:
             hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
             allowed = ", ".join(sorted(fields))
             raise ConfigError(f"{prefix}{key}: unknown key{hint}; allowed keys: {allowed}")
+    # A class may act on its raw mapping before any field is read (the study imports its plugins).
+    preload = getattr(cls, "preload", None)
+    if callable(preload):
+        preload(data)
     kwargs = {name: _coerce(value, hints[name], prefix + name) for name, value in data.items()}
     for name in ("seed", "seeds"):
         if name in kwargs:

@@ -15,6 +15,13 @@ from frequnlearn.config.pretrain import PretrainConfig
 from frequnlearn.config.unlearn import UnlearnConfig, method_names
 
 
+def load_plugins(specs: list[str], key: str = "plugins") -> None:
+    """Import the named plugins (imported late: the losses need torch)."""
+    from frequnlearn.unlearn.losses import load_plugins as load
+
+    load(specs, key=key)
+
+
 def parse_method(spec: str) -> tuple[str, str]:
     """`simnpo+gd` -> ("simnpo", "gd"); a bare forget method has no retain term. Names are checked
     against the loss registry."""
@@ -41,6 +48,9 @@ class StudyOptions:
     seeds: list[int] = field(default_factory=lambda: [0])
     model_sizes: list[str] = field(default_factory=lambda: ["tiny", "small"])
     methods: list[str] = field(default_factory=lambda: ["ga+gd", "simnpo+gd"])
+    # Python files or modules to import first, whose losses register themselves (methods brought from
+    # outside; docs/methods.md). Only what is listed is imported; paths are relative to the working directory.
+    plugins: list[str] = field(default_factory=list)
     # Unlearn settings for one method spec over the `unlearn:` section, e.g. {rmu+act: {lr: 1e-3}}
     # (a learning rate chosen per method for a matched retain cost).
     method_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -87,6 +97,7 @@ class StudyOptions:
         check(self.num_threads is None or self.num_threads >= 1, "num_threads", "must be >= 1 or null")
         check(len(set(self.seeds)) == len(self.seeds), "seeds", "seeds must be distinct")
         check(len(self.methods) >= 1, "methods", "give at least one method, e.g. [ga+gd, simnpo+gd]")
+        load_plugins(self.plugins)
         for spec in self.methods:
             parse_method(spec)
         for spec in self.method_overrides:
@@ -165,6 +176,15 @@ class StudyConfig:
     count: CountConfig = field(default_factory=CountConfig)
     study: StudyOptions = field(default_factory=StudyOptions)
     attacks: AttacksConfig = field(default_factory=AttacksConfig)
+
+    @staticmethod
+    def preload(data: dict[str, Any]) -> None:
+        """Import `study.plugins` before any section is read, so that the `unlearn:` section may name a
+        plugin's method whatever the order of the sections."""
+        study = data.get("study")
+        plugins = study.get("plugins") if isinstance(study, dict) else None
+        if isinstance(plugins, list) and all(isinstance(p, str) for p in plugins):
+            load_plugins(plugins, key="study.plugins")
 
     def method_unlearn(self, spec: str) -> UnlearnConfig:
         """The `unlearn:` section with `study.method_overrides[spec]` applied (validated)."""
