@@ -174,7 +174,7 @@ def test_a_full_disk_leaves_the_earlier_set_whole(tmp_path):
     dest.mkdir()
     (dest / "a.txt").write_text("old a")
     (dest / "run.json").write_text("old record")
-    with pytest.raises(DiskFull, match=f"{dest}: no space left on the device .*needed more than \d+ B"):
+    with pytest.raises(DiskFull, match=rf"{dest}: no space left on the device .*needed more than \d+ B"):
         with output_set(dest, ["a.txt", "run.json"], "run.json") as tmp:
             (tmp / "a.txt").write_text("new a")
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
