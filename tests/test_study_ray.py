@@ -101,6 +101,7 @@ class KillsOneWorker(TaskRunner):
 
     def __setstate__(self, state):
         self.__init__(state["cfg"], state["layout"], state["threads"], state["victim"], state["marker"])
+        self.plugins = state["plugins"]
 
     def __call__(self, task):
         if task.id == self.victim and not self.marker.exists():

@@ -11,6 +11,7 @@ when it runs, before any work.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
 
 METRIC_FAMILY = "metric family"
@@ -18,6 +19,10 @@ KNOWN_RULE = "known rule"
 COUNT_BACKEND = "count backend"
 FORGET_LOSS = "forget loss"
 RETAIN_LOSS = "retain loss"
+
+# A registry that takes plugins (code from outside the package that registers more names) leaves
+# its loader here, under its kind: `load_plugins(kind, specs, key)`.
+PLUGIN_LOADER = "plugin loader"
 
 _TABLES: dict[str, dict[str, Any]] = {}
 
@@ -39,3 +44,14 @@ def unknown(kind: str, names: list[str] | tuple[str, ...]) -> str | None:
     if known is None:
         return None
     return next((n for n in names if n not in known), None)
+
+
+def load_plugins(kind: str, specs: Sequence[str], key: str) -> bool:
+    """Import the plugins `specs` with the loader of `kind`'s registry (`key` names the setting in its
+    errors); False when that registry was not imported, so it has left no loader (its stage loads the
+    plugins when it runs)."""
+    loader: Callable[..., Any] | None = _TABLES.get(PLUGIN_LOADER, {}).get(kind)
+    if loader is None:
+        return False
+    loader(specs, key=key)
+    return True

@@ -41,6 +41,7 @@ from frequnlearn.records import (
     clear_if_stale,
     mark_done,
     output_set,
+    stage_done,
     write_json,
     write_parquet,
 )
@@ -83,11 +84,13 @@ def run_oracle(inputs: OracleInputs, model_out: Path, scores_out: Path, key: str
     from frequnlearn.pretrain import pretrain, run_key
     from frequnlearn.pretrain.data import corpus_sha256
 
-    clear_if_stale(model_out, run_key(inputs.pretrain, corpus_sha256(inputs.oracle_data)))
+    model_key = run_key(inputs.pretrain, corpus_sha256(inputs.oracle_data))
+    if not stage_done(model_out, model_key):  # pretraining marks a finished oracle itself
+        clear_if_stale(model_out, model_key)
     if not (model_out / "tokenizer_config.json").is_file():
         # The original model's tokenizer: the oracle must read the same token ids, not a BPE
         # trained on a corpus that lacks some names.
-        AutoTokenizer.from_pretrained(inputs.model_dir).save_pretrained(model_out)
+        AutoTokenizer.from_pretrained(inputs.model_dir, trust_remote_code=False).save_pretrained(model_out)
     threads = torch.get_num_threads()
     try:
         pretrain(inputs.oracle_data, inputs.pretrain, model_out)
@@ -153,7 +156,7 @@ def run_attack(inputs: AttackInputs, out: Path, key: str) -> Path:
             scores["scheme"] = scores["attack"].map(attacks["schemes"]).fillna("")
             write_parquet(scores, scratch / SCORES, inputs.record)
         write_json(scratch / RECORD, attacks)
-        write_json(scratch / STAGE_FILE, {"key": key, **inputs.identity})
+        mark_done(scratch, key, inputs.identity)
     return out
 
 
@@ -162,7 +165,7 @@ def record_not_attacked(out: Path, key: str, identity: dict[str, Any], why: str)
     earlier attack's files there are removed."""
     out.mkdir(parents=True, exist_ok=True)
     with output_set(out, OUTPUTS, STAGE_FILE) as scratch:
-        write_json(scratch / STAGE_FILE, {"key": key, **identity, "not_attacked": why})
+        mark_done(scratch, key, {**identity, "not_attacked": why})
 
 
 def _measurer(inputs: AttackInputs) -> Any:

@@ -22,7 +22,7 @@ from typing import Any
 
 from frequnlearn import __version__, progress
 from frequnlearn.config.base import check, to_dict
-from frequnlearn.config.generate import GenerateConfig, group_sizes
+from frequnlearn.config.generate import GenerateConfig, corpus_estimate, group_sizes
 from frequnlearn.data.pools import Pools, load_pools
 from frequnlearn.data.templates import (
     PARAPHRASES,
@@ -43,9 +43,12 @@ from frequnlearn.records import (
     Person,
     QAItem,
     as_dict,
+    check_free_space,
     check_output_dir,
+    check_recorded,
     dumps,
     from_record,
+    human_bytes,
     mark_done,
     output_set,
     read_bio_prompts,
@@ -351,12 +354,25 @@ def _check_out_dir(out_dir: Path, overwrite: bool = False) -> None:
 
 
 def check_limits(cfg: GenerateConfig) -> None:
-    """What `cfg` asks of the name pools and the templates: at most as many people as the pools name,
-    as many wrong answers as each attribute has other values, an existing number of templates and
-    paraphrase (one line naming the field, as the config's own checks)."""
+    """What `cfg` asks of the name pools, the templates and the machine: at most as many people as the
+    pools name, a corpus that fits the memory, as many wrong answers as each attribute has other
+    values, an existing number of templates and paraphrase (one line naming the field, as the
+    config's own checks)."""
+    from frequnlearn.config import generate as config
+
     pools = load_pools()
     limit = pools.name_capacity // 10
     check(cfg.n_people <= limit, "n_people", f"the name pools allow at most {limit} people")
+    estimate, memory = config.corpus_estimate(cfg), config.memory_limit()
+    if estimate["memory_bytes"] > memory:
+        check(
+            False,
+            "high_exposure" if cfg.exposure_levels is None else "exposure_levels",
+            f"{cfg.n_people} people at these exposures make about {estimate['documents']:,} documents, "
+            f"a corpus of about {human_bytes(estimate['corpus_bytes'])} that needs about "
+            f"{human_bytes(estimate['memory_bytes'])} of memory, above the {human_bytes(memory)} available; "
+            "lower it or n_people",
+        )
     for attr in cfg.attributes:
         if attr == "birth_date":
             continue
@@ -383,6 +399,8 @@ def generate(cfg: GenerateConfig, out_dir: str | Path, overwrite: bool = False) 
     check_limits(cfg)
     out_dir = Path(out_dir)
     _check_out_dir(out_dir, overwrite)
+    # The corpus, and the scratch copy the set is built in, must fit the disk.
+    check_free_space(out_dir, corpus_estimate(cfg)["corpus_bytes"], "the corpus of this config")
     pools = load_pools()
     rngs = _streams(cfg.seed)
     people = make_people(cfg, pools, rngs["people"])
@@ -440,7 +458,7 @@ def run_generate(cfg: GenerateConfig, out_dir: str | Path, overwrite: bool = Fal
     """The generate stage, as `frequnlearn generate` and the study run it: the data directory, whose
     manifest is its run record, then the done marker naming `generate_key`."""
     out = generate(cfg, out_dir, overwrite=overwrite)
-    mark_done(out, generate_key(cfg))
+    mark_done(out, generate_key(cfg), files=(*DATA_FILES, MANIFEST))
     return out
 
 
@@ -605,10 +623,19 @@ def load_data_dir(path: str | Path) -> DataDir:
                 f"{path}: {name} is missing, so this is not a complete data directory; "
                 f"regenerate it with `frequnlearn generate --out {path}`"
             )
+    check_data_files(path, ("people.jsonl", "qa.jsonl", "bio_prompts.jsonl"))
     return DataDir(
         path=path,
         people=[from_record(Person, r) for r in read_jsonl(path / "people.jsonl")],
         qa=[from_record(QAItem, r) for r in read_jsonl(path / "qa.jsonl")],
         bio_prompts=read_bio_prompts(path / "bio_prompts.jsonl"),
         manifest=read_json(path / MANIFEST),
+    )
+
+
+def check_data_files(path: str | Path, names: Sequence[str]) -> None:
+    """Refuse a file of a generated data directory that differs from the sha256 its manifest recorded
+    (edited answers would be unlearned against a baseline scored on the originals)."""
+    check_recorded(
+        Path(path), MANIFEST, names, f"regenerate the directory with `frequnlearn generate --out {path}`"
     )

@@ -10,27 +10,14 @@ older results can be reproduced, and every report names the rule it used.
 
 from __future__ import annotations
 
-import re
-import unicodedata
 from collections.abc import Callable
-from functools import lru_cache
 from typing import Any
 
 from frequnlearn import names
 from frequnlearn.errors import ConfigError
-
-_ARTICLE = re.compile(r"^(?:the|a|an) ")
+from frequnlearn.text import normalize, normalize_value
 
 KnownRule = Callable[[str, str, float], bool]
-
-_SPACE = re.compile(r"\s+")
-
-
-@lru_cache(maxsize=65536)
-def normalize(text: str) -> str:
-    """Case-folded, punctuation and symbols turned into spaces, whitespace collapsed (Unicode-aware)."""
-    chars = [" " if unicodedata.category(c)[0] in "PSZC" else c for c in unicodedata.normalize("NFKC", text)]
-    return _SPACE.sub(" ", "".join(chars).casefold()).strip()
 
 
 class _Tokenizer:
@@ -55,11 +42,6 @@ def _rouge() -> Any:
 def rouge_recall(continuation: str, answer: str) -> float:
     """ROUGE-L recall of the answer's words in the continuation (a metric, not the verdict)."""
     return float(_rouge().score(answer, continuation)["rougeL"].recall)
-
-
-def normalize_value(text: str) -> str:
-    """`normalize` plus a leading article dropped: "The Ohio State University" ~ "ohio state university"."""
-    return _ARTICLE.sub("", normalize(text))
 
 
 def _exact_rule(continuation: str, answer: str, threshold: float) -> bool:

@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from frequnlearn.config.study import StudyConfig
@@ -40,19 +41,27 @@ class TaskRunner:
     """Runs one task of a study in one run directory (callable: `runner(task)` returns a note for the
     study's log, e.g. why an unlearning run was skipped, or None)."""
 
-    def __init__(self, cfg: StudyConfig, layout: RunLayout, threads: int) -> None:
+    def __init__(
+        self, cfg: StudyConfig, layout: RunLayout, threads: int, plugins: list[str] | None = None
+    ) -> None:
         self.cfg = cfg
         self.s = cfg.study
         self.layout = layout
         self.threads = threads
         self.keys = Keys(cfg, layout, threads)
         self.inputs = Inputs(cfg, layout)
+        # The study's plugins (`study.plugins`), in every process that runs its tasks: a plugin file
+        # by its absolute path, for a worker whose working directory is another.
+        if plugins is None:
+            plugins = [str(Path(p).resolve()) if _is_file(p) else p for p in cfg.study.plugins]
+        self.plugins = plugins
+        _load_plugins(plugins)
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"cfg": self.cfg, "layout": self.layout, "threads": self.threads}  # no loaded items
+        return {"cfg": self.cfg, "layout": self.layout, "threads": self.threads, "plugins": self.plugins}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["cfg"], state["layout"], state["threads"])  # type: ignore[misc]
+        self.__init__(state["cfg"], state["layout"], state["threads"], state["plugins"])  # type: ignore[misc]
 
     def __call__(self, task: Task) -> str | None:
         return getattr(self, f"_{task.kind}")(task)
@@ -107,12 +116,13 @@ class TaskRunner:
         """Each model of the task (a tag and its seed; one today), resumed where a cut run stopped;
         pretraining marks its own directory done."""
         from frequnlearn.pretrain import pretrain
-        from frequnlearn.records import clear_if_stale
+        from frequnlearn.records import clear_if_stale, stage_done
 
         p = task.params
         for tag, seed in zip(p["tags"], p["seeds"]):
-            path = self.layout.model(tag)
-            clear_if_stale(path, self.keys.model({**p, "seed": seed}))
+            path, key = self.layout.model(tag), self.keys.model({**p, "seed": seed})
+            if not stage_done(path, key):  # a model of an ensemble may be done already
+                clear_if_stale(path, key)
             with _threads_kept():
                 pretrain(self.layout.data(p["world"]), self.keys.pretrain_cfg(p["size"], seed), path)
 
@@ -260,6 +270,17 @@ class TaskRunner:
         from frequnlearn.report import build_report
 
         build_report(self.layout.root)
+
+
+def _is_file(spec: str) -> bool:
+    return spec.endswith(".py") or Path(spec).is_file()
+
+
+def _load_plugins(specs: list[str]) -> None:
+    if specs:
+        from frequnlearn.unlearn.losses import load_plugins
+
+        load_plugins(specs, key="study.plugins")
 
 
 def _read_record(path: Any) -> dict[str, Any]:
