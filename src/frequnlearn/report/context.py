@@ -8,7 +8,7 @@ methods, levels, selections and probes as the study lists them.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
@@ -128,9 +128,3 @@ class Context:
     notes: list[str]
     info: dict[str, Any]
     probe: str  # the probe the robustness numbers are read on
-    verdicts: pd.DataFrame = field(default_factory=pd.DataFrame)  # per (run, step, item, probe)
-
-    def option(self, name: str, section: str = "study") -> Any:
-        from frequnlearn.report.runs import study_option
-
-        return study_option(self.data.study, name, section=section)

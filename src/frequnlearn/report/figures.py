@@ -9,7 +9,7 @@ first figure of their list that has data; the others follow under "More figures"
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
@@ -35,9 +35,9 @@ class FigureSpec:
 class BuiltFigure:
     spec: FigureSpec
     caption: str
-    rendered: plots.Rendered | None  # None: no data (`spec.missing` is shown)
+    missing: str  # the line shown instead when there is no data
+    rendered: plots.Rendered | None  # None: no data
     lead: bool = False
-    fields: dict[str, Any] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -46,7 +46,14 @@ class BuiltFigure:
 
 def words(ctx: Context) -> dict[str, Any]:
     """The names captions are formatted with."""
-    return {"high": ctx.lay.high, "low": ctx.lay.low, "matched": MATCHED_LEVEL, "probe": ctx.probe}
+    n = len(ctx.lay.sizes)
+    return {
+        "high": ctx.lay.high,
+        "low": ctx.lay.low,
+        "matched": MATCHED_LEVEL,
+        "probe": ctx.probe,
+        "sizes": f"{n} model size{'s' if n != 1 else ''}",
+    }
 
 
 def _dose(ctx: Context) -> tuple[Any, dict[str, Any]]:
@@ -139,7 +146,7 @@ FIGURES: tuple[FigureSpec, ...] = (
         "slope per e-fold of parameters with its 95% CI. A rising line: misalignment grows with size.",
         _trend,
         "No size trend: it needs two or more model sizes whose target items reached the matched "
-        "forgetting level.",
+        "forgetting level; this run has {sizes}.",
     ),
     FigureSpec(
         "frequency_effect.png",
@@ -178,8 +185,9 @@ FIGURES: tuple[FigureSpec, ...] = (
     ),
 )
 
-# The two figures of the first screen: the first of each list that has data.
-LEAD = (("dose_response.png", "frequency_effect.png"), ("size_trend.png", "misalignment.png"))
+# The two figures of the first screen, one per finding: the first of each list that has data (each is
+# drawn `plots.LEAD_WIDTH` wide); a slot with none shows the first one's `missing` line.
+LEAD = (("dose_response.png", "frequency_effect.png"), ("size_trend.png",))
 
 
 def more_specs(ctx: Context) -> tuple[FigureSpec, ...]:
@@ -213,11 +221,14 @@ def build_figures(ctx: Context, sections: set[str]) -> list[BuiltFigure]:
     """Draw every declared figure whose section the report has; the lead slots marked `lead`."""
     built = []
     for spec in FIGURES + more_specs(ctx):
-        if spec.section not in sections and spec.section != "lead" and spec.section != "more":
+        if spec.section in ("relearning", "quantization") and spec.section not in sections:
             continue
         fig, extra = spec.draw(ctx)
-        caption = spec.caption.format(**{**words(ctx), **extra})
-        built.append(BuiltFigure(spec, caption, plots.render(fig) if fig is not None else None, fields=extra))
+        fields = {**words(ctx), **extra}
+        rendered = plots.render(fig) if fig is not None else None
+        built.append(
+            BuiltFigure(spec, spec.caption.format(**fields), spec.missing.format(**fields), rendered)
+        )
     by_name = {b.name: b for b in built}
     for slot in LEAD:
         drawn = [by_name[n] for n in slot if n in by_name and by_name[n].rendered is not None]

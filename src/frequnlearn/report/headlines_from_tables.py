@@ -127,7 +127,7 @@ def headlines(
                 estimate=float(e["effect"]),
                 lo=float(e["effect_lo"]),
                 hi=float(e["effect_hi"]),
-                unit="net drop, high minus low (negative: frequent facts harder to unlearn)",
+                unit="net drop, high minus low; negative: frequent facts are harder to unlearn",
                 n_items=min(arms),
                 n_people=_people(traj, cell),
                 n_seeds=int(e["seeds"]),
@@ -136,7 +136,14 @@ def headlines(
             )
         )
     else:
-        out.append(_missing("1", "no known cell with a frequency effect on the " + probe + " probe", budget))
+        out.append(
+            _missing(
+                "1",
+                f"net drop of {lay.high} minus net drop of {lay.low}: {probe} probe, known items",
+                f"no known cell has both levels on the {probe} probe",
+                budget,
+            )
+        )
     trend = tables.get("size_trend", pd.DataFrame())
     pooled = "both" if len(trend) and "level" in trend and (trend["level"] == "both").any() else None
     level = {"level": pooled} if pooled else {}
@@ -169,16 +176,20 @@ def headlines(
             if len(lay.sizes) < 2
             else "no known target items reached the matched forgetting level at two or more sizes"
         )
-        out.append(_missing("2", why, budget))
+        what = (
+            "slope of misalignment (still ranked first, target minus control) against log parameters at "
+            f"the matched forgetting level: {probe} probe, known items"
+        )
+        out.append(_missing("2", what, why, budget))
     return out
 
 
-def _missing(finding: str, why: str, budget: str) -> Headline:
+def _missing(finding: str, measured: str, why: str, budget: str) -> Headline:
     return Headline(
         finding=finding,
         claim=CLAIMS[finding],
         verdict=NO_ESTIMATE,
-        measured="no estimate: " + why,
+        measured=measured,
         estimate=math.nan,
         lo=math.nan,
         hi=math.nan,

@@ -32,7 +32,7 @@ def _ci(h: Headline) -> str:
 
 
 def _counts(h: Headline) -> str:
-    parts = [f"n = {h.n_items} items per arm" if h.n_items else "n = 0 items"]
+    parts = [f"n = {h.n_items} items per arm"] if h.n_items or not math.isnan(h.estimate) else []
     if h.n_people:
         parts.append(f"{h.n_people} people")
     if h.n_seeds:
@@ -61,9 +61,9 @@ class Page:
         parts = [f"# {TITLE}", "", self.subtitle, ""]
         for h in self.headlines:
             parts += [
-                f"> **Finding {h.finding}: {h.claim}: {h.verdict}.** {_ci(h)}"
-                + (f" ({h.unit})" if h.unit else "")
-                + f"; {_counts(h)}.  ",
+                f"> **Finding {h.finding}: {h.claim}: {h.verdict}.** "
+                + ("" if math.isnan(h.estimate) else _ci(h) + (f", {h.unit}" if h.unit else "") + "; ")
+                + f"{_counts(h)}.  ",
                 f"> Measured: {h.measured}.  ",
                 f"> {h.meaning}",
                 *[f"> Note: {n}" for n in h.notes],
@@ -139,7 +139,7 @@ pre { white-space: pre-wrap; word-break: break-all; font-size: 12px; }
 
 def _md_figure(f: BuiltFigure) -> list[str]:
     if f.rendered is None:
-        return [f"_{f.spec.missing}_", ""]
+        return [f"_{f.missing}_", ""]
     return [f"![{f.caption}]({f.name})", "", f"_{f.caption}_", ""]
 
 
@@ -163,7 +163,7 @@ def _md_block(b: object) -> list[str]:
 def _html_headline(h: Headline) -> str:
     esc = html.escape
     if math.isnan(h.estimate):
-        effect = "<b>no estimate</b>"
+        effect = ""
     elif math.isnan(h.lo) or math.isnan(h.hi):
         effect = f"<b>{h.estimate:+.3f}</b> (no interval: too few items or sizes to resample)"
     else:
@@ -174,8 +174,8 @@ def _html_headline(h: Headline) -> str:
         f'<div class="headline v-{h.verdict.replace(" ", "-")}" id="finding-{esc(h.finding)}">'
         f'<p class="claim">Finding {esc(h.finding)}: {esc(h.claim)}</p>'
         f'<p class="verdict">{esc(h.verdict)}</p>'
-        f'<p class="effect">{effect}{unit}</p>'
-        f'<p class="counts">{esc(_counts(h))}</p>'
+        + (f'<p class="effect">{effect}{unit}</p>' if effect else "")
+        + f'<p class="counts">{esc(_counts(h))}</p>'
         f'<p class="measured">Measured: {esc(h.measured)}</p>'
         f'<p class="meaning">{esc(h.meaning)}</p>{notes}</div>'
     )
@@ -184,7 +184,7 @@ def _html_headline(h: Headline) -> str:
 def _html_figure(f: BuiltFigure) -> str:
     esc = html.escape
     if f.rendered is None:
-        note = f'<p class="nodata">{esc(f.spec.missing)}</p>'
+        note = f'<p class="nodata">{esc(f.missing)}</p>'
         return f'<figure class="empty" data-name="{esc(f.name)}">{note}</figure>'
     r = f.rendered
     data = base64.b64encode(r.png).decode()

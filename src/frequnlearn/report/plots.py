@@ -226,7 +226,7 @@ def frequency_effect(
         return None
     shown = [s for s in sizes if (known["size"] == s).any()]
     meths = [m for m in methods if (known["method"] == m).any()]
-    fig, ax = plt.subplots(figsize=(max(LEAD_WIDTH, 1.3 * len(shown) * len(meths) + 1.5), 3.9))
+    fig, ax = plt.subplots(figsize=(LEAD_WIDTH, 3.6 + 0.22 * math.ceil(len(meths))))
     slots = len(meths) * 2
     width = 0.8 / max(1, slots)
     for i, size in enumerate(shown):

@@ -8,6 +8,7 @@ is absent; one whose stage ran but left nothing says so in one line.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -197,6 +198,23 @@ def stages(ctx: Context) -> set[str]:
     return out
 
 
+def skipped_attacks(ctx: Context, kinds: list[str]) -> list[str]:
+    """What the attack stage recorded it could not run, per unlearning run, for attacks of `kinds`."""
+
+    def about(line: str) -> bool:  # "targeted: ..." or "attacks.quantize: int8 needs ..."
+        head, _, rest = line.partition(":")
+        return head.strip() in kinds or (
+            head.strip() == "attacks.quantize" and any(re.search(rf"\b{k}\b", rest) for k in kinds)
+        )
+
+    return [
+        f"Skipped in {run}: {line}"
+        for run, record in sorted(ctx.data.attack_records.items())
+        for line in map(str, record.get("skipped", []))
+        if about(line)
+    ]
+
+
 def build_sections(ctx: Context, figures: list[BuiltFigure]) -> list[Section]:
     """Every section after the headlines and lead figures, in reading order."""
     t = ctx.tables
@@ -249,10 +267,12 @@ def build_sections(ctx: Context, figures: list[BuiltFigure]) -> list[Section]:
         if key not in have:
             continue
         rows = attacks[attacks["attack"].isin(kinds)] if len(attacks) else attacks
+        skipped = skipped_attacks(ctx, kinds)
         if rows.empty:
-            out.append(Section(key, title, [Note(empty)]))
+            out.append(Section(key, title, [Note(empty)] + ([Bullets(skipped)] if skipped else [])))
             continue
         blocks: list[Block] = [Para(note), *by_section.get(key, []), Table(shown(ctx, rows))]
+        blocks += [Bullets(skipped)] if skipped else []
         schemes = {
             k: v for rec in ctx.data.attack_records.values() for k, v in rec.get("schemes", {}).items()
         }
