@@ -18,7 +18,8 @@ from typing import Any
 
 import pandas as pd
 
-from frequnlearn.records import atomic_open, read_json, run_info, write_json
+from frequnlearn.errors import DataError
+from frequnlearn.records import atomic_open, output_set, read_json, run_info, write_json
 from frequnlearn.report import analysis, attacks, headlines_from_tables
 from frequnlearn.report.context import Context, Layout, high_and_low
 from frequnlearn.report.figures import build_figures
@@ -189,31 +190,28 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path
     sections.insert(1 if ctx.notes else 0, glossary_section(ctx, draft))
     page = Page(subtitle(data, lay), ctx.headlines, lead, sections)
 
-    out = Path(out_dir) if out_dir is not None else data.root / "report"
-    out.mkdir(parents=True, exist_ok=True)
-    previous = _previous_files(out)
-    names = list(TABLES)
-    names += ["attacks"] if have & {"relearning", "quantization"} else []
-    names += ["forget_quality"] if "oracle" in have else []
-    written = []
-    for name in names:
-        with atomic_open(out / f"{name}.csv") as fh:
-            lay.sorted(t[name]).to_csv(fh, index=False)
-        written.append(f"{name}.csv")
-    for f in figures:
-        if f.rendered is not None:
+    final = Path(out_dir) if out_dir is not None else data.root / "report"
+    csvs = list(TABLES)
+    csvs += ["attacks"] if have & {"relearning", "quantization"} else []
+    csvs += ["forget_quality"] if "oracle" in have else []
+    pngs = [f for f in figures if f.rendered is not None]
+    files = [f"{n}.csv" for n in csvs] + [f.name for f in pngs] + ["report.md", "findings.json", "report.html"]
+    # Written as one set (report.html last): a full disk or a kill leaves the previous report whole, and
+    # the files the previous report wrote that this one does not are removed with it.
+    names = sorted(set(files) | set(_previous_files(final)))
+    with output_set(final, names, "report.html", kind="report") as out:
+        for name in csvs:
+            with atomic_open(out / f"{name}.csv") as fh:
+                lay.sorted(t[name]).to_csv(fh, index=False)
+        for f in pngs:
             with atomic_open(out / f.name, "wb") as fh:
                 fh.write(f.rendered.png)
-            written.append(f.name)
-    written += ["report.md", "report.html", "findings.json"]
-    _write_findings(out, t, findings, notes, lay, info, ctx, page, written)
-    with atomic_open(out / "report.md") as fh:
-        fh.write(page.markdown())
-    with atomic_open(out / "report.html") as fh:
-        fh.write(page.html())
-    for name in sorted(set(previous) - set(written)):
-        (out / name).unlink(missing_ok=True)
-    return out
+        _write_findings(out, t, findings, notes, lay, info, ctx, page, files)
+        with atomic_open(out / "report.md") as fh:
+            fh.write(page.markdown())
+        with atomic_open(out / "report.html") as fh:
+            fh.write(page.html())
+    return final
 
 
 def _previous_files(out: Path) -> list[str]:
@@ -223,7 +221,7 @@ def _previous_files(out: Path) -> list[str]:
         return []
     try:
         files = read_json(path).get("files")
-    except (OSError, ValueError):
+    except (DataError, OSError, ValueError):
         return []
     if files is None:  # written before reports listed their files: the names they could have written
         return [name for name in FORMER_FILES if (out / name).is_file()]

@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 
 from frequnlearn.errors import DataError
-from frequnlearn.records import read_json, read_jsonl
+from frequnlearn.records import check_outputs, read_json, read_jsonl, read_parquet
 from frequnlearn.report.runs import RunFiles, UnlearnRun, unlearn_runs
 
 
@@ -26,7 +26,7 @@ class ModelFiles:
     tag: str
     record: dict[str, Any] | None  # its run.json (None: missing or unreadable)
     metrics: list[dict[str, Any]]  # its metrics.jsonl rows (throughput, for the wall time)
-    baseline: pd.DataFrame | None  # per-item scores before unlearning
+    baseline: pd.DataFrame | None  # per-item scores before unlearning (read for the robustness tables)
     oracle: pd.DataFrame | None  # per-item scores of its never-learned twin
     utility: dict[str, Any] | None  # lm-eval scores before unlearning
 
@@ -75,31 +75,46 @@ def load_run(run_dir: str | Path) -> RunData:
         raise DataError(f"RUN_DIR {files.root}: no such directory")
     study = read_json(files.study) if files.study.is_file() else {"config": {}}
     runs = unlearn_runs(files.root)
-    done = [run for run in runs if not run.skipped and files.trajectory(run.path).is_file()]
+    done = [run for run in runs if not run.skipped]
+    for run in done:
+        # A run whose trajectory is missing, cut, or not what its done marker recorded stops the report
+        # with one line naming the file: a report that silently dropped a level would compare the
+        # wrong things.
+        why = check_outputs(run.path) or (
+            None if files.trajectory(run.path).is_file() else "trajectory.parquet is missing"
+        )
+        if why is not None:
+            raise DataError(f"{run.path}: {why}; rerun `frequnlearn study` to make this run again")
     if not done:
         raise DataError(
             f"{files.root}: no finished unlearning runs to report on (run `frequnlearn study` first)"
         )
     trajectories = pd.concat(
-        [with_run_identity(pd.read_parquet(files.trajectory(r.path)), r.identity) for r in done],
+        [with_run_identity(read_parquet(files.trajectory(r.path)), r.identity) for r in done],
         ignore_index=True,
     )
     attacked = [r for r in runs if files.attack_scores(r.path).is_file()]
     attack_scores = (
         pd.concat(
-            [with_run_identity(pd.read_parquet(files.attack_scores(r.path)), r.identity) for r in attacked],
+            [with_run_identity(read_parquet(files.attack_scores(r.path)), r.identity) for r in attacked],
             ignore_index=True,
         )
         if attacked
         else pd.DataFrame()
     )
     notes: list[str] = []
+    models = [_model(files, path, notes) for path in files.models()]
+    # Baselines are read only where the robustness tables compare against them.
+    if attacked or any(m.oracle is not None for m in models):
+        for m, path in zip(models, files.models()):
+            scores = files.scores(path, "baseline")
+            m.baseline = read_parquet(scores) if scores.is_file() else None
     return RunData(
         root=files.root,
         study=study,
         runs=runs,
         trajectories=trajectories,
-        models=[_model(files, path, notes) for path in files.models()],
+        models=models,
         attack_scores=attack_scores,
         attack_records={
             r.identity["task"]: read_json(files.attack_record(r.path))
@@ -127,7 +142,7 @@ def _model(files: RunFiles, path: Path, notes: list[str]) -> ModelFiles:
 
     def parquet(kind: str) -> pd.DataFrame | None:
         p = files.scores(path, kind)
-        return pd.read_parquet(p) if p.is_file() else None
+        return read_parquet(p) if p.is_file() else None
 
     metrics = files.model_metrics(path)
     utility = files.baseline_utility(path)
@@ -135,7 +150,7 @@ def _model(files: RunFiles, path: Path, notes: list[str]) -> ModelFiles:
         tag=path.name,
         record=record,
         metrics=read_jsonl(metrics) if metrics.is_file() else [],
-        baseline=parquet("baseline"),
+        baseline=None,
         oracle=parquet("oracle"),
         utility=read_json(utility) if utility.is_file() else None,
     )

@@ -44,9 +44,10 @@ class RunFiles:
         return self.root / "unlearn"
 
     def models(self) -> list[Path]:
-        """Each pretrained model's directory (`models/<tag>`), in name order."""
+        """Each pretrained model's directory (`models/<tag>`), in name order (hidden scratch directories
+        of a run in progress are not models)."""
         root = self.root / "models"
-        return sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+        return sorted(p for p in root.iterdir() if p.is_dir() and p.name[0] != ".") if root.is_dir() else []
 
     @staticmethod
     def model_record(model: Path) -> Path:

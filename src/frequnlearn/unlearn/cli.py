@@ -41,7 +41,7 @@ killed run leaves --out as it was, and its rerun starts afresh.
 def register(sub: Any) -> None:
     p = sub.add_parser(
         "unlearn",
-        help="unlearn a QA table from a causal LM (GA, NPO, SimNPO, IDK, DPO, RMU, UNDIAL, WGA, SatImp, FGA)",
+        help="unlearn a QA table from a causal LM (every registered method, plugins included)",
         description="Unlearn the --forget items from --model while keeping the --retain items, evaluating "
         "both before unlearning and along the way. Config keys (method, lr, epochs, eval_steps, ...) come "
         "from the `unlearn:` section of --config and key=value overrides; evaluate.KEY=VALUE overrides the "
@@ -57,6 +57,15 @@ def register(sub: Any) -> None:
         metavar="FORGET[+RETAIN]",
         help="e.g. ga, npo, simnpo+gd, dpo+kl, rmu+act (sets method and retain_loss; "
         "an unknown name lists the choices)",
+    )
+    p.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="FILE_OR_MODULE",
+        help="import a .py file or module whose losses register with "
+        "frequnlearn.unlearn.losses.base.register, so --method can name them (repeatable; "
+        "only what is named here is imported)",
     )
     p.add_argument(
         "--out",
@@ -141,8 +150,11 @@ def run(args: argparse.Namespace) -> int:
     from frequnlearn.config.unlearn import UnlearnConfig
     from frequnlearn.models.loading import load_model_and_tokenizer
     from frequnlearn.records import check_output_dir
+    from frequnlearn.unlearn.losses import load_plugins
     from frequnlearn.unlearn.stage import UnlearnInputs, run_unlearn
 
+    # Before anything validates a method name: a plugin's loss joins the registry on import.
+    load_plugins(args.plugin, key="--plugin")
     eval_over = [o for o in args.overrides if o.startswith("evaluate.")]
     unlearn_over = [o for o in args.overrides if not o.startswith("evaluate.")]
     if args.method:
@@ -190,6 +202,7 @@ def _record(args: argparse.Namespace, ecfg: Any) -> dict[str, Any]:
     """What the run record adds about this command: its inputs, their hashes and the evaluation."""
     from frequnlearn.config import to_dict
     from frequnlearn.records import input_hashes
+    from frequnlearn.unlearn.losses import plugin_records
 
     return {
         "inputs": {
@@ -201,6 +214,7 @@ def _record(args: argparse.Namespace, ecfg: Any) -> dict[str, Any]:
             "bio_prompts": args.bio_prompts,
         },
         "evaluate": to_dict(ecfg),
+        "plugins": plugin_records(),
         "inputs_sha256": input_hashes(
             forget=args.forget, retain=args.retain, eval_items=args.eval_items, bio_prompts=args.bio_prompts
         ),
