@@ -135,6 +135,10 @@ def test_a_rebuilt_report_keeps_every_section_it_had(attacked, tmp_path, capsys)
     after_md = md_headings((report / "report.md").read_text())
     after_html = html_headings((report / "report.html").read_text())
     assert before_md == after_md and before_html == after_html
+    # Published elsewhere (`--out`), the same report.
+    assert main(["report", str(attacked), "--out", str(tmp_path / "published")]) == 0
+    capsys.readouterr()
+    assert md_headings((tmp_path / "published" / "report.md").read_text()) == before_md
     assert set(json.loads((report / "findings.json").read_text())["files"]) == files
     assert json.loads((report / "findings.json").read_text())["sections"] == after_md
 
@@ -155,6 +159,13 @@ def test_a_rebuild_removes_only_the_files_its_last_build_wrote(tmp_path):
     for name in ("attacks.csv", "forget_quality.csv", "relearning.png", "quantization.png"):
         assert not (report / name).exists(), name
     assert (report / "notes.txt").read_text() == "mine" and (report / "report.html").is_file()
+    # A report from before reports listed their files: the one figure name no longer written goes.
+    findings = json.loads((report / "findings.json").read_text())
+    del findings["files"]
+    write_json(report / "findings.json", findings)
+    (report / "attacks.png").write_bytes(b"an earlier figure")
+    build_report(run)
+    assert not (report / "attacks.png").exists() and (report / "notes.txt").is_file()
 
 
 def test_sizes_come_in_order_of_parameters_in_tables_and_pages(plain):
