@@ -22,7 +22,7 @@ from frequnlearn.errors import DataError
 from frequnlearn.records import atomic_open, output_set, read_json, run_info, write_json
 from frequnlearn.report import analysis, attacks, headlines_from_tables
 from frequnlearn.report.context import Context, Layout, high_and_low
-from frequnlearn.report.figures import build_figures
+from frequnlearn.report.figures import BuiltFigure, build_figures
 from frequnlearn.report.page import Page
 from frequnlearn.report.rundata import RunData, load_run
 from frequnlearn.report.runs import measured_probe, study_option
@@ -165,7 +165,25 @@ FORMER_FILES = ("attacks.png",)
 
 
 def build_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path:
-    data = load_run(run_dir)
+    """Write the report of the study in `run_dir` into `out_dir` (default RUN_DIR/report); return it."""
+    ctx = context(load_run(run_dir))
+    have = stages(ctx)
+    figures = build_figures(ctx, have)
+    sections = build_sections(ctx, figures)
+    lead = [f for f in figures if f.lead]
+    draft = Page(subtitle(ctx.data, ctx.lay), ctx.headlines, lead, sections).markdown()
+    sections.insert(1 if ctx.notes else 0, glossary_section(ctx, draft))
+    page = Page(subtitle(ctx.data, ctx.lay), ctx.headlines, lead, sections)
+    csvs = list(TABLES)
+    csvs += ["attacks"] if have & {"relearning", "quantization"} else []
+    csvs += ["forget_quality"] if "oracle" in have else []
+    final = Path(out_dir) if out_dir is not None else ctx.data.root / "report"
+    write_report(final, ctx, csvs, [f for f in figures if f.rendered is not None], page)
+    return final
+
+
+def context(data: RunData) -> Context:
+    """Every table, verdict and headline of the report, computed from the loaded run."""
     study = data.study
     gen_threshold = float(study_option(study, "gen_threshold", section="evaluate"))
     v = item_verdicts(data.trajectories, gen_threshold)
@@ -180,38 +198,28 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path
     info = build_info(study["config"], study["config"].get("study", {}).get("seeds"), study)
     info["wall_time"] = wall_time(data)
     notes = [f"Skipped {s}" for s in skipped_runs(data)] + _non_finite_note(data.trajectories) + data.notes
-    ctx = Context(data, lay, t, findings, [], notes, info, probe)
-    ctx.headlines = headlines_from_tables.headlines(t, lay, study, data.trajectories)
-    have = stages(ctx)
-    figures = build_figures(ctx, have)
-    sections = build_sections(ctx, figures)
-    lead = [f for f in figures if f.lead]
-    draft = Page(subtitle(data, lay), ctx.headlines, lead, sections).markdown()
-    sections.insert(1 if ctx.notes else 0, glossary_section(ctx, draft))
-    page = Page(subtitle(data, lay), ctx.headlines, lead, sections)
+    headlines = headlines_from_tables.headlines(t, lay, study, data.trajectories)
+    return Context(data, lay, t, findings, headlines, notes, info, probe)
 
-    final = Path(out_dir) if out_dir is not None else data.root / "report"
-    csvs = list(TABLES)
-    csvs += ["attacks"] if have & {"relearning", "quantization"} else []
-    csvs += ["forget_quality"] if "oracle" in have else []
-    pngs = [f for f in figures if f.rendered is not None]
+
+def write_report(final: Path, ctx: Context, csvs: list[str], pngs: list[BuiltFigure], page: Page) -> None:
+    """The CSV tables, figures, findings.json and both pages, written as one set (report.html last): a
+    full disk or a kill leaves the previous report whole, and the files the previous report wrote that
+    this one does not are removed with it."""
     files = [f"{n}.csv" for n in csvs] + [f.name for f in pngs] + ["report.md", "findings.json", "report.html"]
-    # Written as one set (report.html last): a full disk or a kill leaves the previous report whole, and
-    # the files the previous report wrote that this one does not are removed with it.
     names = sorted(set(files) | set(_previous_files(final)))
     with output_set(final, names, "report.html", kind="report") as out:
         for name in csvs:
             with atomic_open(out / f"{name}.csv") as fh:
-                lay.sorted(t[name]).to_csv(fh, index=False)
+                ctx.lay.sorted(ctx.tables[name]).to_csv(fh, index=False)
         for f in pngs:
             with atomic_open(out / f.name, "wb") as fh:
                 fh.write(f.rendered.png)
-        _write_findings(out, t, findings, notes, lay, info, ctx, page, files)
+        _write_findings(out, ctx, page, files)
         with atomic_open(out / "report.md") as fh:
             fh.write(page.markdown())
         with atomic_open(out / "report.html") as fh:
             fh.write(page.html())
-    return final
 
 
 def _previous_files(out: Path) -> list[str]:
@@ -289,24 +297,14 @@ def _non_finite_note(traj: pd.DataFrame) -> list[str]:
 
 
 
-def _write_findings(
-    out: Path,
-    t: dict[str, pd.DataFrame],
-    findings: list[str],
-    notes: list[str],
-    lay: Layout,
-    info: dict[str, Any],
-    ctx: Context,
-    page: Page,
-    files: list[str],
-) -> None:
-    items = t["items"]
+def _write_findings(out: Path, ctx: Context, page: Page, files: list[str]) -> None:
+    t, lay, items = ctx.tables, ctx.lay, ctx.tables["items"]
     write_json(
         out / "findings.json",
         {
             "headlines": [h.record() for h in ctx.headlines],
-            "findings": findings,
-            "notes": notes,
+            "findings": ctx.findings,
+            "notes": ctx.notes,
             "high_level": lay.high,
             "low_level": lay.low,
             "known_items": int(items["known0"].sum()) if len(items) else 0,
@@ -317,7 +315,7 @@ def _write_findings(
             "pretraining_knowledge": _records(t["pretraining_knowledge"]),
             "sections": page.headings(),
             "files": files,
-            "run_info": info,
+            "run_info": ctx.info,
         },
     )
 
