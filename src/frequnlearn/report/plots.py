@@ -469,6 +469,7 @@ def size_trend(
                 )
     ax.set_xscale("log")
     ax.axhline(0, color="#555", lw=0.8)
+    ax.margins(y=0.15)  # room for the size labels above the points
     ax.set_xlabel("parameters (log)", fontsize=FONT)
     ax.set_ylabel(f"misaligned share, target - control\n({VIEWS.get(view, view)})", fontsize=FONT)
     ax.tick_params(labelsize=FONT)
