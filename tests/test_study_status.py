@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from frequnlearn.progress import quiet_third_party
 from frequnlearn.study.plan import Task
-from frequnlearn.study.status import Estimate, Progress, quiet_third_party
+from frequnlearn.study.status import Estimate, Progress
 
 
 def test_estimate_scales_measured_throughput_by_parameters_and_epochs():
@@ -28,7 +29,7 @@ def test_estimate_scales_measured_throughput_by_parameters_and_epochs():
     assert total == pytest.approx(424.0) and untimed == ["report"]
 
 
-def test_third_party_progress_bars_are_off_inside_the_study_only():
+def test_third_party_progress_bars_are_off_inside_only():
     from transformers.utils import logging as hf_logging
 
     hf_logging.enable_progress_bar()

@@ -26,10 +26,12 @@ __all__ = [
     "ConfigError",
     "check",
     "config_hash",
+    "did_you_mean",
     "from_dict",
     "load_config",
     "load_yaml",
     "parse_overrides",
+    "section_class",
     "to_dict",
 ]
 
@@ -133,6 +135,15 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     return value
 
 
+def did_you_mean(key: str, names: typing.Sequence[str]) -> list[str]:
+    """The names a mistyped `key` most likely meant: those it starts with (`lrate` -> `lr`) or spells
+    the initials of (`learning_rate` -> `lr`), else difflib's closest spelling."""
+    initials = "".join(word[:1] for word in key.split("_"))
+    found = sorted((m for m in names if len(m) >= 2 and key.startswith(m)), key=len, reverse=True)
+    found += [m for m in names if "_" in key and m == initials and m not in found]
+    return found[:2] or difflib.get_close_matches(key, names, n=1, cutoff=0.5)
+
+
 def from_dict(cls: type[T], data: dict[str, Any] | None, prefix: str = "") -> T:
     """Build `cls` from a mapping: unknown keys and wrong types stop with the key's full name."""
     data = dict(data or {})
@@ -140,8 +151,8 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, prefix: str = "") -> T:
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     for key in data:
         if key not in fields:
-            close = difflib.get_close_matches(str(key), list(fields), n=1)
-            hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
+            close = did_you_mean(str(key), list(fields))
+            hint = " (did you mean " + " or ".join(f"'{prefix}{c}'" for c in close) + "?)" if close else ""
             allowed = ", ".join(sorted(fields))
             raise ConfigError(f"{prefix}{key}: unknown key{hint}; allowed keys: {allowed}")
     kwargs = {name: _coerce(value, hints[name], prefix + name) for name, value in data.items()}
@@ -193,7 +204,7 @@ def parse_overrides(overrides: typing.Iterable[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for item in overrides:
         if "=" not in item:
-            raise ConfigError(f"override '{item}': expected key=value, e.g. n_people=600")
+            raise ConfigError(f"override '{item}': expected key=value")
         key, raw = item.split("=", 1)
         key = key.strip()
         if not key:
@@ -223,16 +234,22 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_config(
-    cls: type[T],
-    path: str | Path | None = None,
+    cls: Any = None,
+    path: Any = None,
     overrides: typing.Iterable[str] = (),
     section: str | None = None,
-) -> T:
-    """Read `cls` from a YAML file (or only its `section` of a study file) plus overrides.
+) -> Any:
+    """A config from a YAML file (or only its `section` of a study file) plus `key=value` overrides.
 
+    `load_config("configs/tiny.yaml")` reads a whole study file (a `StudyConfig`), and
+    `load_config("configs/tiny.yaml", ["unlearn.lr=0.001"], section="unlearn")` one stage's section (an
+    `UnlearnConfig`); `load_config(UnlearnConfig, path, overrides, section="unlearn")` names the class.
     Overrides may name keys relative to the section (`n_people=600`) or with the section prefix
     (`generate.n_people=600`).
     """
+    if not isinstance(cls, type):  # load_config(PATH_OR_NONE, [OVERRIDES], section=...)
+        path, overrides = cls, (path if path is not None else overrides)
+        cls = section_class(section)
     data: dict[str, Any] = load_yaml(path) if path else {}
     if section is not None:
         data = data.get(section, {}) if section in data else {}
@@ -243,3 +260,19 @@ def load_config(
         extra = _merge({k: v for k, v in extra.items() if k != section}, extra[section])
     prefix = f"{section}." if section else ""
     return from_dict(cls, _merge(data, extra), prefix=prefix)
+
+
+def section_class(section: str | None) -> type:
+    """The config class of a study file's section (`StudyConfig` for the whole file)."""
+    from frequnlearn.config.study import StudyConfig
+
+    if section is None:
+        return StudyConfig
+    hints = get_type_hints(StudyConfig)
+    if section not in hints:
+        close = did_you_mean(section, list(hints))
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise ConfigError(
+            f"section '{section}': not a section of a study file{hint}; use one of {', '.join(hints)}"
+        )
+    return hints[section]

@@ -22,6 +22,7 @@ from frequnlearn import progress
 from frequnlearn.config.base import to_dict
 from frequnlearn.config.pretrain import PretrainConfig
 from frequnlearn.errors import ConfigError, TrainingError
+from frequnlearn.models.card import write_pretrained_card
 from frequnlearn.pretrain.checkpoint import (
     CHECKPOINTS,
     STATE_FILE,
@@ -371,6 +372,7 @@ def finish(run: Run, state: TrainState) -> None:
         run.tokenizer.save_pretrained(run.out_dir)
         record = {**run_info(run.cfg, run.cfg.seed), "key": run.key, "data_sha256": run.data_sha256}
         write_json(run.out_dir / "run.json", {**record, "summary": summary(run, state, model, final)})
+        write_pretrained_card(run.out_dir)
         mark_done(run.out_dir, run.key, {"steps": run.total_steps})
     acc.wait_for_everyone()
     if run.cfg.log_with:
