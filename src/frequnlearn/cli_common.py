@@ -24,11 +24,8 @@ class HelpFormatter(argparse.HelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
         default = action.default
-        if (
-            "default" not in text
-            and default not in (None, False, [], argparse.SUPPRESS)
-            and action.option_strings
-        ):
+        nothing = default is None or default is False or default == [] or default is argparse.SUPPRESS
+        if "default" not in text and not nothing and action.option_strings:
             text += " (default: %(default)s)"
         return text
 

@@ -190,8 +190,8 @@ class Bar:
             if self._tqdm is not None:
                 self._tqdm.close()
             if self._log is not None and self._beats:
-                elapsed = hms(clock() - self._started)
-                self._write(f"{self._status()} | done in {elapsed}")
+                ended = "done" if self.total is not None and self.n >= self.total else "stopped"
+                self._write(f"{self._status()} | {ended} after {hms(clock() - self._started)}")
             return
         shown = _shown()
         if len(shown) > 1:  # the line shows the enclosing nested bar's status again

@@ -10,6 +10,8 @@ import textwrap
 import typing
 from typing import Any
 
+import yaml
+
 from frequnlearn.cli_common import add_command
 
 WIDTH = 100
@@ -129,5 +131,6 @@ def _plain(value: Any) -> Any:
 
 
 def _yaml(value: Any) -> str:
-    """A value as YAML (JSON's flow style is YAML too)."""
-    return json.dumps(value, ensure_ascii=False)
+    """A value as one line of YAML that reads back as the same value (1e-05 as a number, not text)."""
+    text = yaml.safe_dump(value, default_flow_style=True, width=10**9, sort_keys=False, allow_unicode=True)
+    return text.strip().removesuffix("...").strip()
