@@ -168,19 +168,22 @@ def _in_memory_lm(model: Any, tokenizer: Any, batch_size: int) -> Any:
 
 @contextlib.contextmanager
 def _quiet_lm_eval() -> Iterator[None]:
-    """lm-eval's log lines (notes for its own command line: a model passed in memory, task metadata)
-    and its request-building bar off while inside."""
+    """lm-eval's log lines (notes for its own command line: a model passed in memory, task metadata),
+    its request-building bar and the bars of the datasets it loads off while inside."""
     import functools
 
     import lm_eval.api.task
     from tqdm import tqdm
+
+    from frequnlearn.progress import quiet_third_party
 
     logger = logging.getLogger("lm_eval")
     level, bar = logger.level, lm_eval.api.task.tqdm
     logger.setLevel(logging.ERROR)
     lm_eval.api.task.tqdm = functools.partial(tqdm, disable=True)
     try:
-        yield
+        with quiet_third_party():  # datasets is imported by now: its "Generating ... split" bars
+            yield
     finally:
         logger.setLevel(level)
         lm_eval.api.task.tqdm = bar

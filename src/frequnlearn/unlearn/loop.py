@@ -18,6 +18,7 @@ import contextlib
 import copy
 import math
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -446,6 +447,7 @@ def _with_lora(
     if cfg.lora is None:
         return model, frozen
     from peft import LoraConfig, get_peft_model
+    from transformers.pytorch_utils import Conv1D
 
     from frequnlearn.errors import ConfigError
 
@@ -455,10 +457,17 @@ def _with_lora(
         lora_alpha=cfg.lora.alpha,
         lora_dropout=cfg.lora.dropout,
         target_modules=cfg.lora.target_modules,
+        # GPT-2 keeps its projections as Conv1D, (in, out) weights: the adapter must know.
+        fan_in_fan_out=any(isinstance(m, Conv1D) for m in model.modules()),
         task_type="CAUSAL_LM",
     )
     try:
-        wrapped = get_peft_model(model, lora)
+        with warnings.catch_warnings():
+            # peft reads transformers' deprecated `is_gradient_checkpointing`; nothing for a user to change.
+            warnings.filterwarnings(
+                "ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning
+            )
+            wrapped = get_peft_model(model, lora)
     except ValueError as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ConfigError(f"lora.target_modules: {first}") from None
