@@ -556,7 +556,7 @@ STAGE_FILE = ".stage.json"
 
 
 def stage_key(*parts: Any) -> str:
-    from frequnlearn.config import config_hash
+    from frequnlearn.config.base import config_hash
 
     return config_hash(*parts)
 

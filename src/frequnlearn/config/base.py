@@ -31,7 +31,6 @@ __all__ = [
     "load_config",
     "load_yaml",
     "parse_overrides",
-    "section_class",
     "to_dict",
 ]
 
@@ -236,22 +235,16 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_config(
-    cls: Any = None,
-    path: Any = None,
+    cls: type[T],
+    path: str | Path | None = None,
     overrides: typing.Iterable[str] = (),
     section: str | None = None,
-) -> Any:
-    """A config from a YAML file (or only its `section` of a study file) plus `key=value` overrides.
+) -> T:
+    """Read `cls` from a YAML file (or only its `section` of a study file) plus overrides.
 
-    `load_config("configs/tiny.yaml")` reads a whole study file (a `StudyConfig`), and
-    `load_config("configs/tiny.yaml", ["unlearn.lr=0.001"], section="unlearn")` one stage's section (an
-    `UnlearnConfig`); `load_config(UnlearnConfig, path, overrides, section="unlearn")` names the class.
     Overrides may name keys relative to the section (`n_people=600`) or with the section prefix
-    (`generate.n_people=600`).
+    (`generate.n_people=600`). `frequnlearn.config.load_config` also takes a path first.
     """
-    if not isinstance(cls, type):  # load_config(PATH_OR_NONE, [OVERRIDES], section=...)
-        path, overrides = cls, (path if path is not None else overrides)
-        cls = section_class(section)
     data: dict[str, Any] = load_yaml(path) if path else {}
     if section is not None:
         data = data.get(section, {}) if section in data else {}
@@ -262,19 +255,3 @@ def load_config(
         extra = _merge({k: v for k, v in extra.items() if k != section}, extra[section])
     prefix = f"{section}." if section else ""
     return from_dict(cls, _merge(data, extra), prefix=prefix)
-
-
-def section_class(section: str | None) -> type:
-    """The config class of a study file's section (`StudyConfig` for the whole file)."""
-    from frequnlearn.config.study import StudyConfig
-
-    if section is None:
-        return StudyConfig
-    hints = get_type_hints(StudyConfig)
-    if section not in hints:
-        close = did_you_mean(section, list(hints))
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise ConfigError(
-            f"section '{section}': not a section of a study file{hint}; use one of {', '.join(hints)}"
-        )
-    return hints[section]
