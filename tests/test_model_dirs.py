@@ -215,3 +215,18 @@ def test_an_unknown_or_missing_tracker_is_one_clear_error(pretrained, tmp_path):
     forget, retain = _items(data)
     with pytest.raises(ConfigError, match="log_with: wandb is not installed"):
         unlearn(model, tok, forget, retain, _unlearn_cfg(log_with=["wandb"]), tmp_path / "u")
+
+
+def test_the_study_passes_lora_to_every_unlearning_run(tmp_path):
+    from pathlib import Path
+
+    from frequnlearn.config import load_config
+    from frequnlearn.study import Study
+
+    tiny = Path(__file__).resolve().parent.parent / "configs" / "tiny.yaml"
+    cfg = load_config(tiny, ["unlearn.lora={r: 4}", "unlearn.lora_merge=true"])
+    params = {"method": "simnpo+gd", "seed": 0}
+    run_cfg = Study(cfg, tmp_path / "run").unlearn_cfg(params)
+    assert run_cfg.lora.r == 4 and run_cfg.lora_merge and run_cfg.method == "simnpo"
+    with pytest.raises(ConfigError, match="unlearn.lora_merge: the attacks start from the unlearned weights"):
+        load_config(tiny, ["unlearn.lora={r: 4}", "attacks.quantize=[int8]"])

@@ -192,6 +192,13 @@ class StudyConfig:
         check_against_study(self)
         for spec in s.method_overrides:
             self.method_unlearn(spec)
+        for spec in s.methods:
+            u = self.method_unlearn(spec)
+            check(
+                u.lora is None or u.lora_merge or not self.attacks.active,
+                "unlearn.lora_merge",
+                "the attacks start from the unlearned weights; with lora, set lora_merge: true",
+            )
         # The study measures utility through the named lm-eval tasks only (its utility people are
         # scored per item along each trajectory).
         check(

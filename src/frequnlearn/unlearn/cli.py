@@ -28,6 +28,8 @@ examples:
       --retain 'data/qa.jsonl?group=retain&attribute=employer' lr=0.0001 max_steps=40
   frequnlearn unlearn --model allenai/OLMo-7B-0724-SFT-hf --forget facts.csv --retain keep.csv \\
       --method npo+kl --out runs/olmo prompt_format=olmo evaluate.metrics=[prob,gen]
+  frequnlearn unlearn --model allenai/OLMo-7B-0724-SFT-hf --forget facts.csv --retain keep.csv \\
+      --method npo+kl --out runs/olmo-lora 'lora={r: 16, alpha: 32}' lora_merge=true log_with=[tensorboard]
 
 outputs in --out: model/ (weights, tokenizer, model card README.md and run.json; with lora, the
 adapter; with lora_merge, the merged weights and adapter/ the adapter), trajectory.parquet (per-item evaluation rows
