@@ -41,6 +41,38 @@ def check(condition: bool, key: str, message: str) -> None:
         raise ConfigError(f"{key}: {message}")
 
 
+# Seeds feed numpy's generators, which take integers from 0 to 2^32 - 1.
+SEED_LIMIT = 2**32
+# Upper bounds of step and epoch counts: far above any run this tool makes, far below what overflows
+# or allocates without end.
+MAX_STEPS = 10**9
+MAX_EPOCHS = 100_000
+
+
+def check_seed(value: Any, key: str) -> None:
+    """A seed (or each of a list of seeds) is an integer in [0, 2^32)."""
+    for seed in value if isinstance(value, (list, tuple)) else [value]:
+        check(
+            isinstance(seed, int) and 0 <= seed < SEED_LIMIT,
+            key,
+            f"{seed!r} is not a seed; use an integer from 0 to {SEED_LIMIT - 1} (2^32 - 1)",
+        )
+
+
+def check_range(value: float | None, key: str, low: float, high: float, what: str = "") -> None:
+    """`value` (when set) lies in [low, high]; the message names both bounds."""
+
+    def text(x: float) -> str:
+        return str(int(x)) if float(x).is_integer() and abs(x) < 1e15 else f"{x:g}"
+
+    if value is not None:
+        check(
+            low <= value <= high,
+            key,
+            f"must be between {text(low)} and {text(high)}{what}, got {text(value)}",
+        )
+
+
 def _type_name(tp: Any) -> str:
     origin = get_origin(tp)
     if origin is Literal:
@@ -156,7 +188,14 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, prefix: str = "") -> T:
             hint = " (did you mean " + " or ".join(f"'{prefix}{c}'" for c in close) + "?)" if close else ""
             allowed = ", ".join(sorted(fields))
             raise ConfigError(f"{prefix}{key}: unknown key{hint}; allowed keys: {allowed}")
+    # A class may act on its raw mapping before any field is read (the study imports its plugins).
+    preload = getattr(cls, "preload", None)
+    if callable(preload):
+        preload(data)
     kwargs = {name: _coerce(value, hints[name], prefix + name) for name, value in data.items()}
+    for name in ("seed", "seeds"):
+        if name in kwargs:
+            check_seed(kwargs[name], prefix + name)
     obj = cls(**kwargs)
     validate = getattr(obj, "validate", None)
     if callable(validate):
@@ -182,12 +221,37 @@ def config_hash(*parts: Any) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (YAML would keep the last one
+    silently, so an edit above would be overridden by a forgotten line below)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *base` then a key of the base: an override, as YAML means it
+            key = self.construct_object(key_node, deep=True)
+            try:
+                twice = key in seen
+            except TypeError:
+                continue  # an unhashable key: the base constructor says what is wrong
+            if twice:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"key {key!r} is given twice (also on line {seen[key] + 1}); keep one",
+                    key_node.start_mark,
+                )
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config: file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -44,6 +44,10 @@ class EvalConfig:
     known: str = "exact"
     # ROUGE-L recall threshold of the `rouge` rule (unused by `exact`).
     gen_threshold: float = 0.5
+    # mia: share of an answer's tokens (the least likely ones, at least one) Min-K% and Min-K%++ average.
+    mia_k: float = 0.2
+    # extract: samples at temperature 1 a user draws (P(n samples give the answer)).
+    extraction_samples: int = 10
     # lm-eval tasks of the utility family (local ones are in frequnlearn/evaluate/tasks/).
     utility_tasks: list[str] = field(default_factory=lambda: ["frequnlearn_capitals"])
     # Documents per utility task (None: all of them).
@@ -73,4 +77,6 @@ class EvalConfig:
             f"unknown rule {self.known!r}; choose from {', '.join(KNOWN_RULES)}",
         )
         check(0.0 <= self.gen_threshold <= 1.0, "gen_threshold", "must be between 0 and 1")
+        check(0.0 < self.mia_k <= 1.0, "mia_k", "must be in (0, 1], e.g. 0.2")
+        check(self.extraction_samples >= 1, "extraction_samples", "must be >= 1")
         check(self.utility_limit is None or self.utility_limit >= 1, "utility_limit", "must be >= 1 or null")

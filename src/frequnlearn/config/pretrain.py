@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from frequnlearn.config.base import check
+from frequnlearn.config.base import MAX_EPOCHS, MAX_STEPS, check, check_range, check_seed
 
 TRACKERS = ("tensorboard", "wandb", "mlflow", "comet_ml", "aim", "clearml", "dvclive", "swanlab", "trackio")
 
@@ -90,8 +90,11 @@ class PretrainConfig:
     def validate(self) -> None:
         check(self.seq_len >= 16, "seq_len", "must be at least 16 tokens (a QA document is about 20)")
         check(self.qa_ratio is None or self.qa_ratio >= 0, "qa_ratio", "must be >= 0 or null")
+        check_seed(self.seed, "seed")
         check(self.epochs > 0, "epochs", "must be > 0")
+        check_range(self.epochs, "epochs", 0, MAX_EPOCHS)
         check(self.max_steps is None or self.max_steps >= 1, "max_steps", "must be >= 1 or null")
+        check_range(self.max_steps, "max_steps", 1, MAX_STEPS, " or null")
         check(self.batch_size >= 1, "batch_size", "must be >= 1")
         check(self.grad_accum >= 1, "grad_accum", "must be >= 1")
         check(
@@ -105,7 +108,9 @@ class PretrainConfig:
         check(self.max_grad_norm >= 0, "max_grad_norm", "must be >= 0 (0 turns clipping off)")
         check(self.num_threads is None or self.num_threads >= 1, "num_threads", "must be >= 1 or null")
         check(self.log_every >= 1, "log_every", "must be >= 1")
+        check_range(self.log_every, "log_every", 1, MAX_STEPS)
         check(self.save_every >= 1, "save_every", "must be >= 1")
+        check_range(self.save_every, "save_every", 1, MAX_STEPS)
         check(self.keep_checkpoints >= 1, "keep_checkpoints", "keep at least 1 checkpoint to resume from")
         check(self.eval_every >= 0, "eval_every", "must be >= 0 (0: evaluate at the end only)")
         check(self.eval_per_group >= 0, "eval_per_group", "must be >= 0 (0: all items)")

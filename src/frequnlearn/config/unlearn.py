@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from frequnlearn.config.base import check
+from frequnlearn.config.base import MAX_EPOCHS, MAX_STEPS, check, check_range, check_seed
 from frequnlearn.models.prompts import get_prompt_format
 
 
@@ -50,11 +50,13 @@ class LoraSettings:
 @dataclass
 class UnlearnConfig:
     # Forget term: ga (gradient ascent), npo, simnpo, idk (train towards `refusal`), dpo (IdkDPO:
-    # prefer `refusal` over the answer), rmu, undial, wga, satimp, fga (frequency-aware GA);
-    # docs/methods.md gives each formula.
+    # prefer `refusal` over the answer), altpo (prefer an alternate answer sampled from the model),
+    # ceu, pdu, rmu, undial, wga, satimp, fga (frequency-aware GA), mpu (margin-paced), or a
+    # plugin's (--plugin, study.plugins); docs/methods.md gives each formula.
     method: str = "ga"
-    # Retain term: none, gd (NLL on retain pairs), kl (KL to the model before unlearning) or act
-    # (RMU's: block `rmu_layer`'s activations on retain inputs stay where they were).
+    # Retain term: none, gd (NLL on retain pairs), kl (KL to the model before unlearning), act
+    # (RMU's: block `rmu_layer`'s activations on retain inputs stay where they were) or dual (PDU's:
+    # NLL held under a bound by a dual variable).
     retain_loss: str = "none"
     # Tokens the retain term covers: the answer only, or question and answer (GradDiff's choice).
     retain_on: Literal["answer", "full"] = "full"
@@ -86,6 +88,13 @@ class UnlearnConfig:
     # while greedy decoding no longer produces its answer.
     freq_scale: float = 1.0
     freq_stop: bool = True
+    # dual (PDU's retain constraint): retain NLL <= (1 + dual_tol) x its value at the first step; the
+    # dual variable's step size; steps before it first moves (a warm start at 1).
+    dual_tol: float = 0.1
+    dual_lr: float = 1.0
+    dual_warmup: int = 0
+    # MPU: each item is pushed until its weakest answer token trails its best rival by mpu_delta logits.
+    mpu_delta: float = 1.0
     # plain, olmo, chat (the tokenizer's template) or a string with {question} and {answer}.
     prompt_format: str = "plain"
 
@@ -148,13 +157,23 @@ class UnlearnConfig:
             "retain_loss",
             f"unknown retain term {self.retain_loss!r}; choose from {', '.join(retain_losses)}",
         )
-        check(self.beta > 0, "beta", "must be > 0 (NPO, SimNPO and DPO divide by it)")
+        check(self.beta > 0, "beta", "must be > 0 (NPO, SimNPO, DPO and AltPO divide by it)")
         check(
             bool(self.refusal.strip()) or self.method not in ("idk", "dpo"),
             "refusal",
             f"{self.method} needs a refusal text",
         )
-        for key in ("wga_beta", "satimp_beta1", "satimp_beta2", "undial_strength", "freq_scale"):
+        for key in (
+            "wga_beta",
+            "satimp_beta1",
+            "satimp_beta2",
+            "undial_strength",
+            "freq_scale",
+            "dual_tol",
+            "dual_lr",
+            "dual_warmup",
+            "mpu_delta",
+        ):
             check(getattr(self, key) >= 0, key, "must be >= 0")
         check(self.rmu_coeff > 0, "rmu_coeff", "must be > 0 (the steering target's norm)")
         check(self.rmu_layer is None or self.rmu_layer >= 0, "rmu_layer", "must be >= 0 or null")
@@ -169,10 +188,19 @@ class UnlearnConfig:
         check(self.max_grad_norm is None or self.max_grad_norm > 0, "max_grad_norm", "must be > 0 or null")
         check(self.batch_size >= 1, "batch_size", "must be >= 1")
         check(self.grad_accum >= 1, "grad_accum", "must be >= 1")
+        check_seed(self.seed, "seed")
         check(self.epochs >= 1, "epochs", "must be >= 1")
+        check_range(self.epochs, "epochs", 1, MAX_EPOCHS)
         check(self.max_steps is None or self.max_steps >= 1, "max_steps", "must be >= 1 or null")
+        check_range(self.max_steps, "max_steps", 1, MAX_STEPS, " or null")
         check(all(s >= 0 for s in self.eval_steps), "eval_steps", "steps must be >= 0")
+        check(
+            all(s <= MAX_STEPS for s in self.eval_steps),
+            "eval_steps",
+            f"steps must be <= {MAX_STEPS}, got {self.eval_steps}",
+        )
         check(self.eval_every >= 0, "eval_every", "must be >= 0 (0 turns it off)")
+        check_range(self.eval_every, "eval_every", 0, MAX_STEPS, " (0 turns it off)")
         check(
             self.lora is None or self.method != "rmu",
             "lora",

@@ -46,17 +46,21 @@ def read_card(model_dir: str | Path) -> dict[str, Any]:
     return ModelCard.load(Path(model_dir) / CARD).data.to_dict()
 
 
-def write_pretrained_card(model_dir: str | Path) -> Path:
-    """The card of a finished pretraining run (its model, run.json and metrics.jsonl are in
-    `model_dir`), and the saved tokenizer's `model_max_length` set to the model's positions."""
+def write_pretrained_card(files: str | Path, run_dir: str | Path | None = None) -> Path:
+    """The card of a finished pretraining run, in `files` (the directory holding its weights, tokenizer
+    and run.json: the run directory, or a scratch directory about to become it), and the saved
+    tokenizer's `model_max_length` set to the model's positions. `run_dir` (default: `files`) holds
+    the run's metrics.jsonl and names the model."""
     from frequnlearn.models.tokenizer import fix_saved_max_length
     from frequnlearn.records import read_json, read_jsonl
 
-    model_dir = Path(model_dir)
-    fix_saved_max_length(model_dir)
-    record = read_json(model_dir / "run.json")
+    files = Path(files)
+    run_dir = Path(run_dir) if run_dir is not None else files
+    fix_saved_max_length(files)
+    record = read_json(files / "run.json")
+    metrics_file = run_dir / "metrics.jsonl"
     cfg, summary = record.get("config") or {}, record.get("summary") or {}
-    rows = read_jsonl(model_dir / "metrics.jsonl") if (model_dir / "metrics.jsonl").is_file() else []
+    rows = read_jsonl(metrics_file) if metrics_file.is_file() else []
     knowledge = (summary.get("knowledge") or {}).get("by_group", {})
     metrics: dict[str, Any] = {f"known_{g}": _round(v.get("accuracy")) for g, v in knowledge.items()}
     if rows:
@@ -77,7 +81,7 @@ def write_pretrained_card(model_dir: str | Path) -> Path:
     }
     known = ", ".join(f"{g} {v['accuracy']:.0%}" for g, v in knowledge.items() if _finite(v.get("accuracy")))
     body = f"""
-# {model_dir.name}
+# {run_dir.name}
 
 A GPT-2 (`{cfg.get("preset")}` preset, {summary.get("n_params")} parameters) pretrained from scratch by frequnlearn on synthetic biographies whose exposure per person is recorded, for {summary.get("steps")} optimizer steps ({summary.get("epochs")} epochs, {summary.get("tokens_seen")} tokens).
 
@@ -85,7 +89,7 @@ Greedy answers known after pretraining, per group: {known or "not checked"}.
 
 Load it with `transformers.AutoModelForCausalLM.from_pretrained(DIR)` and `AutoTokenizer.from_pretrained(DIR)`. `run.json` beside this card is the full run record (config, seed, library versions, hardware, data hashes).
 """
-    return write_card(model_dir, meta, body, ["pretraining", "synthetic-data"])
+    return write_card(files, meta, body, ["pretraining", "synthetic-data"])
 
 
 def write_unlearned_card(

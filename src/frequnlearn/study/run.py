@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from frequnlearn.records import (
     mark_done,
     read_json,
     read_jsonl,
+    remove_own,
     run_info,
     stage_done,
     stage_key,
@@ -405,8 +405,7 @@ class Study:
 
     def _skip(self, task: Task, path: Path, key: str, why: str) -> None:
         """A run the study cannot make: its run record and done marker say why."""
-        if path.exists():
-            shutil.rmtree(path)
+        remove_own(path, self.run_dir)
         path.mkdir(parents=True)
         record = {"run": self.identity(task), "skipped": why}
         write_json(path / "run.json", record)

@@ -46,7 +46,7 @@ def register(sub: Any) -> None:
     p = add_command(
         sub,
         "unlearn",
-        help="unlearn a QA table from a causal LM (GA, NPO, SimNPO, IDK, DPO, RMU, UNDIAL, WGA, SatImp, FGA)",
+        help="unlearn a QA table from a causal LM (every registered method, plugins included)",
         description="Unlearn the --forget items from --model while keeping the --retain items, evaluating "
         "both before unlearning and along the way. Config keys (method, lr, epochs, eval_steps, lora, "
         "log_with, ...) come from the `unlearn:` section of --config and key=value overrides; "
@@ -61,6 +61,15 @@ def register(sub: Any) -> None:
         metavar="FORGET[+RETAIN]",
         help="e.g. ga, npo, simnpo+gd, dpo+kl, rmu+act (sets method and retain_loss; an unknown name lists "
         "the choices; default: unlearn.method and unlearn.retain_loss of --config, else ga)",
+    )
+    p.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="FILE_OR_MODULE",
+        help="import a .py file or module whose losses register with "
+        "frequnlearn.unlearn.losses.base.register, so --method can name them (repeatable; "
+        "only what is named here is imported)",
     )
     p.add_argument(
         "--out",
@@ -134,7 +143,10 @@ def run(args: argparse.Namespace) -> int:
     from frequnlearn.config.evaluate import EvalConfig
     from frequnlearn.config.unlearn import UnlearnConfig
     from frequnlearn.records import check_output_dir
+    from frequnlearn.unlearn.losses import load_plugins
 
+    # Before anything validates a method name: a plugin's loss joins the registry on import.
+    load_plugins(args.plugin, key="--plugin")
     eval_over = [o for o in args.overrides if o.startswith("evaluate.")]
     unlearn_over = [o for o in args.overrides if not o.startswith("evaluate.")]
     if args.method:
@@ -219,6 +231,7 @@ def _record(args: argparse.Namespace, ecfg: Any) -> dict[str, Any]:
     """What the run record adds about this command: its inputs, their hashes and the evaluation."""
     from frequnlearn.config import to_dict
     from frequnlearn.records import input_hashes
+    from frequnlearn.unlearn.losses import plugin_records
 
     return {
         "inputs": {
@@ -230,6 +243,7 @@ def _record(args: argparse.Namespace, ecfg: Any) -> dict[str, Any]:
             "bio_prompts": args.bio_prompts,
         },
         "evaluate": to_dict(ecfg),
+        "plugins": plugin_records(),
         "inputs_sha256": input_hashes(
             forget=args.forget, retain=args.retain, eval_items=args.eval_items, bio_prompts=args.bio_prompts
         ),

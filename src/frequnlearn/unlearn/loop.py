@@ -45,6 +45,7 @@ from frequnlearn.records import (
 )
 from frequnlearn.unlearn.data import Example, collate, encode_items, make_collate, pair_indices
 from frequnlearn.unlearn.losses import Loss, LossInputs, LossParams, get_loss
+from frequnlearn.unlearn.losses.altpo import alternate_answers
 from frequnlearn.unlearn.losses.rmu import decoder_blocks, mlp_parameter_names, rmu_layer, steering_vector
 
 EvalFn = Callable[[Any, Any, int], pd.DataFrame]
@@ -114,16 +115,19 @@ class Encoded:
     """The sets as token ids, and the seeded pairing that batches them (a new order every epoch)."""
 
     forget: list[Example]
-    refusal: list[Example] | None  # the forget questions answered with the refusal, when a loss needs it
+    # The forget questions with a second answer, when a loss compares two: the refusal (IDK, DPO) or
+    # each item's alternate (AltPO); `second_as` is the LossInputs field those rows fill.
+    second: list[Example] | None
     retain: list[Example] | None  # None when there is no retain term
     pad_id: int
     retain_on: str
     batch_size: int
     seed: int
+    second_as: str = "refusal"
 
     def loader(self, accelerator: Any, epoch: int) -> Any:
         pairs = pair_indices(len(self.forget), len(self.retain or ()), self.seed, epoch)
-        collate_fn = make_collate(self.forget, self.retain, self.pad_id, self.retain_on, refusal=self.refusal)
+        collate_fn = make_collate(self.forget, self.retain, self.pad_id, self.retain_on, refusal=self.second)
         dl = torch.utils.data.DataLoader(
             pairs, batch_size=self.batch_size, shuffle=False, collate_fn=collate_fn
         )
@@ -141,13 +145,15 @@ class LossTerms:
     forget_weight: float
     retain_weight: float
     ref_logp: torch.Tensor | None = None
-    ref_logp_refusal: torch.Tensor | None = None
+    ref_logp_second: torch.Tensor | None = None
     frequency: torch.Tensor | None = None
     ref_model: Any = None
     layer: int | None = None
     block: torch.nn.Module | None = None
     ref_block: torch.nn.Module | None = None
     steer: torch.Tensor | None = None
+    # What a loss keeps across the steps of the run (PDU's dual variable).
+    state: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -382,8 +388,9 @@ def setup(
     out_dir.mkdir(parents=True, exist_ok=True)
     accelerator = _accelerator(cfg, out_dir)
     set_seed(cfg.seed)
-    data = encode_sets(model, tokenizer, forget, retain if retain_loss else None, cfg, forget_loss)
+    # On its device first: AltPO samples its alternates from the model while the sets are encoded.
     model.to(accelerator.device)
+    data = encode_sets(model, tokenizer, forget, retain if retain_loss else None, cfg, forget_loss)
     terms = prepare_terms(model, cfg, data, forget, forget_loss, retain_loss, accelerator.device)
     frozen = _freeze_outside_rmu_scope(model, cfg, terms.layer)
     if terms.layer is not None:
@@ -500,20 +507,31 @@ def encode_sets(
     """Token ids of every set the losses read, each checked against the model's positions."""
     fmt = get_prompt_format(cfg.prompt_format)
     forget_ex = encode_items(tokenizer, fmt, forget)
-    refusal_ex = (
-        encode_items(tokenizer, fmt, forget, answer=cfg.refusal) if "refusal" in forget_loss.needs else None
-    )
+    second_as = "alternate" if "alternate" in forget_loss.needs else "refusal"
+    second_ex = None
+    if "refusal" in forget_loss.needs:
+        second_ex = encode_items(tokenizer, fmt, forget, answer=cfg.refusal)
+    elif "alternate" in forget_loss.needs:
+        answers = alternate_answers(model, tokenizer, fmt, forget, cfg.seed)
+        second_ex = [encode_items(tokenizer, fmt, [it], answer=a)[0] for it, a in zip(forget, answers)]
     retain_ex = encode_items(tokenizer, fmt, retain) if retain is not None else None
     _check_lengths(
         model,
         {
             "forget": (forget, forget_ex),
-            **({"refusal": (forget, refusal_ex)} if refusal_ex else {}),
+            **({second_as: (forget, second_ex)} if second_ex else {}),
             **({"retain": (retain, retain_ex)} if retain_ex else {}),
         },
     )
     return Encoded(
-        forget_ex, refusal_ex, retain_ex, pad_id_of(tokenizer), cfg.retain_on, cfg.batch_size, cfg.seed
+        forget_ex,
+        second_ex,
+        retain_ex,
+        pad_id_of(tokenizer),
+        cfg.retain_on,
+        cfg.batch_size,
+        cfg.seed,
+        second_as,
     )
 
 
@@ -534,8 +552,8 @@ def prepare_terms(
     terms.frequency = _frequencies(forget) if "frequency" in needs else None
     if "ref_logp" in forget_loss.needs:
         terms.ref_logp = reference_logps(model, data.forget, data.pad_id, cfg.batch_size, device)
-        if data.refusal is not None:
-            terms.ref_logp_refusal = reference_logps(model, data.refusal, data.pad_id, cfg.batch_size, device)
+        if data.second is not None:
+            terms.ref_logp_second = reference_logps(model, data.second, data.pad_id, cfg.batch_size, device)
     if needs & {"ref_logits", "ref_hidden"}:
         terms.ref_model = copy.deepcopy(model).eval().requires_grad_(False)
     if needs & {"hidden", "ref_hidden"}:
@@ -596,20 +614,24 @@ def losses_on(state: UnlearnState, batch: dict[str, Any]) -> tuple[torch.Tensor,
         forget_rows,
         ref_logp=_at(t.ref_logp, index, device),
         frequency=_at(t.frequency, index, device),
+        state=t.state,
         **_reference(t, forget_rows, t.forget.needs, batch),
     )
-    if state.data.refusal is not None:
-        f_in.refusal = rows.inputs(slice(n_f, 2 * n_f), ref_logp=_at(t.ref_logp_refusal, index, device))
+    if state.data.second is not None:
+        second = rows.inputs(slice(n_f, 2 * n_f), ref_logp=_at(t.ref_logp_second, index, device))
+        setattr(f_in, state.data.second_as, second)
     f_loss = t.forget.fn(f_in, t.params)
     terms = {"forget_loss": f_loss.item(), "forget_token_logp": _token_mean(f_in)}
     loss = t.forget_weight * f_loss
     if t.retain is not None:
-        retain_rows = slice(n_f * (2 if state.data.refusal is not None else 1), None)
-        r_in = rows.inputs(retain_rows, **_reference(t, retain_rows, t.retain.needs, batch))
+        retain_rows = slice(n_f * (2 if state.data.second is not None else 1), None)
+        r_in = rows.inputs(retain_rows, state=t.state, **_reference(t, retain_rows, t.retain.needs, batch))
         r_loss = t.retain.fn(r_in, t.params)
         terms.update(retain_loss=r_loss.item(), retain_token_logp=_token_mean(r_in))
         loss = loss + t.retain_weight * r_loss
     terms["loss"] = loss.item()
+    # A loss's numbers kept across steps (PDU's dual variable) are logged with the step.
+    terms.update({k: float(v) for k, v in t.state.items() if isinstance(v, (int, float))})
     return loss, terms
 
 

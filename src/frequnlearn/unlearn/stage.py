@@ -19,7 +19,15 @@ from typing import Any
 from frequnlearn.config.evaluate import EvalConfig
 from frequnlearn.config.unlearn import UnlearnConfig
 from frequnlearn.errors import TrainingError
-from frequnlearn.records import STAGE_FILE, BioPrompt, QAItem, is_main_process, output_set, write_json
+from frequnlearn.records import (
+    STAGE_FILE,
+    BioPrompt,
+    QAItem,
+    is_main_process,
+    mark_done,
+    output_set,
+    write_json,
+)
 
 # What one run writes in its directory; replaced together, the done marker (or run.json) last. adapter/
 # is LoRA's adapter beside its merged model/; frequnlearn-unlearn/ holds the trackers' logs (log_with).
@@ -102,7 +110,7 @@ def run_unlearn(
                 for weights in ("model", "adapter"):
                     shutil.rmtree(scratch / weights, ignore_errors=True)
             if key is not None:
-                write_json(scratch / STAGE_FILE, {"key": key, **ident})
+                mark_done(scratch, key, ident)
     if failure is not None:
         raise failure
     return result
