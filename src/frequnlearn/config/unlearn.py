@@ -91,7 +91,9 @@ class UnlearnConfig:
     # dual (PDU's retain constraint): retain NLL <= (1 + dual_tol) x its value at the first step; the
     # dual variable's step size; steps before it first moves (a warm start at 1).
     dual_tol: float = 0.1
+    # PDU: the dual variable's step size.
     dual_lr: float = 1.0
+    # PDU: steps before the dual variable first moves (a warm start at 1).
     dual_warmup: int = 0
     # MPU: each item is pushed until its weakest answer token trails its best rival by mpu_delta logits.
     mpu_delta: float = 1.0
