@@ -322,17 +322,17 @@ def write_outputs(state: UnlearnState, tokenizer: Any, record: dict[str, Any]) -
     acc.wait_for_everyone()
     if acc.is_main_process:
         model = acc.unwrap_model(state.model)
-        trajectory = state.out_dir / "trajectory.parquet"
-        dirs = [(model_dir, model)]
-        if cfg.lora is not None:
+
+        def save(path: Path, weights: Any, adapter: bool) -> None:
+            _save_model_dir(path, weights, tokenizer, record, state.out_dir / "trajectory.parquet", adapter)
+
+        if cfg.lora is None:
+            save(model_dir, model, adapter=False)
+        else:
             _point_adapter_at_base(model)
-            if cfg.lora_merge:
-                dirs = [(state.out_dir / ADAPTER_DIR, model)]
-        for path, weights in dirs:
-            _save_model_dir(path, weights, tokenizer, record, trajectory, adapter=cfg.lora is not None)
-        if cfg.lora is not None and cfg.lora_merge:
-            # In place: the caller's model is the unlearned one, now without adapter layers.
-            _save_model_dir(model_dir, model.merge_and_unload(), tokenizer, record, trajectory, adapter=False)
+            save(state.out_dir / ADAPTER_DIR if cfg.lora_merge else model_dir, model, adapter=True)
+            if cfg.lora_merge:  # in place: the caller's model is the unlearned one, without adapter layers
+                save(model_dir, model.merge_and_unload(), adapter=False)
         write_json(state.out_dir / "run.json", record)
     acc.wait_for_everyone()
     if cfg.log_with:
