@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -36,7 +35,7 @@ from frequnlearn.records import (
 )
 from frequnlearn.study.plan import Task, inputs_of, plan
 from frequnlearn.study.sets import EVAL_ROLES, SETS_FORMAT, NothingToUnlearn, select_sets
-from frequnlearn.study.status import Estimate, Progress, n_params_of, quiet_third_party
+from frequnlearn.study.status import Estimate, Progress, n_params_of
 
 TIMINGS_FILE = "timings.json"
 POLL_SECONDS = 5.0
@@ -88,7 +87,7 @@ class Study:
             "attack": self._attacks_stage,
             "report": self._report,
         }
-        with quiet_third_party():
+        with bars.quiet_third_party():
             self._work(tasks, progress, handlers)
         return self.run_dir / "report"
 
@@ -384,7 +383,7 @@ class Study:
             sets = self.sets_for(task)
         except NothingToUnlearn as why:
             # Recorded, not fatal: the other models and selections still make a study.
-            print(f"skipping {task.name}: {why}", file=sys.stderr)
+            bars.message(f"skipping {task.name}: {why}")
             self._skip(task, path, key, str(why))
             return
         _, bios = self.all_items()
