@@ -494,11 +494,11 @@ CASES: list[tuple[str, Setup, int, tuple[str, ...]]] = [
         2,
         ("cannot write",),
     ),
-    (
-        "generate-out-no-parent",
-        lambda i, d: ["generate", "--out", str(d / "a" / "b"), "n_people=8"],
+    (  # a missing parent is created; a file where it would go is refused
+        "generate-out-under-a-file",
+        lambda i, d: ["generate", "--out", str(_file(d / "a") / "b"), "n_people=8"],
         2,
-        ("parent directory",),
+        ("is a file, not a directory",),
     ),
     ("pretrain-into-copied-model", _copied_unlearned_model, 2, ("unlearned", "did not write")),
     ("pretrain-finished-on-other-data", _finished_on_other_data, 2, ("other data",)),
@@ -539,10 +539,10 @@ CASES: list[tuple[str, Setup, int, tuple[str, ...]]] = [
     ),
     ("evaluate-over-foreign-parquet", _foreign_parquet, 2, ("not written by this tool", "--overwrite")),
     (
-        "evaluate-out-no-parent",
-        lambda i, d: _evaluate_args(i, d / "x" / "s.parquet"),
+        "evaluate-out-under-a-file",
+        lambda i, d: _evaluate_args(i, _file(d / "x") / "s.parquet"),
         2,
-        ("parent directory",),
+        ("is a file, not a directory",),
     ),
     (
         "count-over-user-table",

@@ -141,47 +141,64 @@ class RunLayout:
         return self.oracle(tag) / BASELINE_DIR
 
     def baseline_scores(self, tag: str) -> Path:
-        return self.baseline(tag) / SCORES
+        return self.scores(self.model(tag), BASELINE_DIR)
 
     def model_tags(self) -> list[str]:
-        """Tags of the model directories there are, sorted."""
+        """Tags of the model directories there are, sorted (hidden scratch directories of a run in
+        progress are not models)."""
         root = self.root / MODELS_DIR
-        return sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+        return (
+            sorted(p.name for p in root.iterdir() if p.is_dir() and p.name[0] != ".") if root.is_dir() else []
+        )
 
     def model_scores(self, kind: str) -> list[tuple[str, Path]]:
         """(model tag, scores) of every model's `baseline` or `oracle` scoring that was written."""
-        where = {BASELINE_DIR: self.baseline, ORACLE_DIR: self.oracle_baseline}[kind]
-        return [(tag, where(tag) / SCORES) for tag in self.model_tags() if (where(tag) / SCORES).is_file()]
+        found = [(tag, self.scores(self.model(tag), kind)) for tag in self.model_tags()]
+        return [(tag, path) for tag, path in found if path.is_file()]
 
     def baseline_utility(self) -> list[tuple[str, Path]]:
         """(model tag, utility.json) of every baseline that measured utility."""
-        return [
-            (t, self.baseline(t) / UTILITY)
-            for t in self.model_tags()
-            if (self.baseline(t) / UTILITY).is_file()
-        ]
+        found = [(tag, self.model_utility(self.model(tag))) for tag in self.model_tags()]
+        return [(tag, path) for tag, path in found if path.is_file()]
 
     def model_record(self, tag: str) -> Path:
-        return self.model(tag) / RUN_RECORD
+        return self.pretrain_record(self.model(tag))
 
     def pretrain_log(self, tag: str) -> Path:
-        return self.model(tag) / PRETRAIN_METRICS
+        return self.pretrain_metrics_of(self.model(tag))
 
     def model_records(self) -> list[tuple[str, Path]]:
         """(model tag, run.json) of every pretraining that finished."""
-        return [
-            (t, self.model(t) / RUN_RECORD)
-            for t in self.model_tags()
-            if (self.model(t) / RUN_RECORD).is_file()
-        ]
+        found = [(tag, self.model_record(tag)) for tag in self.model_tags()]
+        return [(tag, path) for tag, path in found if path.is_file()]
 
     def pretrain_metrics(self) -> list[tuple[str, Path]]:
         """(model tag, metrics.jsonl) of every pretraining that logged."""
-        return [
-            (t, self.model(t) / PRETRAIN_METRICS)
-            for t in self.model_tags()
-            if (self.model(t) / PRETRAIN_METRICS).is_file()
-        ]
+        found = [(tag, self.pretrain_log(tag)) for tag in self.model_tags()]
+        return [(tag, path) for tag, path in found if path.is_file()]
+
+    # ---- the files of one model directory (models/<tag>)
+    @staticmethod
+    def pretrain_record(model: Path) -> Path:
+        return model / RUN_RECORD
+
+    @staticmethod
+    def pretrain_metrics_of(model: Path) -> Path:
+        return model / PRETRAIN_METRICS
+
+    @staticmethod
+    def scores(model: Path, kind: str) -> Path:
+        """A model's per-item scores before unlearning (`baseline`) or of its never-learned twin
+        (`oracle`, scored as a baseline is)."""
+        if kind == ORACLE_DIR:
+            return model / ORACLE_DIR / BASELINE_DIR / SCORES
+        if kind == BASELINE_DIR:
+            return model / BASELINE_DIR / SCORES
+        raise ValueError(f"scores of {kind!r}: a model has {BASELINE_DIR} and {ORACLE_DIR} scores")
+
+    @staticmethod
+    def model_utility(model: Path) -> Path:
+        return model / BASELINE_DIR / UTILITY
 
     # ---- unlearning runs and their attacks
     @property
@@ -196,7 +213,8 @@ class RunLayout:
 
     def unlearn_runs(self) -> list[Path]:
         """Every unlearning run's directory (one holding its record or done marker), in path order;
-        scratch directories of a write cut short and attack directories are not runs."""
+        scratch directories of a write cut short and attack directories are not runs, nor what a run
+        holds (its model/ keeps a copy of the run's record)."""
         root = self.unlearn_root
         found = {p.parent for name in (RUN_RECORD, STAGE_FILE) for p in root.glob(f"**/{name}")}
         return [
@@ -205,6 +223,7 @@ class RunLayout:
             if not any(
                 p.endswith(_SCRATCH_SUFFIXES) or p == ATTACKS_DIR for p in path.relative_to(root).parts
             )
+            and not any(parent in found for parent in path.parents)
         ]
 
     @staticmethod

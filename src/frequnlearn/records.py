@@ -232,11 +232,9 @@ def atomic_dir(path: str | Path, overwrite: bool = True) -> Iterator[Path]:
     """Yield a temp directory that becomes `path` only if the block finishes (`path` must not exist,
     unless `overwrite`: then the old directory is replaced whole; only for directories the caller owns).
 
-    The parent must exist (a missing parent is almost always a typo, so it is an error, not a mkdir).
+    Missing parent directories are created (the output rule protects existing files, not absent paths).
     """
     path = guard(Path(path))
-    if not path.parent.exists():
-        raise DataError(f"--out {path}: parent directory {path.parent} does not exist; create it first")
     tmp = _scratch_dir(path.parent, path.name, target=path)
     try:
         try:
@@ -309,22 +307,31 @@ def _probe_writable(directory: Path, flag: str, target: Path) -> None:
         ) from None
 
 
+def _existing_ancestor(path: Path, flag: str) -> Path:
+    """The nearest directory above `path` that exists: missing parents are the tool's to create (when
+    it writes), but a file standing where a parent directory would go is refused."""
+    for parent in path.parents:
+        if parent.is_dir():
+            return parent
+        if parent.exists():
+            raise DataError(f"{flag} {path}: {parent} is a file, not a directory; choose another path")
+    return Path.cwd()
+
+
 def check_output_dir(
     path: str | Path, kind: str, *, overwrite: bool = False, flag: str = "--out", deep: bool = False
 ) -> Path:
     """Validate an output directory before any work starts (see the rule above); remove our stale temps
     (with `deep`, also in its subdirectories: a study's stages write there).
 
-    Allowed: a new path in an existing directory, an empty directory, or a directory holding this
+    Allowed: a new path (missing parents are created when the output is written), an empty directory, or a directory holding this
     kind's own output; with `overwrite`, any directory (its other files are kept).
     """
     path = guard(path)  # before even a probe file: a root it lies in must hold it
     if path.exists() and not path.is_dir():
         raise DataError(f"{flag} {path}: is a file, not a directory; choose a directory path")
     if not path.exists():
-        if not path.parent.is_dir():
-            raise DataError(f"{flag} {path}: parent directory {path.parent} does not exist; create it first")
-        _probe_writable(path.parent, flag, path)
+        _probe_writable(_existing_ancestor(path, flag), flag, path)
     else:
         _probe_writable(path, flag, path)
         owner = output_kind(path)
@@ -363,9 +370,7 @@ def check_output_files(
         guard(path, follow=False)
         if path.is_dir():
             raise DataError(f"{flag} {first}: {path} is a directory; name a file")
-    if not first.parent.is_dir():
-        raise DataError(f"{flag} {first}: parent directory {first.parent} does not exist; create it first")
-    _probe_writable(first.parent, flag, first)
+    _probe_writable(_existing_ancestor(first, flag), flag, first)
     existing = [p for p in map(Path, paths) if p.exists()]
     if existing and not owned and not overwrite:
         raise DataError(
@@ -417,7 +422,9 @@ def remove_stale_temps(path: str | Path, deep: bool = False) -> None:
 
 
 def _scratch_dir(parent: Path, name: str, kind: str = "scratch", target: Path | None = None) -> Path:
-    """A new hidden directory beside the output; a full disk while making it names `target`."""
+    """A new hidden directory beside the output (its missing parents made); a full disk while making it
+    names `target`."""
+    parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=parent, prefix=f".{name}.", suffix=".tmp"))
     try:
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700 would make shared results unreadable to others

@@ -25,6 +25,7 @@ __all__ = [
     "ConfigError",
     "check",
     "config_hash",
+    "did_you_mean",
     "from_dict",
     "load_config",
     "load_yaml",
@@ -107,6 +108,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 return _coerce(value, arg, key)
             except ConfigError as err:
                 errors.append(err)
+        if len(errors) == 1 and isinstance(value, dict):  # `X | None` given a mapping: X's own error
+            raise errors[0]
         raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
     if origin is Literal:
         if value in get_args(tp):
@@ -164,6 +167,15 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     return value
 
 
+def did_you_mean(key: str, names: typing.Sequence[str]) -> list[str]:
+    """The names a mistyped `key` most likely meant: those it starts with (`lrate` -> `lr`) or spells
+    the initials of (`learning_rate` -> `lr`), else difflib's closest spelling."""
+    initials = "".join(word[:1] for word in key.split("_"))
+    found = sorted((m for m in names if len(m) >= 2 and key.startswith(m)), key=len, reverse=True)
+    found += [m for m in names if "_" in key and m == initials and m not in found]
+    return found[:2] or difflib.get_close_matches(key, names, n=1, cutoff=0.5)
+
+
 def from_dict(cls: type[T], data: dict[str, Any] | None, prefix: str = "") -> T:
     """Build `cls` from a mapping: unknown keys and wrong types stop with the key's full name."""
     data = dict(data or {})
@@ -171,8 +183,8 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, prefix: str = "") -> T:
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     for key in data:
         if key not in fields:
-            close = difflib.get_close_matches(str(key), list(fields), n=1)
-            hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
+            close = did_you_mean(str(key), list(fields))
+            hint = " (did you mean " + " or ".join(f"'{prefix}{c}'" for c in close) + "?)" if close else ""
             allowed = ", ".join(sorted(fields))
             raise ConfigError(f"{prefix}{key}: unknown key{hint}; allowed keys: {allowed}")
     # A class may act on its raw mapping before any field is read (the study imports its plugins).
@@ -256,7 +268,7 @@ def parse_overrides(overrides: typing.Iterable[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for item in overrides:
         if "=" not in item:
-            raise ConfigError(f"override '{item}': expected key=value, e.g. n_people=600")
+            raise ConfigError(f"override '{item}': expected key=value")
         key, raw = item.split("=", 1)
         key = key.strip()
         if not key:
@@ -294,7 +306,7 @@ def load_config(
     """Read `cls` from a YAML file (or only its `section` of a study file) plus overrides.
 
     Overrides may name keys relative to the section (`n_people=600`) or with the section prefix
-    (`generate.n_people=600`).
+    (`generate.n_people=600`). `frequnlearn.config.load_config` also takes a path first.
     """
     data: dict[str, Any] = load_yaml(path) if path else {}
     if section is not None:

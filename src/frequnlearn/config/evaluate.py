@@ -19,18 +19,25 @@ class EvalConfig:
     them with what each needs).
     """
 
+    # Metric families: prob (likelihood, rank, truth ratio), gen (greedy answer), tf (True/False probe), bio
+    # (biography completion), utility (lm-eval tasks).
     metrics: list[str] = field(default_factory=lambda: ["prob", "gen", "tf", "bio"])
     # QA probes run for prob, gen and tf; items without a paraphrase skip that probe.
     probes: list[str] = field(default_factory=lambda: ["question", "paraphrase"])
+    # How a question is written: plain, olmo, chat (the tokenizer's template) or a string with {question} and
+    # {answer}.
     prompt_format: str = "plain"
     # Rows per forward pass, or "auto" (a token budget chosen from the device and its free memory).
     batch_size: int | Literal["auto"] = "auto"
+    # Tokens generated greedily per answer.
     max_new_tokens: int = 24
     # Solved examples before each True/False query (alternating true and false statements).
     tf_shots: int = 3
+    # Seed of the True/False shots, the bootstrap and the utility tasks.
     seed: int = 0
     # Bootstrap resamples over items for the summary's confidence intervals.
     n_boot: int = 1000
+    # Confidence level of those intervals.
     ci: float = 0.95
     # What "known" means for a greedy answer (the one verdict everywhere): exact (the normalised
     # continuation starts with the whole normalised answer), contains (the whole answer appears in it:
@@ -42,10 +49,13 @@ class EvalConfig:
     mia_k: float = 0.2
     # extract: samples at temperature 1 a user draws (P(n samples give the answer)).
     extraction_samples: int = 10
+    # lm-eval tasks of the utility family (local ones are in frequnlearn/evaluate/tasks/).
     utility_tasks: list[str] = field(default_factory=lambda: ["frequnlearn_capitals"])
     # Documents per utility task (None: all of them).
     utility_limit: int | None = None
+    # Weights' dtype when the command loads the model (auto: float32 on CPU, the checkpoint's on GPU).
     dtype: str = "auto"
+    # Device to evaluate on (null or auto: a GPU when there is one, else cpu).
     device: str | None = None
 
     def validate(self) -> None:

@@ -52,13 +52,17 @@ class StudyOptions:
     `setting: real` takes `model` as it is and a QA table (`items`) whose frequency was counted.
     """
 
+    # synthetic (generate and pretrain) or real (a given model and QA table), as above.
     setting: Literal["synthetic", "real"] = "synthetic"
+    # One repetition per seed: its own world and models (synthetic) or its own unlearning sets (real).
     seeds: list[int] = field(default_factory=lambda: [0])
     # Generated worlds: each a generate seed (other people, other names, other facts), with its own
     # data and its own models of every size and seed (tags end in -w<seed>). Empty: one world, of
     # generate.seed (the tags and paths of a one-world study name no world).
     worlds: list[int] = field(default_factory=list)
+    # Pretraining presets studied (synthetic setting), e.g. [mini, tiny, small].
     model_sizes: list[str] = field(default_factory=lambda: ["tiny", "small"])
+    # Unlearning methods as FORGET+RETAIN, e.g. ga+gd, simnpo+gd.
     methods: list[str] = field(default_factory=lambda: ["ga+gd", "simnpo+gd"])
     # Python files or modules to import first, whose losses register themselves (methods brought from
     # outside; docs/methods.md). Only what is listed is imported; paths are relative to the working directory.
@@ -69,6 +73,7 @@ class StudyOptions:
     # Items are split into levels by this field; each listed level is unlearned in its own run.
     compare_by: Literal["group", "frequency", "bucket"] = "group"
     levels: list[str] = field(default_factory=lambda: ["forget_high", "forget_low"])
+    # The attribute whose questions are unlearned and scored (null: every attribute).
     attribute: str | None = "employer"
     # known: only items the model answers before unlearning (equal-size sets); all: the whole level.
     selections: list[Literal["known", "all"]] = field(default_factory=lambda: ["known", "all"])
@@ -80,6 +85,7 @@ class StudyOptions:
     # Retain and utility people evaluated along the way; the evaluated retain people are never in
     # the retain loss.
     eval_retain_size: int = 40
+    # Utility people evaluated along the way (never unlearned, never in the retain loss).
     eval_utility_size: int = 40
     # Pretraining epochs per preset (sizes not listed use pretrain.epochs): a smaller model may need
     # more epochs to know the frequent people as well as a larger one.
@@ -88,6 +94,7 @@ class StudyOptions:
     forget_threshold: float = 0.1
     # ... and retain accuracy may fall this far below its start before the method "wrecks" it.
     retain_tolerance: float = 0.1
+    # Bootstrap resamples of the report's intervals.
     n_boot: int = 1000
     # Unlearned weights are large and rarely needed after evaluation; keep them only when asked.
     keep_models: bool = False
@@ -105,11 +112,17 @@ class StudyOptions:
     # ray: times a task is rerun after its worker dies (killed, out of memory, node lost).
     max_retries: int = 2
     # The real setting.
+    # Hub id or local path of the model studied.
     model: str | None = None
+    # A GGUF file of that model to load instead of its safetensors.
     gguf_file: str | None = None
+    # The QA table: a path, builtin:NAME or a hub dataset.
     items: str | None = None
+    # QA table of the retain set (null: half of the items outside the studied levels).
     retain_items: str | None = None
+    # How QA is written for the model: plain, olmo, chat or a {question}/{answer} string.
     prompt_format: str = "plain"
+    # Weights' dtype of the loaded models (auto: float32 on CPU, the checkpoint's on GPU).
     dtype: str = "auto"
 
     def validate(self) -> None:
@@ -244,6 +257,13 @@ class StudyConfig:
         check_against_study(self)
         for spec in s.method_overrides:
             self.method_unlearn(spec)
+        for spec in s.methods:
+            u = self.method_unlearn(spec)
+            check(
+                u.lora is None or u.lora_merge or not self.attacks.active,
+                "unlearn.lora_merge",
+                "the attacks start from the unlearned weights; with lora, set lora_merge: true",
+            )
         # The study measures utility through the named lm-eval tasks only (its utility people are
         # scored per item along each trajectory).
         check(

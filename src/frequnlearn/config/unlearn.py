@@ -24,6 +24,31 @@ def method_names() -> tuple[list[str], list[str]] | None:
 
 
 @dataclass
+class LoraSettings:
+    """LoRA adapters (through peft) trained instead of every weight."""
+
+    # Rank of each adapter's low-rank update.
+    r: int = 8
+    # Scale of the update: it is multiplied by alpha / r.
+    alpha: float = 16.0
+    # Dropout on the adapters' input.
+    dropout: float = 0.0
+    # Names of the modules adapted (null: peft's choice for the architecture, e.g. c_attn for GPT-2,
+    # q_proj and v_proj for Llama).
+    target_modules: list[str] | None = None
+
+    def validate(self) -> None:
+        check(self.r >= 1, "r", "must be >= 1")
+        check(self.alpha > 0, "alpha", "must be > 0")
+        check(0.0 <= self.dropout < 1.0, "dropout", "must be within [0, 1)")
+        check(
+            self.target_modules is None or len(self.target_modules) >= 1,
+            "target_modules",
+            "name a module or use null",
+        )
+
+
+@dataclass
 class UnlearnConfig:
     # Forget term: ga (gradient ascent), npo, simnpo, idk (train towards `refusal`), dpo (IdkDPO:
     # prefer `refusal` over the answer), altpo (prefer an alternate answer sampled from the model),
@@ -36,10 +61,13 @@ class UnlearnConfig:
     retain_loss: str = "none"
     # Tokens the retain term covers: the answer only, or question and answer (GradDiff's choice).
     retain_on: Literal["answer", "full"] = "full"
+    # Weight of the forget term in the total loss.
     forget_weight: float = 1.0
+    # Weight of the retain term in the total loss.
     retain_weight: float = 1.0
     # NPO, SimNPO and DPO: inverse temperature; SimNPO's margin.
     beta: float = 0.1
+    # SimNPO's margin (0: none).
     gamma: float = 0.0
     # IDK's target and DPO's preferred answer.
     refusal: str = "I don't know."
@@ -53,7 +81,9 @@ class UnlearnConfig:
     # (the target's norm) and what is trained: mlp (the MLPs of blocks layer-2..layer, as
     # published) or all. The `act` retain term reads the same block.
     rmu_layer: int | None = None
+    # RMU's steering coefficient: the norm of the target activation.
     rmu_coeff: float = 6.5
+    # What RMU trains: mlp (the MLPs of blocks layer-2..layer, as published) or all.
     rmu_params: Literal["mlp", "all"] = "mlp"
     # FGA: weight 1 + freq_scale * ln(frequency) per item; freq_stop drops an item from the loss
     # while greedy decoding no longer produces its answer.
@@ -62,15 +92,20 @@ class UnlearnConfig:
     # dual (PDU's retain constraint): retain NLL <= (1 + dual_tol) x its value at the first step; the
     # dual variable's step size; steps before it first moves (a warm start at 1).
     dual_tol: float = 0.1
+    # PDU: the dual variable's step size.
     dual_lr: float = 1.0
+    # PDU: steps before the dual variable first moves (a warm start at 1).
     dual_warmup: int = 0
     # MPU: each item is pushed until its weakest answer token trails its best rival by mpu_delta logits.
     mpu_delta: float = 1.0
     # plain, olmo, chat (the tokenizer's template) or a string with {question} and {answer}.
     prompt_format: str = "plain"
 
+    # AdamW learning rate (0: a null run that changes nothing).
     lr: float = 1e-5
+    # AdamW weight decay.
     weight_decay: float = 0.01
+    # Learning-rate schedule after the warmup.
     scheduler: Literal["constant", "linear", "cosine"] = "constant"
     # Share of all optimizer steps spent warming the learning rate up from 0.
     warmup_ratio: float = 0.0
@@ -78,7 +113,9 @@ class UnlearnConfig:
     max_grad_norm: float | None = 1.0
     # Forget examples per micro-batch (each is paired with one randomly drawn retain example).
     batch_size: int = 8
+    # Micro-batches per optimizer step.
     grad_accum: int = 1
+    # Passes over the forget set, unless max_steps is set.
     epochs: int = 5
     # When set, training stops after this many optimizer steps, running as many epochs as needed.
     max_steps: int | None = None
@@ -88,13 +125,23 @@ class UnlearnConfig:
     eval_steps: list[int] = field(default_factory=lambda: [2, 4, 6, 8, 10, 15, 20, 30])
     eval_every: int = 0
 
+    # Seed of the batch order, the retain pairing and the held-out retain sample.
     seed: int = 0
     # Weights' dtype when the command loads the model (auto: float32 on CPU, the checkpoint's on GPU).
     dtype: str = "auto"
     # Column names in user QA tables (--forget/--retain/--eval-items).
     question_column: str = "question"
+    # Column of the answers in user QA tables.
     answer_column: str = "answer"
+    # Column of the item ids in user QA tables.
     id_column: str = "item_id"
+    # LoRA instead of full fine-tuning, e.g. {r: 8, alpha: 16, dropout: 0.0, target_modules: null}; only
+    # the adapters train and model/ holds the adapter (null: every weight trains).
+    lora: LoraSettings | None = None
+    # With lora: model/ holds the weights with the adapter merged in (a plain model) and adapter/ the adapter.
+    lora_merge: bool = False
+    # accelerate trackers that also get each step's loss terms, e.g. [tensorboard] (empty: log.jsonl only).
+    log_with: list[str] = field(default_factory=list)
 
     def validate(self) -> None:
         check(self.forget_weight >= 0, "forget_weight", "must be >= 0")
@@ -157,5 +204,23 @@ class UnlearnConfig:
         )
         check(self.eval_every >= 0, "eval_every", "must be >= 0 (0 turns it off)")
         check_range(self.eval_every, "eval_every", 0, MAX_STEPS, " (0 turns it off)")
+        check(
+            self.lora is None or self.method != "rmu",
+            "lora",
+            "rmu picks what it trains (rmu_params); use lora: null",
+        )
+        check(
+            not self.lora_merge or self.lora is not None,
+            "lora_merge",
+            "needs lora settings; set lora or drop lora_merge",
+        )
+        from frequnlearn.config.pretrain import TRACKERS
+
+        for tracker in self.log_with:
+            check(
+                tracker in TRACKERS,
+                "log_with",
+                f"unknown tracker {tracker!r}; use some of {', '.join(TRACKERS)}",
+            )
         for key in ("question_column", "answer_column", "id_column"):
             check(bool(getattr(self, key).strip()), key, "must name a column")

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from frequnlearn.errors import DataError
+from frequnlearn.progress import quiet_third_party
 from frequnlearn.records import QAItem, read_jsonl
 
 FILE_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".parquet", ".pq")
@@ -101,7 +102,8 @@ def _read_dataset(source: str, config: str | None) -> tuple[list[dict[str, Any]]
 
     name, _, split = source.partition(":")
     try:
-        ds = datasets.load_dataset(name, config, split=split or "train")
+        with quiet_third_party():  # datasets' preparation bars, off now that datasets is imported
+            ds = datasets.load_dataset(name, config, split=split or "train")
     except Exception as err:  # datasets raises many types for a wrong name, split or config
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise DataError(
@@ -122,7 +124,8 @@ def read_rows(source: str, config: str | None = None) -> tuple[list[dict[str, An
         if (path / "dataset_info.json").is_file() or (path / "state.json").is_file():
             import datasets
 
-            ds = datasets.load_from_disk(str(path))
+            with quiet_third_party():
+                ds = datasets.load_from_disk(str(path))
             if isinstance(ds, datasets.DatasetDict):
                 raise DataError(
                     f"{source}: holds several splits ({', '.join(ds)}); name one, e.g. {source}/{next(iter(ds))}"

@@ -22,6 +22,7 @@ from frequnlearn import progress
 from frequnlearn.config.base import to_dict
 from frequnlearn.config.pretrain import PretrainConfig
 from frequnlearn.errors import ConfigError, TrainingError
+from frequnlearn.models.card import write_pretrained_card
 from frequnlearn.pretrain.checkpoint import (
     CHECKPOINTS,
     STATE_FILE,
@@ -377,6 +378,7 @@ def finish(run: Run, state: TrainState) -> None:
             model.save_pretrained(tmp)
             run.tokenizer.save_pretrained(tmp)
             write_json(tmp / "run.json", {**record, "summary": summary(run, state, model, final)})
+            write_pretrained_card(tmp, run.out_dir)
         mark_done(run.out_dir, run.key, {"steps": run.total_steps})
     acc.wait_for_everyone()
     if run.cfg.log_with:

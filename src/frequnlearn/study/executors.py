@@ -23,7 +23,6 @@ from typing import Any, Protocol
 from frequnlearn import progress as bars
 from frequnlearn.errors import ConfigError, FrequnlearnError
 from frequnlearn.study.plan import Task
-from frequnlearn.study.status import quiet_third_party
 from frequnlearn.study.tasks import Outcome, TaskRunner
 
 # Without a finished task for this long, the Ray executor says what it waits for.
@@ -170,7 +169,7 @@ def run_task(runner: TaskRunner, task: Task, *inputs: Outcome) -> Outcome:
     import torch
 
     torch.set_num_threads(runner.threads)
-    with quiet_third_party(), bars.quiet(True):
+    with bars.quiet_third_party(), bars.quiet(True):
         return runner.run_if_needed(task)
 
 

@@ -16,6 +16,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
+from frequnlearn import progress
 from frequnlearn.config.study import StudyConfig
 from frequnlearn.errors import DataError
 from frequnlearn.layout import RunLayout
@@ -24,7 +25,7 @@ from frequnlearn.study.executors import Executor, executor_for
 from frequnlearn.study.keys import config_key
 from frequnlearn.study.lock import study_lock
 from frequnlearn.study.plan import Task, plan, worlds_of
-from frequnlearn.study.status import Progress, n_params_of, quiet_third_party
+from frequnlearn.study.status import Progress, n_params_of
 from frequnlearn.study.tasks import Outcome, TaskRunner
 
 
@@ -57,9 +58,9 @@ def run_plan(tasks: list[Task], runner: TaskRunner, executor: Executor, quiet: b
     """Run `tasks` (a plan) with `executor`: one status line per task, each task's measured time kept
     in the run directory."""
     pending = [not runner.keys.done(task) for task in tasks]
-    progress = Progress(tasks, pending, stream=io.StringIO() if quiet else None)
-    with quiet_third_party():
-        executor.run(tasks, runner, _Events(runner.layout, tasks, progress))
+    status = Progress(tasks, pending, stream=io.StringIO() if quiet else None)
+    with progress.quiet_third_party(), progress.quiet(quiet):
+        executor.run(tasks, runner, _Events(runner.layout, tasks, status))
 
 
 class _Events:

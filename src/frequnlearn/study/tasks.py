@@ -10,13 +10,13 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from frequnlearn import progress
 from frequnlearn.config.study import StudyConfig
 from frequnlearn.layout import RunLayout
 from frequnlearn.records import FORGET_GROUPS, QAItem, append_jsonl, read_json, run_info, write_jsonl
@@ -195,7 +195,7 @@ class TaskRunner:
             sets = self.sets(task)
         except NothingToUnlearn as why:
             # Recorded, not fatal: the other models and selections still make a study.
-            print(f"skipping {task.name}: {why}", file=sys.stderr)
+            progress.message(f"skipping {task.name}: {why}")
             record_skipped(path, ident, str(why), key=key)
             return f"skipped: {why}"
         _, bios = self.inputs.items(task.params["world"])
