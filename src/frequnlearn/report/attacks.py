@@ -18,7 +18,7 @@ import pandas as pd
 
 from frequnlearn.attacks.quality import above_oracle, forget_quality, recovery
 from frequnlearn.records import atomic_open, read_json
-from frequnlearn.report import analysis, plots
+from frequnlearn.report import estimands, plots, prose
 from frequnlearn.report.runs import ATTACKS_DIR, UnlearnRun, study_option, unlearn_runs
 
 RELEARN_ORDER = ["targeted", "benign", "bio"]
@@ -41,7 +41,7 @@ def _known(scores: pd.DataFrame, probe: str, gen_threshold: float) -> pd.DataFra
 def load_attack_scores(runs: list[UnlearnRun]) -> pd.DataFrame:
     """Every attacked run's per-item rows, with the unlearning run's identity (its record) as columns."""
     frames = [
-        analysis.with_run_identity(pd.read_parquet(run.path / ATTACKS_DIR / "scores.parquet"), run.identity)
+        estimands.with_run_identity(pd.read_parquet(run.path / ATTACKS_DIR / "scores.parquet"), run.identity)
         for run in runs
         if (run.path / ATTACKS_DIR / "scores.parquet").is_file()
     ]
@@ -304,7 +304,7 @@ def _markdown(
     table: pd.DataFrame, quality: pd.DataFrame, schemes: dict[str, str], figure: str | None, probe: str
 ) -> str:
     parts = ["## Recovered after attack", "", EXPLAIN.format(probe=probe), ""]
-    parts += [analysis.as_markdown(table), ""]
+    parts += [prose.as_markdown(table), ""]
     if schemes:
         parts += ["Quantization schemes:", ""] + [f"- {k}: {v}" for k, v in schemes.items()] + [""]
     if len(quality):
@@ -313,7 +313,7 @@ def _markdown(
             "",
             QUALITY,
             "",
-            analysis.as_markdown(quality),
+            prose.as_markdown(quality),
             "",
         ]
     if figure:

@@ -12,22 +12,23 @@ from __future__ import annotations
 import base64
 import html
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pandas as pd
 
 from frequnlearn.errors import DataError
 from frequnlearn.records import atomic_open, read_json, read_jsonl, run_info, write_json
-from frequnlearn.report import analysis, attacks, plots
+from frequnlearn.report import attacks, estimands, plots, prose
+from frequnlearn.report.headline import Headline
 from frequnlearn.report.runs import UnlearnRun, study_option, unlearn_runs
 
 
 def load_trajectories(runs: list[UnlearnRun]) -> pd.DataFrame:
     """All finished unlearning runs' trajectories, with each run's identity (from its record) as columns."""
     frames = [
-        analysis.with_run_identity(pd.read_parquet(run.path / "trajectory.parquet"), run.identity)
+        estimands.with_run_identity(pd.read_parquet(run.path / "trajectory.parquet"), run.identity)
         for run in runs
         if not run.skipped and (run.path / "trajectory.parquet").is_file()
     ]
@@ -64,7 +65,7 @@ def item_verdicts(traj: pd.DataFrame, gen_threshold: float) -> pd.DataFrame:
 
     v = verdicts(traj, gen_threshold=gen_threshold)
     keys = ["run_id", "step", "item_id", "probe"]
-    extra = [c for c in analysis.RUN_COLUMNS + ["role", "frequency"] if c not in v.columns or c in keys]
+    extra = [c for c in estimands.RUN_COLUMNS + ["role", "frequency"] if c not in v.columns or c in keys]
     ident = traj[list(dict.fromkeys(keys + extra))].drop_duplicates(keys)
     v = v.drop(columns=[c for c in extra if c in v.columns and c not in keys]).merge(
         ident, on=keys, how="left"
@@ -248,7 +249,7 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path
         raise DataError(f"{run_dir}: {err}") from None
     v = item_verdicts(traj, float(study_option(study, "gen_threshold", section="evaluate")))
     lay = Layout.of(v, study, runs)
-    t, findings = analyse(v, lay, study)
+    t, headlines, findings = analyse(v, lay, study)
     t["frequency_only_baseline"] = frequency_only_baseline(run_dir)
     t["parameters"] = pd.DataFrame({"size": list(lay.params), "parameters": list(lay.params.values())})
     t["pretraining_knowledge"] = pretraining_knowledge(run_dir, lay.params)
@@ -263,7 +264,7 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path
     lead, more = _lead_figures(t, lay, out), _more_figures(t, traj, lay, out)
     info = build_info(study["config"], study["config"].get("study", {}).get("seeds"), study)
     info["wall_time"] = wall_time(run_dir)
-    _write_findings(out, t, findings, notes, lay, info)
+    _write_findings(out, t, findings, notes, lay, info, headlines)
     page = Page(
         findings, notes, lead, t["verdicts"], t["frequency_only_baseline"], _full_tables(t), more, info
     )
@@ -279,7 +280,15 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path
 TABLES = (
     "verdicts",
     "frequency_effect",
+    "mediation",
+    "mediation_points",
+    "hazard_ratio",
+    "survival",
+    "exploratory",
+    "duplicates",
     "misalignment",
+    "misalignment_curve",
+    "forgetting_reach",
     "size_trend",
     "headline",
     "summaries",
@@ -294,27 +303,59 @@ TABLES = (
 )
 
 
-def analyse(v: pd.DataFrame, lay: Layout, study: dict[str, Any]) -> tuple[dict[str, pd.DataFrame], list[str]]:
-    """The report's tables computed from the per-item verdicts, and the findings they support."""
+class Analysis(NamedTuple):
+    """What `analyse` returns: the tables (names stable), one `Headline` per finding (its declared
+    primary endpoint) and the sentences (each headline's, then the exploratory ones)."""
+
+    tables: dict[str, pd.DataFrame]
+    headlines: list[Headline]
+    findings: list[str]
+
+
+def analyse(v: pd.DataFrame, lay: Layout, study: dict[str, Any]) -> Analysis:
+    """The report's tables computed from the per-item verdicts, the headline of each finding and the
+    sentences that state them.
+
+    Finding 1's primary endpoint is the total frequency effect (on a grid of >= 3 exposures, the slope
+    against log frequency) and Finding 2's the misalignment slope against log parameters, both as
+    `study.primary` declares them; every other comparison is exploratory and Holm-adjusted within its
+    finding (`estimands.families`)."""
     n_boot = int(study_option(study, "n_boot"))
     threshold = float(study_option(study, "forget_threshold"))
     tolerance = float(study_option(study, "retain_tolerance"))
+    declared = study_option(study, "primary")
+    declared = asdict(declared) if is_dataclass(declared) else dict(declared or {})
+    primary = estimands.resolve_primary(declared, lay.methods, lay.sizes, lay.levels)
     high, low = lay.high, lay.low
-    c = analysis.curves(v)
-    summaries = analysis.run_summaries(c, threshold, tolerance)
-    items = analysis.item_table(v)
-    head = analysis.headline(summaries, items, lay.levels, n_boot=n_boot)
-    effect = analysis.frequency_effect(items, high, low, n_boot=n_boot)
-    matched = analysis.frequency_effect(items, high, low, n_boot=n_boot, matched=True)
-    mi = analysis.misalignment_items(v)
-    mis = analysis.misalignment(mi, n_boot=n_boot)
-    trend = analysis.size_trend(mi, lay.params, n_boot=n_boot)
-    dose_points, dose = analysis.dose_response(items, n_boot=n_boot)
-    findings = analysis.describe_findings(effect, matched, trend, lay.sizes, high, low, dose=dose)
+    pool = len(lay.sizes) > 1
+    v = estimands.ensure_identity(v)
+    c = estimands.curves(v)
+    summaries = estimands.run_summaries(c, threshold, tolerance)
+    items = estimands.item_table(v)
+    head = estimands.level_summary(summaries, items, lay.levels, n_boot=n_boot)
+    effect = estimands.frequency_effect(items, high, low, n_boot=n_boot, pool_sizes=pool)
+    matched = estimands.frequency_effect(items, high, low, n_boot=n_boot, matched=True)
+    med, med_points = estimands.mediation(items, high, low, n_boot=n_boot, pool_sizes=pool)
+    surv, hazard = estimands.survival(items, high, low, pool_sizes=pool)
+    dose_points, dose = estimands.dose_response(items, n_boot=n_boot, pool_sizes=pool)
+    reach = estimands.forgetting_reach(v)
+    mi = estimands.misalignment_items(v)
+    mis = estimands.misalignment(mi, reach, n_boot=n_boot)
+    trend = estimands.size_trend(mi, reach, lay.params, n_boot=n_boot)
+    dups = pd.concat(
+        [estimands.near_identical(items, "method"), estimands.near_identical(items, "probe")],
+        ignore_index=True,
+    )
     tables = {
-        "verdicts": analysis.verdict_table(effect, matched, mis),
         "frequency_effect": pd.concat([effect, matched], ignore_index=True),
+        "mediation": med,
+        "mediation_points": med_points,
+        "hazard_ratio": hazard,
+        "survival": surv,
+        "duplicates": dups,
         "misalignment": mis,
+        "misalignment_curve": estimands.misalignment_curve(v),
+        "forgetting_reach": reach,
         "size_trend": trend,
         "headline": head,
         "summaries": summaries,
@@ -323,7 +364,28 @@ def analyse(v: pd.DataFrame, lay: Layout, study: dict[str, Any]) -> tuple[dict[s
         "dose_response": dose,
         "dose_points": dose_points,
     }
-    return tables, findings
+    primaries, family = estimands.families(tables, primary, dups, lay.sizes, lay.methods)
+    tables["exploratory"] = family
+    eff = tables["frequency_effect"]
+    tables["verdicts"] = prose.verdict_table(
+        eff[~eff["matched"].astype(bool)] if len(eff) else eff, med, matched_rows(eff), mis, primary.probe
+    )
+    budget = prose.budget(
+        study.get("config", {}).get("unlearn", {}), items["last_step"] if len(items) else ()
+    )
+    headlines = [
+        prose.headline_frequency(primary, primaries["1"], tables, family, high, low, budget),
+        prose.headline_misalignment(
+            primary, primaries["2"], trend, family, lay.sizes, len(lay.params), budget, reach
+        ),
+    ]
+    findings = [prose.sentence(h) for h in headlines] + prose.exploratory_sentences(family)
+    return Analysis(tables, headlines, findings)
+
+
+def matched_rows(effect: pd.DataFrame) -> pd.DataFrame:
+    """The margin-matched rows of the frequency-effect table (exploratory)."""
+    return effect[effect["matched"].astype(bool)] if len(effect) else effect
 
 
 def _non_finite_note(traj: pd.DataFrame) -> list[str]:
@@ -351,9 +413,9 @@ def _lead_figures(t: dict[str, pd.DataFrame], lay: Layout, out: Path) -> list[tu
         (
             "misalignment.png",
             "Misalignment by model size: among items generated before unlearning and no longer generated at "
-            f"the matched forgetting step (normalised accuracy <= {analysis.MATCHED_LEVEL}), the share still "
-            "preferred by likelihood (three views), target minus control, with 95% bootstrap intervals; "
-            "n = target items no longer generated.",
+            f"the first step where the targets' normalised accuracy is <= {estimands.READ_LEVELS[0]}, the share "
+            "still preferred by likelihood (three views; raw share, frequency levels averaged in black), with "
+            "95% hierarchical bootstrap intervals; n = target items no longer generated.",
             plots.save(
                 plots.misalignment(t["misalignment"], lay.levels, lay.sizes), out / "misalignment.png"
             ),
@@ -379,11 +441,11 @@ def _lead_figures(t: dict[str, pd.DataFrame], lay: Layout, out: Path) -> list[tu
         curves_first.append(
             (
                 "size_trend.png",
-                "Finding 2 as a curve: control-subtracted misalignment (share of known items no longer "
-                "generated but still ranked first, target minus control; levels pooled when both reach the matched "
-                "forgetting level, else the one that does, as the title says) against parameters "
-                "on a log axis, per method, with 95% bootstrap intervals and the least-squares slope per "
-                "e-fold of parameters; a rising line means misalignment grows with size.",
+                "Finding 2 as a curve: the share of known items no longer generated but still ranked first, "
+                f"read where the targets' normalised accuracy first is <= {estimands.READ_LEVELS[0]} (frequency "
+                "levels averaged), against parameters on a log axis, per method, with 95% hierarchical bootstrap "
+                "intervals and the least-squares slope per e-fold of parameters; a rising line means "
+                "misalignment grows with size.",
                 plots.save(
                     plots.size_trend(t["misalignment"], t["size_trend"], lay.params), out / "size_trend.png"
                 ),
@@ -433,11 +495,13 @@ def _write_findings(
     notes: list[str],
     lay: Layout,
     info: dict[str, Any],
+    headlines: list[Headline],
 ) -> None:
     items = t["items"]
     write_json(
         out / "findings.json",
         {
+            "headlines": [h.record() for h in headlines],
             "findings": findings,
             "notes": notes,
             "high_level": lay.high,
@@ -446,6 +510,8 @@ def _write_findings(
             "verdicts": _records(t["verdicts"]),
             "frequency_effect": _records(t["frequency_effect"]),
             "size_trend": _records(t["size_trend"]),
+            "mediation": _records(t["mediation"]),
+            "exploratory": _records(t["exploratory"]),
             "dose_response": _records(t["dose_response"]),
             "pretraining_knowledge": _records(t["pretraining_knowledge"]),
             "run_info": info,
@@ -537,18 +603,18 @@ class Page:
         parts = ["# frequnlearn study report", "", "## Findings", ""]
         parts += [f"- {f}" for f in self.findings] + [f"- {n}" for n in self.notes]
         parts += [""] + [f"![{cap}]({name})\n\n_{cap}_\n" for name, cap, _ in self.lead]
-        parts += ["## Verdicts", "", VERDICT_NOTE, "", analysis.as_markdown(self.table), ""]
+        parts += ["## Verdicts", "", VERDICT_NOTE, "", prose.as_markdown(self.table), ""]
         if len(self.baseline):
             parts += [
                 "## Frequency-only baseline",
                 "",
                 BASELINE_NOTE,
                 "",
-                analysis.as_markdown(self.baseline),
+                prose.as_markdown(self.baseline),
                 "",
             ]
         for title, df, note in self.full:
-            parts += [f"## {title}", ""] + ([note, ""] if note else []) + [analysis.as_markdown(df), ""]
+            parts += [f"## {title}", ""] + ([note, ""] if note else []) + [prose.as_markdown(df), ""]
         parts += ["## More figures", ""] + [f"![{cap}]({name})\n\n_{cap}_\n" for name, cap, _ in self.more]
         parts += ["## Run", "", "```", *self._run_lines(), "```", ""]
         return "\n".join(parts)

@@ -13,7 +13,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from frequnlearn.report.analysis import short_ci, wilson  # noqa: E402
+from frequnlearn.report.prose import short_ci  # noqa: E402
+from frequnlearn.report.stats import wilson  # noqa: E402
 
 LEVEL_STYLES = ["#c0392b", "#2471a3", "#239b56", "#b9770e", "#7d3c98", "#17a589", "#566573"]
 
@@ -194,13 +195,17 @@ def frequency_effect(effect: pd.DataFrame, high: str, low: str, probe: str = "qu
 
 
 def misalignment(
-    mis: pd.DataFrame, levels: Sequence[str], sizes: Sequence[str], probe: str = "question"
+    mis: pd.DataFrame,
+    levels: Sequence[str],
+    sizes: Sequence[str],
+    probe: str = "question",
+    forgetting: float = 0.5,
 ) -> plt.Figure:
-    """Control-subtracted P(still preferred | no longer generated) by model size, one panel per view,
-    one colour per level (and both pooled, black), methods side by side; 95% intervals as bars."""
-    from frequnlearn.report.analysis import VIEWS
+    """P(still preferred | no longer generated) at a level of forgetting by model size, one panel per
+    view, one colour per level (and both averaged, black), methods side by side; 95% intervals as bars."""
+    from frequnlearn.report.estimands import VIEWS
 
-    m = mis[(mis["probe"] == probe)] if len(mis) else mis
+    m = mis[(mis["probe"] == probe) & (mis["forgetting"] == forgetting)] if len(mis) else mis
     if len(m) and (m["selection"] == "known").any():
         m = m[m["selection"] == "known"]
     views = [v for v in VIEWS if len(m) and (m["view"] == v).any()] or list(VIEWS)
@@ -215,14 +220,14 @@ def misalignment(
                 off = (gi * len(methods) + mj) * width - 0.4 + width / 2
                 for i, size in enumerate(sizes):
                     r = sub[sub["size"] == size]
-                    if r.empty or pd.isna(r["diff"].iloc[0]):
+                    if r.empty or pd.isna(r["share"].iloc[0]):
                         continue
                     r = r.iloc[0]
                     color = "#222222" if level == "both" else _color(levels, level)
                     ax.errorbar(
                         [i + off],
-                        [r["diff"]],
-                        yerr=[[r["diff"] - r["diff_lo"]], [r["diff_hi"] - r["diff"]]],
+                        [r["share"]],
+                        yerr=[[r["share"] - r["share_lo"]], [r["share_hi"] - r["share"]]],
                         fmt="os^dv"[mj % 5],
                         color=color,
                         capsize=3,
@@ -231,19 +236,19 @@ def misalignment(
                     )
                     ax.annotate(
                         str(int(r["n_forgotten"])),
-                        (i + off, r["diff_hi"]),
+                        (i + off, r["share_hi"]),
                         textcoords="offset points",
                         xytext=(0, 3),
                         ha="center",
                         fontsize=6,
                     )
-        ax.axhline(0, color="#555", lw=0.8)
+        ax.set_ylim(-0.03, 1.03)
         ax.set_xticks(range(len(sizes)))
         ax.set_xticklabels(sizes)
         ax.set_xlabel("model size")
         ax.set_title(VIEWS[view], fontsize=10)
         ax.grid(axis="y", alpha=0.3)
-    axes[0][0].set_ylabel("target - control share")
+    axes[0][0].set_ylabel("share still preferred")
     handles, labels = axes[0][0].get_legend_handles_labels()
     uniq = dict(zip(labels, handles))
     if uniq:
@@ -256,7 +261,7 @@ def misalignment(
             bbox_to_anchor=(0.5, -0.02),
         )
     fig.suptitle(
-        f"Misalignment at the matched forgetting level ({probe} probe; numbers: items no longer generated)",
+        f"Misalignment at forgetting level {forgetting:g} ({probe} probe; numbers: items no longer generated)",
         fontsize=10,
     )
     fig.tight_layout(rect=(0, 0.1, 1, 1))
@@ -331,18 +336,23 @@ def size_trend(
     params: dict[str, float],
     view: str = "rank1",
     probe: str = "question",
+    forgetting: float = 0.5,
 ) -> plt.Figure:
-    """Finding 2 as a curve: control-subtracted misalignment (levels pooled) against parameters (log
-    axis), one panel per method, with 95% intervals and the fitted slope per e-fold of parameters."""
-    from frequnlearn.report.analysis import VIEWS
+    """Finding 2 as a curve: the misaligned share at a level of forgetting (levels averaged) against
+    parameters (log axis), one panel per method, with 95% intervals and the fitted slope per e-fold."""
+    from frequnlearn.report.estimands import VIEWS
 
-    m = mis[(mis["probe"] == probe) & (mis["view"] == view)] if len(mis) else mis
+    m = (
+        mis[(mis["probe"] == probe) & (mis["view"] == view) & (mis["forgetting"] == forgetting)]
+        if len(mis)
+        else mis
+    )
     if len(m) and (m["selection"] == "known").any():
         m = m[m["selection"] == "known"]
     pooled = "both" if len(m) and (m["level"] == "both").any() else None
     if len(m):
         m = m[m["level"] == pooled] if pooled else m[m["level"] == m["level"].iloc[0]]
-    m = m[m["size"].isin(list(params)) & m["diff"].notna()] if len(m) else m
+    m = m[m["size"].isin(list(params)) & m["share"].notna()] if len(m) else m
     where = "levels pooled" if pooled else (f"level {m['level'].iloc[0]}" if len(m) else "no level")
     methods = sorted(m["method"].unique()) if len(m) else [""]
     fig, axes = plt.subplots(1, len(methods), figsize=(4.2 * len(methods), 3.6), squeeze=False, sharey=True)
@@ -357,26 +367,28 @@ def size_trend(
                     & (trend["probe"] == probe)
                     & (trend["level"] == r["level"].iloc[0])
                     & (trend["selection"] == r["selection"].iloc[0])
+                    & (trend["forgetting"] == forgetting)
+                    & (trend["measure"] == "share")
                 ]
                 if len(trend)
                 else trend
             )
-            label = "target - control"
+            label = "share"
             if len(t):
                 t = t.iloc[0]
                 label = f"slope {short_ci(t['slope'], t['slope_lo'], t['slope_hi'])}"
-                _fit_line(ax, r["params"].to_numpy(float), r["diff"].to_numpy(float), t["slope"], "#222222")
+                _fit_line(ax, r["params"].to_numpy(float), r["share"].to_numpy(float), t["slope"], "#222222")
             ax.errorbar(
                 r["params"],
-                r["diff"],
-                yerr=[r["diff"] - r["diff_lo"], r["diff_hi"] - r["diff"]],
+                r["share"],
+                yerr=[r["share"] - r["share_lo"], r["share_hi"] - r["share"]],
                 fmt="o",
                 color="#222222",
                 capsize=3,
                 ms=4,
                 label=label,
             )
-            tops = r["diff_hi"].where(r["diff_hi"].notna(), r["diff"])
+            tops = r["share_hi"].where(r["share_hi"].notna(), r["share"])
             for x, y, size, n in zip(r["params"], tops, r["size"], r["n_forgotten"]):
                 ax.annotate(
                     f"{size}\nn={int(n)}",
@@ -392,7 +404,7 @@ def size_trend(
         ax.set_xlabel("parameters (log)")
         ax.set_title(method, fontsize=10)
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel(f"misaligned share, target - control\n({VIEWS.get(view, view)})")
+    axes[0][0].set_ylabel(f"misaligned share\n({VIEWS.get(view, view)})")
     fig.suptitle(
         f"Misalignment against model size ({probe} probe, {where}; rising: grows with size)",
         fontsize=10,

@@ -22,7 +22,7 @@ ATTACKS_DIR = "attacks"
 @dataclass
 class UnlearnRun:
     path: Path
-    identity: dict[str, Any]  # the keys of report.analysis.RUN_COLUMNS (run id as `task`) and n_params
+    identity: dict[str, Any]  # the keys of report.estimands.RUN_COLUMNS (run id as `task`) and n_params
 
     @property
     def skipped(self) -> str | None:
