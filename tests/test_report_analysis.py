@@ -345,6 +345,19 @@ def test_methods_with_the_same_per_item_drops_count_once():
     assert A.near_identical(items, "probe").empty  # the three probes measure different things
 
 
+def test_a_probe_that_repeats_another_counts_once():
+    items = pd.read_csv(RESULTS / "effect" / "items.csv")
+    items = items[(items["method"] == "ga+gd") & (items["probe"] == "question")]
+    both = pd.concat([items, items.assign(probe="paraphrase")], ignore_index=True)
+    dups = A.near_identical(both, "probe")
+    assert set(zip(dups["value"], dups["same_as"])) == {("paraphrase", "question")}
+    tables = {"frequency_effect": A.frequency_effect(both, "forget_high", "forget_low", n_boot=100)}
+    primary = A.resolve_primary(None, ["ga+gd"], ["tiny"], ["forget_high", "forget_low"])
+    _, fam = A.families(tables, primary, dups, ["tiny"], ["ga+gd"])
+    rep = fam[fam["probe"] == "paraphrase"].iloc[0]
+    assert rep["role"] == "repeat" and rep["same_probe_as"] == "question" and rep["verdict"] == SUPPORTED
+
+
 def test_primary_endpoint_defaults_and_declaration():
     p = A.resolve_primary(None, ["ga+gd", "simnpo+gd"], ["tiny"], ["forget_high", "forget_low"])
     assert (p.method, p.probe, p.size, p.grid, p.view, p.forgetting) == (

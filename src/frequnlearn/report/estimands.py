@@ -59,6 +59,8 @@ VIEWS = {
 # least this share of items are the same result: shown once, counted once.
 SAME_CORRELATION, SAME_IDENTICAL = 0.95, 0.80
 _PERSON_TAG = re.compile(r"^(p\d+)-")
+# The order in which a probe that repeats another is attributed to the earlier one.
+PROBE_ORDER = ("question", "paraphrase", "bio")
 
 
 def with_run_identity(df: pd.DataFrame, info: dict[str, Any]) -> pd.DataFrame:
@@ -1530,7 +1532,7 @@ def _duplicate_of(
 
 
 def _family_rows(
-    t: dict[str, pd.DataFrame], primary: Primary, dups: dict, sizes: Sequence[str]
+    t: dict[str, pd.DataFrame], primary: Primary, dups: dict, probe_dups: dict, sizes: Sequence[str]
 ) -> list[dict]:
     rows = []
     for table, est, lo, hi, p, expected, what, unit in _FAMILY_1:
@@ -1581,6 +1583,9 @@ def _family_rows(
                     "moved": bool(r.get("moved", True)),
                     "primary": bool(is_primary),
                     "same_as": _duplicate_of(dups, str(r["size"]), "known", r["probe"], r["method"], sizes),
+                    "same_probe_as": _duplicate_of(
+                        probe_dups, str(r["size"]), "known", r["method"], r["probe"], sizes
+                    ),
                 }
             )
     trend = t.get("size_trend", pd.DataFrame())
@@ -1622,6 +1627,7 @@ def _family_rows(
                 "moved": True,
                 "primary": bool(is_primary),
                 "same_as": _duplicate_of(dups, "all", "known", r["probe"], r["method"], sizes),
+                "same_probe_as": _duplicate_of(probe_dups, "all", "known", r["method"], r["probe"], sizes),
             }
         )
     return rows
@@ -1644,7 +1650,8 @@ def families(
     (so every table, sentence and findings.json says the same word) and returns ({finding: primary row
     or None}, the family table)."""
     dmap = duplicate_map(dups[dups["kind"] == "method"] if len(dups) else dups, methods)
-    rows = pd.DataFrame(_family_rows(tables, primary, dmap, sizes))
+    pmap = duplicate_map(dups[dups["kind"] == "probe"] if len(dups) else dups, PROBE_ORDER)
+    rows = pd.DataFrame(_family_rows(tables, primary, dmap, pmap, sizes))
     primaries: dict[str, dict[str, Any] | None] = {"1": None, "2": None}
     if rows.empty:
         return primaries, rows
@@ -1655,7 +1662,8 @@ def families(
         precondition(e, n_min=n, targeted=tg, moved=mv) is None
         for e, n, tg, mv in zip(scale, rows["n_min"], rows["targeted"], rows["moved"])
     ]
-    rows["counted"] = ~rows["primary"] & rows["same_as"].isna() & rows["tested"]
+    repeat = rows["same_as"].notna() | rows["same_probe_as"].notna()
+    rows["counted"] = ~rows["primary"] & ~repeat & rows["tested"]
     rows["p_holm"] = np.nan
     for finding in ("1", "2"):
         fam = rows.index[(rows["finding"] == finding) & rows["counted"]]
@@ -1676,18 +1684,21 @@ def families(
         else:
             words.append(adjusted_verdict(e, r.p_holm, r.expected, **kw))
     rows["verdict"] = words
-    # A repeated method takes the word of the row it repeats (same table, cell and comparison).
-    key = ["finding", "table", "comparison", "size", "probe"]
-    first = rows[rows["same_as"].isna()].set_index([*key, "method"])["verdict"]
+    # A repeat takes the word of the row it repeats (same table, cell and comparison).
+    base = ["finding", "table", "comparison", "size"]
+    first = rows[~repeat].set_index([*base, "probe", "method"])["verdict"]
     first = first[~first.index.duplicated()]
-    for i in rows.index[rows["same_as"].notna()]:
-        k = (*rows.loc[i, key], rows.loc[i, "same_as"])
+    for i in rows.index[repeat]:
+        r = rows.loc[i]
+        probe = r["same_probe_as"] if isinstance(r["same_probe_as"], str) else r["probe"]
+        method = r["same_as"] if isinstance(r["same_as"], str) else r["method"]
+        k = (*r[base], probe, method)
         if k in first.index:
             rows.loc[i, "verdict"] = first.loc[k]
     rows["role"] = np.where(
         rows["primary"],
         "primary",
-        np.where(rows["same_as"].notna(), "repeat", np.where(rows["counted"], "exploratory", "not tested")),
+        np.where(repeat, "repeat", np.where(rows["counted"], "exploratory", "not tested")),
     )
     for table, part in rows.groupby("table"):
         df = tables[table]

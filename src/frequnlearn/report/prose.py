@@ -288,7 +288,14 @@ def _horizon_note(items: pd.DataFrame | None) -> list[str]:
 
 
 def _repeat_note(repeats: pd.DataFrame, dups: pd.DataFrame) -> str:
-    pairs = sorted({(r.method, r.same_as) for r in repeats.itertuples(index=False)})
+    pairs = sorted(
+        {(r.method, r.same_as) for r in repeats.itertuples(index=False) if isinstance(r.same_as, str)}
+        | {
+            (r.probe, r.same_probe_as)
+            for r in repeats.itertuples(index=False)
+            if isinstance(r.same_probe_as, str)
+        }
+    )
     parts = []
     for a, b in pairs:
         d = dups[(dups["value"] == a) & (dups["same_as"] == b)] if len(dups) else dups
