@@ -107,13 +107,21 @@ def test_hierarchical_resamples_vary_what_varies():
     assert np.allclose(people[:, (world == 0) & (stratum == 0)].sum(1), 30)
     # A person's weight is the same in every seed (crossed: one draw per person).
     assert np.allclose(people[:, (person == 3) & (seed == 0)], people[:, (person == 3) & (seed == 2)])
-    # The replicates' variance is the sum of the levels' (scaled) variances.
-    y = np.random.default_rng(1).normal(size=120)
+    # The replicates' variance is the sum of the crossed levels' (scaled) variances plus whatever the
+    # nested world level adds beyond them (never below 0).
+    y = np.random.default_rng(1).normal(size=120) + np.where(world == 1, 3.0, 0.0)  # worlds differ
     means = (rs.weights @ y) / rs.weights.sum(1)
     _, boot = rs.combine(means)
-    parts = sum(c * c * (means[sl] - means[0]).var() for _, sl, c, _ in rs.parts)
-    assert boot.var() == pytest.approx(parts, rel=0.15)
-    assert 1 <= rs.df(means) <= 41
+    var = {name: c * c * (means[sl] - means[0]).var() for name, sl, c, _ in rs.parts}
+    within = var["seeds"] + var["people"]
+    assert boot.var() == pytest.approx(within + max(0.0, var["worlds"] - within), rel=0.1)
+    assert var["worlds"] > within
+    flat = (rs.weights @ (y - np.where(world == 1, 3.0, 0.0))) / rs.weights.sum(1)
+    _, boot_flat = rs.combine(flat)
+    fv = {name: c * c * (flat[sl] - flat[0]).var() for name, sl, c, _ in rs.parts}
+    expected = fv["seeds"] + fv["people"] + max(0.0, fv["worlds"] - fv["seeds"] - fv["people"])
+    assert boot_flat.var() == pytest.approx(expected, rel=0.15)  # independent blocks: covariances ~ 0
+    assert 1 <= rs.df(means) <= 41 and 1 <= rs.df(flat) <= 41
 
 
 def _rows(run: dict, role: str, item: str, gens: list[bool], probs=None, margin=1.0, tr=None) -> list[dict]:

@@ -1471,7 +1471,7 @@ def resolve_primary(
         grid=grid,
         view=cfg.get("misalignment_view") or "rank1",
         forgetting=float(cfg.get("misalignment_forgetting") or 0.5),
-        misalignment_probe=cfg.get("misalignment_probe") or cfg.get("frequency_probe") or "question",
+        misalignment_probe=cfg.get("misalignment_probe") or "question",
         misalignment_level="both" if len(levels) > 1 else (levels[0] if levels else "both"),
     )
 

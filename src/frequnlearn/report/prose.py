@@ -422,8 +422,9 @@ def reach_notes(reach: pd.DataFrame, primary: E.Primary) -> list[str]:
 
 
 def exploratory_sentences(family: pd.DataFrame) -> list[str]:
-    """One sentence per finding's family: how many comparisons, how they came out after Holm, which
-    results repeat another; then the adjusted word of each counted comparison, one line each."""
+    """One sentence per finding's family: how many comparisons it made and how they came out after
+    Holm, then one sentence per comparison that came out on either side (the rest are in the
+    `exploratory` table)."""
     out = []
     if family.empty:
         return out
@@ -438,13 +439,14 @@ def exploratory_sentences(family: pd.DataFrame) -> list[str]:
         )
         if len(untested):
             w2 = untested["verdict"].value_counts()
-            s += (
-                "; not tested ("
-                + ", ".join(f"{int(w2[w])} {w}" for w in (DESCRIPTIVE, NO_ESTIMATE) if w in w2)
-                + ")"
+            s += "; not tested: " + ", ".join(
+                f"{int(w2[w])} {w}" for w in (DESCRIPTIVE, NO_ESTIMATE) if w in w2
             )
+        repeats = int((fam["role"] == "repeat").sum())
+        if repeats:
+            s += f"; {repeats} repeat{'s' if repeats != 1 else ''} of another result, not counted"
         out.append(s + ".")
-        for r in counted.itertuples(index=False):
+        for r in counted[counted["verdict"].isin([SUPPORTED, OPPOSITE])].itertuples(index=False):
             where = f"{r.size}, " if r.size != "all" else ""
             out.append(
                 f"Finding {finding} (exploratory), {r.comparison}, {where}{r.method}, {r.probe} probe: "

@@ -8,6 +8,7 @@ scipy and statsmodels rather than hand-typed tables.
 from __future__ import annotations
 
 import math
+import warnings
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -185,37 +186,51 @@ class Resamples:
     `weights[0]` is all ones (the point estimate); each block in `parts` resamples one level (worlds,
     then seeds within worlds, people within their world and stratum, items within people) with the
     other levels held as observed. `combine` turns a statistic computed on every row of `weights` into
-    replicates theta + sum over levels of c * (theta_level - theta): the variance of the replicates is
-    the sum of the levels' one-level bootstrap variances. (Multiplying the levels' draw counts instead,
-    the pigeonhole bootstrap, weights the lower levels by how unevenly the few seeds were drawn and
-    overstates their variance by up to 2x.) c = sqrt(k / (k - 1)) at the seed and world levels, whose
-    few units (k) a bootstrap otherwise under-spreads; a level with one unit does not vary and the
+    replicates theta + sum over levels of c * (theta_level - theta), whose variance is the sum of the
+    levels' one-level bootstrap variances. (Multiplying the levels' draw counts instead, the pigeonhole
+    bootstrap, weights the lower levels by how unevenly the few seeds were drawn and overstates their
+    variance by up to 2x.) c = sqrt(k / (k - 1)) at the seed and world levels, whose few units (k) a
+    bootstrap otherwise under-spreads. Seeds and people are crossed, and each level's variance holds
+    the item noise once more: conservative where seeds barely differ. Worlds are nested: resampling
+    them re-draws everything inside, so the world level adds only its variance beyond the within-world
+    levels' (the ANOVA moment estimate, never below 0). A level with one unit does not vary and the
     interval holds it fixed, which the reported n says. Each level's variance has its units minus its
-    parents' as degrees of freedom; `df` combines them (Welch-Satterthwaite), so an interval that
-    rests on three seeds uses a t quantile of few degrees of freedom."""
+    parents' as degrees of freedom; `df` combines them (Welch-Satterthwaite), so an interval that rests
+    on three seeds uses a t quantile of few degrees of freedom."""
 
     weights: np.ndarray
     parts: list[tuple[str, slice, float, int]]
     n_boot: int
 
+    def _components(self, x: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, int]]:
+        """Per level: (scaled deviations [n_boot, ...], their variance, degrees of freedom)."""
+        point = x[0]
+        out, nested = [], []
+        for name, rows, c, dof in self.parts:
+            d = c * (x[rows] - point)
+            with warnings.catch_warnings():  # an all-NaN statistic (no estimate) has no variance
+                warnings.simplefilter("ignore", RuntimeWarning)
+                var = np.nanvar(d, axis=0) if len(d) > 1 else np.zeros(x.shape[1:])
+            (nested if name == "worlds" else out).append((d, var, dof))
+        within = sum((v for _, v, _ in out), np.zeros(x.shape[1:]))
+        for d, var, dof in nested:
+            extra = np.maximum(var - within, 0.0)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                scale = np.where(var > 0, np.sqrt(extra / np.where(var > 0, var, 1.0)), 0.0)
+            out.append((d * scale, extra, dof))
+        return out
+
     def combine(self, x: np.ndarray) -> tuple[Any, np.ndarray]:
         """(point, [n_boot, ...] replicates) of a statistic given per row of `weights` (leading axis)."""
         x = np.asarray(x, dtype=float)
-        point = x[0]
         dev = np.zeros((self.n_boot, *x.shape[1:]))
-        for _, rows, c, _ in self.parts:
-            dev = dev + c * (x[rows] - point)
-        return point, point + dev
+        for d, _, _ in self._components(x):
+            dev = dev + d
+        return x[0], x[0] + dev
 
     def df(self, x: np.ndarray) -> float:
         """Welch-Satterthwaite degrees of freedom of a (scalar) statistic's replicate variance."""
-        x = np.asarray(x, dtype=float)
-        comps = []
-        for _, rows, c, dof in self.parts:
-            d = x[rows] - x[0]
-            d = d[np.isfinite(d)]
-            if len(d) > 1 and dof > 0:
-                comps.append((c * c * float(d.var()), dof))
+        comps = [(float(v), dof) for _, v, dof in self._components(np.asarray(x, dtype=float)) if dof > 0]
         total = sum(v for v, _ in comps)
         denom = sum(v * v / dof for v, dof in comps)
         return total * total / denom if denom > 0 else math.inf
@@ -375,8 +390,6 @@ def hazard_ratio(
     x = np.asarray(exposed, dtype=float)
     if e.sum() == 0 or len(np.unique(x)) < 2 or e[x == 1].sum() + e[x == 0].sum() < 2:
         return nan
-    import warnings
-
     from statsmodels.duration.hazard_regression import PHReg
 
     groups = None if clusters is None else _codes(clusters)
