@@ -701,7 +701,7 @@ def mediation(
             )
         row["total_ols_se"] = float(fit_t.bse[coef])
         row["direct_ols_se"] = float(fit_o.bse[coef])
-        row["share_mediated"] = (total - direct) / total if total else math.nan
+        row["share_mediated"] = (total - direct) / total if abs(total) > 1e-9 else math.nan
         tg = g[g["role"] == TARGET]
         row["margin_high"] = float(tg.loc[tg["level"] == high, "margin0"].mean())
         row["margin_low"] = float(tg.loc[tg["level"] == low, "margin0"].mean())

@@ -108,6 +108,8 @@ def sentence(h: Headline) -> str:
 
 
 def _meaning_1(word: str, row: dict[str, Any] | None, high: str, low: str, why: str) -> str:
+    if row is not None and "why" in row:
+        return f"Descriptive only: {row['why']}."
     if word == NO_ESTIMATE:
         return f"No estimate: {why or 'nothing was unlearned in any run, so there is nothing to compare'}."
     if word == DESCRIPTIVE:
@@ -170,7 +172,9 @@ def headline_frequency(
     )
     word = row["verdict"] if row is not None else NO_ESTIMATE
     notes = []
-    if row is not None and src is not None:
+    if row is None:
+        row, word, src = _descriptive_stand_in(tables.get(table, pd.DataFrame()), primary, high, low)
+    elif src is not None and row["moved"]:
         if row["n_seed_units"] >= 2 and math.isfinite(row["seed_lo"]):
             rule = (
                 "; a verdict needs it to agree"
@@ -211,6 +215,31 @@ def headline_frequency(
     )
 
 
+def _descriptive_stand_in(df: pd.DataFrame, primary: E.Primary, high: str, low: str):
+    """Where the primary cell carries no verdict because the study has no `known` selection with a
+    control arm: the same comparison on what it has, labelled descriptive (else no estimate)."""
+    if df is None or df.empty:
+        return None, NO_ESTIMATE, None
+    est = "slope" if primary.grid else "effect"
+    cand = df[
+        (df["method"] == primary.method)
+        & (df["probe"] == primary.probe)
+        & (df["size"].astype(str) == primary.size)
+    ]
+    if "matched" in cand:
+        cand = cand[~cand["matched"].astype(bool)]
+    if cand.empty:
+        return None, NO_ESTIMATE, None
+    r = cand.iloc[0]
+    why = (f"this study has no `known` selection with a control arm; the {r['selection']} selection"
+           f"{'' if bool(r['control']) else ' without a control arm'} gives the number")  # fmt: skip
+    n_min = int(r["n_min"]) if "n_min" in r else int(min(r.get("n_high", 0), r.get("n_low", 0)))
+    row = {"estimate": float(r[est]), "lo": float(r[f"{est}_lo"]), "hi": float(r[f"{est}_hi"]), "n_min": n_min,
+           "n_people": int(r.get("n_people", 0)), "n_seeds": int(r.get("n_seeds", 0)), "moved": bool(r["moved"]),
+           "targeted": bool(r["targeted"]), "n_seed_units": int(r.get("seeds", 0)), "why": why}  # fmt: skip
+    return row, DESCRIPTIVE, r
+
+
 def _primary_cell(df: pd.DataFrame, primary: E.Primary) -> pd.DataFrame:
     if df is None or df.empty:
         return pd.DataFrame()
@@ -231,7 +260,8 @@ def _mediation_note(med: pd.DataFrame, primary: E.Primary) -> list[str]:
         f"Through baseline margin (a mediator of frequency; targets' mean margin {r['margin_high']:.2f} nats at "
         f"high vs {r['margin_low']:.2f} at low): total {short_ci(r['total'], r['total_lo'], r['total_hi'])}, direct "
         f"(at equal margin) {short_ci(r['direct'], r['direct_lo'], r['direct_hi'])}, indirect "
-        f"{short_ci(r['indirect'], r['indirect_lo'], r['indirect_hi'])} ({r['share_mediated']:.0%} of the total)."
+        f"{short_ci(r['indirect'], r['indirect_lo'], r['indirect_hi'])}"
+        + (f" ({r['share_mediated']:.0%} of the total)." if math.isfinite(r["share_mediated"]) else ".")
     ]
 
 
