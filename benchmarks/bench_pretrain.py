@@ -48,7 +48,7 @@ def bare(data: Path, cfg, tokenizer_dir: Path, warmup: int) -> float:
     from frequnlearn.pretrain.data import BatchStream, prepare_data
     from frequnlearn.pretrain.loop import build_optimizer, build_scheduler
 
-    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir, trust_remote_code=False)
     preset = get_preset(cfg.preset)
     model = build_model(preset, tok, seed=cfg.seed)
     stream = BatchStream(prepare_data(data, tok, cfg), cfg.batch_size)

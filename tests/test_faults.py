@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -493,11 +494,11 @@ CASES: list[tuple[str, Setup, int, tuple[str, ...]]] = [
         2,
         ("cannot write",),
     ),
-    (
-        "generate-out-no-parent",
-        lambda i, d: ["generate", "--out", str(d / "a" / "b"), "n_people=8"],
+    (  # a missing parent is created; a file where it would go is refused
+        "generate-out-under-a-file",
+        lambda i, d: ["generate", "--out", str(_file(d / "a") / "b"), "n_people=8"],
         2,
-        ("parent directory",),
+        ("is a file, not a directory",),
     ),
     ("pretrain-into-copied-model", _copied_unlearned_model, 2, ("unlearned", "did not write")),
     ("pretrain-finished-on-other-data", _finished_on_other_data, 2, ("other data",)),
@@ -538,10 +539,10 @@ CASES: list[tuple[str, Setup, int, tuple[str, ...]]] = [
     ),
     ("evaluate-over-foreign-parquet", _foreign_parquet, 2, ("not written by this tool", "--overwrite")),
     (
-        "evaluate-out-no-parent",
-        lambda i, d: _evaluate_args(i, d / "x" / "s.parquet"),
+        "evaluate-out-under-a-file",
+        lambda i, d: _evaluate_args(i, _file(d / "x") / "s.parquet"),
         2,
-        ("parent directory",),
+        ("is a file, not a directory",),
     ),
     (
         "count-over-user-table",
@@ -786,7 +787,8 @@ def test_kill_pretrain_then_lose_a_checkpoints_weights(inputs, tmp_path, capsys)
     code, _, err = run(capsys, argv)
     assert code == 0, err
     assert (
-        f"checkpoint {newest.name} is unreadable" in err and "resuming from checkpoint step-00000004" in err
+        f"checkpoint {newest.name} is not resumable (model.safetensors is missing)" in err
+        and "resuming from checkpoint step-00000004" in err
     )
     _assert_same_model(inputs.ref["model"], out)
 
@@ -863,7 +865,7 @@ def study_ref(tmp_path_factory) -> tuple[Path, Path]:
 STUDY_KILLS = [
     ("pretrain-checkpoint", {"replace": "*/checkpoints/step-*", "n": 1, "after": True}),
     ("unlearn-evaluation", {"replace": "*/trajectory.parquet", "n": 1, "after": True}),
-    ("report", {"replace": "*/report/*.csv", "n": 1}),
+    ("report", {"replace": "*/.report.*.tmp/*.csv", "n": 1}),  # the report is built as a set beside it
 ]
 
 
@@ -879,3 +881,616 @@ def test_kill_study(name, spec, study_ref, tmp_path, capsys):
     a = pd.read_csv(ref / "report" / "curves.csv")
     pd.testing.assert_frame_equal(a, pd.read_csv(out / "report" / "curves.csv"))
     _no_temps(out)
+
+
+# ---------------------------------------------------------------- trust: paths, code, outputs, inputs, resources
+#
+# Each case is (class, name, setup, expected exit code, fragments of the one line). `setup(inputs, d)`
+# prepares the case directory `d` and returns the command line. The check is the one of
+# `test_one_line`, plus: no pickle is ever loaded with code (every torch.load call must say
+# weights_only=True), no payload a case planted ever runs (it would create `d/PWNED`), and the
+# command finishes within the pytest timeout (no silent hang).
+
+PAYLOAD = "PWNED"
+
+
+class _Payload:
+    """Unpickled with code allowed, this makes the directory `flag`: the proof that a pickle ran."""
+
+    def __init__(self, flag: Path) -> None:
+        self.flag = str(flag)
+
+    def __reduce__(self):
+        return (os.mkdir, (self.flag,))
+
+
+def _plant_pickle(path: Path, flag: Path) -> None:
+    torch.save({"state": _Payload(flag)}, path)
+
+
+@pytest.fixture(autouse=True)
+def no_code_from_pickles(monkeypatch):
+    """Every torch.load in these tests must refuse code (weights_only=True)."""
+    real = torch.load
+
+    def load(*args, **kwargs):
+        assert kwargs.get("weights_only") is True, "torch.load without weights_only=True"
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", load)
+
+
+def _resumable_copy(inp: Inputs, d: Path) -> Path:
+    """The reference pretraining run as a kill after its step-8 checkpoint leaves it."""
+    out = Path(shutil.copytree(inp.ref["model"], d / "model"))
+    for name in (STAGE_FILE, "run.json", "model.safetensors"):
+        (out / name).unlink()
+    return out
+
+
+def _pretrain_args(inp: Inputs, out: Path) -> list[str]:
+    return ["pretrain", "--data", str(inp.data), "--out", str(out), *PRETRAIN]
+
+
+def _real_study_config(inp: Inputs, d: Path, levels: str) -> Path:
+    path = d / "real.yaml"
+    path.write_text(
+        f"study: {{setting: real, model: {inp.model}, items: {inp.qa}, compare_by: bucket, "
+        f"levels: {levels}, methods: [ga+gd], n_boot: 100}}\ncount: {{backend: ground-truth}}\n"
+    )
+    return path
+
+
+def _victim(d: Path) -> Path:
+    """A user's directory beside the run, with files that must survive every case."""
+    victim = d / "victim"
+    victim.mkdir()
+    (victim / "thesis.tex").write_text("years of work")
+    return victim
+
+
+def _escape_by_level(inp: Inputs, d: Path) -> list[str]:
+    _victim(d)
+    return ["study", str(_real_study_config(inp, d, '["../../../../victim", low]')), "--out", str(d / "run")]
+
+
+def _escape_by_level_dry_run(inp: Inputs, d: Path) -> list[str]:
+    return [*_escape_by_level(inp, d), "--dry-run"]
+
+
+def _escape_by_exposure_level(inp: Inputs, d: Path) -> list[str]:
+    _victim(d)
+    config = study_config(d / "s.yaml")
+    return [
+        "study",
+        str(config),
+        "study.compare_by=frequency",
+        "study.levels=[1/../../victim,10]",
+        "--dry-run",
+    ]
+
+
+def _escape_by_symlink(inp: Inputs, d: Path) -> list[str]:
+    """A study directory whose data folder is a symlink to an (empty) folder outside it."""
+    (d / "elsewhere").mkdir()
+    run_dir = d / "run"
+    run_dir.mkdir()
+    (run_dir / "study.json").write_text("{}\n")
+    (run_dir / "data").symlink_to(d / "elsewhere", target_is_directory=True)
+    return ["study", str(study_config(d / "s.yaml")), "--out", str(run_dir), "--quiet"]
+
+
+def _pickle_in_newest_checkpoint(inp: Inputs, d: Path) -> list[str]:
+    out = _resumable_copy(inp, d)
+    _plant_pickle(out / "checkpoints" / "step-00000008" / "optimizer.pt", d / PAYLOAD)
+    return _pretrain_args(inp, out)
+
+
+def _pickle_with_forged_hashes(inp: Inputs, d: Path) -> list[str]:
+    """The planted file's hash written into the trainer state too: weights_only=True is the last wall."""
+    from frequnlearn.records import sha256_file
+
+    out = _resumable_copy(inp, d)
+    for ckpt in (out / "checkpoints").iterdir():
+        target = ckpt / "rng-0.pt"
+        _plant_pickle(target, d / PAYLOAD)
+        state = json.loads((ckpt / "trainer_state.json").read_text())
+        state["files"]["rng-0.pt"] = {"size": target.stat().st_size, "sha256": sha256_file(target)}
+        (ckpt / "trainer_state.json").write_text(json.dumps(state))
+    return _pretrain_args(inp, out)
+
+
+def _pickles_of_the_old_format(inp: Inputs, d: Path) -> list[str]:
+    """Checkpoints as accelerate wrote them (pickles, no format, no hashes), one holding a payload."""
+    out = _resumable_copy(inp, d)
+    for ckpt in (out / "checkpoints").iterdir():
+        state = json.loads((ckpt / "trainer_state.json").read_text())
+        state.pop("format"), state.pop("files")
+        (ckpt / "trainer_state.json").write_text(json.dumps(state))
+        _plant_pickle(ckpt / "custom_checkpoint_0.pkl", d / PAYLOAD)
+        _plant_pickle(ckpt / "random_states_0.pkl", d / PAYLOAD)
+    return _pretrain_args(inp, out)
+
+
+def _model_with_custom_code(inp: Inputs, d: Path, file: str = "config.json") -> Path:
+    model = Path(shutil.copytree(inp.model, d / "custom"))
+    config = json.loads((model / file).read_text())
+    config["auto_map"] = {
+        "AutoModelForCausalLM": "modeling_evil.EvilLM",
+        "AutoTokenizer": ["tokenization_evil.T", None],
+    }
+    (model / file).write_text(json.dumps(config))
+    code = f"import os\nos.mkdir({str(d / PAYLOAD)!r})\n"
+    (model / "modeling_evil.py").write_text(code)
+    (model / "tokenization_evil.py").write_text(code)
+    return model
+
+
+def _edited_data(inp: Inputs, d: Path) -> Path:
+    """A copy of a generated data directory whose answers were all edited after `generate`."""
+    data = Path(shutil.copytree(inp.data, d / "data"))
+    rows = [json.loads(line) for line in (data / "qa.jsonl").read_text().splitlines()]
+    for row in rows:
+        row["answer"] = row["answer"] + " Inc"
+    (data / "qa.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return data
+
+
+def _table(d: Path, rows: list[dict]) -> Path:
+    path = d / "t.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def _rows(**changes: dict) -> list[dict]:
+    rows = _qa_rows()
+    for i, change in changes.items():
+        rows[int(i[1:])].update(change)
+    return rows
+
+
+def _yaml_with_a_duplicate_key(d: Path) -> Path:
+    path = study_config(d / "s.yaml")
+    path.write_text(path.read_text() + "generate: {n_people: 12}\n")
+    return path
+
+
+TRUST_CASES: list[tuple[str, str, Setup, int, tuple[str, ...]]] = [
+    # outputs stay inside --out
+    ("path", "study-level-escapes-the-run", _escape_by_level, 2, ("study.levels", "not a plain name")),
+    (
+        "path",
+        "study-level-escapes-dry-run",
+        _escape_by_level_dry_run,
+        2,
+        ("study.levels", "not a plain name"),
+    ),
+    ("path", "study-exposure-level-escapes", _escape_by_exposure_level, 2, ("study.levels",)),
+    ("path", "study-data-symlinked-out", _escape_by_symlink, 2, ("leads to", "outside the output")),
+    # no code from checkpoints or model directories
+    (
+        "pickle",
+        "pretrain-pickle-in-newest-checkpoint",
+        _pickle_in_newest_checkpoint,
+        0,
+        ("step-00000008 is not resumable (optimizer.pt holds", "resuming from checkpoint step-00000004"),
+    ),
+    ("pickle", "pretrain-pickle-with-forged-hashes", _pickle_with_forged_hashes, 2, ("replaced on purpose",)),
+    (
+        "pickle",
+        "pretrain-pickles-of-the-old-format",
+        _pickles_of_the_old_format,
+        0,
+        ("step-00000008 is not resumable (written by an earlier version as pickles", "training from step 0"),
+    ),
+    (
+        "remote-code",
+        "evaluate-model-with-custom-code",
+        lambda i, d: _evaluate_args(i, d / "s.parquet", "--model", str(_model_with_custom_code(i, d))),
+        2,
+        ("config.json names custom code (modeling_evil.py, tokenization_evil.py)", "trust_remote_code=True"),
+    ),
+    (
+        "remote-code",
+        "unlearn-tokenizer-with-custom-code",
+        lambda i, d: _unlearn_args(
+            i, d / "u", "--model", str(_model_with_custom_code(i, d, "tokenizer_config.json"))
+        ),
+        2,
+        ("tokenizer_config.json names custom code", "never runs"),
+    ),
+    # inputs a manifest vouches for are checked when read
+    (
+        "tampered-input",
+        "evaluate-edited-answers",
+        lambda i, d: _evaluate_args(i, d / "s.parquet", "--items", str(_edited_data(i, d))),
+        2,
+        ("qa.jsonl", "differs from the sha256 its manifest.json recorded"),
+    ),
+    (
+        "tampered-input",
+        "unlearn-edited-answers",
+        lambda i, d: _unlearn_args(i, d / "u", "--forget", f"{_edited_data(i, d)}?group=forget_high"),
+        2,
+        ("qa.jsonl", "differs from the sha256"),
+    ),
+    (
+        "tampered-input",
+        "pretrain-edited-answers",
+        lambda i, d: ["pretrain", "--data", str(_edited_data(i, d)), "--out", str(d / "m"), *PRETRAIN],
+        2,
+        ("qa.jsonl", "differs from the sha256"),
+    ),
+    # values that would make wrong numbers or crash later
+    (
+        "value",
+        "generate-negative-seed",
+        lambda i, d: ["generate", "--out", str(d / "g"), "seed=-1"],
+        2,
+        ("seed", "2^32"),
+    ),
+    (
+        "value",
+        "generate-seed-2^32",
+        lambda i, d: ["generate", "--out", str(d / "g"), "seed=4294967296"],
+        2,
+        ("seed", "4294967295"),
+    ),
+    (
+        "value",
+        "study-seed-2^32-dry-run",
+        lambda i, d: ["study", str(study_config(d / "s.yaml")), "study.seeds=[4294967296]", "--dry-run"],
+        2,
+        ("study.seeds", "4294967295"),
+    ),
+    (
+        "value",
+        "generate-exposure-1e9",
+        lambda i, d: ["generate", "--out", str(d / "g"), "high_exposure=1000000000"],
+        2,
+        ("high_exposure", "1000000"),
+    ),
+    (
+        "value",
+        "generate-exposure-level-2e6",
+        lambda i, d: ["generate", "--out", str(d / "g"), "exposure_levels=[1,2000000]"],
+        2,
+        ("exposure_levels", "1000000"),
+    ),
+    (
+        "value",
+        "unlearn-epochs-1e6",
+        lambda i, d: _unlearn_args(i, d / "u", "epochs=1000000"),
+        2,
+        ("epochs", "between 1 and 100000"),
+    ),
+    (
+        "value",
+        "pretrain-epochs-1e9",
+        lambda i, d: ["pretrain", "--data", str(i.data), "--out", str(d / "m"), *PRETRAIN, "epochs=1e9"],
+        2,
+        ("epochs", "100000"),
+    ),
+    (
+        "value",
+        "evaluate-duplicate-item-id",
+        lambda i, d: _evaluate_args(
+            i, d / "s.parquet", "--items", str(_table(d, _rows(r1={"item_id": "p00000-employer"})))
+        ),
+        2,
+        ("p00000-employer", "more than once"),
+    ),
+    (
+        "value",
+        "unlearn-duplicate-item-id",
+        lambda i, d: _unlearn_args(
+            i, d / "u", "--forget", str(_table(d, _rows(r2={"item_id": "p00001-employer"})))
+        ),
+        2,
+        ("p00001-employer", "more than once"),
+    ),
+    (
+        "value",
+        "evaluate-answer-of-symbols",
+        lambda i, d: _evaluate_args(
+            i, d / "s.parquet", "--items", str(_table(d, _rows(r0={"answer": "++"})))
+        ),
+        2,
+        ("'++'", "no letters or digits"),
+    ),
+    (
+        "value",
+        "evaluate-candidate-is-the-answer",
+        lambda i, d: _evaluate_args(
+            i, d / "s.parquet", "--items", str(_table(d, _rows(r0={"candidates": ["google!", "Apple"]})))
+        ),
+        2,
+        ("'google!'", "is the answer"),
+    ),
+    (
+        "value",
+        "study-one-level",
+        lambda i, d: ["study", str(study_config(d / "s.yaml")), "study.levels=[forget_high]", "--dry-run"],
+        2,
+        ("study.levels", "at least two distinct levels"),
+    ),
+    (
+        "value",
+        "study-two-equal-levels",
+        lambda i, d: [
+            "study",
+            str(study_config(d / "s.yaml")),
+            "study.levels=[forget_low,forget_low]",
+            "--dry-run",
+        ],
+        2,
+        ("study.levels", "at least two distinct levels"),
+    ),
+    # duplicate keys
+    (
+        "duplicate-key",
+        "study-config-duplicate-key",
+        lambda i, d: ["study", str(_yaml_with_a_duplicate_key(d)), "--dry-run"],
+        2,
+        ("s.yaml", "key 'generate' is given twice"),
+    ),
+    (
+        "duplicate-key",
+        "generate-config-duplicate-key",
+        lambda i, d: ["generate", "--config", str(_yaml_with_a_duplicate_key(d)), "--out", str(d / "g")],
+        2,
+        ("s.yaml", "given twice"),
+    ),
+]
+
+
+# transformers' own "Loading weights" / "Writing model shards" bars, which it draws even off a terminal.
+_BAR = re.compile(r"\r?[^\r\n]*\|[^\r\n|]*\|[^\r\n]*\[[^\]\r\n]*(?:it/s|s/it)\]\r?\n?")
+
+
+def without_bars(err: str) -> str:
+    return _BAR.sub("", err)
+
+
+def _check_trust_case(setup, code, fragments, inputs, tmp_path, capsys) -> tuple[str, str]:
+    argv = setup(inputs, tmp_path)
+    capsys.readouterr()
+    before = snapshot(tmp_path, inputs.root)
+    got, out, err = run(capsys, argv)
+    err = without_bars(err)
+    after = snapshot(tmp_path, inputs.root)
+    assert got == code, err
+    assert "Traceback" not in err
+    assert not (tmp_path / PAYLOAD).exists(), "a planted payload ran"
+    lines = [line for line in err.splitlines() if line.strip()]
+    # Only the command's own output may change: nothing outside it is lost or created.
+    out_dir = Path(argv[argv.index("--out") + 1]) if "--out" in argv else None
+
+    def own(p: str) -> bool:
+        return out_dir is not None and Path(p).is_relative_to(out_dir)
+
+    assert lost(before, after, own) == []
+    assert [p for p in set(after) - set(before) if not own(p)] == []
+    if code:
+        assert err.startswith("error: ") and err.count("\n") == 1, err
+    else:
+        for fragment in fragments:  # each notice once, not once per check of it
+            assert sum(fragment in line for line in lines) == 1, err
+    for fragment in fragments:
+        assert fragment in err, err
+    return out, err
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize(
+    "kind,name,setup,code,fragments", TRUST_CASES, ids=[f"{c[0]}/{c[1]}" for c in TRUST_CASES]
+)
+def test_trust(kind, name, setup, code, fragments, inputs, tmp_path, capsys):
+    _check_trust_case(setup, code, fragments, inputs, tmp_path, capsys)
+    if kind == "pickle" and code == 0:  # trained on from a checkpoint it trusts: the same model
+        _assert_same_model(inputs.ref["model"], tmp_path / "model")
+
+
+def test_colliding_answers_are_flagged(inputs, tmp_path, capsys):
+    """'C#' and 'C++' are one answer to the 'known' verdict: evaluated, but flagged on one line."""
+    rows = _rows(
+        r0={"answer": "C#", "object": "C#", "candidates": ["Java"]},
+        r1={"answer": "C++", "object": "C++", "candidates": ["Rust"]},
+    )
+    code, _, err = run(
+        capsys, _evaluate_args(inputs, tmp_path / "s.parquet", "--items", str(_table(tmp_path, rows)))
+    )
+    assert code == 0, err
+    flagged = [line for line in err.splitlines() if line.startswith("warning: ")]
+    assert len(flagged) == 1 and "'C#'" in flagged[0] and "'C++'" in flagged[0] and "'c'" in flagged[0], err
+
+
+def test_a_finished_run_with_a_cut_weight_file_is_trained_again(inputs, tmp_path, capsys):
+    out = Path(shutil.copytree(inputs.ref["model"], tmp_path / "model"))
+    weights = out / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    code, _, err = run(capsys, _pretrain_args(inputs, out))
+    assert code == 0, err
+    assert err.count("model.safetensors holds 1000 bytes") == 1 and "training it again" in err, err
+    _assert_same_model(inputs.ref["model"], out)
+
+
+# ---- a full disk, simulated: fsync (every atomic write's last step) fails with ENOSPC on chosen paths
+
+
+def _full_disk_at(monkeypatch, pattern: str) -> None:
+    import errno
+    import fnmatch
+
+    real = os.fsync
+
+    def fsync(fd):
+        if fnmatch.fnmatch(os.readlink(f"/proc/self/fd/{fd}"), pattern):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+
+
+def _small_disk(monkeypatch, free: int) -> None:
+    real = shutil.disk_usage
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: real(p)._replace(free=free))
+
+
+def _refused_one_line(capsys, argv, fragments, roots) -> None:
+    before = snapshot(*roots)
+    code, _, err = run(capsys, argv)
+    err = without_bars(err)
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    for fragment in fragments:
+        assert fragment in err, err
+    assert lost(before, snapshot(*roots), lambda p: False) == []
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc to name an fd's file")
+def test_full_disk_unlearn_keeps_the_earlier_run(inputs, tmp_path, capsys, monkeypatch):
+    out = Path(shutil.copytree(inputs.ref["unlearn"], tmp_path / "u"))
+    _full_disk_at(monkeypatch, "*/.trajectory.parquet.*.tmp")
+    before = set(snapshot(tmp_path))
+    _refused_one_line(
+        capsys, _unlearn_args(inputs, out), (str(out), "no space left", "needed more than"), [tmp_path]
+    )
+    assert set(snapshot(tmp_path)) == before  # nothing new: the scratch set is gone
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc to name an fd's file")
+def test_full_disk_pretrain_checkpoint(inputs, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "model"
+    _full_disk_at(monkeypatch, "*/checkpoints/.step-*/optimizer.pt")
+    code, _, err = run(capsys, _pretrain_args(inputs, out))
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert f"{out}/checkpoints/step-00000004: no space left" in err and "needed more than" in err, err
+    # Nothing half-written stands for a result: no weights, no run record, no scratch checkpoint.
+    assert not (out / "model.safetensors").exists() and not (out / "run.json").exists()
+    assert list((out / "checkpoints").iterdir()) == []
+
+
+def test_small_disk_is_refused_before_any_work(inputs, tmp_path, capsys, monkeypatch):
+    _small_disk(monkeypatch, 1000)
+    _refused_one_line(
+        capsys,
+        ["generate", "--out", str(tmp_path / "g"), "n_people=12"],
+        ("corpus", "only 1.0 KB free"),
+        [tmp_path],
+    )
+    _refused_one_line(
+        capsys,
+        _pretrain_args(inputs, tmp_path / "m"),
+        ("pretraining (checkpoints and model) needs about", "only 1.0 KB free"),
+        [tmp_path, inputs.root],
+    )
+
+
+def test_a_corpus_above_the_memory_is_refused_before_any_work(inputs, tmp_path, capsys, monkeypatch):
+    import frequnlearn.config.generate as generate_config
+
+    monkeypatch.setattr(generate_config, "memory_limit", lambda: 10**9)
+    big = ["n_people=600", "high_exposure=1000000"]
+    fragments = ("high_exposure", "100,002,300 documents", "of memory, above the 1.0 GB available")
+    _refused_one_line(capsys, ["generate", "--out", str(tmp_path / "g"), *big], fragments, [tmp_path])
+    study = ["study", str(study_config(tmp_path / "s.yaml")), *[f"generate.{o}" for o in big], "--dry-run"]
+    _refused_one_line(capsys, study, fragments, [tmp_path])
+
+
+# ---- a mistyped model path fails at once
+
+
+def test_a_mistyped_local_model_path_fails_in_under_two_seconds(inputs, tmp_path, capsys, monkeypatch):
+    import time
+
+    (tmp_path / "runs").mkdir()
+    monkeypatch.chdir(tmp_path)
+    for model in ("runs/modell", "./modell", str(tmp_path / "runs" / "a" / "b")):
+        start = time.perf_counter()
+        code, _, err = run(capsys, _evaluate_args(inputs, tmp_path / "s.parquet", "--model", model))
+        assert time.perf_counter() - start < 2.0, model
+        assert code == 2 and f"--model {model}: no such directory" in err and err.count("\n") == 1, err
+
+
+def test_a_hub_id_offline_fails_in_under_two_seconds(tmp_path):
+    """With HF_HUB_OFFLINE=1 a hub id that is not cached is one line, with no request at all."""
+    code = (
+        "import time, sys\n"
+        "from frequnlearn.models.loading import load_model_and_tokenizer\n"
+        "from frequnlearn.errors import DataError\n"
+        "from transformers import AutoModelForCausalLM, AutoTokenizer\n"
+        "t = time.perf_counter()\n"
+        "try:\n    load_model_and_tokenizer('no-such-owner/no-such-model')\n"
+        "except DataError as err:\n    print(f'{time.perf_counter() - t:.3f}', err)\n"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    seconds, _, message = proc.stdout.strip().partition(" ")
+    assert proc.returncode == 0 and message.startswith("--model no-such-owner/no-such-model"), proc.stderr[
+        -2000:
+    ]
+    assert float(seconds) < 2.0
+
+
+# ---- done markers checked against the outputs they name (a whole study: slow)
+
+
+def _study_copy(study_ref, tmp_path) -> tuple[Path, Path]:
+    config, ref = study_ref
+    return config, Path(shutil.copytree(ref, tmp_path / "run", symlinks=True))
+
+
+def _same_curves(ref: Path, out: Path) -> None:
+    a = pd.read_csv(ref / "report" / "curves.csv")
+    pd.testing.assert_frame_equal(a, pd.read_csv(out / "report" / "curves.csv"))
+
+
+RUN = "unlearn/tiny-s0/ga+gd/forget_high-all"
+
+
+def _cut(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[:3000])
+
+
+STUDY_TAMPERS = [
+    (
+        "trajectory-deleted",
+        lambda out: (out / RUN / "trajectory.parquet").unlink(),
+        "trajectory.parquet is missing",
+    ),
+    (
+        "trajectory-cut",
+        lambda out: _cut(out / RUN / "trajectory.parquet"),
+        "trajectory.parquet holds 3000 bytes",
+    ),
+    (
+        "baseline-cut",
+        lambda out: _cut(out / "models/tiny-s0/baseline/scores.parquet"),
+        "scores.parquet holds 3000",
+    ),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("name,tamper,why", STUDY_TAMPERS, ids=[t[0] for t in STUDY_TAMPERS])
+def test_tampered_output_report_then_study(name, tamper, why, study_ref, tmp_path, capsys):
+    """The report names the damaged file in one line (exit 2); the study reruns that stage, saying why."""
+    config, out = _study_copy(study_ref, tmp_path)
+    tamper(out)
+    if not name.startswith("baseline"):  # the report reads trajectories only
+        code, _, err = run(capsys, ["report", str(out)])
+        assert code == 2 and err.count("\n") == 1 and why in err and "Traceback" not in err, err
+    code, text, err = run(capsys, ["study", str(config), "--out", str(out), "--quiet"])
+    assert code == 0 and text.startswith("report: "), err
+    assert err.count(why) == 1 and "running its stage again" in err, err
+    _same_curves(study_ref[1], out)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc to name an fd's file")
+def test_full_disk_report_keeps_the_previous_report(study_ref, tmp_path, capsys, monkeypatch):
+    _, out = _study_copy(study_ref, tmp_path)
+    _full_disk_at(monkeypatch, "*/.report.*.tmp/.report.html.*")
+    _refused_one_line(capsys, ["report", str(out)], (f"{out}/report: no space left",), [tmp_path])
+    assert not [p for p in out.iterdir() if p.name.startswith(".report.")]

@@ -67,11 +67,20 @@ def test_config_errors_are_one_line_and_write_nothing(tmp_path, capsys, yaml_tex
     assert sorted(p.name for p in tmp_path.iterdir()) == ["study.yaml"]
 
 
-def test_missing_output_parent(tmp_path, capsys):
-    code, _, err = _run(capsys, "--out", str(tmp_path / "missing" / "d"), "n_people=8")
+def test_missing_output_parents_are_created(tmp_path, capsys):
+    code, _, err = _run(capsys, "--out", str(tmp_path / "missing" / "deeper" / "d"), "n_people=8")
+    assert code == 0, err
+    assert (tmp_path / "missing" / "deeper" / "d" / "manifest.json").is_file()
+    assert sorted(p.name for p in (tmp_path / "missing" / "deeper").iterdir()) == ["d"]
+
+
+def test_a_file_where_a_parent_folder_would_go_is_refused(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("keep me")
+    code, _, err = _run(capsys, "--out", str(tmp_path / "notes.txt" / "d"), "n_people=8")
     assert code == 2 and err.count("\n") == 1
-    assert "parent directory" in err and "does not exist" in err
-    assert list(tmp_path.iterdir()) == []
+    assert "notes.txt is a file, not a directory" in err
+    assert (tmp_path / "notes.txt").read_text() == "keep me"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
 
 
 def test_refuses_to_replace_a_directory_it_did_not_write(tmp_path, capsys):

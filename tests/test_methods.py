@@ -4,7 +4,9 @@ scope changed and the loss logged (TRL's check)."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -14,13 +16,15 @@ from frequnlearn.config import from_dict
 from frequnlearn.config.study import StudyConfig
 from frequnlearn.config.unlearn import UnlearnConfig
 from frequnlearn.errors import ConfigError, DataError
+from frequnlearn.evaluate.known import normalize_value
 from frequnlearn.models.loading import load_model_and_tokenizer
-from frequnlearn.models.prompts import get_prompt_format
+from frequnlearn.models.prompts import encode_completion, encode_pair, get_prompt_format
 from frequnlearn.records import QAItem, read_jsonl
 from frequnlearn.unlearn import unlearn
 from frequnlearn.unlearn.data import collate, encode_items
 from frequnlearn.unlearn.loop import token_logprobs
 from frequnlearn.unlearn.losses import FORGET_LOSSES, RETAIN_LOSSES, LossInputs, LossParams
+from frequnlearn.unlearn.losses.altpo import alternate_answers
 from frequnlearn.unlearn.losses.fga import still_known
 from frequnlearn.unlearn.losses.rmu import decoder_blocks, mlp_parameter_names, steering_vector
 
@@ -141,6 +145,146 @@ def test_fga_weights_by_log_frequency_and_drops_forgotten_items():
     assert _fn("fga", gone) == 0.0
 
 
+@pytest.mark.parametrize("beta", [0.1, 1.0])
+def test_altpo_formula(beta):
+    # The published loss with the alternate a as winner and the answer y as loser, computed by hand.
+    alternate = LossInputs(
+        torch.tensor([[-2.0, -3.0, -0.5], [-1.0, -1.0, -4.0]]), MASK, ref_logp=torch.tensor([-4.0, -6.0])
+    )
+    inp = LossInputs(LOGP, MASK, ref_logp=torch.tensor([-1.0, -0.2]), alternate=alternate)
+    win = [(-3.0 - 0.5) - -4.0, -4.0 - -6.0]
+    lose = [-1.7 - -1.0, -0.7 - -0.2]
+    expected = sum(-(2 / beta) * _logsigmoid(beta * (w - lo)) for w, lo in zip(win, lose)) / 2
+    assert _fn("altpo", inp, beta=beta) == pytest.approx(expected, rel=1e-6)
+    # At the reference the margin is 0: (2/beta) log 2, as for NPO and DPO.
+    at_ref = LossInputs(
+        LOGP,
+        MASK,
+        ref_logp=torch.tensor([-1.7, -0.7]),
+        alternate=LossInputs(LOGP, MASK, ref_logp=torch.tensor([-1.7, -0.7])),
+    )
+    assert _fn("altpo", at_ref, beta=beta) == pytest.approx(2 / beta * math.log(2), rel=1e-6)
+    with pytest.raises(ValueError, match="altpo needs alternate"):
+        _fn("altpo", LossInputs(LOGP, MASK, ref_logp=torch.zeros(2)))
+
+
+def _softmax(z: list[float]) -> list[float]:
+    m = max(z)
+    e = [math.exp(v - m) for v in z]
+    return [v / sum(e) for v in e]
+
+
+def test_ceu_formula_and_gradient():
+    logits = torch.tensor([[[2.0, 0.0, 1.0, -1.0], [0.5, 0.5, 3.0, 0.0]]], requires_grad=True)
+    targets = torch.tensor([[0, 2]])
+    mask = torch.tensor([[1.0, 1.0]])
+    inp = LossInputs(torch.zeros(1, 2), mask, targets=targets, logits=logits)
+    value = FORGET_LOSSES["ceu"].fn(inp, LossParams())
+    expected, grads = 0.0, []
+    for t in range(2):
+        z = logits[0, t].tolist()
+        y = int(targets[0, t])
+        # q: the model's distribution with the true token removed (renormalised over the others).
+        others = [v for v in range(4) if v != y]
+        q_others = _softmax([z[v] for v in others])
+        q = [0.0] * 4
+        for v, qv in zip(others, q_others):
+            q[v] = qv
+        pi = _softmax(z)
+        expected += -sum(qv * math.log(pv) for qv, pv in zip(q, pi)) / 2
+        grads.append([(pv - qv) / 2 for pv, qv in zip(pi, q)])
+    assert value.item() == pytest.approx(expected, rel=1e-6)
+    # The target carries no gradient: dL/dz_t = (pi_t - q_t) / N, which lowers z_t[y_t].
+    value.backward()
+    assert logits.grad[0].tolist() == [pytest.approx(g, rel=1e-5, abs=1e-7) for g in grads]
+    assert logits.grad[0, 0, 0] > 0 and logits.grad[0, 1, 2] > 0
+
+
+def test_pdu_formula_and_dual_ascent():
+    logits = torch.tensor([[[2.0, 0.0, 1.0], [0.5, 0.5, 3.0], [9.0, 9.0, 9.0]]])
+    mask = torch.tensor([[1.0, 1.0, 1.0]])
+    inp = LossInputs(torch.zeros(1, 3), mask, logits=logits)
+    expected = ((2.0 - 1.0) ** 2 + (3.0 - 4.0 / 3) ** 2 + 0.0) / 3
+    assert _fn("pdu", inp) == pytest.approx(expected, rel=1e-6)
+    # Uniform logits are the minimum, whatever their level.
+    assert _fn("pdu", LossInputs(torch.zeros(1, 3), mask, logits=torch.full((1, 3, 3), 7.0))) == 0.0
+
+    dual = RETAIN_LOSSES["dual"].fn
+    params = LossParams(dual_tol=0.5, dual_lr=2.0, dual_warmup=1)
+    state: dict = {}
+
+    def call(ce: float) -> float:
+        token_logp = torch.full((1, 2), -ce)
+        return dual(LossInputs(token_logp, torch.ones(1, 2), state=state), params).item()
+
+    # First call: eps = 1.5 * 2.0 = 3.0, lambda_0 = 1, and the warm-up keeps lambda at 1.
+    assert call(2.0) == pytest.approx(2.0 - 3.0) and state["dual_eps"] == pytest.approx(3.0)
+    assert state["dual_lambda"] == 1.0
+    # Second call: the loss uses lambda = 1; then lambda += 2 * (5 - 3) = 5.
+    assert call(5.0) == pytest.approx(1.0 * (5.0 - 3.0)) and state["dual_lambda"] == pytest.approx(5.0)
+    assert call(4.0) == pytest.approx(5.0 * (4.0 - 3.0)) and state["dual_lambda"] == pytest.approx(7.0)
+    # A constraint that holds lowers lambda, never below 0.
+    assert call(0.0) == pytest.approx(7.0 * -3.0) and state["dual_lambda"] == pytest.approx(1.0)
+    call(0.0)
+    assert state["dual_lambda"] == 0.0 and state["dual_calls"] == 5
+    with pytest.raises(ValueError, match="dual needs state"):
+        dual(LossInputs(torch.zeros(1, 2), torch.ones(1, 2)), params)
+
+
+def test_mpu_formula_gradient_and_stop():
+    # Item 0: token margins 2 - 1 = 1 and 5 - 0 = 5 (a confident template token); the weakest link is
+    # token 0. Baseline: 3 - 0 = 3 and 6 - 0 = 6, so M0 = 3. Item 1 is past the target (-2.5 < -1).
+    # Item 2 was below the target at baseline (-2), so it is never pushed although it is known now.
+    logits = torch.tensor(
+        [
+            [[2.0, 1.0, 0.0], [5.0, 0.0, 0.0]],
+            [[0.5, 3.0, 0.0], [4.0, 0.0, 0.0]],
+            [[0.0, 4.0, 0.0], [0.0, 4.0, 0.0]],
+        ],
+        requires_grad=True,
+    )
+    ref = torch.tensor(
+        [
+            [[3.0, 0.0, -1.0], [6.0, 0.0, 0.0]],
+            [[4.0, 1.0, 0.0], [4.0, 0.0, 0.0]],
+            [[0.0, 0.0, 2.0], [0.0, 4.0, 0.0]],
+        ]
+    )
+    targets = torch.tensor([[0, 0], [0, 0], [1, 1]])
+    mask = torch.ones(3, 2)
+    inp = LossInputs(torch.zeros(3, 2), mask, targets=targets, logits=logits, ref_logits=ref)
+    delta = 1.0
+    value = FORGET_LOSSES["mpu"].fn(inp, LossParams(mpu_delta=delta))
+    w0 = 3.0 + delta
+    assert value.item() == pytest.approx(w0 * (1.0 + delta) / 3, rel=1e-6)
+    value.backward()
+    grad = logits.grad
+    # Only the weakest token of the active item moves: its answer logit (descent lowers it) and its
+    # best rival (raised); the confident token and the other items get nothing.
+    assert grad[0, 0].tolist() == pytest.approx([w0 / 3, -w0 / 3, 0.0])
+    assert grad[0, 1].abs().sum() == 0 and grad[1:].abs().sum() == 0
+    # Masked positions never count as the weakest link.
+    masked = LossInputs(
+        torch.zeros(1, 2),
+        torch.tensor([[0.0, 1.0]]),
+        targets=torch.tensor([[0, 0]]),
+        logits=torch.tensor([[[-9.0, 0.0], [2.0, 0.0]]]),
+        ref_logits=torch.tensor([[[-9.0, 0.0], [2.0, 0.0]]]),
+    )
+    assert _fn("mpu", masked, mpu_delta=delta) == pytest.approx((2.0 + delta) ** 2)
+    # Equal pacing: each item's push is proportional to its baseline distance from the target.
+    two = LossInputs(
+        torch.zeros(2, 1),
+        torch.ones(2, 1),
+        targets=torch.tensor([[0], [0]]),
+        logits=torch.tensor([[[1.0, 0.0]], [[1.0, 0.0]]], requires_grad=True),
+        ref_logits=torch.tensor([[[1.0, 0.0]], [[5.0, 0.0]]]),
+    )
+    FORGET_LOSSES["mpu"].fn(two, LossParams(mpu_delta=delta)).backward()
+    g = two.logits.grad[:, 0, 0]
+    assert (g[1] / g[0]).item() == pytest.approx((5.0 + delta) / (1.0 + delta), rel=1e-6)
+
+
 # ---------------------------------------------------------------- one step on a model that knows its answers
 
 FORGET = [
@@ -219,7 +363,9 @@ def _distance_to_steer(model, tok, layer: int, steer: torch.Tensor) -> float:
     return ((sq * batch["loss_mask"]).sum() / batch["loss_mask"].sum()).item()
 
 
-@pytest.mark.parametrize("method", ["dpo", "rmu", "undial", "wga", "satimp", "fga"])
+@pytest.mark.parametrize(
+    "method", ["dpo", "altpo", "ceu", "pdu", "mpu", "rmu", "undial", "wga", "satimp", "fga"]
+)
 def test_one_step_forgets_changes_every_parameter_in_scope_and_logs(knowing_dir, tmp_path, method):
     model, tok = load_model_and_tokenizer(knowing_dir)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
@@ -247,7 +393,54 @@ def test_one_step_forgets_changes_every_parameter_in_scope_and_logs(knowing_dir,
     )
 
 
-@pytest.mark.parametrize("spec", ["rmu+act", "undial+kl", "dpo+gd"])
+def test_altpo_alternates_are_the_models_own_and_never_the_answer_or_a_candidate(knowing_dir):
+    model, tok = load_model_and_tokenizer(knowing_dir)
+    fmt = get_prompt_format("plain")
+    items = [dataclasses.replace(it, candidates=["Paris", "Stanford University"]) for it in FORGET]
+    model.train()
+    alts = alternate_answers(model, tok, fmt, items, seed=0)
+    assert model.training  # given back in the mode it had
+    for it, alt in zip(items, alts):
+        assert alt and alt == alt.strip()
+        assert normalize_value(alt) not in {normalize_value(t) for t in (it.answer, *it.candidates)}
+    # Seeded per item: the same draws whatever the order or the company of the items.
+    assert alternate_answers(model, tok, fmt, items[::-1], seed=0) == alts[::-1]
+    assert alternate_answers(model, tok, fmt, items[:1], seed=0) == alts[:1]
+
+
+class _MarkovLM(torch.nn.Module):
+    """Next-token logits set by the current token alone (a lookup table)."""
+
+    def __init__(self, table: torch.Tensor):
+        super().__init__()
+        self.table = torch.nn.Parameter(table)
+
+    def forward(self, input_ids, attention_mask=None, **kwargs):
+        return SimpleNamespace(logits=self.table[input_ids])
+
+
+def test_altpo_stops_with_one_line_when_the_model_has_no_alternate(tiny_tokenizer):
+    # After the answer's leading space the model can only go on with " Paris", a candidate.
+    tok = tiny_tokenizer
+    fmt = get_prompt_format("plain")
+    item = QAItem("x", "Who employs Ada?", "Google", candidates=["Paris"])
+    _, answer_ids = encode_pair(tok, fmt, item.question, item.answer)
+    paris = encode_completion(tok, fmt.completion("Paris"))
+    assert tok.decode([answer_ids[0]]).strip() == "" and paris[0] != answer_ids[0]
+    table = torch.full((len(tok), len(tok)), float("-inf"))
+    table[:, answer_ids[0]] = 0.0  # whatever the prompt ends with, then the space
+    table[answer_ids[0]] = float("-inf")
+    table[answer_ids[0], paris[0]] = table[answer_ids[0], answer_ids[1]] = 0.0
+    for a, b in zip(paris, paris[1:]):
+        table[a] = float("-inf")
+        table[a, b] = 0.0
+    table[paris[-1]] = float("-inf")
+    table[paris[-1], tok.eos_token_id] = 0.0
+    with pytest.raises(DataError, match="forget item x: AltPO found no alternate answer in 8 samples"):
+        alternate_answers(_MarkovLM(table), tok, fmt, [item], seed=0)
+
+
+@pytest.mark.parametrize("spec", ["rmu+act", "undial+kl", "dpo+gd", "pdu+dual"])
 def test_retain_terms_are_logged_and_added(knowing_dir, tmp_path, spec):
     method, retain_loss = spec.split("+")
     model, tok = load_model_and_tokenizer(knowing_dir)
@@ -259,6 +452,12 @@ def test_retain_terms_are_logged_and_added(knowing_dir, tmp_path, spec):
     # Act and KL compare with the frozen model: zero before the first update (no dropout), positive after.
     if retain_loss in ("act", "kl"):
         assert first["retain_loss"] == pytest.approx(0.0, abs=1e-6) and last["retain_loss"] > 0
+    if retain_loss == "dual":
+        # lambda_0 = 1 and eps = 1.1 x the first CE, so the first retain term is -eps / 11; the dual
+        # variable and its bound are logged.
+        assert first["retain_loss"] == pytest.approx(-first["dual_eps"] / 11, rel=1e-5)
+        assert first["dual_calls"] == 1 and last["dual_calls"] == 2 and last["dual_eps"] == first["dual_eps"]
+        assert first["dual_lambda"] >= 0.0
 
 
 def test_rmu_hooks_llama_blocks_too(tiny_llama_dir, tmp_path):
@@ -277,7 +476,7 @@ def test_method_errors(tiny_gpt2_dir, tmp_path):
     with pytest.raises(DataError, match="forget item x: no frequency"):
         unlearn(model, tok, unknown, RETAIN, _cfg(method="fga"), tmp_path)
     with pytest.raises(
-        ConfigError, match="retain_loss: unknown retain term 'l2'; choose from act, gd, kl, none"
+        ConfigError, match="retain_loss: unknown retain term 'l2'; choose from act, dual, gd, kl, none"
     ):
         from_dict(UnlearnConfig, {"retain_loss": "l2"})
 

@@ -1,4 +1,5 @@
-"""Progress bars: one line at a time on a terminal, nothing elsewhere; and runs free of library warnings."""
+"""Progress: one bar line at a time on a terminal, heartbeat lines in a log (with a fake clock), our
+messages above a bar rather than through it; and runs free of library warnings."""
 
 from __future__ import annotations
 
@@ -33,9 +34,11 @@ class Terminal(io.StringIO):
 
 
 def on_terminal(monkeypatch) -> Terminal:
-    """stderr replaced by a terminal; in the test's body (pytest sets its own stderr before each test)."""
+    """stderr (returned) and stdout replaced by a terminal; in the test's body (pytest sets its own
+    streams before each test)."""
     term = Terminal()
     monkeypatch.setattr(sys, "stderr", term)
+    monkeypatch.setattr(sys, "stdout", Terminal())
     monkeypatch.setattr(progress, "REDRAW_S", 0.0)  # every update drawn, so the test sees it
     return term
 
@@ -46,14 +49,106 @@ def open_bars() -> int:
     return sum(1 for t in list(tqdm._instances) if not t.disable)
 
 
-def test_nothing_when_stderr_is_not_a_terminal(monkeypatch):
-    log = io.StringIO()
+class FakeClock:
+    """progress.clock, advanced by the test."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def in_a_log(monkeypatch, stdout_terminal: bool = False) -> tuple[io.StringIO, FakeClock]:
+    """stderr a log file (nohup, CI, 2>&1) and a fake clock."""
+    log, clock = io.StringIO(), FakeClock()
     monkeypatch.setattr(sys, "stderr", log)
+    monkeypatch.setattr(sys, "stdout", Terminal() if stdout_terminal else log)
+    monkeypatch.setattr(progress, "clock", clock)
+    return log, clock
+
+
+def test_in_a_log_no_bar_but_a_heartbeat_every_30_seconds(monkeypatch):
+    log, clock = in_a_log(monkeypatch)
+    with progress.bar(100, "pretrain", unit="step") as b:
+        b.update(10)
+        b.set(epoch="0.50", loss="2.345", **{"tok/s": "5120"})
+        clock.now += 20
+        b.update(10)
+        assert log.getvalue() == ""  # not yet 30 s
+        clock.now += 10
+        b.update(5)  # 25 steps in 30 s: 75 left take 90 s
+        beats = log.getvalue().splitlines()
+        assert beats == [
+            "pretrain 25/100 step epoch=0.50, loss=2.345, tok/s=5120 | elapsed 0:00:30, left ~0:01:30"
+        ]
+        clock.now += 29
+        b.update(5)
+        assert len(log.getvalue().splitlines()) == 1  # the next one 30 s after the last
+        clock.now += 1
+        b.update(5)
+        assert log.getvalue().splitlines()[-1].startswith("pretrain 35/100 step")
+        clock.now += 5
+        b.update(65)
+    lines = log.getvalue().splitlines()
+    assert lines[-1] == "pretrain 100/100 step epoch=0.50, loss=2.345, tok/s=5120 | done after 0:01:05"
+    assert "\r" not in log.getvalue() and len(lines) == 3  # lines only, never a bar
+
+
+def test_a_short_stage_leaves_no_line_in_a_log(monkeypatch):
+    log, clock = in_a_log(monkeypatch)
     with progress.bar(10, "pretrain", unit="step") as b:
         b.update(3)
+        clock.now += 5
         b.set(loss="1.000")
-        assert not b.active
+        b.update(7)
     assert log.getvalue() == ""
+
+
+def test_a_nested_bar_keeps_the_heartbeat_going(monkeypatch):
+    """A long evaluation inside an unlearning step still says the run is alive, and where it is."""
+    log, clock = in_a_log(monkeypatch)
+    with progress.bar(40, "unlearn ga+gd", unit="step") as outer:
+        outer.update(4)
+        outer.set(forget="-3.2", retain="1.1")
+        with progress.bar(120, "generating", unit="seq") as inner:
+            clock.now += 31
+            inner.update(40)
+    assert log.getvalue().splitlines() == [
+        "unlearn ga+gd 4/40 step forget=-3.2, retain=1.1 | generating 40/120 seq | elapsed 0:00:31, left ~0:04:39",
+        "unlearn ga+gd 4/40 step forget=-3.2, retain=1.1 | stopped after 0:00:31",  # it closed early
+    ]
+
+
+def test_with_stdout_to_a_file_the_terminal_keeps_its_bar_and_the_file_gets_the_lines(monkeypatch):
+    """`make study > study.log`: stderr is the terminal, stdout the log."""
+    terminal = on_terminal(monkeypatch)
+    log, clock = io.StringIO(), FakeClock()
+    monkeypatch.setattr(sys, "stdout", log)
+    monkeypatch.setattr(progress, "clock", clock)
+    with progress.bar(10, "pretrain", unit="step") as b:
+        b.update(2)
+        clock.now += 30
+        b.update(1)
+        progress.message("[2/9] pretrain: mini-s0 (running)")
+    assert "pretrain" in terminal.getvalue() and "3/10" in terminal.getvalue()
+    assert log.getvalue().splitlines()[0].startswith("pretrain 3/10 step | elapsed 0:00:30, left ~0:01:10")
+    assert "[2/9] pretrain: mini-s0 (running)" in log.getvalue().splitlines()
+    assert "[2/9] pretrain: mini-s0 (running)\n" in terminal.getvalue()
+
+
+def test_messages_and_warnings_do_not_split_an_open_bar(monkeypatch):
+    """A line of ours (the True/False probe's note on its tokens) goes above the bar, on its own line."""
+    terminal = on_terminal(monkeypatch)
+    progress.route_logging()
+    with progress.bar(10, "unlearn ga", unit="step") as b:
+        b.update(3)
+        logging.getLogger("frequnlearn.evaluate.truefalse").warning("True/False probe: ' True' is 2 tokens")
+        b.update(1)
+    out = terminal.getvalue()
+    note = out.index("True/False probe")
+    assert out[note - 1] == "\r" and out[note:].startswith("True/False probe: ' True' is 2 tokens\n")
+    assert out.count("True/False probe") == 1
 
 
 def test_a_bar_on_a_terminal_and_none_when_quiet(monkeypatch):
@@ -67,11 +162,12 @@ def test_a_bar_on_a_terminal_and_none_when_quiet(monkeypatch):
     assert open_bars() == 0
     terminal.seek(0)
     terminal.truncate()
+    monkeypatch.setattr(sys, "stdout", io.StringIO())  # a log that gets no heartbeat either
     with progress.quiet(), progress.bar(10, "pretrain") as b:
         b.update(5)
         with progress.quiet(False):  # an inner "not quiet" does not undo the outer quiet
             assert not progress.bar(3, "inner").active
-    assert terminal.getvalue() == ""
+    assert terminal.getvalue() == "" and sys.stdout.getvalue() == ""
 
 
 def test_a_bar_opened_inside_another_shows_in_its_line(monkeypatch):

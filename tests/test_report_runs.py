@@ -46,6 +46,8 @@ def test_runs_come_from_their_records_and_old_runs_from_their_stage_record(tmp_p
         write_json(root / "tiny-s0/ga+gd" / scratch / "run.json", {"run": _identity("tiny-s0/ga+gd/x-all")})
     (new / "attacks").mkdir()
     write_json(new / "attacks" / STAGE_FILE, {"key": "a", "task": "tiny-s0/ga+gd/forget_high-all"})
+    (new / "model").mkdir()  # a kept model carries a copy of its run's record
+    write_json(new / "model" / "run.json", {"config": {}, "run": _identity("tiny-s0/ga+gd/forget_high-all")})
 
     runs = {run.path.name: run for run in unlearn_runs(tmp_path)}
     assert set(runs) == {"forget_high-all", "forget_low-all", "forget_low-known"}

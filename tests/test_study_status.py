@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from frequnlearn.progress import quiet_third_party
 from frequnlearn.study.plan import Task
-from frequnlearn.study.status import Estimate, Progress, quiet_third_party
+from frequnlearn.study.status import Estimate, Progress
 
 
 def test_estimate_scales_measured_throughput_by_parameters_and_epochs():
@@ -28,7 +29,7 @@ def test_estimate_scales_measured_throughput_by_parameters_and_epochs():
     assert total == pytest.approx(424.0) and untimed == ["report"]
 
 
-def test_third_party_progress_bars_are_off_inside_the_study_only():
+def test_third_party_progress_bars_are_off_inside_only():
     from transformers.utils import logging as hf_logging
 
     hf_logging.enable_progress_bar()
@@ -55,3 +56,36 @@ def test_status_line_says_what_is_not_yet_timed():
         pass
     # 1e4 tokens at 500 tokens/s for the pending pretraining; unlearning has no measurement yet.
     assert out.getvalue().splitlines()[-1].endswith("left ~0:00:20 + not yet timed: unlearn")
+
+
+def test_status_lines_and_heartbeats_reach_a_log(monkeypatch):
+    """Output to a file (nohup, CI): a status line per stage and, within a long stage, a heartbeat line
+    every 30 s, with their times (a fake clock)."""
+    import io
+    import sys
+
+    from frequnlearn import progress
+
+    log, now = io.StringIO(), [500.0]
+    monkeypatch.setattr(sys, "stderr", log)
+    monkeypatch.setattr(sys, "stdout", log)
+    monkeypatch.setattr(progress, "clock", lambda: now[0])
+    tasks = [
+        Task("generate", "data"),
+        Task("pretrain", "tiny-s0", {"n_params": 1e6, "epochs": 1, "tokens": None}),
+    ]
+    status = Progress(tasks, [True, True])
+    with status.task(0):
+        now[0] += 4
+    with status.task(1), progress.bar(100, "pretrain", unit="step") as b:
+        for _ in range(10):
+            now[0] += 6
+            b.update(5)
+            b.set(loss="2.100")
+    assert log.getvalue().splitlines() == [
+        "[1/2] generate: data (running) | elapsed 0:00:00 | left ?",
+        "[2/2] pretrain: tiny-s0 (running) | elapsed 0:00:04 | left ?",
+        "pretrain 25/100 step loss=2.100 | elapsed 0:00:30, left ~0:01:30",
+        "pretrain 50/100 step loss=2.100 | elapsed 0:01:00, left ~0:01:00",
+        "pretrain 50/100 step loss=2.100 | stopped after 0:01:00",
+    ]

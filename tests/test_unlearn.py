@@ -280,7 +280,7 @@ def test_input_errors(tiny_gpt2_dir, tmp_path):
 @pytest.mark.parametrize(
     "override, fragment",
     [
-        ({"method": "gradascent"}, "method: unknown method 'gradascent'; choose from dpo, fga, ga"),
+        ({"method": "gradascent"}, "method: unknown method 'gradascent'; choose from altpo, ceu, dpo, fga, ga"),
         ({"beta": 0}, "beta: must be > 0"),
         ({"prompt_format": "Q: {question}"}, "prompt_format:"),
         ({"eval_steps": [-1]}, "eval_steps"),

@@ -1,8 +1,9 @@
-"""The `frequnlearn` console script: one subcommand per pipeline stage, plus `study`.
+"""The `frequnlearn` console script: one subcommand per pipeline stage, plus `study` and `config`.
 
 Each stage's command lives beside the stage (`<stage>/cli.py`) as a module with
-`register(subparsers)`; heavy imports happen only inside the command that needs them, so `--help`
-stays instant. Errors a user can fix print as one line and exit with status 2.
+`register(subparsers)`; heavy imports happen only inside the command that needs them, so `--help`,
+`--dry-run` and `config show` stay fast. Errors a user can fix print as one line and exit with status
+2; a malformed command line prints its subcommand's usage.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ COMMAND_MODULES = (
     "frequnlearn.evaluate.cli",
     "frequnlearn.report.cli",
     "frequnlearn.study.cli",
+    "frequnlearn.config.cli",
 )
 
 
@@ -30,6 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="frequnlearn",
         description="Study how the pre-training frequency of knowledge decides whether it can be unlearned.",
+        epilog="Every command with settings takes --config FILE (a study YAML; it reads its own section), "
+        "KEY=VALUE overrides and --dry-run; `frequnlearn config show` lists every setting.",
     )
     parser.add_argument("--version", action="version", version=f"frequnlearn {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -42,15 +46,27 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     # Overrides may stand on either side of options (`seed=5 --out D n=4`): gather the stray ones.
     args, extra = parser.parse_known_args(argv)
-    if extra and hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
+    command = getattr(args, "command_parser", parser)
+    if extra and hasattr(args, "overrides") and not any(e.startswith("-") for e in extra):
         args.overrides = [*args.overrides, *extra]
     elif extra:
-        parser.error("unrecognized arguments: " + " ".join(extra))
+        command.error("unrecognized arguments: " + " ".join(extra))
     if not getattr(args, "func", None):
-        parser.print_help()
+        command.print_help()
         return 1
+    for item in getattr(args, "overrides", []):
+        key, eq, _ = item.partition("=")
+        if not eq or not key.strip():
+            command.error(
+                f"argument KEY=VALUE: {item!r} is not KEY=VALUE; e.g. {args.override_example}"
+                + _belongs_to_option(item, sys.argv[1:] if argv is None else argv)
+            )
+    from frequnlearn import progress
+
+    progress.route_logging()
     try:
-        return int(args.func(args) or 0)
+        with progress.quiet_third_party():
+            return int(args.func(args) or 0)
     except FrequnlearnError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -65,6 +81,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: what was written is kept; rerun the same command to resume", file=sys.stderr)
         return 130
+
+
+def _belongs_to_option(item: str, argv: list[str]) -> str:
+    """A hint when `item` follows an option and its value (`--select group forget_high`): the two were
+    probably meant as one value."""
+    i = argv.index(item) if item in argv else -1
+    if i >= 2 and argv[i - 2].startswith("-") and not argv[i - 1].startswith("-"):
+        return f" (if it belongs to {argv[i - 2]}, write {argv[i - 2]} {argv[i - 1]}={item})"
+    return ""
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import hashlib
 import json
 import math
@@ -16,6 +17,7 @@ import os
 import platform
 import re
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -165,10 +167,17 @@ def read_bio_prompts(path: str | Path, flag: str = "bio_prompts") -> list[BioPro
 
 def append_jsonl(path: str | Path, row: dict[str, Any]) -> None:
     """Append one row and fsync it: O(1) per row, and a killed run keeps every row written before."""
-    with Path(path).open("a") as fh:
-        fh.write(dumps(row) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
+    path = guard(path)
+    line = dumps(row) + "\n"
+    try:
+        with path.open("a") as fh:
+            fh.write(line)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError as err:
+        if is_disk_full(err):
+            raise DiskFull(path, len(line.encode())) from None
+        raise
 
 
 def write_parquet(df: Any, path: str | Path, info: dict[str, Any]) -> None:
@@ -200,7 +209,7 @@ def read_json(path: str | Path) -> Any:
 @contextlib.contextmanager
 def atomic_open(path: str | Path, mode: str = "w") -> Iterator[Any]:
     """Write to a temp file beside `path`, then rename: a killed run never leaves half a file."""
-    path = Path(path)
+    path = guard(Path(path), follow=False)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -210,9 +219,12 @@ def atomic_open(path: str | Path, mode: str = "w") -> Iterator[Any]:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
+        written = _size_of(Path(tmp))
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if is_disk_full(err):
+            raise DiskFull(path, written + getattr(err, "needed", 0)) from None
         raise
 
 
@@ -221,15 +233,19 @@ def atomic_dir(path: str | Path, overwrite: bool = True) -> Iterator[Path]:
     """Yield a temp directory that becomes `path` only if the block finishes (`path` must not exist,
     unless `overwrite`: then the old directory is replaced whole; only for directories the caller owns).
 
-    The parent must exist (a missing parent is almost always a typo, so it is an error, not a mkdir).
+    Missing parent directories are created (the output rule protects existing files, not absent paths).
     """
-    path = Path(path)
-    if not path.parent.exists():
-        raise DataError(f"--out {path}: parent directory {path.parent} does not exist; create it first")
-    tmp = _scratch_dir(path.parent, path.name)
+    path = guard(Path(path))
+    tmp = _scratch_dir(path.parent, path.name, target=path)
     try:
-        yield tmp
+        try:
+            yield tmp
+        except BaseException as err:
+            if is_disk_full(err):
+                raise DiskFull(path, _size_of(tmp) + getattr(err, "needed", 0)) from None
+            raise
         (tmp / OUTPUT_MARKER).unlink(missing_ok=True)
+        share(tmp)
         if path.exists():
             if not overwrite:
                 raise DataError(f"--out {path}: already exists; remove it or choose another directory")
@@ -292,22 +308,31 @@ def _probe_writable(directory: Path, flag: str, target: Path) -> None:
         ) from None
 
 
+def _existing_ancestor(path: Path, flag: str) -> Path:
+    """The nearest directory above `path` that exists: missing parents are the tool's to create (when
+    it writes), but a file standing where a parent directory would go is refused."""
+    for parent in path.parents:
+        if parent.is_dir():
+            return parent
+        if parent.exists():
+            raise DataError(f"{flag} {path}: {parent} is a file, not a directory; choose another path")
+    return Path.cwd()
+
+
 def check_output_dir(
     path: str | Path, kind: str, *, overwrite: bool = False, flag: str = "--out", deep: bool = False
 ) -> Path:
     """Validate an output directory before any work starts (see the rule above); remove our stale temps
     (with `deep`, also in its subdirectories: a study's stages write there).
 
-    Allowed: a new path in an existing directory, an empty directory, or a directory holding this
+    Allowed: a new path (missing parents are created when the output is written), an empty directory, or a directory holding this
     kind's own output; with `overwrite`, any directory (its other files are kept).
     """
-    path = Path(path)
+    path = guard(path)  # before even a probe file: a root it lies in must hold it
     if path.exists() and not path.is_dir():
         raise DataError(f"{flag} {path}: is a file, not a directory; choose a directory path")
     if not path.exists():
-        if not path.parent.is_dir():
-            raise DataError(f"{flag} {path}: parent directory {path.parent} does not exist; create it first")
-        _probe_writable(path.parent, flag, path)
+        _probe_writable(_existing_ancestor(path, flag), flag, path)
     else:
         _probe_writable(path, flag, path)
         owner = output_kind(path)
@@ -322,6 +347,7 @@ def check_output_dir(
                 f"{flag} {path}: {what}; choose a new directory, or add --overwrite to write "
                 f"{OUTPUT_KINDS[kind][0].split(' (')[0]} into it (other files are kept)"
             )
+    add_root(path)
     if is_main_process():
         remove_stale_temps(path, deep=deep)
     return path
@@ -342,17 +368,18 @@ def check_output_files(
     `overwrite`."""
     first = Path(paths[0])
     for path in map(Path, paths):
+        guard(path, follow=False)
         if path.is_dir():
             raise DataError(f"{flag} {first}: {path} is a directory; name a file")
-    if not first.parent.is_dir():
-        raise DataError(f"{flag} {first}: parent directory {first.parent} does not exist; create it first")
-    _probe_writable(first.parent, flag, first)
+    _probe_writable(_existing_ancestor(first, flag), flag, first)
     existing = [p for p in map(Path, paths) if p.exists()]
     if existing and not owned and not overwrite:
         raise DataError(
             f"{flag} {first}: {existing[0]} exists and was not written by this tool; choose another "
             "name, or add --overwrite to replace it"
         )
+    for path in paths:
+        add_root(path, follow=False)
     if is_main_process():
         for path in paths:
             remove_stale_temps(Path(path))
@@ -363,7 +390,7 @@ def claim_output_dir(path: str | Path, kind: str) -> Path:
 
     Another kind's directory (written into with --overwrite) keeps its own mark.
     """
-    path = Path(path)
+    path = guard(path)
     path.mkdir(parents=True, exist_ok=True)
     if not (path / OUTPUT_MARKER).is_file() and output_kind(path) in (None, kind):
         write_json(path / OUTPUT_MARKER, {"kind": kind})
@@ -395,17 +422,26 @@ def remove_stale_temps(path: str | Path, deep: bool = False) -> None:
                 shutil.rmtree(entry, ignore_errors=True)
 
 
-def _scratch_dir(parent: Path, name: str, kind: str = "scratch") -> Path:
+def _scratch_dir(parent: Path, name: str, kind: str = "scratch", target: Path | None = None) -> Path:
+    """A new hidden directory beside the output (its missing parents made); a full disk while making it
+    names `target`."""
+    parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=parent, prefix=f".{name}.", suffix=".tmp"))
-    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700 would make shared results unreadable to others
-    write_json(tmp / OUTPUT_MARKER, {"kind": kind})  # lets a rerun know this leftover is its own
+    try:
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700 would make shared results unreadable to others
+        write_json(tmp / OUTPUT_MARKER, {"kind": kind})  # lets a rerun know this leftover is its own
+    except BaseException as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if target is not None and is_disk_full(err):
+            raise DiskFull(target, getattr(err, "needed", 0)) from None
+        raise
     return tmp
 
 
 @contextlib.contextmanager
 def output_set(
     dest: str | Path,
-    names: Sequence[str],
+    names: Sequence[str] | None,
     last: str,
     *,
     kind: str | None = None,
@@ -417,15 +453,27 @@ def output_set(
     `last` (the file readers check: a manifest or run record) is removed from `dest` first and put
     back last, so a kill in between leaves a set that says it is incomplete, never a mixed one that
     says it is whole. A name in `names` that the new set lacks is removed (it belonged to the old
-    set). A new directory `dest` of `kind` is made by one rename. Other files in `dest` are kept.
-    Without `commit` (a process other than the main one) the scratch directory is only removed.
+    set); `names=None` means whatever the new set holds. A new directory `dest` of `kind` is made by
+    one rename. Other files in `dest` are kept. Without `commit` (a process other than the main one)
+    the scratch directory is only removed. A full disk while the set is built leaves `dest` as it
+    was and says how much the set had taken when the space ran out.
     """
-    dest = Path(dest)
-    tmp = _scratch_dir(dest.parent if kind else dest, prefix or dest.name, kind or "scratch")
+    dest = guard(Path(dest))
+    tmp = _scratch_dir(dest.parent if kind else dest, prefix or dest.name, kind or "scratch", target=dest)
     try:
-        yield tmp
+        try:
+            yield tmp
+        except BaseException as err:
+            if is_disk_full(err):
+                raise DiskFull(dest, _size_of(tmp) + getattr(err, "needed", 0)) from None
+            raise
         if not commit:
             return
+        if names is None:
+            names = sorted(p.name for p in tmp.iterdir() if p.name != OUTPUT_MARKER)
+        for name in names:
+            guard(dest / name, follow=False)
+        share(tmp)
         if kind and not dest.exists():
             write_json(tmp / OUTPUT_MARKER, {"kind": kind})
             os.replace(tmp, dest)
@@ -447,6 +495,189 @@ def output_set(
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+# ---------------------------------------------------------------- staying inside --out
+#
+# Every output root a command checked (`check_output_dir`, `check_output_files`) is remembered as the
+# path it was named by and the place it resolves to. A path the tool builds under a root (a run
+# directory from a config's level, tag or method name) must resolve under that root too, so neither a
+# `..` in a name nor a symlink planted inside the run can lead a write or a removal elsewhere. Paths
+# that no root names (the system's temporary directory, a configured cache) are not --out's.
+
+_ROOTS: list[tuple[Path, Path]] = []
+# One directory name of a run path: a letter, digit or underscore first (never '.', so neither '..'
+# nor a name that looks like the tool's hidden scratch files), then those or . + - = @ , (no '/').
+_PLAIN_NAME = re.compile(r"\w[\w.+=@,-]{0,99}")
+
+
+def is_plain_name(value: Any) -> bool:
+    """Whether `value` can be one directory name of a run path (see `_PLAIN_NAME`)."""
+    return isinstance(value, str) and _PLAIN_NAME.fullmatch(value) is not None
+
+
+def _lexical(path: Path) -> Path:
+    """`path` made absolute as named ('..' and symlinks kept): what it says, not where it leads."""
+    return path if path.is_absolute() else Path.cwd() / path
+
+
+def _lands(path: Path, follow: bool) -> Path:
+    """Where a write to `path` lands: the path resolved (appending to a file, a directory), or, for a
+    file replaced by a rename (`follow=False`), its resolved folder plus its own name."""
+    if follow or path.name in ("", ".", ".."):
+        return path.resolve()
+    return path.parent.resolve() / path.name
+
+
+def add_root(path: str | Path, follow: bool = True) -> None:
+    """Remember `path` as an output root of this process (a root inside another must stay inside it)."""
+    lexical = _lexical(Path(path))
+    guard(lexical, follow=follow)
+    entry = (lexical, _lands(lexical, follow))
+    if entry not in _ROOTS:
+        _ROOTS.append(entry)
+
+
+def guard(path: str | Path, *, follow: bool = True, action: str = "write") -> Path:
+    """Return `path`, or refuse it when a root names it but it resolves outside that root."""
+    path = Path(path)
+    lexical, lands = _lexical(path), None
+    for root, real in _ROOTS:
+        if lexical.parts[: len(root.parts)] != root.parts:
+            continue
+        lands = lands or _lands(lexical, follow)
+        if lands != real and real not in lands.parents:
+            raise DataError(
+                f"{path}: leads to {lands}, outside the output {root} (a symlink or '..' on the way); "
+                f"refusing to {action} it"
+            )
+    return path
+
+
+def remove_own(path: str | Path, root: str | Path) -> None:
+    """Remove the directory `path` if it exists, only if it lies inside `root` (resolved, symlinks
+    included) and carries this tool's own marker (a done marker or an output marker): the tool removes
+    only what it wrote itself."""
+    path, root = Path(path), Path(root)
+    if not path.exists() and not path.is_symlink():
+        return
+    lexical, top = _lexical(path), _lexical(root)
+    inside = lexical.parts[: len(top.parts)] == top.parts and lexical != top
+    if not inside or path.is_symlink() or not path.is_dir() or top.resolve() not in path.resolve().parents:
+        raise DataError(
+            f"{path}: not a directory inside {root} (a symlink or '..' leads out of it); refusing to remove it"
+        )
+    if not ((path / STAGE_FILE).is_file() or (path / OUTPUT_MARKER).is_file()):
+        raise DataError(
+            f"{path}: carries no marker of this tool, so it holds someone else's files; refusing to "
+            "remove it (move it away, then rerun)"
+        )
+    guard(path, action="remove")
+    shutil.rmtree(path)
+
+
+def share(path: str | Path) -> None:
+    """Give every file and folder under `path` the modes of every other output (0644 and 0755 under the
+    usual umask): safetensors writes weights 0600, which would hide them from the rest of a team."""
+    path = Path(path)
+    mask = _umask()
+    for entry in [path, *path.rglob("*")] if path.is_dir() else [path]:
+        if entry.is_symlink():
+            continue
+        with contextlib.suppress(OSError):
+            os.chmod(entry, (0o777 if entry.is_dir() else 0o666) & ~mask)
+
+
+# ---------------------------------------------------------------- a full disk
+
+
+class DiskFull(DataError):
+    """The device ran out of space while `path` was written: one line with what it took and what is free."""
+
+    def __init__(self, path: Path, needed: int) -> None:
+        self.path, self.needed = Path(path), int(needed)
+        super().__init__(
+            f"{path}: no space left on the device (the write needed more than {human_bytes(needed)}; "
+            f"{human_bytes(free_bytes(path))} free there); free some space or choose another location, "
+            "then rerun (earlier outputs are kept)"
+        )
+
+
+def is_disk_full(err: BaseException) -> bool:
+    """Whether `err` says the device is full (an OSError, or a library's error that wraps one)."""
+    if isinstance(err, DiskFull):
+        return True
+    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(err)
+    return "No space left on device" in text or "StorageFull" in text or "os error 28" in text
+
+
+def free_bytes(path: str | Path) -> int:
+    """Free bytes on the device that holds `path` (or its nearest existing folder)."""
+    path = Path(path).absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    try:
+        return shutil.disk_usage(path).free
+    except OSError:
+        return 0
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+def check_free_space(path: str | Path, needed: int, what: str, flag: str = "--out") -> None:
+    """Refuse, before any work, an output whose estimated size exceeds the free space where it goes."""
+    free = free_bytes(path)
+    if needed > free:
+        raise DataError(
+            f"{flag} {path}: {what} needs about {human_bytes(needed)} of disk, only {human_bytes(free)} "
+            "free there; free some space or choose another location"
+        )
+
+
+def _size_of(path: Path) -> int:
+    """Bytes a file, or every file under a folder, holds (0 for what is gone)."""
+    try:
+        if path.is_file():
+            return path.stat().st_size
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+    except OSError:
+        return 0
+
+
+def write_bytes(path: str | Path, data: bytes) -> None:
+    """`data` into a new file at `path`, fsync'd (a checkpoint's part); a full disk is a `DiskFull`."""
+    path = guard(path, follow=False)
+    try:
+        with Path(path).open("wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError as err:
+        if is_disk_full(err):
+            raise DiskFull(path, len(data)) from None
+        raise
+
+
+def read_parquet(path: str | Path) -> Any:
+    """A Parquet table as a DataFrame; a missing, cut or corrupt file is one line naming it."""
+    import pandas as pd
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    try:
+        return pd.read_parquet(path)
+    except Exception as err:  # noqa: BLE001 - pyarrow raises several types for a damaged file
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise DataError(f"{path}: not a readable Parquet table ({first}); cut short or damaged") from None
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -459,6 +690,25 @@ def sha256_file(path: str | Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def check_recorded(directory: Path, record: str, names: Sequence[str], fix: str) -> None:
+    """Refuse a file of `directory` whose sha256 differs from the one its record file (a data
+    directory's manifest.json) lists under `files`; a directory without that record (a table a user
+    wrote) has nothing to check. Hashes are taken once per process (`file_digest`)."""
+    if not (directory / record).is_file():
+        return
+    try:
+        recorded = read_json(directory / record).get("files", {})
+    except (DataError, ValueError, AttributeError):
+        raise DataError(f"{directory / record}: not readable; {fix}") from None
+    for name in names:
+        want = recorded.get(name) if isinstance(recorded, dict) else None
+        if want is not None and (directory / name).is_file() and file_digest(directory / name) != want:
+            raise DataError(
+                f"{directory / name}: differs from the sha256 its {record} recorded (edited after it was "
+                f"written?); {fix}, or restore the file"
+            )
 
 
 def input_hashes(**specs: str | None) -> dict[str, str]:
@@ -544,24 +794,49 @@ def run_info(config: Any = None, seed: int | None = None) -> dict[str, Any]:
 
 # ---------------------------------------------------------------- stage completion
 # One kind of "done" marker for every stage: a stage's output directory is complete for a key (a hash
-# of its own config and its inputs' keys) when its marker names that key.
+# of its own config and its inputs' keys) when its marker names that key and every output file it
+# recorded (size and sha256, taken when the stage wrote them) is still there, whole and unchanged.
 STAGE_FILE = ".stage.json"
+OUTPUTS = "outputs"  # the marker's field: {file name: {"size": bytes, "sha256": hex}}
+
+# sha256 of files this process hashed, by (path, device, inode, size, mtime, ctime): a file's ctime
+# changes with every write and cannot be set back, so an entry stays true for the bytes it hashed.
+_DIGESTS: dict[tuple[Any, ...], str] = {}
+_SAID: set[str] = set()
+
+
+def file_digest(path: str | Path) -> str:
+    """sha256 of a file, hashed once per process for the same bytes (see `_DIGESTS`)."""
+    path = Path(path)
+    st = path.stat()
+    key = (str(path.resolve()), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    if key not in _DIGESTS:
+        _DIGESTS[key] = sha256_file(path)
+    return _DIGESTS[key]
 
 
 def stage_key(*parts: Any) -> str:
-    from frequnlearn.config import config_hash
+    from frequnlearn.config.base import config_hash
 
     return config_hash(*parts)
 
 
 def stage_done(path: Path, key: str) -> bool:
-    """Whether `path` holds a stage's complete output for `key` (an in-progress record is not done)."""
-    record = _stage_record(path)
-    return record.get("key") == key and not record.get("in_progress")
+    """Whether `path` holds a stage's complete output for `key` (an in-progress record is not done, nor
+    one whose recorded outputs are missing, cut or changed: that stage runs again, saying why)."""
+    record = stage_record(path)
+    if record.get("key") != key or record.get("in_progress"):
+        return False
+    why = outputs_changed(path, record)
+    if why is not None:
+        say_once(f"{path}: {why}; running its stage again")
+        return False
+    return True
 
 
-def _stage_record(path: Path) -> dict[str, Any]:
-    marker = path / STAGE_FILE
+def stage_record(path: Path) -> dict[str, Any]:
+    """The done marker of `path` as a dict ({} when there is none or it cannot be read)."""
+    marker = Path(path) / STAGE_FILE
     if not marker.is_file():
         return {}
     try:
@@ -571,19 +846,69 @@ def _stage_record(path: Path) -> dict[str, Any]:
     return record if isinstance(record, dict) else {}
 
 
-def mark_done(path: Path, key: str, info: dict[str, Any] | None = None) -> None:
-    write_json(path / STAGE_FILE, {"key": key, **(info or {})})
+def outputs_changed(path: Path, record: dict[str, Any]) -> str | None:
+    """Why the outputs a done marker `record` names are not as the stage wrote them, or None.
+
+    Only the files the marker names are hashed (a big model directory is read once per process)."""
+    outputs = record.get(OUTPUTS)
+    if not isinstance(outputs, dict):
+        return "its done marker records no sizes or hashes of its outputs (an earlier version wrote it)"
+    for name, want in sorted(outputs.items()):
+        file = Path(path) / name
+        if Path(name).is_absolute() or ".." in Path(name).parts or not isinstance(want, dict):
+            return f"its done marker names {name!r}, which is not one of its files"
+        if not file.is_file():
+            return f"{name} is missing"
+        size = file.stat().st_size
+        if size != want.get("size"):
+            return f"{name} holds {size} bytes, {want.get('size')} when it was written (cut short or changed)"
+        if file_digest(file) != want.get("sha256"):
+            return f"{name} changed since it was written (its sha256 differs)"
+    return None
+
+
+def check_outputs(path: Path) -> str | None:
+    """Why a directory's outputs are not what its done marker recorded (None: as written, or nothing
+    recorded to check: no marker, or one of an earlier version). For readers; `stage_done` is stricter."""
+    record = stage_record(path)
+    return outputs_changed(path, record) if OUTPUTS in record else None
+
+
+def say_once(line: str) -> None:
+    """A notice on stderr, printed once per process however often the check that finds it runs."""
+    if line not in _SAID:
+        _SAID.add(line)
+        print(line, file=sys.stderr)
+
+
+def _own_files(path: Path) -> list[str]:
+    """The plain files directly in `path` that are outputs (hidden markers and temps are not)."""
+    return sorted(p.name for p in path.iterdir() if p.is_file() and not p.is_symlink() and p.name[0] != ".")
+
+
+def mark_done(
+    path: Path, key: str, info: dict[str, Any] | None = None, files: Sequence[str] | None = None
+) -> None:
+    """Write the done marker: `key`, `info`, and the size and sha256 of `files` (default: every plain
+    file directly in `path`), which `stage_done` checks before it trusts them."""
+    path = Path(path)
+    names = sorted(files) if files is not None else _own_files(path)
+    outputs = {n: {"size": (path / n).stat().st_size, "sha256": file_digest(path / n)} for n in names}
+    write_json(path / STAGE_FILE, {"key": key, **(info or {}), OUTPUTS: outputs})
 
 
 def clear_if_stale(path: Path, key: str) -> None:
     """Before a resumable stage (pretraining) runs into `path`: a directory whose stage record names
-    another key is removed, then the record says `key` is in progress, so a run cut short resumes
-    only for the same key."""
-    record = _stage_record(path)
+    another key is removed (only if it is this tool's, inside its parent), then the record says `key`
+    is in progress, so a run cut short resumes only for the same key. The outputs a record of the same
+    key named stay named, so a finished run is still checked against them."""
+    record = stage_record(path)
     if path.exists() and record and record.get("key") != key:
-        shutil.rmtree(path)
+        remove_own(path, path.parent)
+        record = {}
     path.mkdir(parents=True, exist_ok=True)
-    write_json(path / STAGE_FILE, {"key": key, "in_progress": True})
+    kept = {OUTPUTS: record[OUTPUTS]} if OUTPUTS in record else {}
+    write_json(path / STAGE_FILE, {"key": key, "in_progress": True, **kept})
 
 
 # ---------------------------------------------------------------- claims: several workers, one run

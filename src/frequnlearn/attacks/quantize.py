@@ -125,5 +125,5 @@ def _load_nf4(model_dir: str | Path | None) -> Any:
         raise ValueError("nf4 reloads the model from its directory; give model_dir")
     bnb = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype="float32")
     return AutoModelForCausalLM.from_pretrained(
-        str(model_dir), quantization_config=bnb, device_map="cuda"
+        str(model_dir), quantization_config=bnb, device_map="cuda", trust_remote_code=False
     ).eval()

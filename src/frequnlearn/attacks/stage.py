@@ -88,7 +88,9 @@ def run_oracle(study: Any, task: Any) -> None:
     if not (path / "tokenizer_config.json").is_file():
         # The original model's tokenizer: the oracle must read the same token ids, not a BPE
         # trained on a corpus that lacks some names.
-        AutoTokenizer.from_pretrained(study.model_dir(task.name)).save_pretrained(path)
+        AutoTokenizer.from_pretrained(study.model_dir(task.name), trust_remote_code=False).save_pretrained(
+            path
+        )
     threads = torch.get_num_threads()
     try:
         pretrain(data_dir, study.pretrain_cfg(task.params["size"], task.params["seed"]), path)

@@ -27,7 +27,9 @@ class AttacksConfig:
     relearn: list[Literal["targeted", "benign", "bio"]] = field(default_factory=list)
     # Measured after each of these numbers of fine-tuning steps (one run up to the largest).
     relearn_steps: list[int] = field(default_factory=lambda: [1, 2, 4, 8])
+    # Learning rate of the relearning fine-tune.
     relearn_lr: float = 1e-4
+    # Examples per relearning step.
     relearn_batch_size: int = 8
     # The bio attack's attribute; null: the first generated attribute other than the studied one.
     relearn_attribute: str | None = None

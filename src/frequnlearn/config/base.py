@@ -26,6 +26,7 @@ __all__ = [
     "ConfigError",
     "check",
     "config_hash",
+    "did_you_mean",
     "from_dict",
     "load_config",
     "load_yaml",
@@ -38,6 +39,38 @@ def check(condition: bool, key: str, message: str) -> None:
     """Raise a one-line `ConfigError` about `key` unless `condition` holds (for `validate()` methods)."""
     if not condition:
         raise ConfigError(f"{key}: {message}")
+
+
+# Seeds feed numpy's generators, which take integers from 0 to 2^32 - 1.
+SEED_LIMIT = 2**32
+# Upper bounds of step and epoch counts: far above any run this tool makes, far below what overflows
+# or allocates without end.
+MAX_STEPS = 10**9
+MAX_EPOCHS = 100_000
+
+
+def check_seed(value: Any, key: str) -> None:
+    """A seed (or each of a list of seeds) is an integer in [0, 2^32)."""
+    for seed in value if isinstance(value, (list, tuple)) else [value]:
+        check(
+            isinstance(seed, int) and 0 <= seed < SEED_LIMIT,
+            key,
+            f"{seed!r} is not a seed; use an integer from 0 to {SEED_LIMIT - 1} (2^32 - 1)",
+        )
+
+
+def check_range(value: float | None, key: str, low: float, high: float, what: str = "") -> None:
+    """`value` (when set) lies in [low, high]; the message names both bounds."""
+
+    def text(x: float) -> str:
+        return str(int(x)) if float(x).is_integer() and abs(x) < 1e15 else f"{x:g}"
+
+    if value is not None:
+        check(
+            low <= value <= high,
+            key,
+            f"must be between {text(low)} and {text(high)}{what}, got {text(value)}",
+        )
 
 
 def _type_name(tp: Any) -> str:
@@ -76,6 +109,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 return _coerce(value, arg, key)
             except ConfigError as err:
                 errors.append(err)
+        if len(errors) == 1 and isinstance(value, dict):  # `X | None` given a mapping: X's own error
+            raise errors[0]
         raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
     if origin is Literal:
         if value in get_args(tp):
@@ -133,6 +168,15 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     return value
 
 
+def did_you_mean(key: str, names: typing.Sequence[str]) -> list[str]:
+    """The names a mistyped `key` most likely meant: those it starts with (`lrate` -> `lr`) or spells
+    the initials of (`learning_rate` -> `lr`), else difflib's closest spelling."""
+    initials = "".join(word[:1] for word in key.split("_"))
+    found = sorted((m for m in names if len(m) >= 2 and key.startswith(m)), key=len, reverse=True)
+    found += [m for m in names if "_" in key and m == initials and m not in found]
+    return found[:2] or difflib.get_close_matches(key, names, n=1, cutoff=0.5)
+
+
 def from_dict(cls: type[T], data: dict[str, Any] | None, prefix: str = "") -> T:
     """Build `cls` from a mapping: unknown keys and wrong types stop with the key's full name."""
     data = dict(data or {})
@@ -140,11 +184,18 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, prefix: str = "") -> T:
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     for key in data:
         if key not in fields:
-            close = difflib.get_close_matches(str(key), list(fields), n=1)
-            hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
+            close = did_you_mean(str(key), list(fields))
+            hint = " (did you mean " + " or ".join(f"'{prefix}{c}'" for c in close) + "?)" if close else ""
             allowed = ", ".join(sorted(fields))
             raise ConfigError(f"{prefix}{key}: unknown key{hint}; allowed keys: {allowed}")
+    # A class may act on its raw mapping before any field is read (the study imports its plugins).
+    preload = getattr(cls, "preload", None)
+    if callable(preload):
+        preload(data)
     kwargs = {name: _coerce(value, hints[name], prefix + name) for name, value in data.items()}
+    for name in ("seed", "seeds"):
+        if name in kwargs:
+            check_seed(kwargs[name], prefix + name)
     obj = cls(**kwargs)
     validate = getattr(obj, "validate", None)
     if callable(validate):
@@ -170,12 +221,37 @@ def config_hash(*parts: Any) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (YAML would keep the last one
+    silently, so an edit above would be overridden by a forgotten line below)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *base` then a key of the base: an override, as YAML means it
+            key = self.construct_object(key_node, deep=True)
+            try:
+                twice = key in seen
+            except TypeError:
+                continue  # an unhashable key: the base constructor says what is wrong
+            if twice:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"key {key!r} is given twice (also on line {seen[key] + 1}); keep one",
+                    key_node.start_mark,
+                )
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config: file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -193,7 +269,7 @@ def parse_overrides(overrides: typing.Iterable[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for item in overrides:
         if "=" not in item:
-            raise ConfigError(f"override '{item}': expected key=value, e.g. n_people=600")
+            raise ConfigError(f"override '{item}': expected key=value")
         key, raw = item.split("=", 1)
         key = key.strip()
         if not key:
@@ -231,7 +307,7 @@ def load_config(
     """Read `cls` from a YAML file (or only its `section` of a study file) plus overrides.
 
     Overrides may name keys relative to the section (`n_people=600`) or with the section prefix
-    (`generate.n_people=600`).
+    (`generate.n_people=600`). `frequnlearn.config.load_config` also takes a path first.
     """
     data: dict[str, Any] = load_yaml(path) if path else {}
     if section is not None:

@@ -25,6 +25,7 @@ class CountConfig:
 
     # A name registered in `frequency.registry` (`frequnlearn count --help` lists them).
     backend: str = "ground-truth"
+    # What becomes an item's frequency: window, document, subject or object (as above).
     measure: Literal["window", "document", "subject", "object"] = "window"
     # JSONL corpus with a `text` field (infinigram-local and scan backends).
     corpus: str | None = None
@@ -45,16 +46,22 @@ class CountConfig:
     cache_dir: str = "~/.cache/frequnlearn"
     # Index build resources (None: every core); tiny corpora are always indexed with one core.
     cpus: int | None = None
+    # Memory for an index build, in GB.
     mem_gb: int = 4
 
     # infinigram-api
     api_url: str = "https://api.infini-gram.io/"
+    # The index the API counts in.
     api_index: str = "v4_dolma-v1_7_llama"
     # The API samples a clause that occurs more often than this (its count is then approximate).
     max_clause_freq: int = 50000
+    # Most requests per second sent to the API.
     requests_per_second: float = 2.0
+    # Retries of a failed API request.
     max_retries: int = 5
+    # Seconds before the first retry, doubled for every next one.
     backoff_s: float = 1.0
+    # Seconds one API request may take.
     timeout_s: float = 30.0
 
     # ground-truth: people.jsonl of the generated data (default: beside the QA table).
@@ -63,7 +70,9 @@ class CountConfig:
     # Buckets written to each item's `bucket`: quantiles of the counts (tertiles for three names)
     # or explicit thresholds, each the inclusive upper bound of a bucket but the last.
     bucket_method: Literal["quantile", "thresholds"] = "quantile"
+    # Bucket names, from the rarest to the most frequent.
     buckets: list[str] = field(default_factory=lambda: ["low", "medium", "high"])
+    # The thresholds of bucket_method: thresholds, one fewer than the buckets, ascending.
     thresholds: list[float] = field(default_factory=list)
 
     def validate(self) -> None:

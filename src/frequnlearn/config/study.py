@@ -7,12 +7,19 @@ from pathlib import Path
 from typing import Any, Literal
 
 from frequnlearn.config.attacks import AttacksConfig, check_against_study
-from frequnlearn.config.base import ConfigError, check, load_config
+from frequnlearn.config.base import MAX_EPOCHS, ConfigError, check, check_range, check_seed, load_config
 from frequnlearn.config.count import CountConfig
 from frequnlearn.config.evaluate import EvalConfig
 from frequnlearn.config.generate import GenerateConfig
 from frequnlearn.config.pretrain import PretrainConfig
 from frequnlearn.config.unlearn import UnlearnConfig, method_names
+
+
+def load_plugins(specs: list[str], key: str = "plugins") -> None:
+    """Import the named plugins (imported late: the losses need torch)."""
+    from frequnlearn.unlearn.losses import load_plugins as load
+
+    load(specs, key=key)
 
 
 def parse_method(spec: str) -> tuple[str, str]:
@@ -63,16 +70,24 @@ class StudyOptions:
     `setting: real` takes `model` as it is and a QA table (`items`) whose frequency was counted.
     """
 
+    # synthetic (generate and pretrain) or real (a given model and QA table), as above.
     setting: Literal["synthetic", "real"] = "synthetic"
+    # One repetition per seed: its own world and models (synthetic) or its own unlearning sets (real).
     seeds: list[int] = field(default_factory=lambda: [0])
+    # Pretraining presets studied (synthetic setting), e.g. [mini, tiny, small].
     model_sizes: list[str] = field(default_factory=lambda: ["tiny", "small"])
+    # Unlearning methods as FORGET+RETAIN, e.g. ga+gd, simnpo+gd.
     methods: list[str] = field(default_factory=lambda: ["ga+gd", "simnpo+gd"])
+    # Python files or modules to import first, whose losses register themselves (methods brought from
+    # outside; docs/methods.md). Only what is listed is imported; paths are relative to the working directory.
+    plugins: list[str] = field(default_factory=list)
     # Unlearn settings for one method spec over the `unlearn:` section, e.g. {rmu+act: {lr: 1e-3}}
     # (a learning rate chosen per method for a matched retain cost).
     method_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
     # Items are split into levels by this field; each listed level is unlearned in its own run.
     compare_by: Literal["group", "frequency", "bucket"] = "group"
     levels: list[str] = field(default_factory=lambda: ["forget_high", "forget_low"])
+    # The attribute whose questions are unlearned and scored (null: every attribute).
     attribute: str | None = "employer"
     # known: only items the model answers before unlearning (equal-size sets); all: the whole level.
     selections: list[Literal["known", "all"]] = field(default_factory=lambda: ["known", "all"])
@@ -84,6 +99,7 @@ class StudyOptions:
     # Retain and utility people evaluated along the way; the evaluated retain people are never in
     # the retain loss.
     eval_retain_size: int = 40
+    # Utility people evaluated along the way (never unlearned, never in the retain loss).
     eval_utility_size: int = 40
     # Pretraining epochs per preset (sizes not listed use pretrain.epochs): a smaller model may need
     # more epochs to know the frequent people as well as a larger one.
@@ -92,6 +108,7 @@ class StudyOptions:
     forget_threshold: float = 0.1
     # ... and retain accuracy may fall this far below its start before the method "wrecks" it.
     retain_tolerance: float = 0.1
+    # Bootstrap resamples of the report's intervals.
     n_boot: int = 1000
     # The declared primary endpoint of each finding (the report's first lines).
     primary: PrimaryEndpoints = field(default_factory=PrimaryEndpoints)
@@ -102,28 +119,45 @@ class StudyOptions:
     # the same study command in several shells to use several cores (the workers share the tasks).
     num_threads: int | None = None
     # The real setting.
+    # Hub id or local path of the model studied.
     model: str | None = None
+    # A GGUF file of that model to load instead of its safetensors.
     gguf_file: str | None = None
+    # The QA table: a path, builtin:NAME or a hub dataset.
     items: str | None = None
+    # QA table of the retain set (null: half of the items outside the studied levels).
     retain_items: str | None = None
+    # How QA is written for the model: plain, olmo, chat or a {question}/{answer} string.
     prompt_format: str = "plain"
+    # Weights' dtype of the loaded models (auto: float32 on CPU, the checkpoint's on GPU).
     dtype: str = "auto"
 
     def validate(self) -> None:
         check(len(self.seeds) >= 1, "seeds", "give at least one seed")
+        check_seed(self.seeds, "seeds")
         check(self.num_threads is None or self.num_threads >= 1, "num_threads", "must be >= 1 or null")
         check(len(set(self.seeds)) == len(self.seeds), "seeds", "seeds must be distinct")
         check(len(self.methods) >= 1, "methods", "give at least one method, e.g. [ga+gd, simnpo+gd]")
+        load_plugins(self.plugins)
         for spec in self.methods:
             parse_method(spec)
         for spec in self.method_overrides:
             check(spec in self.methods, "method_overrides", f"{spec!r} is not in methods {self.methods}")
+        from frequnlearn.records import is_plain_name
+
+        # Each level names a directory of every unlearning run: one plain name, never a path.
+        for level in self.levels:
+            check(
+                is_plain_name(level),
+                "levels",
+                f"{level!r} is not a plain name (letters, digits, _ . + - = @ , and not starting with '.'); "
+                "each level names a directory of its runs",
+            )
         check(
-            len(self.levels) >= 1,
+            len(self.levels) >= 2 and len(set(self.levels)) == len(self.levels),
             "levels",
-            "give at least one level to unlearn, e.g. [forget_high, forget_low]",
+            f"a comparison needs at least two distinct levels, e.g. [forget_high, forget_low]; got {self.levels}",
         )
-        check(len(set(self.levels)) == len(self.levels), "levels", "levels must be distinct")
         check(len(self.selections) >= 1, "selections", "give known, all or both")
         check(0.0 <= self.forget_threshold <= 1.0, "forget_threshold", "must be within [0, 1]")
         check(0.0 <= self.retain_tolerance <= 1.0, "retain_tolerance", "must be within [0, 1]")
@@ -132,6 +166,7 @@ class StudyOptions:
         check(self.eval_retain_size >= 0, "eval_retain_size", "must be >= 0")
         check(self.eval_utility_size >= 0, "eval_utility_size", "must be >= 0")
         check(self.n_boot >= 100, "n_boot", "use at least 100 bootstrap resamples")
+        check_range(self.n_boot, "n_boot", 100, 100_000, " bootstrap resamples")
         p = self.primary
         check(
             p.method is None or p.method in self.methods, "primary.method", f"must be one of {self.methods}"
@@ -162,7 +197,7 @@ class StudyOptions:
                     "epochs_by_size",
                     f"{size!r} is not a preset; use some of {list(PRESETS)}",
                 )
-                check(epochs > 0, "epochs_by_size", f"{size}: must be > 0")
+                check(0 < epochs <= MAX_EPOCHS, "epochs_by_size", f"{size}: must be > 0 and <= {MAX_EPOCHS}")
         else:
             check(self.model is not None, "model", "setting: real needs a model (hub id or local path)")
             check(
@@ -192,6 +227,15 @@ class StudyConfig:
     study: StudyOptions = field(default_factory=StudyOptions)
     attacks: AttacksConfig = field(default_factory=AttacksConfig)
 
+    @staticmethod
+    def preload(data: dict[str, Any]) -> None:
+        """Import `study.plugins` before any section is read, so that the `unlearn:` section may name a
+        plugin's method whatever the order of the sections."""
+        study = data.get("study")
+        plugins = study.get("plugins") if isinstance(study, dict) else None
+        if isinstance(plugins, list) and all(isinstance(p, str) for p in plugins):
+            load_plugins(plugins, key="study.plugins")
+
     def method_unlearn(self, spec: str) -> UnlearnConfig:
         """The `unlearn:` section with `study.method_overrides[spec]` applied (validated)."""
         from frequnlearn.config.base import from_dict, to_dict
@@ -216,6 +260,13 @@ class StudyConfig:
         check_against_study(self)
         for spec in s.method_overrides:
             self.method_unlearn(spec)
+        for spec in s.methods:
+            u = self.method_unlearn(spec)
+            check(
+                u.lora is None or u.lora_merge or not self.attacks.active,
+                "unlearn.lora_merge",
+                "the attacks start from the unlearned weights; with lora, set lora_merge: true",
+            )
         # The study measures utility through the named lm-eval tasks only (its utility people are
         # scored per item along each trajectory).
         check(

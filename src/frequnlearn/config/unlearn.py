@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from frequnlearn.config.base import check
+from frequnlearn.config.base import MAX_EPOCHS, MAX_STEPS, check, check_range, check_seed
 from frequnlearn.models.prompts import get_prompt_format
 
 
@@ -23,20 +23,50 @@ def method_names() -> tuple[list[str], list[str]]:
 
 
 @dataclass
+class LoraSettings:
+    """LoRA adapters (through peft) trained instead of every weight."""
+
+    # Rank of each adapter's low-rank update.
+    r: int = 8
+    # Scale of the update: it is multiplied by alpha / r.
+    alpha: float = 16.0
+    # Dropout on the adapters' input.
+    dropout: float = 0.0
+    # Names of the modules adapted (null: peft's choice for the architecture, e.g. c_attn for GPT-2,
+    # q_proj and v_proj for Llama).
+    target_modules: list[str] | None = None
+
+    def validate(self) -> None:
+        check(self.r >= 1, "r", "must be >= 1")
+        check(self.alpha > 0, "alpha", "must be > 0")
+        check(0.0 <= self.dropout < 1.0, "dropout", "must be within [0, 1)")
+        check(
+            self.target_modules is None or len(self.target_modules) >= 1,
+            "target_modules",
+            "name a module or use null",
+        )
+
+
+@dataclass
 class UnlearnConfig:
     # Forget term: ga (gradient ascent), npo, simnpo, idk (train towards `refusal`), dpo (IdkDPO:
-    # prefer `refusal` over the answer), rmu, undial, wga, satimp, fga (frequency-aware GA);
-    # docs/methods.md gives each formula.
+    # prefer `refusal` over the answer), altpo (prefer an alternate answer sampled from the model),
+    # ceu, pdu, rmu, undial, wga, satimp, fga (frequency-aware GA), mpu (margin-paced), or a
+    # plugin's (--plugin, study.plugins); docs/methods.md gives each formula.
     method: str = "ga"
-    # Retain term: none, gd (NLL on retain pairs), kl (KL to the model before unlearning) or act
-    # (RMU's: block `rmu_layer`'s activations on retain inputs stay where they were).
+    # Retain term: none, gd (NLL on retain pairs), kl (KL to the model before unlearning), act
+    # (RMU's: block `rmu_layer`'s activations on retain inputs stay where they were) or dual (PDU's:
+    # NLL held under a bound by a dual variable).
     retain_loss: str = "none"
     # Tokens the retain term covers: the answer only, or question and answer (GradDiff's choice).
     retain_on: Literal["answer", "full"] = "full"
+    # Weight of the forget term in the total loss.
     forget_weight: float = 1.0
+    # Weight of the retain term in the total loss.
     retain_weight: float = 1.0
     # NPO, SimNPO and DPO: inverse temperature; SimNPO's margin.
     beta: float = 0.1
+    # SimNPO's margin (0: none).
     gamma: float = 0.0
     # IDK's target and DPO's preferred answer.
     refusal: str = "I don't know."
@@ -50,17 +80,31 @@ class UnlearnConfig:
     # (the target's norm) and what is trained: mlp (the MLPs of blocks layer-2..layer, as
     # published) or all. The `act` retain term reads the same block.
     rmu_layer: int | None = None
+    # RMU's steering coefficient: the norm of the target activation.
     rmu_coeff: float = 6.5
+    # What RMU trains: mlp (the MLPs of blocks layer-2..layer, as published) or all.
     rmu_params: Literal["mlp", "all"] = "mlp"
     # FGA: weight 1 + freq_scale * ln(frequency) per item; freq_stop drops an item from the loss
     # while greedy decoding no longer produces its answer.
     freq_scale: float = 1.0
     freq_stop: bool = True
+    # dual (PDU's retain constraint): retain NLL <= (1 + dual_tol) x its value at the first step; the
+    # dual variable's step size; steps before it first moves (a warm start at 1).
+    dual_tol: float = 0.1
+    # PDU: the dual variable's step size.
+    dual_lr: float = 1.0
+    # PDU: steps before the dual variable first moves (a warm start at 1).
+    dual_warmup: int = 0
+    # MPU: each item is pushed until its weakest answer token trails its best rival by mpu_delta logits.
+    mpu_delta: float = 1.0
     # plain, olmo, chat (the tokenizer's template) or a string with {question} and {answer}.
     prompt_format: str = "plain"
 
+    # AdamW learning rate (0: a null run that changes nothing).
     lr: float = 1e-5
+    # AdamW weight decay.
     weight_decay: float = 0.01
+    # Learning-rate schedule after the warmup.
     scheduler: Literal["constant", "linear", "cosine"] = "constant"
     # Share of all optimizer steps spent warming the learning rate up from 0.
     warmup_ratio: float = 0.0
@@ -68,7 +112,9 @@ class UnlearnConfig:
     max_grad_norm: float | None = 1.0
     # Forget examples per micro-batch (each is paired with one randomly drawn retain example).
     batch_size: int = 8
+    # Micro-batches per optimizer step.
     grad_accum: int = 1
+    # Passes over the forget set, unless max_steps is set.
     epochs: int = 5
     # When set, training stops after this many optimizer steps, running as many epochs as needed.
     max_steps: int | None = None
@@ -78,13 +124,23 @@ class UnlearnConfig:
     eval_steps: list[int] = field(default_factory=lambda: [2, 4, 6, 8, 10, 15, 20, 30])
     eval_every: int = 0
 
+    # Seed of the batch order, the retain pairing and the held-out retain sample.
     seed: int = 0
     # Weights' dtype when the command loads the model (auto: float32 on CPU, the checkpoint's on GPU).
     dtype: str = "auto"
     # Column names in user QA tables (--forget/--retain/--eval-items).
     question_column: str = "question"
+    # Column of the answers in user QA tables.
     answer_column: str = "answer"
+    # Column of the item ids in user QA tables.
     id_column: str = "item_id"
+    # LoRA instead of full fine-tuning, e.g. {r: 8, alpha: 16, dropout: 0.0, target_modules: null}; only
+    # the adapters train and model/ holds the adapter (null: every weight trains).
+    lora: LoraSettings | None = None
+    # With lora: model/ holds the weights with the adapter merged in (a plain model) and adapter/ the adapter.
+    lora_merge: bool = False
+    # accelerate trackers that also get each step's loss terms, e.g. [tensorboard] (empty: log.jsonl only).
+    log_with: list[str] = field(default_factory=list)
 
     def validate(self) -> None:
         check(self.forget_weight >= 0, "forget_weight", "must be >= 0")
@@ -103,13 +159,23 @@ class UnlearnConfig:
             "retain_loss",
             f"unknown retain term {self.retain_loss!r}; choose from {', '.join(retain_losses)}",
         )
-        check(self.beta > 0, "beta", "must be > 0 (NPO, SimNPO and DPO divide by it)")
+        check(self.beta > 0, "beta", "must be > 0 (NPO, SimNPO, DPO and AltPO divide by it)")
         check(
             bool(self.refusal.strip()) or self.method not in ("idk", "dpo"),
             "refusal",
             f"{self.method} needs a refusal text",
         )
-        for key in ("wga_beta", "satimp_beta1", "satimp_beta2", "undial_strength", "freq_scale"):
+        for key in (
+            "wga_beta",
+            "satimp_beta1",
+            "satimp_beta2",
+            "undial_strength",
+            "freq_scale",
+            "dual_tol",
+            "dual_lr",
+            "dual_warmup",
+            "mpu_delta",
+        ):
             check(getattr(self, key) >= 0, key, "must be >= 0")
         check(self.rmu_coeff > 0, "rmu_coeff", "must be > 0 (the steering target's norm)")
         check(self.rmu_layer is None or self.rmu_layer >= 0, "rmu_layer", "must be >= 0 or null")
@@ -124,9 +190,36 @@ class UnlearnConfig:
         check(self.max_grad_norm is None or self.max_grad_norm > 0, "max_grad_norm", "must be > 0 or null")
         check(self.batch_size >= 1, "batch_size", "must be >= 1")
         check(self.grad_accum >= 1, "grad_accum", "must be >= 1")
+        check_seed(self.seed, "seed")
         check(self.epochs >= 1, "epochs", "must be >= 1")
+        check_range(self.epochs, "epochs", 1, MAX_EPOCHS)
         check(self.max_steps is None or self.max_steps >= 1, "max_steps", "must be >= 1 or null")
+        check_range(self.max_steps, "max_steps", 1, MAX_STEPS, " or null")
         check(all(s >= 0 for s in self.eval_steps), "eval_steps", "steps must be >= 0")
+        check(
+            all(s <= MAX_STEPS for s in self.eval_steps),
+            "eval_steps",
+            f"steps must be <= {MAX_STEPS}, got {self.eval_steps}",
+        )
         check(self.eval_every >= 0, "eval_every", "must be >= 0 (0 turns it off)")
+        check_range(self.eval_every, "eval_every", 0, MAX_STEPS, " (0 turns it off)")
+        check(
+            self.lora is None or self.method != "rmu",
+            "lora",
+            "rmu picks what it trains (rmu_params); use lora: null",
+        )
+        check(
+            not self.lora_merge or self.lora is not None,
+            "lora_merge",
+            "needs lora settings; set lora or drop lora_merge",
+        )
+        from frequnlearn.config.pretrain import TRACKERS
+
+        for tracker in self.log_with:
+            check(
+                tracker in TRACKERS,
+                "log_with",
+                f"unknown tracker {tracker!r}; use some of {', '.join(TRACKERS)}",
+            )
         for key in ("question_column", "answer_column", "id_column"):
             check(bool(getattr(self, key).strip()), key, "must name a column")

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+
+from frequnlearn.cli_common import add_command, add_settings
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser(
+    parser = add_command(
+        sub,
         "generate",
         help="write the synthetic biography corpus with controlled exposure (Setting A)",
         description=(
@@ -17,29 +19,44 @@ def register(sub: argparse._SubParsersAction) -> None:
             "'exposure_levels=[1,2,4,8,16,32]')."
         ),
     )
-    parser.add_argument("--config", type=Path, help="study YAML file; its `generate:` section is read")
     parser.add_argument(
         "--out",
-        type=Path,
         required=True,
-        help="data directory to write: a new one, or one `generate` wrote before (its parent must exist)",
+        help="data directory to write: a new one (missing parent folders are created), or one `generate` "
+        "wrote before",
     )
     parser.add_argument(
         "--overwrite",
         action="store_true",
         help="write into an existing directory that `generate` did not make (files of other names are kept)",
     )
-    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
+    add_settings(parser, "generate", "n_people=600")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from frequnlearn.config import load_config
-    from frequnlearn.config.generate import GenerateConfig
+    from frequnlearn.config.generate import GenerateConfig, group_sizes
     from frequnlearn.data.generate import MANIFEST, run_generate
     from frequnlearn.records import read_json
 
     cfg = load_config(GenerateConfig, args.config, args.overrides, section="generate")
+    if args.dry_run:
+        from frequnlearn.cli_common import describe_out, print_dry_run
+        from frequnlearn.records import check_output_dir
+
+        check_output_dir(args.out, "data", overwrite=args.overwrite)
+        sizes = ", ".join(f"{g} {n}" for g, n in group_sizes(cfg.n_people, cfg.group_fractions).items())
+        levels = cfg.exposure_levels or [1, cfg.high_exposure]
+        print_dry_run(
+            "generate",
+            [
+                f"would write {describe_out(args.out, 'data')}",
+                f"{cfg.n_people} people ({sizes}); biography copies per person: {levels}",
+            ],
+            cfg,
+        )
+        return 0
     out = run_generate(cfg, args.out, overwrite=args.overwrite)
     counts = read_json(out / MANIFEST)["counts"]
     groups = ", ".join(f"{g} {n}" for g, n in counts["groups"].items())

@@ -22,7 +22,7 @@ from typing import Any
 
 from frequnlearn import __version__, progress
 from frequnlearn.config.base import to_dict
-from frequnlearn.config.generate import GenerateConfig, group_sizes
+from frequnlearn.config.generate import GenerateConfig, corpus_estimate, group_sizes
 from frequnlearn.data.pools import Pools, load_pools
 from frequnlearn.data.templates import (
     PARAPHRASES,
@@ -41,7 +41,9 @@ from frequnlearn.records import (
     Person,
     QAItem,
     as_dict,
+    check_free_space,
     check_output_dir,
+    check_recorded,
     dumps,
     from_record,
     mark_done,
@@ -357,6 +359,8 @@ def generate(cfg: GenerateConfig, out_dir: str | Path, overwrite: bool = False) 
     cfg.validate()
     out_dir = Path(out_dir)
     _check_out_dir(out_dir, overwrite)
+    # The corpus, and the scratch copy the set is built in, must fit the disk.
+    check_free_space(out_dir, corpus_estimate(cfg)["corpus_bytes"], "the corpus of this config")
     pools = load_pools()
     rngs = _streams(cfg.seed)
     people = make_people(cfg, pools, rngs["people"])
@@ -414,7 +418,7 @@ def run_generate(cfg: GenerateConfig, out_dir: str | Path, overwrite: bool = Fal
     """The generate stage, as `frequnlearn generate` and the study run it: the data directory, whose
     manifest is its run record, then the done marker naming `generate_key`."""
     out = generate(cfg, out_dir, overwrite=overwrite)
-    mark_done(out, generate_key(cfg))
+    mark_done(out, generate_key(cfg), files=(*DATA_FILES, MANIFEST))
     return out
 
 
@@ -579,10 +583,19 @@ def load_data_dir(path: str | Path) -> DataDir:
                 f"{path}: {name} is missing, so this is not a complete data directory; "
                 f"regenerate it with `frequnlearn generate --out {path}`"
             )
+    check_data_files(path, ("people.jsonl", "qa.jsonl", "bio_prompts.jsonl"))
     return DataDir(
         path=path,
         people=[from_record(Person, r) for r in read_jsonl(path / "people.jsonl")],
         qa=[from_record(QAItem, r) for r in read_jsonl(path / "qa.jsonl")],
         bio_prompts=read_bio_prompts(path / "bio_prompts.jsonl"),
         manifest=read_json(path / MANIFEST),
+    )
+
+
+def check_data_files(path: str | Path, names: Sequence[str]) -> None:
+    """Refuse a file of a generated data directory that differs from the sha256 its manifest recorded
+    (edited answers would be unlearned against a baseline scored on the originals)."""
+    check_recorded(
+        Path(path), MANIFEST, names, f"regenerate the directory with `frequnlearn generate --out {path}`"
     )

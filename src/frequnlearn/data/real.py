@@ -94,7 +94,10 @@ def load_paper_dataset(
 
 
 def _key(answer: str) -> str:
-    return " ".join(answer.casefold().split())
+    """An answer as the 'known' verdict compares it: a rival of the same key would be the answer."""
+    from frequnlearn.evaluate.known import normalize_value
+
+    return normalize_value(answer)
 
 
 def fill_candidates(items: Sequence[QAItem], k: int = N_CANDIDATES, seed: int = 0) -> list[QAItem]:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from frequnlearn.errors import DataError
+from frequnlearn.progress import quiet_third_party
 from frequnlearn.records import QAItem, read_jsonl
 
 FILE_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".parquet", ".pq")
@@ -101,7 +102,8 @@ def _read_dataset(source: str, config: str | None) -> tuple[list[dict[str, Any]]
 
     name, _, split = source.partition(":")
     try:
-        ds = datasets.load_dataset(name, config, split=split or "train")
+        with quiet_third_party():  # datasets' preparation bars, off now that datasets is imported
+            ds = datasets.load_dataset(name, config, split=split or "train")
     except Exception as err:  # datasets raises many types for a wrong name, split or config
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise DataError(
@@ -115,11 +117,15 @@ def read_rows(source: str, config: str | None = None) -> tuple[list[dict[str, An
     path = Path(source).expanduser()
     if path.is_dir():
         if (path / "qa.jsonl").is_file():
+            from frequnlearn.data.generate import check_data_files
+
+            check_data_files(path, ("qa.jsonl",))  # a generated directory's manifest names its hash
             return _read_file(path / "qa.jsonl")
         if (path / "dataset_info.json").is_file() or (path / "state.json").is_file():
             import datasets
 
-            ds = datasets.load_from_disk(str(path))
+            with quiet_third_party():
+                ds = datasets.load_from_disk(str(path))
             if isinstance(ds, datasets.DatasetDict):
                 raise DataError(
                     f"{source}: holds several splits ({', '.join(ds)}); name one, e.g. {source}/{next(iter(ds))}"
@@ -241,7 +247,48 @@ def load_table(
             seen = sorted({str(r.get(col)) for r in rows})
             hints.append(f"{col} has {', '.join(seen[:8])}" + (", ..." if len(seen) > 8 else ""))
         raise DataError(f"{name} {spec}: no rows match the filters ({'; '.join(hints)})")
-    return [_to_item(row, i, source, question_column, answer_column, id_column) for i, row in kept]
+    items = [_to_item(row, i, source, question_column, answer_column, id_column) for i, row in kept]
+    check_items(items, f"{name} {spec}")
+    return items
+
+
+def check_items(items: Sequence[QAItem], where: str) -> None:
+    """Refuse items that would give wrong numbers, naming the first: an id twice (counted twice, or
+    summarised as one), an answer that normalises to nothing (generation can never match it), a
+    candidate that is the answer once normalised (the answer ranked against itself). Two answers that
+    normalise alike ("C#", "C++") are flagged on stderr: a generation of one counts as knowing both.
+    Normalisation is the 'known' verdict's own (`evaluate.known.normalize_value`)."""
+    from frequnlearn.evaluate.known import normalize_value
+    from frequnlearn.records import say_once
+
+    ids: set[str] = set()
+    spellings: dict[str, dict[str, str]] = {}
+    for it in items:
+        if it.item_id in ids:
+            raise DataError(f"{where}: item_id {it.item_id!r} occurs more than once; ids must be unique")
+        ids.add(it.item_id)
+        key = normalize_value(it.answer)
+        if not key:
+            raise DataError(
+                f"{where}: item {it.item_id}: answer {it.answer!r} has no letters or digits, so no generation "
+                "can ever match it; spell it out (e.g. 'C sharp') or drop the item"
+            )
+        for candidate in it.candidates:
+            if normalize_value(candidate) == key:
+                raise DataError(
+                    f"{where}: item {it.item_id}: candidate {candidate!r} is the answer {it.answer!r} once case "
+                    "and punctuation are ignored; remove it from the candidates"
+                )
+        spellings.setdefault(key, {}).setdefault(it.answer, it.item_id)
+    clashes = [(key, seen) for key, seen in spellings.items() if len(seen) > 1]
+    if clashes:
+        key, seen = clashes[0]
+        named = " and ".join(f"{a!r} ({i})" for a, i in list(seen.items())[:2])
+        more = f"; {len(clashes) - 1} more such answer(s)" if len(clashes) > 1 else ""
+        say_once(
+            f"warning: {where}: answers {named} are the same once case and punctuation are ignored "
+            f"({key!r}), so generating one counts as knowing the other{more}"
+        )
 
 
 def check_overlap(forget: Iterable[QAItem], retain: Iterable[QAItem]) -> None:

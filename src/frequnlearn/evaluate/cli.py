@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from frequnlearn.cli_common import add_command, add_settings, config_default
+from frequnlearn.config.evaluate import EvalConfig
 from frequnlearn.errors import ConfigError, DataError
 
 EPILOG = """\
@@ -45,14 +47,14 @@ def _families_help() -> str:
 def register(sub: Any) -> None:
     from frequnlearn.evaluate.families import family_names
 
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "evaluate",
         help="score a model on QA items: likelihood, ranking, True/False, greedy generation, utility",
         description="Evaluate --model on every --items row with probability- and generation-based metrics "
         "and write one row per (item, probe, family). Settings come from the `evaluate:` section of "
         "--config and key=value overrides; the flags below override both.",
         epilog=_families_help() + EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--model", required=True, help="local model directory or hub id of a causal LM")
     p.add_argument("--items", required=True, metavar="TABLE", help="QA table to evaluate")
@@ -66,11 +68,19 @@ def register(sub: Any) -> None:
         metavar="COLUMN=VALUE[,VALUE]",
         help="keep only items whose column has one of the values (repeatable)",
     )
-    p.add_argument("--metrics", metavar="LIST", help="comma-separated families: " + ",".join(family_names()))
     p.add_argument(
-        "--prompt-format", metavar="FORMAT", help="plain, olmo, chat, or a '{question}...{answer}' string"
+        "--metrics",
+        metavar="LIST",
+        help=f"comma-separated families of {','.join(family_names())} (default: evaluate.metrics of --config, "
+        f"else {config_default(EvalConfig, 'metrics')})",
     )
-    p.add_argument("--step", type=int, default=0, help="checkpoint step recorded in every row (default 0)")
+    p.add_argument(
+        "--prompt-format",
+        metavar="FORMAT",
+        help="plain, olmo, chat, or a '{question}...{answer}' string (default: evaluate.prompt_format of "
+        f"--config, else {config_default(EvalConfig, 'prompt_format')})",
+    )
+    p.add_argument("--step", type=int, default=0, help="checkpoint step recorded in every row")
     p.add_argument("--run-id", help="run id recorded in every row (default: the --out file's stem)")
     p.add_argument(
         "--out",
@@ -81,16 +91,12 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--overwrite", action="store_true", help="replace output files that `evaluate` did not write"
     )
-    p.add_argument("--config", metavar="YAML", help="study or stage config; its `evaluate:` section is read")
-    p.add_argument(
-        "overrides", nargs="*", metavar="KEY=VALUE", help="evaluate config overrides, e.g. batch_size=16"
-    )
+    add_settings(p, "evaluate", "batch_size=16")
     p.set_defaults(func=run)
 
 
 def _config(args: argparse.Namespace) -> Any:
     from frequnlearn.config import from_dict, load_config, to_dict
-    from frequnlearn.config.evaluate import EvalConfig
 
     cfg = load_config(EvalConfig, args.config, args.overrides, section="evaluate")
     data = to_dict(cfg)
@@ -186,11 +192,6 @@ def summaries(df: Any, cfg: Any) -> tuple[Any, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from frequnlearn.data.tables import load_table
-    from frequnlearn.evaluate import evaluate_items
-    from frequnlearn.evaluate.utility import utility_scores
-    from frequnlearn.models.loading import load_model_and_tokenizer
-    from frequnlearn.models.prompts import get_prompt_format
     from frequnlearn.records import check_output_files, remove_stale_temps
 
     cfg = _config(args)
@@ -199,9 +200,18 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--out {out}: name a .parquet file, e.g. scores.parquet")
     files = output_files(out)
     check_output_files(list(files.values()), _written_here(out), overwrite=args.overwrite)
+    spec = _items_spec(args.items, args.select)
+    if args.dry_run:
+        return _dry_run(args, cfg, spec, files)
+    from frequnlearn.data.tables import load_table
+    from frequnlearn.evaluate import evaluate_items
+    from frequnlearn.evaluate.utility import utility_scores
+    from frequnlearn.models.loading import load_model_and_tokenizer
+    from frequnlearn.models.prompts import get_prompt_format
+
     remove_stale_temps(out.with_suffix(""))
     fmt = get_prompt_format(cfg.prompt_format)
-    items = load_table(_items_spec(args.items, args.select), name="--items")
+    items = load_table(spec, name="--items")
     bios = _bios_for(args, cfg)
 
     model, tok = load_model_and_tokenizer(args.model, dtype=cfg.dtype, device=cfg.device)
@@ -233,6 +243,25 @@ def run(args: argparse.Namespace) -> int:
             f"--model {args.model}: {broken} of {len(items)} items got non-finite logits (NaN/inf weights?); "
             f"their rows in {out} have finite=False and no scores or verdicts"
         )
+    return 0
+
+
+def _dry_run(args: argparse.Namespace, cfg: Any, spec: str, files: dict[str, Path]) -> int:
+    """Check the model argument and a local table (loaded: it is small), say what would run."""
+    from frequnlearn.cli_common import describe_model, is_local, print_dry_run
+    from frequnlearn.data.tables import load_table
+
+    lines = [f"would load {describe_model(args.model)}"]
+    if is_local(spec):
+        lines.append(f"would score {len(load_table(spec, name='--items'))} items of {spec}")
+    else:
+        lines.append(f"would load the items from {spec} (a hub dataset: not loaded in a dry run)")
+    bios = _bios_for(args, cfg)
+    if bios:
+        lines.append(f"would read {len(bios)} biography prompts")
+    lines.append(f"metrics {','.join(cfg.metrics)} on probes {','.join(cfg.probes)}")
+    lines.append("would write " + ", ".join(str(p) for p in files.values()))
+    print_dry_run("evaluate", lines, cfg)
     return 0
 
 

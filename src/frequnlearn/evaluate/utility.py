@@ -8,9 +8,11 @@ world's utility group) into a multiple-choice task.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -75,10 +77,8 @@ def run_utility(
     seed: int = 0,
     include_paths: Sequence[str | Path] = (),
 ) -> dict[str, dict[str, float]]:
-    """{task: {metric: value}} from `lm_eval.simple_evaluate` on the model as it is in memory."""
+    """{task: {metric: value}} from lm-eval's evaluation of the model as it is in memory."""
     try:
-        import lm_eval
-        from lm_eval.models.huggingface import HFLM
         from lm_eval.tasks import TaskManager
     except ImportError:
         raise ConfigError(
@@ -99,19 +99,8 @@ def run_utility(
     was_training = getattr(model, "training", False)
     model.eval()
     try:
-        lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
-        results = lm_eval.simple_evaluate(
-            model=lm,
-            tasks=list(tasks),
-            task_manager=manager,
-            limit=limit,
-            log_samples=False,
-            bootstrap_iters=0,
-            random_seed=seed,
-            numpy_random_seed=seed,
-            torch_random_seed=seed,
-            fewshot_random_seed=seed,
-        )
+        with _quiet_lm_eval():
+            results = _evaluate(_in_memory_lm(model, tokenizer, batch_size), manager, tasks, limit, seed)
     finally:
         model.train(was_training)
     out: dict[str, dict[str, float]] = {}
@@ -124,6 +113,80 @@ def run_utility(
             and not name.endswith("_stderr,none")
         }
     return out
+
+
+def _evaluate(lm: Any, manager: Any, tasks: Sequence[str], limit: int | None, seed: int) -> Any:
+    """lm-eval's `evaluate` on the loaded tasks, seeded and set up as `simple_evaluate` sets them up,
+    without what `simple_evaluate` adds for its own run logs: the environment report and the `git
+    describe` call (whose "fatal: not a git repository" reaches stderr outside a checkout)."""
+    import random
+
+    import torch
+    from lm_eval.evaluator import evaluate
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    loaded = manager.load(list(tasks))
+    for task in loaded["tasks"].values():
+        if task.get_config("num_fewshot") is None:
+            task.set_config(key="num_fewshot", value=0)
+        task.set_fewshot_seed(seed=seed)
+    return evaluate(lm=lm, task_dict=loaded, limit=limit, bootstrap_iters=0, log_samples=False)
+
+
+def _in_memory_lm(model: Any, tokenizer: Any, batch_size: int) -> Any:
+    """lm-eval's HFLM around the model in memory, with its progress bars off (the caller's bar says
+    where the run is) and an explicit attention mask on every forward pass: lm-eval passes none, and
+    transformers then warns that the padding might be attended to (it is not: lm-eval pads on the
+    right of causal inputs, and a mask of ones is what no mask means)."""
+    import torch
+    from lm_eval.models.huggingface import HFLM
+
+    class InMemoryLM(HFLM):
+        def loglikelihood(self, requests: Any, disable_tqdm: bool = False) -> Any:
+            return super().loglikelihood(requests, disable_tqdm=True)
+
+        def loglikelihood_rolling(self, requests: Any, disable_tqdm: bool = False) -> Any:
+            return super().loglikelihood_rolling(requests, disable_tqdm=True)
+
+        def generate_until(self, requests: Any, disable_tqdm: bool = False) -> Any:
+            return super().generate_until(requests, disable_tqdm=True)
+
+        def _model_call(self, inps: Any, attn_mask: Any = None, labels: Any = None) -> Any:
+            if attn_mask is not None or labels is not None:  # encoder-decoder models pass both
+                return super()._model_call(inps, attn_mask, labels)
+            precision = self.mixed_precision_dtype
+            with (
+                torch.no_grad(),
+                torch.autocast(device_type=self.device.type, dtype=precision, enabled=precision is not None),
+            ):
+                return self.model(input_ids=inps, attention_mask=torch.ones_like(inps)).logits
+
+    return InMemoryLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
+
+
+@contextlib.contextmanager
+def _quiet_lm_eval() -> Iterator[None]:
+    """lm-eval's log lines (notes for its own command line: a model passed in memory, task metadata),
+    its request-building bar and the bars of the datasets it loads off while inside."""
+    import functools
+
+    import lm_eval.api.task
+    from tqdm import tqdm
+
+    from frequnlearn.progress import quiet_third_party
+
+    logger = logging.getLogger("lm_eval")
+    level, bar = logger.level, lm_eval.api.task.tqdm
+    logger.setLevel(logging.ERROR)
+    lm_eval.api.task.tqdm = functools.partial(tqdm, disable=True)
+    try:
+        with quiet_third_party():  # datasets is imported by now: its "Generating ... split" bars
+            yield
+    finally:
+        logger.setLevel(level)
+        lm_eval.api.task.tqdm = bar
 
 
 def write_qa_task(

@@ -5,11 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from frequnlearn.cli_common import add_command, add_settings, config_default
+from frequnlearn.config.count import CountConfig
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     from frequnlearn.frequency.registry import available_backends
 
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "count",
         help="count subject/answer (co-)occurrences of QA items in a corpus and bucket them",
         description=(
@@ -30,10 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--backend",
         choices=available_backends(),
-        help="counting backend (default: count.backend of the config, else ground-truth)",
+        help=f"counting backend (default: count.backend of --config, else {config_default(CountConfig, 'backend')})",
     )
-    p.add_argument("--config", help="study YAML; its `count:` section is read")
-    p.add_argument("overrides", nargs="*", help="key=value settings, e.g. measure=document kinds=[bio]")
+    add_settings(p, "count", "measure=document kinds=[bio]")
     p.set_defaults(func=run)
 
 
@@ -41,7 +44,6 @@ def run(args: argparse.Namespace) -> int:
     import dataclasses
 
     from frequnlearn.config import load_config
-    from frequnlearn.config.count import CountConfig
     from frequnlearn.frequency.stage import run_count
     from frequnlearn.records import check_output_files, output_set, remove_stale_temps
 
@@ -55,6 +57,8 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     run_json = out.with_name(out.stem + ".run.json")
     check_output_files([out, run_json], _written_here(run_json), overwrite=args.overwrite)
+    if args.dry_run:
+        return _dry_run(args, cfg, out, run_json)
     remove_stale_temps(out.with_suffix(""))
     # Counted table and run record are one set: built beside --out, moved in with the record last.
     with output_set(out.parent, [out.name, run_json.name], run_json.name, prefix=out.stem) as scratch:
@@ -63,6 +67,28 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"counted {record['n_items']} items ({record['backend']}, {record['measure']}) -> {args.out}; "
         f"buckets: {sizes}"
+    )
+    return 0
+
+
+def _dry_run(args: argparse.Namespace, cfg: CountConfig, out: Path, run_json: Path) -> int:
+    from frequnlearn.cli_common import print_dry_run
+    from frequnlearn.data.tables import load_table
+    from frequnlearn.errors import DataError
+
+    items = load_table(args.items, name="--items")
+    # The ground truth reads the generator's people; the other local backends read the corpus.
+    name, path = ("people", cfg.people) if cfg.backend == "ground-truth" else ("corpus", cfg.corpus)
+    if path and not Path(path).expanduser().is_file():
+        raise DataError(f"{name} {path}: file not found")
+    print_dry_run(
+        "count",
+        [
+            f"would read {len(items)} items from {args.items}",
+            f"would count with {cfg.backend} ({cfg.measure})" + (f" in {cfg.corpus}" if cfg.corpus else ""),
+            f"would write {out} and {run_json.name} ({'replaced' if out.exists() else 'new'})",
+        ],
+        cfg,
     )
     return 0
 

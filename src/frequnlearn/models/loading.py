@@ -1,7 +1,15 @@
-"""Loading any Hugging Face causal LM (local directory, hub id, or a GGUF file) with its tokenizer."""
+"""Loading any Hugging Face causal LM (local directory, hub id, or a GGUF file) with its tokenizer.
+
+Nothing a model directory ships as Python runs: every load passes `trust_remote_code=False`, and a
+local directory whose config names custom code (`auto_map`) is refused before transformers sees it.
+A model argument that looks like a local path and does not exist fails at once, without the hub
+retries a mistyped path would otherwise cost.
+"""
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -77,11 +85,71 @@ def resolve_device(device: str | None) -> str:
     return device
 
 
+# A hub id: NAME or OWNER/NAME of letters, digits, '_', '-' and '.'.
+_HUB_ID = re.compile(r"[\w.-]{1,96}(/[\w.-]{1,96})?")
+
+
+def looks_local(text: str) -> bool:
+    """Whether a model argument names a local path rather than a hub id: it starts with '.', '/' or
+    '~', holds a backslash or more than one '/', cannot be a hub id, or its folder part exists here
+    (`runs/modell` beside an existing `runs/`)."""
+    if text.startswith((".", "/", "~")) or "\\" in text or text.count("/") > 1:
+        return True
+    if not _HUB_ID.fullmatch(text) or ".." in text or "--" in text:
+        return True
+    parent = Path(text).parent
+    return str(parent) != "." and parent.is_dir()
+
+
 def _check_local(name_or_path: str | Path) -> None:
-    """A path-looking name that does not exist is a typo, not a hub id: say so before transformers does."""
+    """A path-looking name that does not exist is a typo, not a hub id: say so before transformers
+    spends its retries on the hub; a local directory that names custom code is refused."""
     text = str(name_or_path)
-    if text.startswith((".", "/", "~")) and not Path(text).expanduser().exists():
-        raise DataError(f"--model {text}: no such directory")
+    local = Path(text).expanduser()
+    if not local.exists():
+        if looks_local(text):
+            raise DataError(f"--model {text}: no such directory; give a saved model directory or a hub id")
+        return
+    if local.is_dir():
+        check_no_custom_code(local, text)
+
+
+# The files of a model directory that may name Python code to import (`auto_map`).
+CODE_NAMING_FILES = ("config.json", "tokenizer_config.json", "processor_config.json")
+
+
+def check_no_custom_code(directory: Path, name: str | None = None) -> None:
+    """Refuse a model directory whose config names its own Python code: loading it would run that
+    code, which this tool never does on its own."""
+    for file in CODE_NAMING_FILES:
+        try:
+            config = json.loads((directory / file).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        auto_map = config.get("auto_map") if isinstance(config, dict) else None
+        if not auto_map:
+            continue
+        refs = [
+            v for value in dict(auto_map).values() for v in (value if isinstance(value, list) else [value])
+        ]
+        modules = sorted({str(r).split("--")[-1].rsplit(".", 1)[0] + ".py" for r in refs if r})
+        raise DataError(
+            f"--model {name or directory}: its {file} names custom code ({', '.join(modules)}) that loading "
+            "would run; frequnlearn never runs a model's own code: read it, and if you trust it, load the "
+            "model yourself with trust_remote_code=True and save it as a standard architecture"
+        )
+
+
+def _custom_code_error(name: Any, err: BaseException) -> DataError | None:
+    """transformers' refusal of a hub repository's custom code, as one line (None: another error)."""
+    text = str(err)
+    if "custom code" not in text and "trust_remote_code" not in text:
+        return None
+    return DataError(
+        f"--model {name}: the repository contains custom code that loading would run; frequnlearn never "
+        "runs a model's own code: read it, and if you trust it, load the model yourself with "
+        "trust_remote_code=True and save it as a standard architecture"
+    )
 
 
 def load_tokenizer(name_or_path: str | Path, gguf_file: str | None = None) -> Any:
@@ -97,9 +165,11 @@ def load_tokenizer(name_or_path: str | Path, gguf_file: str | None = None) -> An
         )
     kwargs = {"gguf_file": gguf_file} if gguf_file else {}
     try:
-        tok = AutoTokenizer.from_pretrained(str(name_or_path), **kwargs)
+        tok = AutoTokenizer.from_pretrained(str(name_or_path), trust_remote_code=False, **kwargs)
     except (OSError, ValueError, UnicodeDecodeError) as err:
-        raise DataError(f"--model {name_or_path}: cannot load a tokenizer ({_first_line(err)})") from None
+        raise _custom_code_error(name_or_path, err) or DataError(
+            f"--model {name_or_path}: cannot load a tokenizer ({_first_line(err)})"
+        ) from None
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
@@ -115,7 +185,7 @@ def load_model(
     from transformers import AutoModelForCausalLM
 
     _check_local(name_or_path)
-    kwargs: dict[str, Any] = {"dtype": resolve_dtype(dtype)}
+    kwargs: dict[str, Any] = {"dtype": resolve_dtype(dtype), "trust_remote_code": False}
     target = resolve_device(device)
     if gguf_file:
         kwargs["gguf_file"] = gguf_file
@@ -124,6 +194,9 @@ def load_model(
     except OSError as err:
         raise DataError(f"--model {name_or_path}: cannot load a causal LM ({_first_line(err)})") from None
     except (SafetensorError, RuntimeError, EOFError, ValueError) as err:
+        custom = _custom_code_error(name_or_path, err)
+        if custom is not None:
+            raise custom from None
         # A truncated or corrupted weight file (a copy cut short, a save that was killed).
         raise DataError(
             f"--model {name_or_path}: the weight files are unreadable or incomplete ({_first_line(err)}); "

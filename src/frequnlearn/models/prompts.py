@@ -75,9 +75,10 @@ def encode_prompt(tokenizer: Any, prompt: str) -> list[int]:
     """Prompt ids, starting with the BOS/end-of-text token as every pretraining document does.
 
     Tokenizers that add a BOS themselves (Llama-style) keep theirs; GPT-2-style ones that add nothing
-    get their `bos_token` prepended unless the prompt text already starts with it.
+    get their `bos_token` prepended unless the prompt text already starts with it. Lengths are checked
+    against the model's positions where sequences are built, so the tokenizer's own note is off.
     """
-    ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
+    ids = tokenizer(prompt, add_special_tokens=True, verbose=False)["input_ids"]
     bos = tokenizer.bos_token_id
     if bos is None:
         bos = tokenizer.eos_token_id
@@ -87,7 +88,7 @@ def encode_prompt(tokenizer: Any, prompt: str) -> list[int]:
 
 
 def encode_completion(tokenizer: Any, completion: str) -> list[int]:
-    return tokenizer(completion, add_special_tokens=False)["input_ids"]
+    return tokenizer(completion, add_special_tokens=False, verbose=False)["input_ids"]
 
 
 def encode_pair(tokenizer: Any, fmt: PromptFormat, question: str, answer: str) -> tuple[list[int], list[int]]:

@@ -103,3 +103,41 @@ def get_tokenizer(spec: str, data_dir: str | Path, vocab_size: int) -> Any:
     if spec == CORPUS_TOKENIZER:
         return train_corpus_tokenizer(data_dir, vocab_size)
     return load_any_tokenizer(spec)
+
+
+# What transformers puts in `model_max_length` when nothing says how long inputs may be (about 1e30).
+_UNSET_LENGTH = int(1e29)
+
+
+def save_tokenizer(tokenizer: Any, directory: str | Path, max_positions: int | None) -> None:
+    """Save `tokenizer` into `directory` saying how long the model's inputs may be: `model_max_length`
+    is the model's positions when the tokenizer has no smaller limit of its own (the in-memory
+    tokenizer is left as it was)."""
+    before = tokenizer.model_max_length
+    if max_positions is not None and (before is None or before > max_positions):
+        tokenizer.model_max_length = max_positions
+    try:
+        tokenizer.save_pretrained(directory)
+    finally:
+        tokenizer.model_max_length = before
+
+
+def fix_saved_max_length(directory: str | Path) -> None:
+    """Rewrite the tokenizer saved in `directory` with the positions of the model saved beside it, when
+    it says nothing about its inputs' length (a tokenizer trained from scratch)."""
+    import json
+    import os
+
+    from transformers import AutoTokenizer
+
+    directory = Path(directory)
+    config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
+    positions = config.get("n_positions") or config.get("max_position_embeddings")
+    tok = AutoTokenizer.from_pretrained(directory)
+    if not positions or (tok.model_max_length or _UNSET_LENGTH) < _UNSET_LENGTH:
+        return
+    # Saved beside, then moved over the old files one by one: a kill leaves each file whole.
+    with tempfile.TemporaryDirectory(dir=directory, prefix=".tokenizer.", suffix=".tmp") as tmp:
+        save_tokenizer(tok, tmp, int(positions))
+        for path in Path(tmp).iterdir():
+            os.replace(path, directory / path.name)

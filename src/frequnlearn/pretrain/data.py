@@ -17,7 +17,7 @@ from typing import Any
 from frequnlearn.config.pretrain import PretrainConfig
 from frequnlearn.errors import DataError
 from frequnlearn.models.loading import pad_id_of
-from frequnlearn.records import read_jsonl, sha256_file
+from frequnlearn.records import check_recorded, file_digest, read_jsonl
 
 IGNORE_INDEX = -100
 
@@ -29,7 +29,9 @@ def corpus_sha256(data_dir: Path) -> str:
             raise DataError(
                 f"--data {data_dir}: no {name}; point it at a directory written by `frequnlearn generate`"
             )
-    return sha256_file(data_dir / "corpus.jsonl")
+    fix = f"regenerate it with `frequnlearn generate --out {data_dir}`"
+    check_recorded(data_dir, "manifest.json", ("corpus.jsonl", "qa.jsonl"), fix)
+    return file_digest(data_dir / "corpus.jsonl")
 
 
 def load_documents(data_dir: str | Path) -> tuple[list[str], list[str]]:
@@ -260,7 +262,7 @@ def prepare_tokenizer(accelerator: Any, data_dir: Path, preset: Any, out_dir: Pa
             tok.pad_token = tok.eos_token
         tok.save_pretrained(out_dir)
     accelerator.wait_for_everyone()
-    tok = AutoTokenizer.from_pretrained(out_dir)
+    tok = AutoTokenizer.from_pretrained(out_dir, trust_remote_code=False)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok

@@ -22,15 +22,19 @@ from frequnlearn import progress
 from frequnlearn.config.base import to_dict
 from frequnlearn.config.pretrain import PretrainConfig
 from frequnlearn.errors import ConfigError, TrainingError
+from frequnlearn.models.card import write_pretrained_card
 from frequnlearn.pretrain.checkpoint import (
     CHECKPOINTS,
     STATE_FILE,
     JsonlLog,
+    check_space,
     commit_checkpoint,
     finished,
+    load_state,
     remove_partial_saves,
     resumable,
     run_key,
+    save_state,
 )
 from frequnlearn.pretrain.data import (
     IGNORE_INDEX,
@@ -41,7 +45,7 @@ from frequnlearn.pretrain.data import (
     prepare_tokenizer,
 )
 from frequnlearn.pretrain.knowledge import knowledge_check, load_eval_items
-from frequnlearn.records import QAItem, claim_output_dir, mark_done, run_info, write_json
+from frequnlearn.records import QAItem, claim_output_dir, mark_done, output_set, run_info, write_json
 
 
 @dataclass
@@ -197,6 +201,7 @@ def setup(data_dir: Path, cfg: PretrainConfig, out_dir: Path, data_sha256: str) 
     main = accelerator.is_main_process
     if main:
         claim_output_dir(out_dir, "model")
+        check_space(out_dir, preset.n_params())
     accelerator.wait_for_everyone()
     set_seed(cfg.seed)
     tok = prepare_tokenizer(accelerator, data_dir, preset, out_dir)
@@ -255,7 +260,6 @@ def build_state(accelerator: Any, preset: Any, tok: Any, cfg: PretrainConfig, to
     optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg, total_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
-    accelerator.register_for_checkpointing(scheduler)
     return TrainState(
         accelerator,
         model,
@@ -278,7 +282,7 @@ def save_checkpoint(run: Run, state: TrainState) -> None:
     if run.main:
         shutil.rmtree(tmp, ignore_errors=True)
     acc.wait_for_everyone()
-    acc.save_state(str(tmp), safe_serialization=False)
+    save_state(acc, state.model, state.optimizer, state.scheduler, tmp)
     acc.wait_for_everyone()
     if run.main:
         record = {
@@ -298,7 +302,7 @@ def load_checkpoint(state: TrainState, path: Path) -> None:
     """Restore model, optimizer, schedule and random states, then the step and the logging window."""
     import torch
 
-    state.accelerator.load_state(str(path))
+    load_state(state.accelerator, state.model, state.optimizer, state.scheduler, path)
     record = json.loads((path / STATE_FILE).read_text())
     state.step, state.tokens_seen = record["step"], record["tokens_seen"]
     state.window_loss = torch.tensor(record["window_loss"], device=state.accelerator.device)
@@ -367,10 +371,14 @@ def finish(run: Run, state: TrainState) -> None:
     final = check_knowledge(run, state, run.stream.epoch_at(run.total_steps))
     if run.main:
         model = acc.unwrap_model(state.model)
-        model.save_pretrained(run.out_dir)
-        run.tokenizer.save_pretrained(run.out_dir)
         record = {**run_info(run.cfg, run.cfg.seed), "key": run.key, "data_sha256": run.data_sha256}
-        write_json(run.out_dir / "run.json", {**record, "summary": summary(run, state, model, final)})
+        # Weights, tokenizer and run.json move in as one set (run.json last): a full disk or a kill
+        # leaves the earlier files, never a cut weight file beside them.
+        with output_set(run.out_dir, None, "run.json") as tmp:
+            model.save_pretrained(tmp)
+            run.tokenizer.save_pretrained(tmp)
+            write_json(tmp / "run.json", {**record, "summary": summary(run, state, model, final)})
+            write_pretrained_card(tmp, run.out_dir)
         mark_done(run.out_dir, run.key, {"steps": run.total_steps})
     acc.wait_for_everyone()
     if run.cfg.log_with:

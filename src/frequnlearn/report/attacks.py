@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 
 from frequnlearn.attacks.quality import above_oracle, forget_quality, recovery
-from frequnlearn.records import atomic_open, read_json
+from frequnlearn.records import atomic_open, read_json, read_parquet
 from frequnlearn.report import estimands, plots, prose
 from frequnlearn.report.runs import ATTACKS_DIR, UnlearnRun, study_option, unlearn_runs
 
@@ -41,7 +41,7 @@ def _known(scores: pd.DataFrame, probe: str, gen_threshold: float) -> pd.DataFra
 def load_attack_scores(runs: list[UnlearnRun]) -> pd.DataFrame:
     """Every attacked run's per-item rows, with the unlearning run's identity (its record) as columns."""
     frames = [
-        estimands.with_run_identity(pd.read_parquet(run.path / ATTACKS_DIR / "scores.parquet"), run.identity)
+        estimands.with_run_identity(read_parquet(run.path / ATTACKS_DIR / "scores.parquet"), run.identity)
         for run in runs
         if (run.path / ATTACKS_DIR / "scores.parquet").is_file()
     ]
@@ -52,7 +52,7 @@ def _model_known(run_dir: Path, kind: str, probe: str, gen_threshold: float) -> 
     """(model, item_id) -> known and truth_ratio, from each model's baseline or oracle scores."""
     frames = []
     for path in sorted(run_dir.glob(f"models/*/{kind}/scores.parquet")):
-        v = _known(pd.read_parquet(path), probe, gen_threshold)
+        v = _known(read_parquet(path), probe, gen_threshold)
         frames.append(
             pd.DataFrame(
                 {
@@ -158,7 +158,7 @@ def quality_table(
         if run.skipped or not traj.is_file():
             continue
         info = run.identity
-        t = pd.read_parquet(traj)
+        t = read_parquet(traj)
         t = t[(t["role"] == "forget") & (t["step"] == t["step"].max())]
         end = _known(t, probe, gen_threshold)
         model = info["model"]

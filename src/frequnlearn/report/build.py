@@ -19,19 +19,35 @@ from typing import Any, NamedTuple
 import pandas as pd
 
 from frequnlearn.errors import DataError
-from frequnlearn.records import atomic_open, read_json, read_jsonl, run_info, write_json
+from frequnlearn.records import (
+    atomic_open,
+    check_outputs,
+    output_set,
+    read_json,
+    read_jsonl,
+    read_parquet,
+    run_info,
+    write_json,
+)
 from frequnlearn.report import attacks, estimands, plots, prose
 from frequnlearn.report.headline import Headline
 from frequnlearn.report.runs import UnlearnRun, study_option, unlearn_runs
 
 
 def load_trajectories(runs: list[UnlearnRun]) -> pd.DataFrame:
-    """All finished unlearning runs' trajectories, with each run's identity (from its record) as columns."""
-    frames = [
-        estimands.with_run_identity(pd.read_parquet(run.path / "trajectory.parquet"), run.identity)
-        for run in runs
-        if not run.skipped and (run.path / "trajectory.parquet").is_file()
-    ]
+    """All finished unlearning runs' trajectories, with each run's identity (from its record) as columns.
+
+    A run whose trajectory is missing, cut, or not what its done marker recorded stops the report with
+    one line naming the file: a report that silently dropped a level would compare the wrong things."""
+    frames = []
+    for run in runs:
+        if run.skipped:
+            continue
+        path = run.path / "trajectory.parquet"
+        why = check_outputs(run.path) or (None if path.is_file() else "trajectory.parquet is missing")
+        if why is not None:
+            raise DataError(f"{run.path}: {why}; rerun `frequnlearn study` to make this run again")
+        frames.append(estimands.with_run_identity(read_parquet(path), run.identity))
     if not frames:
         raise DataError("no finished unlearning runs to report on (run `frequnlearn study` first)")
     return pd.concat(frames, ignore_index=True)
@@ -256,24 +272,25 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path
     t["utility"] = load_utility(run_dir, runs)
     notes = [f"Skipped {s}" for s in skipped_runs(runs)] + _non_finite_note(traj)
 
-    out = Path(out_dir) if out_dir is not None else run_dir / "report"
-    out.mkdir(parents=True, exist_ok=True)
-    for name in TABLES:
-        with atomic_open(out / f"{name}.csv") as fh:
-            t[name].to_csv(fh, index=False)
-    lead, more = _lead_figures(t, lay, out), _more_figures(t, traj, lay, out)
-    info = build_info(study["config"], study["config"].get("study", {}).get("seeds"), study)
-    info["wall_time"] = wall_time(run_dir)
-    _write_findings(out, t, findings, notes, lay, info, headlines)
-    page = Page(
-        findings, notes, lead, t["verdicts"], t["frequency_only_baseline"], _full_tables(t), more, info
-    )
-    with atomic_open(out / "report.md") as fh:
-        fh.write(page.markdown())
-    with atomic_open(out / "report.html") as fh:
-        fh.write(page.html())
-    attacks.add_to_report(run_dir, out)
-    return out
+    final = Path(out_dir) if out_dir is not None else run_dir / "report"
+    # Written as one set (report.html last): a full disk or a kill leaves the previous report whole.
+    with output_set(final, None, "report.html", kind="report") as out:
+        for name in TABLES:
+            with atomic_open(out / f"{name}.csv") as fh:
+                t[name].to_csv(fh, index=False)
+        lead, more = _lead_figures(t, lay, out), _more_figures(t, traj, lay, out)
+        info = build_info(study["config"], study["config"].get("study", {}).get("seeds"), study)
+        info["wall_time"] = wall_time(run_dir)
+        _write_findings(out, t, findings, notes, lay, info, headlines)
+        page = Page(
+            findings, notes, lead, t["verdicts"], t["frequency_only_baseline"], _full_tables(t), more, info
+        )
+        with atomic_open(out / "report.md") as fh:
+            fh.write(page.markdown())
+        with atomic_open(out / "report.html") as fh:
+            fh.write(page.html())
+        attacks.add_to_report(run_dir, out)
+    return final
 
 
 # The CSV tables a report writes, in this order.

@@ -31,13 +31,16 @@ class UnlearnRun:
 
 def unlearn_runs(run_dir: Path) -> list[UnlearnRun]:
     """Every finished or skipped unlearning run under RUN_DIR/unlearn, in path order; scratch
-    directories of a run cut short (hidden `.tmp` or `.partial`) are not runs."""
+    directories of a run cut short (hidden `.tmp` or `.partial`) are not runs, nor what a run holds
+    (its model/ keeps a copy of the run's record)."""
     root = run_dir / "unlearn"
     found = {p.parent for name in ("run.json", STAGE_FILE) for p in root.glob(f"**/{name}")}
     runs = []
     for path in sorted(found):
         parts = path.relative_to(root).parts
         if any(p.endswith((".tmp", ".partial")) for p in parts) or ATTACKS_DIR in parts:
+            continue
+        if any(parent in found for parent in path.parents):
             continue
         identity = _identity(path)
         if identity is not None:

@@ -11,7 +11,7 @@ from frequnlearn.study.sets import (
     level_pools,
     select_sets,
 )
-from frequnlearn.study.status import Estimate, Progress, quiet_third_party
+from frequnlearn.study.status import Estimate, Progress
 
 __all__ = [
     "EVAL_ROLES",
@@ -29,7 +29,6 @@ __all__ = [
     "model_tag",
     "param_span",
     "plan",
-    "quiet_third_party",
     "run_name",
     "select_sets",
 ]

@@ -12,8 +12,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
-import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -29,6 +27,7 @@ from frequnlearn.records import (
     mark_done,
     read_json,
     read_jsonl,
+    remove_own,
     run_info,
     stage_done,
     stage_key,
@@ -36,7 +35,7 @@ from frequnlearn.records import (
 )
 from frequnlearn.study.plan import Task, inputs_of, plan
 from frequnlearn.study.sets import EVAL_ROLES, SETS_FORMAT, NothingToUnlearn, select_sets
-from frequnlearn.study.status import Estimate, Progress, n_params_of, quiet_third_party
+from frequnlearn.study.status import Estimate, Progress, n_params_of
 
 TIMINGS_FILE = "timings.json"
 POLL_SECONDS = 5.0
@@ -88,7 +87,7 @@ class Study:
             "attack": self._attacks_stage,
             "report": self._report,
         }
-        with quiet_third_party():
+        with bars.quiet_third_party():
             self._work(tasks, progress, handlers)
         return self.run_dir / "report"
 
@@ -384,7 +383,7 @@ class Study:
             sets = self.sets_for(task)
         except NothingToUnlearn as why:
             # Recorded, not fatal: the other models and selections still make a study.
-            print(f"skipping {task.name}: {why}", file=sys.stderr)
+            bars.message(f"skipping {task.name}: {why}")
             self._skip(task, path, key, str(why))
             return
         _, bios = self.all_items()
@@ -406,8 +405,7 @@ class Study:
 
     def _skip(self, task: Task, path: Path, key: str, why: str) -> None:
         """A run the study cannot make: its run record and done marker say why."""
-        if path.exists():
-            shutil.rmtree(path)
+        remove_own(path, self.run_dir)
         path.mkdir(parents=True)
         record = {"run": self.identity(task), "skipped": why}
         write_json(path / "run.json", record)

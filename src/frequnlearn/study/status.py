@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-import sys
-import time
 from collections.abc import Iterator
 from typing import Any
 
+from frequnlearn import progress
 from frequnlearn.study.plan import Task
 
 
@@ -67,19 +66,18 @@ def n_params_of(task: Task) -> float:
 
 
 class Progress:
-    """One status line per task: stage, name, elapsed time and what is left by measured throughput."""
+    """One status line per task: stage, name, elapsed time and what is left by measured throughput.
+
+    The lines go through `progress.message` (above an open bar, and into a log), or into `stream` when
+    one is given (the study's --quiet keeps them in memory).
+    """
 
     def __init__(self, tasks: list[Task], pending: list[bool], stream: Any = None) -> None:
         self.tasks = tasks
         self.pending = list(pending)  # tasks that will run (not finished in an earlier run)
-        self.stream = stream or sys.stderr
-        self.start = time.monotonic()
+        self.stream = stream
+        self.start = progress.clock()
         self.estimate = Estimate()
-
-    @staticmethod
-    def _fmt(seconds: float) -> str:
-        seconds = int(seconds)
-        return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
     def left(self, index: int) -> str:
         todo = [t for t, p in zip(self.tasks[index:], self.pending[index:]) if p]
@@ -88,38 +86,25 @@ class Progress:
             return "left ~0:00:00"
         if len(untimed) == len({t.kind for t in todo}):
             return "left ?"
-        text = f"left ~{self._fmt(seconds)}"
+        text = f"left ~{progress.hms(seconds)}"
         return text + (f" + not yet timed: {', '.join(untimed)}" if untimed else "")
 
     @contextlib.contextmanager
     def task(self, index: int, skipped: bool = False) -> Iterator[None]:
         task = self.tasks[index]
         self.pending[index] = not skipped
-        elapsed = time.monotonic() - self.start
+        elapsed = progress.clock() - self.start
         state = "done, skipping" if skipped else "running"
-        print(
+        line = (
             f"[{index + 1}/{len(self.tasks)}] {task.kind}: {task.name} ({state}) | "
-            f"elapsed {self._fmt(elapsed)} | {self.left(index)}",
-            file=self.stream,
-            flush=True,
+            f"elapsed {progress.hms(elapsed)} | {self.left(index)}"
         )
-        t0 = time.monotonic()
+        if self.stream is None:
+            progress.message(line)
+        else:
+            print(line, file=self.stream, flush=True)
+        t0 = progress.clock()
         yield
         if not skipped:
-            self.estimate.finished(task, time.monotonic() - t0)
+            self.estimate.finished(task, progress.clock() - t0)
         self.pending[index] = False
-
-
-@contextlib.contextmanager
-def quiet_third_party() -> Iterator[None]:
-    """Third-party progress bars (transformers' "Writing model shards", hub downloads) off inside the
-    study, whose own status line and stage bars say where it is; restored afterwards."""
-    from transformers.utils import logging as hf_logging
-
-    was_enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            hf_logging.enable_progress_bar()

@@ -6,6 +6,7 @@ import argparse
 import random
 from typing import Any
 
+from frequnlearn.cli_common import add_command, add_settings
 from frequnlearn.errors import ConfigError
 
 TABLE_HELP = """\
@@ -27,8 +28,11 @@ examples:
       --retain 'data/qa.jsonl?group=retain&attribute=employer' lr=0.0001 max_steps=40
   frequnlearn unlearn --model allenai/OLMo-7B-0724-SFT-hf --forget facts.csv --retain keep.csv \\
       --method npo+kl --out runs/olmo prompt_format=olmo evaluate.metrics=[prob,gen]
+  frequnlearn unlearn --model allenai/OLMo-7B-0724-SFT-hf --forget facts.csv --retain keep.csv \\
+      --method npo+kl --out runs/olmo-lora 'lora={r: 16, alpha: 32}' lora_merge=true log_with=[tensorboard]
 
-outputs in --out: model/ (weights and tokenizer), trajectory.parquet (per-item evaluation rows
+outputs in --out: model/ (weights, tokenizer, model card README.md and run.json; with lora, the
+adapter; with lora_merge, the merged weights and adapter/ the adapter), trajectory.parquet (per-item evaluation rows
 at each evaluated step, with a role column: forget, retain (held out from the retain loss, see
 --eval-retain) or eval), log.jsonl (loss terms per step), sets.json (item ids per set),
 utility.json (with evaluate.metrics=[..., utility]), run.json (config, seed, versions, hardware,
@@ -39,15 +43,15 @@ killed run leaves --out as it was, and its rerun starts afresh.
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "unlearn",
-        help="unlearn a QA table from a causal LM (GA, NPO, SimNPO, IDK, DPO, RMU, UNDIAL, WGA, SatImp, FGA)",
+        help="unlearn a QA table from a causal LM (every registered method, plugins included)",
         description="Unlearn the --forget items from --model while keeping the --retain items, evaluating "
-        "both before unlearning and along the way. Config keys (method, lr, epochs, eval_steps, ...) come "
-        "from the `unlearn:` section of --config and key=value overrides; evaluate.KEY=VALUE overrides the "
-        "evaluation settings.",
+        "both before unlearning and along the way. Config keys (method, lr, epochs, eval_steps, lora, "
+        "log_with, ...) come from the `unlearn:` section of --config and key=value overrides; "
+        "evaluate.KEY=VALUE overrides the evaluation settings (the `evaluate:` section).",
         epilog=TABLE_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--model", required=True, help="local model directory or hub id of a causal LM")
     p.add_argument("--forget", required=True, metavar="TABLE", help="the items to unlearn")
@@ -55,15 +59,24 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--method",
         metavar="FORGET[+RETAIN]",
-        help="e.g. ga, npo, simnpo+gd, dpo+kl, rmu+act (sets method and retain_loss; "
-        "an unknown name lists the choices)",
+        help="e.g. ga, npo, simnpo+gd, dpo+kl, rmu+act (sets method and retain_loss; an unknown name lists "
+        "the choices; default: unlearn.method and unlearn.retain_loss of --config, else ga)",
+    )
+    p.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="FILE_OR_MODULE",
+        help="import a .py file or module whose losses register with "
+        "frequnlearn.unlearn.losses.base.register, so --method can name them (repeatable; "
+        "only what is named here is imported)",
     )
     p.add_argument(
         "--out",
         required=True,
         metavar="DIR",
-        help="output directory: a new one, or one `unlearn` wrote before, replaced only when the run ends "
-        "(its parent must exist)",
+        help="output directory: a new one (missing parent folders are created), or one `unlearn` wrote "
+        "before, replaced only when the run ends",
     )
     p.add_argument(
         "--overwrite",
@@ -82,17 +95,7 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--bio-prompts", metavar="PATH", help="bio_prompts.jsonl of a generated data directory (probe 'bio')"
     )
-    p.add_argument(
-        "--config",
-        metavar="YAML",
-        help="study or stage config; its `unlearn:` and `evaluate:` sections are read",
-    )
-    p.add_argument(
-        "overrides",
-        nargs="*",
-        metavar="KEY=VALUE",
-        help="unlearn config overrides; evaluate.KEY=VALUE for evaluation",
-    )
+    add_settings(p, "unlearn", "lr=0.0001 max_steps=40 'lora={r: 8}' evaluate.metrics=[prob,gen]")
     p.set_defaults(func=run)
 
 
@@ -139,10 +142,11 @@ def run(args: argparse.Namespace) -> int:
     from frequnlearn.config import load_config
     from frequnlearn.config.evaluate import EvalConfig
     from frequnlearn.config.unlearn import UnlearnConfig
-    from frequnlearn.models.loading import load_model_and_tokenizer
     from frequnlearn.records import check_output_dir
-    from frequnlearn.unlearn.stage import UnlearnInputs, run_unlearn
+    from frequnlearn.unlearn.losses import load_plugins
 
+    # Before anything validates a method name: a plugin's loss joins the registry on import.
+    load_plugins(args.plugin, key="--plugin")
     eval_over = [o for o in args.overrides if o.startswith("evaluate.")]
     unlearn_over = [o for o in args.overrides if not o.startswith("evaluate.")]
     if args.method:
@@ -150,8 +154,13 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(UnlearnConfig, args.config, unlearn_over, section="unlearn")
     ecfg = load_config(EvalConfig, args.config, eval_over, section="evaluate")
     out = check_output_dir(args.out, "unlearn", overwrite=args.overwrite)
+    if args.dry_run:
+        return _dry_run(args, cfg, ecfg)
     forget, retain, eval_retain, extra = _tables(args, cfg)
     bios = _bio_prompts(args.bio_prompts) if args.bio_prompts else {}
+    from frequnlearn.models.loading import load_model_and_tokenizer
+    from frequnlearn.unlearn.stage import UnlearnInputs, run_unlearn
+
     model, tok = load_model_and_tokenizer(args.model, dtype=cfg.dtype)
     inputs = UnlearnInputs(
         model=model,
@@ -182,7 +191,39 @@ def run(args: argparse.Namespace) -> int:
     print("final: " + ", ".join(f"{k}={result.final[k]:.4g}" for k in terms if k in result.final))
     if result.trajectory is not None:
         print(_accuracy_table(result.trajectory))
-    print(f"wrote {out}/model, trajectory.parquet, log.jsonl, sets.json, run.json")
+    weights = (
+        "model (merged), adapter"
+        if cfg.lora and cfg.lora_merge
+        else "model" + (" (LoRA adapter)" if cfg.lora else "")
+    )
+    print(f"wrote {out}/{weights}, trajectory.parquet, log.jsonl, sets.json, run.json")
+    return 0
+
+
+def _dry_run(args: argparse.Namespace, cfg: Any, ecfg: Any) -> int:
+    """Check the model argument and the local tables (loaded: they are small), say what would run."""
+    from frequnlearn.cli_common import describe_model, describe_out, is_local, print_dry_run
+
+    lines = [f"would load {describe_model(args.model)}"]
+    specs = [s for s in (args.forget, args.retain, args.eval_items) if s]
+    if all(is_local(s) for s in specs):
+        forget, retain, eval_retain, extra = _tables(args, cfg)
+        lines.append(
+            f"would unlearn {len(forget)} items, {len(retain)} in the retain loss; evaluate {len(eval_retain)} "
+            f"held-out retain items" + (f" and {len(extra)} more" if extra else "")
+        )
+    else:
+        lines.append("tables from a hub dataset are not loaded in a dry run: " + ", ".join(specs))
+    if args.bio_prompts:
+        lines.append(f"would read {len(_bio_prompts(args.bio_prompts))} biography prompts")
+    method = cfg.method if cfg.retain_loss == "none" else f"{cfg.method}+{cfg.retain_loss}"
+    length = f"{cfg.max_steps} steps" if cfg.max_steps else f"{cfg.epochs} epochs"
+    tuned = f"LoRA r={cfg.lora.r}" + (", merged" if cfg.lora_merge else "") if cfg.lora else "every weight"
+    lines.append(
+        f"method {method}, lr {cfg.lr:g}, {length}, training {tuned}; metrics {','.join(ecfg.metrics)}"
+    )
+    lines.append(f"would write {describe_out(args.out, 'unlearn')}")
+    print_dry_run("unlearn", lines, cfg)
     return 0
 
 
@@ -190,6 +231,7 @@ def _record(args: argparse.Namespace, ecfg: Any) -> dict[str, Any]:
     """What the run record adds about this command: its inputs, their hashes and the evaluation."""
     from frequnlearn.config import to_dict
     from frequnlearn.records import input_hashes
+    from frequnlearn.unlearn.losses import plugin_records
 
     return {
         "inputs": {
@@ -201,6 +243,7 @@ def _record(args: argparse.Namespace, ecfg: Any) -> dict[str, Any]:
             "bio_prompts": args.bio_prompts,
         },
         "evaluate": to_dict(ecfg),
+        "plugins": plugin_records(),
         "inputs_sha256": input_hashes(
             forget=args.forget, retain=args.retain, eval_items=args.eval_items, bio_prompts=args.bio_prompts
         ),

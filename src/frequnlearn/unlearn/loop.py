@@ -18,6 +18,7 @@ import contextlib
 import copy
 import math
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +45,7 @@ from frequnlearn.records import (
 )
 from frequnlearn.unlearn.data import Example, collate, encode_items, make_collate, pair_indices
 from frequnlearn.unlearn.losses import Loss, LossInputs, LossParams, get_loss
+from frequnlearn.unlearn.losses.altpo import alternate_answers
 from frequnlearn.unlearn.losses.rmu import decoder_blocks, mlp_parameter_names, rmu_layer, steering_vector
 
 EvalFn = Callable[[Any, Any, int], pd.DataFrame]
@@ -113,16 +115,19 @@ class Encoded:
     """The sets as token ids, and the seeded pairing that batches them (a new order every epoch)."""
 
     forget: list[Example]
-    refusal: list[Example] | None  # the forget questions answered with the refusal, when a loss needs it
+    # The forget questions with a second answer, when a loss compares two: the refusal (IDK, DPO) or
+    # each item's alternate (AltPO); `second_as` is the LossInputs field those rows fill.
+    second: list[Example] | None
     retain: list[Example] | None  # None when there is no retain term
     pad_id: int
     retain_on: str
     batch_size: int
     seed: int
+    second_as: str = "refusal"
 
     def loader(self, accelerator: Any, epoch: int) -> Any:
         pairs = pair_indices(len(self.forget), len(self.retain or ()), self.seed, epoch)
-        collate_fn = make_collate(self.forget, self.retain, self.pad_id, self.retain_on, refusal=self.refusal)
+        collate_fn = make_collate(self.forget, self.retain, self.pad_id, self.retain_on, refusal=self.second)
         dl = torch.utils.data.DataLoader(
             pairs, batch_size=self.batch_size, shuffle=False, collate_fn=collate_fn
         )
@@ -140,13 +145,15 @@ class LossTerms:
     forget_weight: float
     retain_weight: float
     ref_logp: torch.Tensor | None = None
-    ref_logp_refusal: torch.Tensor | None = None
+    ref_logp_second: torch.Tensor | None = None
     frequency: torch.Tensor | None = None
     ref_model: Any = None
     layer: int | None = None
     block: torch.nn.Module | None = None
     ref_block: torch.nn.Module | None = None
     steer: torch.Tensor | None = None
+    # What a loss keeps across the steps of the run (PDU's dual variable).
+    state: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -302,21 +309,68 @@ def train_step(state: UnlearnState, micro: list[dict[str, Any]]) -> dict[str, An
     state.step += 1
     row = {"step": state.step, "epoch": state.epoch + 1, "lr": lr, **_mean_over_processes(acc, sums)}
     row["grad_norm"] = float(grad_norm) if grad_norm is not None else None
+    _track(state, row)
     return row
 
 
 def write_outputs(state: UnlearnState, tokenizer: Any, record: dict[str, Any]) -> Path:
-    """The unlearned model with its tokenizer (written whole or not at all), then run.json."""
-    acc = state.accelerator
+    """The unlearned model with its tokenizer, model card and run record (each directory written whole
+    or not at all), then run.json. With LoRA, model/ holds the adapter; with `lora_merge`, the merged
+    weights, and adapter/ the adapter."""
+    acc, cfg = state.accelerator, state.cfg
     model_dir = state.out_dir / "model"
     acc.wait_for_everyone()
     if acc.is_main_process:
-        with atomic_dir(model_dir) as tmp:
-            acc.unwrap_model(state.model).save_pretrained(tmp)
-            tokenizer.save_pretrained(tmp)
+        model = acc.unwrap_model(state.model)
+
+        def save(path: Path, weights: Any, adapter: bool) -> None:
+            _save_model_dir(path, weights, tokenizer, record, state.out_dir / "trajectory.parquet", adapter)
+
+        if cfg.lora is None:
+            save(model_dir, model, adapter=False)
+        else:
+            _point_adapter_at_base(model)
+            save(state.out_dir / ADAPTER_DIR if cfg.lora_merge else model_dir, model, adapter=True)
+            if cfg.lora_merge:  # in place: the caller's model is the unlearned one, without adapter layers
+                save(model_dir, model.merge_and_unload(), adapter=False)
         write_json(state.out_dir / "run.json", record)
     acc.wait_for_everyone()
+    if cfg.log_with:
+        acc.end_training()
     return model_dir
+
+
+ADAPTER_DIR = "adapter"  # beside a merged model/ (unlearn.stage.RUN_FILES lists both)
+
+
+def _save_model_dir(
+    path: Path, model: Any, tokenizer: Any, record: dict[str, Any], trajectory: Path, adapter: bool
+) -> None:
+    """Weights (or a LoRA adapter), tokenizer, model card (README.md) and run.json, as one directory."""
+    from frequnlearn.models.card import write_unlearned_card
+    from frequnlearn.models.tokenizer import save_tokenizer
+
+    with atomic_dir(path) as tmp:
+        model.save_pretrained(tmp)
+        save_tokenizer(tokenizer, tmp, max_positions(model))
+        write_json(tmp / "run.json", record)
+        write_unlearned_card(tmp, record, trajectory, adapter=adapter, title=path.name)
+
+
+def _point_adapter_at_base(model: Any) -> None:
+    """An adapter names its base model: a local base by its absolute path, so the adapter loads from
+    any working directory."""
+    for peft_cfg in model.peft_config.values():
+        base = peft_cfg.base_model_name_or_path
+        if base and Path(base).expanduser().is_dir():
+            peft_cfg.base_model_name_or_path = str(Path(base).expanduser().resolve())
+
+
+def _track(state: UnlearnState, row: dict[str, Any]) -> None:
+    """A step's log row to the configured trackers (log_with)."""
+    if state.cfg.log_with:
+        numbers = {k: v for k, v in row.items() if k != "step" and isinstance(v, (int, float))}
+        state.accelerator.log(numbers, step=row["step"])
 
 
 # ---------------------------------------------------------------- setup
@@ -325,17 +379,18 @@ def write_outputs(state: UnlearnState, tokenizer: Any, record: dict[str, Any]) -
 def setup(
     model: Any, tokenizer: Any, forget: list[QAItem], retain: list[QAItem], cfg: UnlearnConfig, out_dir: Path
 ) -> UnlearnState:
-    """Check the sets, encode them, prepare what the losses need, and build the optimizer and schedule."""
-    from accelerate import Accelerator
+    """Check the sets, encode them, prepare what the losses need (from the model as it is), add LoRA
+    adapters when asked, and build the optimizer and schedule."""
     from accelerate.utils import set_seed
     from transformers import get_scheduler
 
     forget_loss, retain_loss = _check_sets(forget, retain, cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    accelerator = _accelerator(cfg, out_dir)
     set_seed(cfg.seed)
-    data = encode_sets(model, tokenizer, forget, retain if retain_loss else None, cfg, forget_loss)
+    # On its device first: AltPO samples its alternates from the model while the sets are encoded.
     model.to(accelerator.device)
+    data = encode_sets(model, tokenizer, forget, retain if retain_loss else None, cfg, forget_loss)
     terms = prepare_terms(model, cfg, data, forget, forget_loss, retain_loss, accelerator.device)
     frozen = _freeze_outside_rmu_scope(model, cfg, terms.layer)
     if terms.layer is not None:
@@ -343,6 +398,7 @@ def setup(
         terms.ref_block = (
             decoder_blocks(terms.ref_model)[terms.layer] if terms.ref_model is not None else None
         )
+    model, frozen = _with_lora(model, cfg, frozen)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -371,6 +427,60 @@ def setup(
     )
 
 
+TRACKER_PROJECT = "frequnlearn-unlearn"  # the trackers' folder in the output directory (in RUN_FILES too)
+
+
+def _accelerator(cfg: UnlearnConfig, out_dir: Path) -> Any:
+    """The run's accelerator, with the trackers of `log_with` started (their files go in out_dir)."""
+    from accelerate import Accelerator
+
+    from frequnlearn.config import to_dict
+    from frequnlearn.pretrain.loop import _check_trackers
+
+    _check_trackers(cfg.log_with)
+    accelerator = Accelerator(
+        cpu=not torch.cuda.is_available(), log_with=cfg.log_with or None, project_dir=str(out_dir)
+    )
+    if cfg.log_with:
+        accelerator.init_trackers(TRACKER_PROJECT, config=to_dict(cfg))
+    return accelerator
+
+
+def _with_lora(
+    model: Any, cfg: UnlearnConfig, frozen: list[torch.nn.Parameter]
+) -> tuple[Any, list[torch.nn.Parameter]]:
+    """With `cfg.lora`: the model with LoRA adapters injected in place (peft), so only they train; the
+    base weights peft froze join `frozen`, to get their gradients back at the end."""
+    if cfg.lora is None:
+        return model, frozen
+    from peft import LoraConfig, get_peft_model
+    from transformers.pytorch_utils import Conv1D
+
+    from frequnlearn.errors import ConfigError
+
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    lora = LoraConfig(
+        r=cfg.lora.r,
+        lora_alpha=cfg.lora.alpha,
+        lora_dropout=cfg.lora.dropout,
+        target_modules=cfg.lora.target_modules,
+        # GPT-2 keeps its projections as Conv1D, (in, out) weights: the adapter must know.
+        fan_in_fan_out=any(isinstance(m, Conv1D) for m in model.modules()),
+        task_type="CAUSAL_LM",
+    )
+    try:
+        with warnings.catch_warnings():
+            # peft reads transformers' deprecated `is_gradient_checkpointing`; nothing for a user to change.
+            warnings.filterwarnings(
+                "ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning
+            )
+            wrapped = get_peft_model(model, lora)
+    except ValueError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(f"lora.target_modules: {first}") from None
+    return wrapped, frozen + [p for p in trainable if not p.requires_grad]
+
+
 def _check_sets(forget: list[QAItem], retain: list[QAItem], cfg: UnlearnConfig) -> tuple[Loss, Loss | None]:
     """The registered forget and retain losses, once the sets suit them (None: no retain term)."""
     if not forget:
@@ -397,20 +507,31 @@ def encode_sets(
     """Token ids of every set the losses read, each checked against the model's positions."""
     fmt = get_prompt_format(cfg.prompt_format)
     forget_ex = encode_items(tokenizer, fmt, forget)
-    refusal_ex = (
-        encode_items(tokenizer, fmt, forget, answer=cfg.refusal) if "refusal" in forget_loss.needs else None
-    )
+    second_as = "alternate" if "alternate" in forget_loss.needs else "refusal"
+    second_ex = None
+    if "refusal" in forget_loss.needs:
+        second_ex = encode_items(tokenizer, fmt, forget, answer=cfg.refusal)
+    elif "alternate" in forget_loss.needs:
+        answers = alternate_answers(model, tokenizer, fmt, forget, cfg.seed)
+        second_ex = [encode_items(tokenizer, fmt, [it], answer=a)[0] for it, a in zip(forget, answers)]
     retain_ex = encode_items(tokenizer, fmt, retain) if retain is not None else None
     _check_lengths(
         model,
         {
             "forget": (forget, forget_ex),
-            **({"refusal": (forget, refusal_ex)} if refusal_ex else {}),
+            **({second_as: (forget, second_ex)} if second_ex else {}),
             **({"retain": (retain, retain_ex)} if retain_ex else {}),
         },
     )
     return Encoded(
-        forget_ex, refusal_ex, retain_ex, pad_id_of(tokenizer), cfg.retain_on, cfg.batch_size, cfg.seed
+        forget_ex,
+        second_ex,
+        retain_ex,
+        pad_id_of(tokenizer),
+        cfg.retain_on,
+        cfg.batch_size,
+        cfg.seed,
+        second_as,
     )
 
 
@@ -431,8 +552,8 @@ def prepare_terms(
     terms.frequency = _frequencies(forget) if "frequency" in needs else None
     if "ref_logp" in forget_loss.needs:
         terms.ref_logp = reference_logps(model, data.forget, data.pad_id, cfg.batch_size, device)
-        if data.refusal is not None:
-            terms.ref_logp_refusal = reference_logps(model, data.refusal, data.pad_id, cfg.batch_size, device)
+        if data.second is not None:
+            terms.ref_logp_second = reference_logps(model, data.second, data.pad_id, cfg.batch_size, device)
     if needs & {"ref_logits", "ref_hidden"}:
         terms.ref_model = copy.deepcopy(model).eval().requires_grad_(False)
     if needs & {"hidden", "ref_hidden"}:
@@ -493,20 +614,24 @@ def losses_on(state: UnlearnState, batch: dict[str, Any]) -> tuple[torch.Tensor,
         forget_rows,
         ref_logp=_at(t.ref_logp, index, device),
         frequency=_at(t.frequency, index, device),
+        state=t.state,
         **_reference(t, forget_rows, t.forget.needs, batch),
     )
-    if state.data.refusal is not None:
-        f_in.refusal = rows.inputs(slice(n_f, 2 * n_f), ref_logp=_at(t.ref_logp_refusal, index, device))
+    if state.data.second is not None:
+        second = rows.inputs(slice(n_f, 2 * n_f), ref_logp=_at(t.ref_logp_second, index, device))
+        setattr(f_in, state.data.second_as, second)
     f_loss = t.forget.fn(f_in, t.params)
     terms = {"forget_loss": f_loss.item(), "forget_token_logp": _token_mean(f_in)}
     loss = t.forget_weight * f_loss
     if t.retain is not None:
-        retain_rows = slice(n_f * (2 if state.data.refusal is not None else 1), None)
-        r_in = rows.inputs(retain_rows, **_reference(t, retain_rows, t.retain.needs, batch))
+        retain_rows = slice(n_f * (2 if state.data.second is not None else 1), None)
+        r_in = rows.inputs(retain_rows, state=t.state, **_reference(t, retain_rows, t.retain.needs, batch))
         r_loss = t.retain.fn(r_in, t.params)
         terms.update(retain_loss=r_loss.item(), retain_token_logp=_token_mean(r_in))
         loss = loss + t.retain_weight * r_loss
     terms["loss"] = loss.item()
+    # A loss's numbers kept across steps (PDU's dual variable) are logged with the step.
+    terms.update({k: float(v) for k, v in t.state.items() if isinstance(v, (int, float))})
     return loss, terms
 
 

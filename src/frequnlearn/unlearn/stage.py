@@ -19,10 +19,29 @@ from typing import Any
 from frequnlearn.config.evaluate import EvalConfig
 from frequnlearn.config.unlearn import UnlearnConfig
 from frequnlearn.errors import TrainingError
-from frequnlearn.records import STAGE_FILE, BioPrompt, QAItem, is_main_process, output_set, write_json
+from frequnlearn.records import (
+    STAGE_FILE,
+    BioPrompt,
+    QAItem,
+    is_main_process,
+    mark_done,
+    output_set,
+    write_json,
+)
 
-# What one run writes in its directory; replaced together, the done marker (or run.json) last.
-RUN_FILES = ("model", "trajectory.parquet", "log.jsonl", "sets.json", "utility.json", "run.json", STAGE_FILE)
+# What one run writes in its directory; replaced together, the done marker (or run.json) last. adapter/
+# is LoRA's adapter beside its merged model/; frequnlearn-unlearn/ holds the trackers' logs (log_with).
+RUN_FILES = (
+    "model",
+    "adapter",
+    "frequnlearn-unlearn",
+    "trajectory.parquet",
+    "log.jsonl",
+    "sets.json",
+    "utility.json",
+    "run.json",
+    STAGE_FILE,
+)
 
 
 @dataclass
@@ -88,9 +107,10 @@ def run_unlearn(
         if failure is None:
             write_utility(inputs.model, inputs.tokenizer, ecfg, scratch)
             if not keep_model:
-                shutil.rmtree(scratch / "model", ignore_errors=True)
+                for weights in ("model", "adapter"):
+                    shutil.rmtree(scratch / weights, ignore_errors=True)
             if key is not None:
-                write_json(scratch / STAGE_FILE, {"key": key, **ident})
+                mark_done(scratch, key, ident)
     if failure is not None:
         raise failure
     return result

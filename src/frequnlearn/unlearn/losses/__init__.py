@@ -1,9 +1,11 @@
 """Unlearning losses, one file per method, registered by name (the registry is the only list).
 
-Forget terms: ga, npo, simnpo, idk, dpo (IdkDPO), rmu, undial, wga, satimp and fga (this project's
-frequency-aware GA). Retain terms: none, gd, kl, act (RMU's activation matching). Adding a method is
-one file in this folder with one `@register` function (every module here is imported, so it
-registers itself); `needs` tells the loop what to prepare.
+Forget terms: ga, npo, simnpo, idk, dpo (IdkDPO), altpo, ceu, pdu, rmu, undial, wga, satimp, and
+this project's frequency-aware fga and mpu. Retain terms: none, gd, kl, act (RMU's activation
+matching), dual (PDU's primal-dual constraint). Adding a method is one file in this folder with one
+`@register` function (every module here is imported, so it registers itself); `needs` tells the loop
+what to prepare. A method kept outside the package is a plugin: `load_plugins` imports the file or
+module a user names, and its `@register` puts it beside these.
 """
 
 import importlib
@@ -17,7 +19,9 @@ from frequnlearn.unlearn.losses.base import (
     LossInputs,
     LossParams,
     get_loss,
+    load_plugins,
     loss_names,
+    plugin_records,
     register,
     sequence_logp,
     token_mean,
@@ -31,7 +35,9 @@ __all__ = [
     "LossInputs",
     "LossParams",
     "get_loss",
+    "load_plugins",
     "loss_names",
+    "plugin_records",
     "register",
     "sequence_logp",
     "token_mean",
