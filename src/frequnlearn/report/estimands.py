@@ -664,10 +664,14 @@ def mediation(
         y = g["drop"].to_numpy(dtype=float)
         coef = names.index("high:target") if has_control else names.index("high")
         fit_t = sm.OLS(y, xt).fit(cov_type="HC1")
-        fit_o = sm.OLS(y, xo).fit(cov_type="HC1")
+        # Margins that do not vary (within a role) leave the direct effect unidentified: no estimate.
+        identified = np.linalg.matrix_rank(xo) == xo.shape[1]
+        fit_o = sm.OLS(y, xo).fit(cov_type="HC1") if identified else None
         rs = _weights(g, n_boot, stats.rng_for(seed, ("mediation", cell)))
-        bt, bo = stats.batched_wls(rs.weights, xt, y)[:, coef], stats.batched_wls(rs.weights, xo, y)[:, coef]
-        total, direct = float(fit_t.params[coef]), float(fit_o.params[coef])
+        bt = stats.batched_wls(rs.weights, xt, y)[:, coef]
+        bo = stats.batched_wls(rs.weights, xo, y)[:, coef] if identified else np.full(len(bt), np.nan)
+        total = float(fit_t.params[coef])
+        direct = float(fit_o.params[coef]) if identified else math.nan
         coefs = {"total": bt, "direct": bo, "indirect": bt - bo}
         row = {**dict(zip(CELL, cell)), "control": has_control, "seeds": len(_seed_units(g)), **_counts(g)}
         row.update(n_high=int(n.get((high, TARGET), 0)), n_low=int(n.get((low, TARGET), 0)), n_min=n_min)
@@ -683,7 +687,8 @@ def mediation(
             )
             == 1
         ).all(axis=1)
-        ut, uo = stats.batched_wls(units, xt, y)[:, coef], stats.batched_wls(units, xo, y)[:, coef]
+        ut = stats.batched_wls(units, xt, y)[:, coef]
+        uo = stats.batched_wls(units, xo, y)[:, coef] if identified else np.full(len(ut), np.nan)
         per_unit = {"total": np.where(full, ut, np.nan), "direct": np.where(full, uo, np.nan)}
         per_unit["indirect"] = per_unit["total"] - per_unit["direct"]
         for name, x in coefs.items():
@@ -700,15 +705,16 @@ def mediation(
                 }
             )
         row["total_ols_se"] = float(fit_t.bse[coef])
-        row["direct_ols_se"] = float(fit_o.bse[coef])
+        row["direct_ols_se"] = float(fit_o.bse[coef]) if identified else math.nan
         row["share_mediated"] = (total - direct) / total if abs(total) > 1e-9 else math.nan
         tg = g[g["role"] == TARGET]
         row["margin_high"] = float(tg.loc[tg["level"] == high, "margin0"].mean())
         row["margin_low"] = float(tg.loc[tg["level"] == low, "margin0"].mean())
         mi = names.index("margin")
-        row["margin_slope_control" if has_control else "margin_slope"] = float(fit_o.params[mi])
+        params = fit_o.params if identified else np.full(len(names), np.nan)
+        row["margin_slope_control" if has_control else "margin_slope"] = float(params[mi])
         if has_control:
-            row["margin_slope_target"] = float(fit_o.params[mi] + fit_o.params[names.index("margin:target")])
+            row["margin_slope_target"] = float(params[mi] + params[names.index("margin:target")])
         row["moved"] = _moved(g["drop"])
         net = {
             lv: g.loc[(g["level"] == lv) & (g["role"] == TARGET), "drop"].mean()
@@ -717,7 +723,8 @@ def mediation(
         }
         row["targeted"] = bool(net[high] > 0 and net[low] > 0)
         rows.append(row)
-        points += _mediation_points(g, cell, high, has_control, centre, fit_o.params, names)
+        if identified:
+            points += _mediation_points(g, cell, high, has_control, centre, fit_o.params, names)
     return pd.DataFrame(rows), pd.DataFrame(points)
 
 
