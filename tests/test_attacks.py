@@ -267,7 +267,9 @@ def test_study_with_oracle_and_attacks_reports_recovery(tmp_path, capsys):
     assert (table["n_recovered"] <= table["n_lost"]).all()
     quality = pd.read_csv(run / "report" / "forget_quality.csv")
     assert len(quality) == 2 and quality["forget_quality"].between(0, 1).all()
-    assert "## Recovered after attack" in (run / "report" / "report.md").read_text()
+    md, page = (run / "report" / "report.md").read_text(), (run / "report" / "report.html").read_text()
+    for title in ("Relearning attacks", "Quantization attacks", "Forget quality against the never-learned model"):
+        assert f"## {title}\n" in md and f"<h2>{title}</h2>" in page, title
     oracle_corpus = read_jsonl(run / "data-oracle" / "corpus.jsonl")
     people = {p.person_id: p.group for p in load_data_dir(run / "data").people}
     assert not [

@@ -537,18 +537,22 @@ def test_report_page_order_and_contents(tmp_path):
     out = build_report(tmp_path)
     html = (out / "report.html").read_text()
     md = (out / "report.md").read_text()
-    for page in (html, md):
+    contents = re.sub(r"<nav>.*?</nav>", "", html, flags=re.S)  # the page's list of sections
+    for page in (contents, md):
         order = [
             page.index(s)
             for s in (
                 "Finding 1",
                 "Finding 2",
-                "Frequency effect per model size",
-                "Misalignment by model size",
+                "Finding 1 as a dose-response",
+                "Finding 2 as a curve",
+                "Terms",
                 "Verdicts",
                 "Frequency-only baseline",
-                "Full tables" if page is html else "## Frequency effect",
+                "Full tables",
+                "Frequency effect (all cells",
                 "More figures",
+                "Frequency effect (forget_high minus forget_low) per model size",
                 "commit:",
             )
         ]
@@ -557,7 +561,7 @@ def test_report_page_order_and_contents(tmp_path):
     figures = [
         md.index(f"]({name})") for name in ("dose_response.png", "size_trend.png", "frequency_effect.png")
     ]
-    assert figures == sorted(figures) and md.index("## Findings") < figures[0]
+    assert figures == sorted(figures) and md.index("> **Finding 2") < figures[0]
     # The report leads with one headline per finding, its declared primary endpoint.
     record = json.loads((out / "findings.json").read_text())
     findings, heads = record["findings"], record["headlines"]

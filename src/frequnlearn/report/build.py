@@ -1,75 +1,51 @@
-"""`frequnlearn report RUN_DIR`: collect every unlearning run's per-item records and write the report.
+"""`frequnlearn report RUN_DIR`: the report of a study run, built once from one load of the run.
 
-Outputs in RUN_DIR/report/: report.html (self-contained, plots embedded), report.md, the CSV tables,
-findings.json and the PNG figures. All numbers are recomputed from the per-item trajectories, never
-carried over from a run's own log. Both pages lead with the findings, then the two figures that carry
-them, then a compact verdict table; the full tables follow (collapsed in the HTML) and the page ends
-with the command, commit and hardware it was built from.
+`rundata.load_run` reads the run; the analysis computes the tables and verdicts from the per-item
+trajectories (never from a run's own log); the robustness tables come from the attack and oracle
+scores; then `figures` draws every declared figure, `sections` lays out every section and `page`
+writes them as report.md and report.html (self-contained, plots embedded), in the same order: one
+headline box per finding, the two lead figures, the terms, the verdicts, the robustness sections, the
+full tables, more figures, and the command, commit and hardware the study ran on. The CSV tables,
+findings.json and the PNG figures go beside them; files an earlier build wrote that this one does not
+are removed.
 """
 
 from __future__ import annotations
 
-import base64
-import html
 import math
-from dataclasses import asdict, dataclass, is_dataclass
+from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import pandas as pd
 
 from frequnlearn.errors import DataError
-from frequnlearn.records import (
-    atomic_open,
-    check_outputs,
-    output_set,
-    read_json,
-    read_jsonl,
-    read_parquet,
-    run_info,
-    write_json,
-)
-from frequnlearn.report import attacks, estimands, plots, prose
+from frequnlearn.records import atomic_open, output_set, read_json, run_info, write_json
+from frequnlearn.report import attacks, estimands, prose
+from frequnlearn.report.context import Context, Layout, high_and_low
+from frequnlearn.report.figures import BuiltFigure, build_figures
 from frequnlearn.report.headline import Headline
-from frequnlearn.report.runs import UnlearnRun, study_option, unlearn_runs
+from frequnlearn.report.page import Page
+from frequnlearn.report.rundata import RunData, load_run
+from frequnlearn.report.runs import measured_probe, study_option
+from frequnlearn.report.sections import build_sections, glossary_section, stages
+
+__all__ = ["Layout", "build_report", "high_and_low"]
 
 
-def load_trajectories(runs: list[UnlearnRun]) -> pd.DataFrame:
-    """All finished unlearning runs' trajectories, with each run's identity (from its record) as columns.
-
-    A run whose trajectory is missing, cut, or not what its done marker recorded stops the report with
-    one line naming the file: a report that silently dropped a level would compare the wrong things."""
-    frames = []
-    for run in runs:
-        if run.skipped:
-            continue
-        path = run.path / "trajectory.parquet"
-        why = check_outputs(run.path) or (None if path.is_file() else "trajectory.parquet is missing")
-        if why is not None:
-            raise DataError(f"{run.path}: {why}; rerun `frequnlearn study` to make this run again")
-        frames.append(estimands.with_run_identity(read_parquet(path), run.identity))
-    if not frames:
-        raise DataError("no finished unlearning runs to report on (run `frequnlearn study` first)")
-    return pd.concat(frames, ignore_index=True)
-
-
-def skipped_runs(runs: list[UnlearnRun]) -> list[str]:
+def skipped_runs(data: RunData) -> list[str]:
     """Unlearning runs the study could not make, with the reason (e.g. no known items)."""
-    return [f"{run.identity['task']}: {run.skipped}" for run in runs if run.skipped]
+    return [f"{run.identity['task']}: {run.skipped}" for run in data.runs if run.skipped]
 
 
-def load_utility(run_dir: Path, runs: list[UnlearnRun]) -> pd.DataFrame:
+def utility_table(data: RunData) -> pd.DataFrame:
     """lm-eval utility scores before (each model's baseline) and after (each unlearning run)."""
-    sources = [
-        (f"{path.parent.parent.name}/baseline", path)
-        for path in sorted(run_dir.glob("models/*/baseline/utility.json"))
-    ]
-    sources += [(run.identity["task"], run.path / "utility.json") for run in runs]
+    sources = [(f"{m.tag}/baseline", m.utility) for m in data.models if m.utility]
+    sources += sorted(data.run_utility.items())
     rows = [
         {"run_id": run_id, "task": task, "metric": m, "value": v}
-        for run_id, path in sources
-        if path.is_file()
-        for task, metrics in read_json(path)["tasks"].items()
+        for run_id, record in sources
+        for task, metrics in record["tasks"].items()
         for m, v in metrics.items()
     ]
     return pd.DataFrame(rows, columns=["run_id", "task", "metric", "value"])
@@ -91,68 +67,19 @@ def item_verdicts(traj: pd.DataFrame, gen_threshold: float) -> pd.DataFrame:
     return v
 
 
-def scatter_points(traj: pd.DataFrame) -> pd.DataFrame:
-    """Forget items' p_norm and ROUGE-L recall on the question probe at the first and last step."""
-    f = traj[(traj["role"] == "forget") & (traj["probe"] == "question")]
-    if f.empty:
-        return pd.DataFrame(columns=["run_id", "item_id", "level", "when", "p_norm", "rougeL_recall"])
-    keys = ["run_id", "item_id", "level", "step"]
-    prob = f[f["family"] == "prob"][keys + ["p_norm"]]
-    gen = f[f["family"] == "gen"][keys + ["rougeL_recall"]]
-    both = prob.merge(gen, on=keys)
-    first = both.groupby("run_id")["step"].transform("min")
-    last = both.groupby("run_id")["step"].transform("max")
-    both = both[(both["step"] == first) | (both["step"] == last)].copy()
-    both["when"] = ["before" if s == a else "after" for s, a in zip(both["step"], first[both.index])]
-    return both
-
-
-def _ordered(values: Any, preferred: list[str]) -> list[str]:
-    present = [str(v) for v in pd.unique(values)]
-    return [v for v in preferred if v in present] + sorted(v for v in present if v not in preferred)
-
-
-def high_and_low(levels: list[str]) -> tuple[str, str]:
-    """The two levels compared: the largest and smallest exposure of a numeric grid, else the first and
-    last configured level (forget_high, forget_low)."""
-    try:
-        numeric = sorted(levels, key=float)
-    except ValueError:
-        return levels[0], levels[-1]
-    return numeric[-1], numeric[0]
-
-
-def parameter_counts(runs: list[UnlearnRun], sizes: list[str]) -> dict[str, float]:
-    """Parameters per model size, as the unlearning runs' records state them; a run recorded without
-    a count takes its size's preset, and sizes with neither (a given model in the real setting) are
-    left out (they cannot enter the size trend)."""
-    from frequnlearn.models.presets import PRESETS
-
-    out: dict[str, float] = {}
-    for run in runs:
-        size, n = str(run.identity.get("size")), run.identity.get("n_params")
-        if size in sizes and n:
-            out.setdefault(size, float(n))
-    for size in sizes:
-        if size not in out and size in PRESETS:
-            out[size] = float(PRESETS[size].n_params())
-    return {size: out[size] for size in sizes if size in out}
-
-
-def pretraining_knowledge(run_dir: Path, params: dict[str, float]) -> pd.DataFrame:
+def pretraining_knowledge(data: RunData, params: dict[str, float]) -> pd.DataFrame:
     """Per pretrained model: its size, seed, epochs and the knowledge check's accuracy per group, from
-    the model's own run record (`models/<tag>/run.json`)."""
+    the model's own run record."""
     rows = []
-    for path in sorted(run_dir.glob("models/*/run.json")):
-        try:
-            rec = read_json(path)
-            summary = rec["summary"]
-        except (DataError, KeyError):
+    for model in data.models:
+        rec = model.record or {}
+        summary = rec.get("summary")
+        if not isinstance(summary, dict):
             continue
         size = rec.get("config", {}).get("preset")  # the model's own record names its size
         groups = summary.get("knowledge", {}).get("by_group", {})
         row: dict[str, Any] = {
-            "model": path.parent.name,
+            "model": model.tag,
             "size": size,
             "seed": rec.get("seed"),
             "parameters": summary.get("n_params", params.get(size)),
@@ -164,10 +91,9 @@ def pretraining_knowledge(run_dir: Path, params: dict[str, float]) -> pd.DataFra
     return pd.DataFrame(rows)
 
 
-def frequency_only_baseline(run_dir: Path) -> pd.DataFrame:
+def frequency_only_baseline(data: RunData) -> pd.DataFrame:
     """The data manifest's top-1 rate of ranking candidates by corpus count alone, per group."""
-    path = run_dir / "data" / "manifest.json"
-    base = read_json(path).get("frequency_only_baseline") if path.is_file() else None
+    base = data.manifest.get("frequency_only_baseline")
     if not base:
         return pd.DataFrame()
     return pd.DataFrame([{"group": g, **vals} for g, vals in base.items()])
@@ -190,31 +116,29 @@ def build_info(config: dict[str, Any], seeds: Any, study: dict[str, Any] | None 
     return info
 
 
-def wall_time(run_dir: Path) -> dict[str, Any]:
+def wall_time(data: RunData) -> dict[str, Any]:
     """Seconds each kind of stage took, summed over every part of a study that ran in several parts.
 
-    The study times each stage it runs (`timings.json`); a model pretrained outside it (copied in, or
+    The study times each stage it runs (timings.json); a model pretrained outside it (copied in, or
     before timings were kept) contributes the time its own metrics log measured (tokens over tokens/s).
     """
-    path = run_dir / "timings.json"
-    times: dict[str, float] = read_json(path) if path.is_file() else {}
+    times = data.timings
     by_kind: dict[str, float] = {}
     for name, seconds in times.items():
         kind = name.split(":", 1)[0]
         by_kind[kind] = by_kind.get(kind, 0.0) + float(seconds)
     from_logs = []
-    for metrics in sorted(run_dir.glob("models/*/metrics.jsonl")):
-        tag = metrics.parent.name
-        if f"pretrain:{tag}" in times:
+    for model in data.models:
+        if f"pretrain:{model.tag}" in times:
             continue
         seen, seconds = 0.0, 0.0
-        for row in read_jsonl(metrics):
+        for row in model.metrics:
             if row.get("tokens_per_s") and row.get("tokens_seen"):
                 seconds += (float(row["tokens_seen"]) - seen) / float(row["tokens_per_s"])
                 seen = float(row["tokens_seen"])
         if seconds:
             by_kind["pretrain"] = by_kind.get("pretrain", 0.0) + seconds
-            from_logs.append(tag)
+            from_logs.append(model.tag)
     return {
         "total_s": round(sum(by_kind.values()), 1),
         "by_kind_s": {k: round(v, 1) for k, v in by_kind.items()},
@@ -222,75 +146,98 @@ def wall_time(run_dir: Path) -> dict[str, Any]:
     }
 
 
-@dataclass
-class Layout:
-    """What the report compares: levels, sizes, methods, selections and probes in reading order, the two
-    levels of the frequency effect, and parameters per size."""
+def subtitle(data: RunData, lay: Layout) -> str:
+    """One line: what the study compared."""
 
-    levels: list[str]
-    sizes: list[str]
-    methods: list[str]
-    selections: list[str]
-    probes: list[str]
-    high: str
-    low: str
-    params: dict[str, float]
+    def size(s: str) -> str:
+        return f"{s} ({lay.params[s] / 1e6:.2f}M)" if s in lay.params else s
 
-    @classmethod
-    def of(cls, v: pd.DataFrame, study: dict[str, Any], runs: list[UnlearnRun]) -> Layout:
-        scfg = study["config"].get("study", {})
-        levels = _ordered(v["level"], [str(x) for x in scfg.get("levels", [])])
-        sizes = _ordered(v["size"], list(scfg.get("model_sizes", [])))
-        return cls(
-            levels=levels,
-            sizes=sizes,
-            methods=_ordered(v["method"], list(scfg.get("methods", []))),
-            selections=_ordered(v["selection"], ["known", "all"]),
-            probes=_ordered(v["probe"], ["question", "paraphrase", "bio"]),
-            high=high_and_low(levels)[0],
-            low=high_and_low(levels)[1],
-            params=parameter_counts(runs, sizes),
-        )
+    seeds = sorted(data.trajectories["seed"].unique()) if "seed" in data.trajectories else []
+    parts = [
+        f"{study_option(data.study, 'setting')} setting",
+        "sizes " + ", ".join(size(s) for s in lay.sizes),
+        "methods " + ", ".join(lay.methods),
+        "levels " + ", ".join(lay.levels),
+        f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''}",
+    ]
+    return " · ".join(parts)
+
+
+# Files earlier versions of the report wrote under names this one no longer writes.
+FORMER_FILES = ("attacks.png",)
 
 
 def build_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path:
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise DataError(f"RUN_DIR {run_dir}: no such directory")
-    study = read_json(run_dir / "study.json") if (run_dir / "study.json").is_file() else {"config": {}}
-    runs = unlearn_runs(run_dir)
-    try:
-        traj = load_trajectories(runs)
-    except DataError as err:
-        raise DataError(f"{run_dir}: {err}") from None
-    v = item_verdicts(traj, float(study_option(study, "gen_threshold", section="evaluate")))
-    lay = Layout.of(v, study, runs)
-    t, headlines, findings = analyse(v, lay, study)
-    t["frequency_only_baseline"] = frequency_only_baseline(run_dir)
-    t["parameters"] = pd.DataFrame({"size": list(lay.params), "parameters": list(lay.params.values())})
-    t["pretraining_knowledge"] = pretraining_knowledge(run_dir, lay.params)
-    t["utility"] = load_utility(run_dir, runs)
-    notes = [f"Skipped {s}" for s in skipped_runs(runs)] + _non_finite_note(traj)
+    """Write the report of the study in `run_dir` into `out_dir` (default RUN_DIR/report); return it."""
+    ctx = context(load_run(run_dir))
+    have = stages(ctx)
+    figures = build_figures(ctx, have)
+    sections = build_sections(ctx, figures)
+    lead = [f for f in figures if f.lead]
+    draft = Page(subtitle(ctx.data, ctx.lay), ctx.headlines, lead, sections).markdown()
+    sections.insert(1 if ctx.notes else 0, glossary_section(ctx, draft))
+    page = Page(subtitle(ctx.data, ctx.lay), ctx.headlines, lead, sections)
+    csvs = list(TABLES)
+    csvs += ["attacks"] if have & {"relearning", "quantization"} else []
+    csvs += ["forget_quality"] if "oracle" in have else []
+    final = Path(out_dir) if out_dir is not None else ctx.data.root / "report"
+    write_report(final, ctx, csvs, [f for f in figures if f.rendered is not None], page)
+    return final
 
-    final = Path(out_dir) if out_dir is not None else run_dir / "report"
-    # Written as one set (report.html last): a full disk or a kill leaves the previous report whole.
-    with output_set(final, None, "report.html", kind="report") as out:
-        for name in TABLES:
+
+def context(data: RunData) -> Context:
+    """Every table, verdict and headline of the report, computed from the loaded run."""
+    study = data.study
+    gen_threshold = float(study_option(study, "gen_threshold", section="evaluate"))
+    v = item_verdicts(data.trajectories, gen_threshold)
+    lay = Layout.of(v, study, data.runs)
+    t, headlines, findings = analyse(v, lay, study)
+    t["frequency_only_baseline"] = frequency_only_baseline(data)
+    t["parameters"] = pd.DataFrame({"size": list(lay.params), "parameters": list(lay.params.values())})
+    t["pretraining_knowledge"] = pretraining_knowledge(data, lay.params)
+    t["utility"] = utility_table(data)
+    probe = measured_probe(study)
+    t.update(attacks.tables(data, probe, gen_threshold))
+    info = build_info(study["config"], study["config"].get("study", {}).get("seeds"), study)
+    info["wall_time"] = wall_time(data)
+    notes = [f"Skipped {s}" for s in skipped_runs(data)] + _non_finite_note(data.trajectories) + data.notes
+    return Context(data, lay, t, findings, headlines, notes, info, probe)
+
+
+def write_report(final: Path, ctx: Context, csvs: list[str], pngs: list[BuiltFigure], page: Page) -> None:
+    """The CSV tables, figures, findings.json and both pages, written as one set (report.html last): a
+    full disk or a kill leaves the previous report whole, and the files the previous report wrote that
+    this one does not are removed with it."""
+    files = (
+        [f"{n}.csv" for n in csvs] + [f.name for f in pngs] + ["report.md", "findings.json", "report.html"]
+    )
+    names = sorted(set(files) | set(_previous_files(final)))
+    with output_set(final, names, "report.html", kind="report") as out:
+        for name in csvs:
             with atomic_open(out / f"{name}.csv") as fh:
-                t[name].to_csv(fh, index=False)
-        lead, more = _lead_figures(t, lay, out), _more_figures(t, traj, lay, out)
-        info = build_info(study["config"], study["config"].get("study", {}).get("seeds"), study)
-        info["wall_time"] = wall_time(run_dir)
-        _write_findings(out, t, findings, notes, lay, info, headlines)
-        page = Page(
-            findings, notes, lead, t["verdicts"], t["frequency_only_baseline"], _full_tables(t), more, info
-        )
+                ctx.lay.sorted(ctx.tables[name]).to_csv(fh, index=False)
+        for f in pngs:
+            with atomic_open(out / f.name, "wb") as fh:
+                fh.write(f.rendered.png)
+        _write_findings(out, ctx, page, files)
         with atomic_open(out / "report.md") as fh:
             fh.write(page.markdown())
         with atomic_open(out / "report.html") as fh:
             fh.write(page.html())
-        attacks.add_to_report(run_dir, out)
-    return final
+
+
+def _previous_files(out: Path) -> list[str]:
+    """The files the last report written into `out` wrote (none when `out` holds no report of ours)."""
+    path = out / "findings.json"
+    if not path.is_file():
+        return []
+    try:
+        files = read_json(path).get("files")
+    except (DataError, OSError, ValueError):
+        return []
+    if files is None:  # written before reports listed their files: the names they could have written
+        return [name for name in FORMER_FILES if (out / name).is_file()]
+    return [f for f in files if isinstance(f, str) and "/" not in f and not f.startswith(".")]
 
 
 # The CSV tables a report writes, in this order.
@@ -414,113 +361,14 @@ def _non_finite_note(traj: pd.DataFrame) -> list[str]:
     return [f"{len(bad)} item evaluations had non-finite logits and are left out of every number."]
 
 
-def _lead_figures(t: dict[str, pd.DataFrame], lay: Layout, out: Path) -> list[tuple[str, str, bytes]]:
-    """The figures that carry the findings, first on the page."""
-    lead: list[tuple[str, str, bytes]] = [
-        (
-            "frequency_effect.png",
-            f"Frequency effect per model size and method: net drop of {lay.high} minus net drop of {lay.low} "
-            "(net drop = 1 - normalised AUC of the target items minus that of the control items of the same "
-            "level), all items known at the start and margin-matched items, with 95% bootstrap intervals "
-            "over items; below zero = frequent facts are harder to unlearn. n = target items (high + low).",
-            plots.save(
-                plots.frequency_effect(t["frequency_effect"], lay.high, lay.low), out / "frequency_effect.png"
-            ),
-        ),
-        (
-            "misalignment.png",
-            "Misalignment by model size: among items generated before unlearning and no longer generated at "
-            f"the first step where the targets' normalised accuracy is <= {estimands.READ_LEVELS[0]}, the share "
-            "still preferred by likelihood (three views; raw share, frequency levels averaged in black), with "
-            "95% hierarchical bootstrap intervals; n = target items no longer generated.",
-            plots.save(
-                plots.misalignment(t["misalignment"], lay.levels, lay.sizes), out / "misalignment.png"
-            ),
-        ),
-    ]
-    curves_first: list[tuple[str, str, bytes]] = []
-    if len(t["dose_response"]):
-        curves_first.append(
-            (
-                "dose_response.png",
-                "Finding 1 as a dose-response: per level, net drop (1 - normalised AUC of the target items "
-                "minus that of the control items of the same level) against the level's pre-training "
-                "frequency on a log axis, per model size and method, with 95% bootstrap intervals over items "
-                "and the least-squares line whose slope (per e-fold of frequency) and 95% interval the legend "
-                "gives; a falling line means frequent facts are harder to unlearn.",
-                plots.save(
-                    plots.dose_response(t["dose_points"], t["dose_response"], lay.sizes),
-                    out / "dose_response.png",
-                ),
-            )
-        )
-    if len(t["size_trend"]):
-        curves_first.append(
-            (
-                "size_trend.png",
-                "Finding 2 as a curve: the share of known items no longer generated but still ranked first, "
-                f"read where the targets' normalised accuracy first is <= {estimands.READ_LEVELS[0]} (frequency "
-                "levels averaged), against parameters on a log axis, per method, with 95% hierarchical bootstrap "
-                "intervals and the least-squares slope per e-fold of parameters; a rising line means "
-                "misalignment grows with size.",
-                plots.save(
-                    plots.size_trend(t["misalignment"], t["size_trend"], lay.params), out / "size_trend.png"
-                ),
-            )
-        )
-    return curves_first + lead
-
-
-def _more_figures(
-    t: dict[str, pd.DataFrame], traj: pd.DataFrame, lay: Layout, out: Path
-) -> list[tuple[str, str, bytes]]:
-    """Trajectories per selection and probe, and the item scatter."""
-    more: list[tuple[str, str, bytes]] = []
-    for selection in lay.selections:
-        for probe in lay.probes:
-            name = f"trajectories_{selection}_{probe}.png"
-            fig, n_items = plots.trajectories(
-                t["curves"], lay.levels, lay.sizes, lay.methods, selection, probe
-            )
-            more.append(
-                (
-                    name,
-                    f"Normalised generation accuracy over unlearning steps ({selection} selection, {probe} probe): "
-                    "target (solid), control (dotted) and retain (dashed) items known at the start, pooled over "
-                    f"seeds, with 95% Wilson bands; {n_items} item trajectories in all.",
-                    plots.save(fig, out / name),
-                )
-            )
-    points = scatter_points(traj)
-    if len(points):
-        more.append(
-            (
-                "scatter.png",
-                "Probability vs generation score per target item, before and after unlearning "
-                f"({points['item_id'].nunique()} items, question probe).",
-                plots.save(plots.scatter(points, lay.levels), out / "scatter.png"),
-            )
-        )
-
-    return more
-
-
-def _write_findings(
-    out: Path,
-    t: dict[str, pd.DataFrame],
-    findings: list[str],
-    notes: list[str],
-    lay: Layout,
-    info: dict[str, Any],
-    headlines: list[Headline],
-) -> None:
-    items = t["items"]
+def _write_findings(out: Path, ctx: Context, page: Page, files: list[str]) -> None:
+    t, lay, items = ctx.tables, ctx.lay, ctx.tables["items"]
     write_json(
         out / "findings.json",
         {
-            "headlines": [h.record() for h in headlines],
-            "findings": findings,
-            "notes": notes,
+            "headlines": [h.record() for h in ctx.headlines],
+            "findings": ctx.findings,
+            "notes": ctx.notes,
             "high_level": lay.high,
             "low_level": lay.low,
             "known_items": int(items["known0"].sum()) if len(items) else 0,
@@ -531,26 +379,11 @@ def _write_findings(
             "exploratory": _records(t["exploratory"]),
             "dose_response": _records(t["dose_response"]),
             "pretraining_knowledge": _records(t["pretraining_knowledge"]),
-            "run_info": info,
+            "sections": page.headings(),
+            "files": files,
+            "run_info": ctx.info,
         },
     )
-
-
-def _full_tables(t: dict[str, pd.DataFrame]) -> list[tuple[str, pd.DataFrame, str]]:
-    """The full tables, collapsed in the HTML page: (title, table, note)."""
-    full = [
-        ("Frequency effect (all cells; matched = margin-matched)", t["frequency_effect"], EFFECT_NOTE),
-        ("Misalignment by cell and level", t["misalignment"], MIS_NOTE),
-        ("Misalignment against model size", t["size_trend"], TREND_NOTE),
-        ("Per level (normalised curves)", t["headline"], HEAD_NOTE),
-        ("Frequency as a dose-response (slopes)", t["dose_response"], DOSE_NOTE),
-        ("Frequency as a dose-response (points)", t["dose_points"], ""),
-        ("Model sizes", t["parameters"], ""),
-        ("Pretraining knowledge per model", t["pretraining_knowledge"], KNOWLEDGE_NOTE),
-    ]
-    if len(t["utility"]):
-        full.append(("Utility (lm-eval)", t["utility"], ""))
-    return full
 
 
 def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
@@ -558,144 +391,3 @@ def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
         {k: (None if isinstance(x, float) and math.isnan(x) else x) for k, x in row.items()}
         for row in df.to_dict(orient="records")
     ]
-
-
-VERDICT_NOTE = (
-    "One row per model size and method, `known` selection, trained question. Net drop = 1 - normalised AUC "
-    "of the target items minus the same for control items of the level; effect = high minus low (negative: "
-    "frequent facts are harder to unlearn), 95% bootstrap interval over items; matched = items paired on "
-    "baseline margin; misaligned = control-subtracted P(still ranked first | no longer generated), levels pooled."
-)
-EFFECT_NOTE = (
-    "`effect_lo`..`effect_hi`: 95% expanded percentile bootstrap over items; `effect_seed_lo`..`_hi`: "
-    "t-interval over seeds. `all` selections and runs without a control arm are descriptive."
-)
-MIS_NOTE = "Shares among items no longer generated at the matched forgetting step; `diff` = target - control."
-DOSE_NOTE = (
-    "Least-squares slope of each level's net drop (target minus control) against log frequency; 95% "
-    "bootstrap interval over items, seed interval a t-interval of per-seed slopes."
-)
-KNOWLEDGE_NOTE = (
-    "Share of each group's birth cities the pretrained model generated (the shared `known` rule): sizes "
-    "compared for Finding 2 should know forget_high about equally, or size is confounded with how well "
-    "the people were learned."
-)
-TREND_NOTE = "Least-squares slope of `diff` against log(parameters); 95% bootstrap interval over items."
-HEAD_NOTE = (
-    "`forget_start` and `forget_auc_raw`: raw accuracy over all items (descriptive). `forget_auc`: normalised "
-    "AUC over items known at the start. `km_median_steps`: Kaplan-Meier median steps to the threshold, runs "
-    "that never reached it censored (empty: not reached)."
-)
-
-
-def _wall_line(wall: dict[str, Any] | None) -> str:
-    if not wall or not wall.get("total_s"):
-        return "not recorded"
-    parts = ", ".join(f"{k} {v / 60:.1f}" for k, v in wall["by_kind_s"].items())
-    line = f"{wall['total_s'] / 60:.1f} min of stage work ({parts} min)"
-    if wall.get("pretrain_from_metrics_log"):
-        line += f"; pretraining of {', '.join(wall['pretrain_from_metrics_log'])} from its metrics log"
-    return line
-
-
-class Page:
-    """The report's content in its reading order, written as markdown or as one HTML page."""
-
-    def __init__(self, findings, notes, lead, table, baseline, full, more, info) -> None:
-        self.findings, self.notes, self.lead, self.table = findings, notes, lead, table
-        self.baseline, self.full, self.more, self.info = baseline, full, more, info
-
-    def _run_lines(self) -> list[str]:
-        i = self.info
-        return [
-            f"command: {i['command']}",
-            f"commit: {i['commit']}",
-            f"report: {i.get('report_command', '')} at {i.get('report_commit', '')}",
-            f"wall time: {_wall_line(i.get('wall_time'))}",
-            f"hardware: {i['hardware']}",
-            f"versions: {i['versions']}",
-        ]
-
-    def markdown(self) -> str:
-        parts = ["# frequnlearn study report", "", "## Findings", ""]
-        parts += [f"- {f}" for f in self.findings] + [f"- {n}" for n in self.notes]
-        parts += [""] + [f"![{cap}]({name})\n\n_{cap}_\n" for name, cap, _ in self.lead]
-        parts += ["## Verdicts", "", VERDICT_NOTE, "", prose.as_markdown(self.table), ""]
-        if len(self.baseline):
-            parts += [
-                "## Frequency-only baseline",
-                "",
-                BASELINE_NOTE,
-                "",
-                prose.as_markdown(self.baseline),
-                "",
-            ]
-        for title, df, note in self.full:
-            parts += [f"## {title}", ""] + ([note, ""] if note else []) + [prose.as_markdown(df), ""]
-        parts += ["## More figures", ""] + [f"![{cap}]({name})\n\n_{cap}_\n" for name, cap, _ in self.more]
-        parts += ["## Run", "", "```", *self._run_lines(), "```", ""]
-        return "\n".join(parts)
-
-    def html(self) -> str:
-        esc = html.escape
-
-        def fig(cap: str, data: bytes) -> str:
-            return (
-                f'<figure><img alt="{esc(cap)}" src="data:image/png;base64,{base64.b64encode(data).decode()}">'
-                f"<figcaption>{esc(cap)}</figcaption></figure>"
-            )
-
-        def details(title: str, body: str) -> str:
-            return f"<details><summary>{esc(title)}</summary>{body}</details>"
-
-        findings = "".join(f"<li>{esc(f)}</li>" for f in self.findings + self.notes)
-        full = "".join(
-            details(title, (f"<p>{esc(note)}</p>" if note else "") + _table_html(df))
-            for title, df, note in self.full
-        )
-        baseline = (
-            f"<h2>Frequency-only baseline</h2><p>{esc(BASELINE_NOTE)}</p>{_table_html(self.baseline)}"
-            if len(self.baseline)
-            else ""
-        )
-        return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>frequnlearn study report</title>
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<style>
-body {{ font-family: system-ui, sans-serif; max-width: 1200px; margin: 1em auto; padding: 0 1em; color: #222; }}
-h1 {{ font-size: 1.5em; margin: 0.3em 0; }} h2 {{ font-size: 1.2em; }}
-ul.findings {{ font-size: 14px; line-height: 1.35; padding-left: 1.2em; }}
-.lead {{ display: flex; flex-wrap: wrap; gap: 1em; }} .lead figure {{ flex: 1 1 420px; margin: 0; }}
-.lead figure + figure {{ flex: 1.7 1 560px; }} p {{ font-size: 14px; }}
-.scroll {{ overflow-x: auto; max-width: 100%; }}
-table.t {{ border-collapse: collapse; font-size: 12px; margin: 0.5em 0 1em; }}
-table.t th, table.t td {{ border-bottom: 1px solid #ddd; padding: 3px 6px; text-align: right; white-space: nowrap; }}
-table.t th {{ background: #f4f4f4; position: sticky; top: 0; }}
-details {{ margin: 0.4em 0; }} summary {{ cursor: pointer; font-weight: 600; }}
-figure {{ margin: 1em 0; }} img {{ max-width: 100%; height: auto; }} figcaption {{ font-size: 13px; color: #555; }}
-pre {{ white-space: pre-wrap; word-break: break-all; font-size: 12px; }}
-@media print {{ figure {{ page-break-inside: avoid; }} details {{ display: block; }} }}
-</style></head><body>
-<h1>frequnlearn study report</h1>
-<ul class="findings">{findings}</ul>
-<div class="lead">{"".join(fig(cap, data) for _, cap, data in self.lead)}</div>
-<h2>Verdicts</h2><p>{esc(VERDICT_NOTE)}</p>{_table_html(self.table)}
-{baseline}
-<h2>Full tables</h2>{full}
-{details("More figures: trajectories and item scatter", "".join(fig(cap, data) for _, cap, data in self.more))}
-<h2>Run</h2><pre>{esc(chr(10).join(self._run_lines()))}</pre>
-</body></html>
-"""
-
-
-BASELINE_NOTE = (
-    "Top-1 rate of ranking each question's candidates by their corpus count alone (no model), against "
-    "chance: how much of the ranking a model could get from value frequencies without knowing the person."
-)
-
-
-def _table_html(df: pd.DataFrame) -> str:
-    if df.empty:
-        return "<p><em>(no rows)</em></p>"
-    table = df.to_html(index=False, float_format=lambda x: f"{x:.3f}", na_rep="", border=0, classes="t")
-    return f'<div class="scroll">{table}</div>'

@@ -405,7 +405,7 @@ def headline_misalignment(
     notes += reach_notes(reach, primary)
     return Headline(
         finding="2",
-        claim="probability- and generation-based evaluations disagree more as models grow",
+        claim="misalignment grows with model size",
         verdict=word,
         measured=measured,
         estimate=row["estimate"] if row is not None else math.nan,

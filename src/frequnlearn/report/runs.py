@@ -1,8 +1,10 @@
-"""Which unlearning runs a study directory holds, and what each one is, read from the runs' records.
+"""Where the report finds a study's files, and what each unlearning run is, read from the runs' records.
 
-Each run's record (run.json) names its identity under `run`: run id, model, size, parameters, seed,
-method, level and selection, plus `skipped` when the study could not make it. Runs written before
-their records named an identity carry the same fields in their `.stage.json`, read as a fallback.
+`RunFiles` spells every run-directory path the report reads, so the report has one place that knows
+the layout. Each unlearning run's record (run.json) names its identity under `run`: run id, model,
+size, parameters, seed, method, level and selection, plus `skipped` when the study could not make it.
+Runs written before their records named an identity carry the same fields in their `.stage.json`,
+read as a fallback.
 """
 
 from __future__ import annotations
@@ -19,6 +21,69 @@ from frequnlearn.records import STAGE_FILE, read_json
 ATTACKS_DIR = "attacks"
 
 
+@dataclass(frozen=True)
+class RunFiles:
+    """The files of one study directory that the report reads."""
+
+    root: Path
+
+    @property
+    def study(self) -> Path:
+        return self.root / "study.json"
+
+    @property
+    def timings(self) -> Path:
+        return self.root / "timings.json"
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / "data" / "manifest.json"
+
+    @property
+    def unlearn(self) -> Path:
+        return self.root / "unlearn"
+
+    def models(self) -> list[Path]:
+        """Each pretrained model's directory (`models/<tag>`), in name order (hidden scratch directories
+        of a run in progress are not models)."""
+        root = self.root / "models"
+        return sorted(p for p in root.iterdir() if p.is_dir() and p.name[0] != ".") if root.is_dir() else []
+
+    @staticmethod
+    def model_record(model: Path) -> Path:
+        return model / "run.json"
+
+    @staticmethod
+    def model_metrics(model: Path) -> Path:
+        return model / "metrics.jsonl"
+
+    @staticmethod
+    def scores(model: Path, kind: str) -> Path:
+        """A model's per-item scores before unlearning (`baseline`) or of its never-learned twin
+        (`oracle`)."""
+        return model / kind / "scores.parquet"
+
+    @staticmethod
+    def baseline_utility(model: Path) -> Path:
+        return model / "baseline" / "utility.json"
+
+    @staticmethod
+    def trajectory(run: Path) -> Path:
+        return run / "trajectory.parquet"
+
+    @staticmethod
+    def run_utility(run: Path) -> Path:
+        return run / "utility.json"
+
+    @staticmethod
+    def attack_scores(run: Path) -> Path:
+        return run / ATTACKS_DIR / "scores.parquet"
+
+    @staticmethod
+    def attack_record(run: Path) -> Path:
+        return run / ATTACKS_DIR / "attacks.json"
+
+
 @dataclass
 class UnlearnRun:
     path: Path
@@ -33,7 +98,7 @@ def unlearn_runs(run_dir: Path) -> list[UnlearnRun]:
     """Every finished or skipped unlearning run under RUN_DIR/unlearn, in path order; scratch
     directories of a run cut short (hidden `.tmp` or `.partial`) are not runs, nor what a run holds
     (its model/ keeps a copy of the run's record)."""
-    root = run_dir / "unlearn"
+    root = RunFiles(run_dir).unlearn
     found = {p.parent for name in ("run.json", STAGE_FILE) for p in root.glob(f"**/{name}")}
     runs = []
     for path in sorted(found):
@@ -64,10 +129,18 @@ def _identity(path: Path) -> dict[str, Any] | None:
 def study_option(study: dict[str, Any], name: str, section: str = "study") -> Any:
     """A config value as the study recorded it in study.json, else the config's own default (a run
     written before the field existed)."""
+    from frequnlearn.config.attacks import AttacksConfig
     from frequnlearn.config.evaluate import EvalConfig
     from frequnlearn.config.study import StudyOptions
 
-    recorded = study.get("config", {}).get(section, {})
+    recorded = study.get("config", {}).get(section, {}) or {}
     if name in recorded:
         return recorded[name]
-    return getattr(StudyOptions() if section == "study" else EvalConfig(), name)
+    defaults = {"study": StudyOptions, "evaluate": EvalConfig, "attacks": AttacksConfig}[section]
+    return getattr(defaults(), name)
+
+
+def measured_probe(study: dict[str, Any]) -> str:
+    """The probe the robustness numbers are read on: the paraphrase for real models (trained on other
+    wordings), the trained question in the synthetic setting."""
+    return "paraphrase" if study_option(study, "setting") == "real" else "question"
