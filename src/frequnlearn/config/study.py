@@ -45,6 +45,32 @@ def known_probe(setting: str) -> str:
 
 
 @dataclass
+class PrimaryEndpoints:
+    """The one endpoint per finding that carries its verdict; every other comparison the report makes
+    is exploratory and Holm-adjusted within its finding. Declared before the study runs."""
+
+    # Both findings: the method (null: the first of study.methods).
+    method: str | None = None
+    # Finding 1: the total frequency effect (high minus low net drop; on an exposure grid of >= 3
+    # levels, its slope against log frequency) on this probe, known items ...
+    frequency_probe: Literal["question", "paraphrase", "bio"] = "question"
+    # ... for this model size (null: every size pooled, each model a unit of the interval).
+    frequency_size: str | None = None
+    # Finding 2: the slope of the share of forgotten items still preferred by likelihood against log
+    # parameters, in this view, read where the targets' normalised generation accuracy first is <= this.
+    misalignment_view: Literal["rank1", "truth_ratio", "logprob"] = "rank1"
+    misalignment_forgetting: float = 0.5
+    misalignment_probe: Literal["question", "paraphrase", "bio"] = "question"
+
+    def validate(self) -> None:
+        check(
+            0.0 < self.misalignment_forgetting < 1.0,
+            "misalignment_forgetting",
+            "must be within (0, 1), e.g. 0.5",
+        )
+
+
+@dataclass
 class StudyOptions:
     """What the study compares.
 
@@ -96,6 +122,8 @@ class StudyOptions:
     retain_tolerance: float = 0.1
     # Bootstrap resamples of the report's intervals.
     n_boot: int = 1000
+    # The declared primary endpoint of each finding (the report's first lines).
+    primary: PrimaryEndpoints = field(default_factory=PrimaryEndpoints)
     # Unlearned weights are large and rarely needed after evaluation; keep them only when asked.
     keep_models: bool = False
     # Torch threads for every stage (null: torch's default, the machine's cores, as the process that
@@ -173,6 +201,15 @@ class StudyOptions:
         check(self.eval_utility_size >= 0, "eval_utility_size", "must be >= 0")
         check(self.n_boot >= 100, "n_boot", "use at least 100 bootstrap resamples")
         check_range(self.n_boot, "n_boot", 100, 100_000, " bootstrap resamples")
+        p = self.primary
+        check(
+            p.method is None or p.method in self.methods, "primary.method", f"must be one of {self.methods}"
+        )
+        check(
+            p.frequency_size is None or p.frequency_size in self.model_sizes,
+            "primary.frequency_size",
+            f"must be one of {self.model_sizes} or null (every size pooled)",
+        )
         if self.setting == "synthetic":
             check(len(self.model_sizes) >= 1, "model_sizes", "give at least one pretrain preset")
             check(

@@ -184,7 +184,7 @@ class UnlearnConfig:
         check(
             self.lr >= 0,
             "lr",
-            "must be >= 0 (0 changes nothing: a null run that any analysis must call unsupported)",
+            "must be >= 0 (0 changes nothing: a null run, which the report calls 'no estimate')",
         )
         check(self.weight_decay >= 0, "weight_decay", "must be >= 0")
         check(0.0 <= self.warmup_ratio < 1.0, "warmup_ratio", "must be within [0, 1)")

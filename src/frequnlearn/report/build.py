@@ -13,17 +13,19 @@ are removed.
 from __future__ import annotations
 
 import math
+from dataclasses import asdict, is_dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pandas as pd
 
 from frequnlearn.errors import DataError
 from frequnlearn.layout import RunLayout
 from frequnlearn.records import atomic_open, output_set, read_json, run_info, write_json
-from frequnlearn.report import analysis, attacks, headlines_from_tables
+from frequnlearn.report import attacks, estimands, prose
 from frequnlearn.report.context import Context, Layout, high_and_low
 from frequnlearn.report.figures import BuiltFigure, build_figures
+from frequnlearn.report.headline import Headline
 from frequnlearn.report.page import Page
 from frequnlearn.report.rundata import RunData, load_run
 from frequnlearn.report.runs import measured_probe, study_option
@@ -56,7 +58,7 @@ def item_verdicts(traj: pd.DataFrame, gen_threshold: float) -> pd.DataFrame:
 
     v = verdicts(traj, gen_threshold=gen_threshold)
     keys = ["run_id", "step", "item_id", "probe"]
-    extra = [c for c in analysis.RUN_COLUMNS + ["role", "frequency"] if c not in v.columns or c in keys]
+    extra = [c for c in estimands.RUN_COLUMNS + ["role", "frequency"] if c not in v.columns or c in keys]
     ident = traj[list(dict.fromkeys(keys + extra))].drop_duplicates(keys)
     v = v.drop(columns=[c for c in extra if c in v.columns and c not in keys]).merge(
         ident, on=keys, how="left"
@@ -190,7 +192,7 @@ def context(data: RunData) -> Context:
     gen_threshold = float(study_option(study, "gen_threshold", section="evaluate"))
     v = item_verdicts(data.trajectories, gen_threshold)
     lay = Layout.of(v, study, data.runs)
-    t, findings = analyse(v, lay, study)
+    t, headlines, findings = analyse(v, lay, study)
     t["frequency_only_baseline"] = frequency_only_baseline(data)
     t["parameters"] = pd.DataFrame({"size": list(lay.params), "parameters": list(lay.params.values())})
     t["pretraining_knowledge"] = pretraining_knowledge(data, lay.params)
@@ -200,7 +202,6 @@ def context(data: RunData) -> Context:
     info = build_info(study["config"], study["config"].get("study", {}).get("seeds"), study)
     info["wall_time"] = wall_time(data)
     notes = [f"Skipped {s}" for s in skipped_runs(data)] + _non_finite_note(data.trajectories) + data.notes
-    headlines = headlines_from_tables.headlines(t, lay, study, data.trajectories)
     return Context(data, lay, t, findings, headlines, notes, info, probe)
 
 
@@ -244,7 +245,15 @@ def _previous_files(out: Path) -> list[str]:
 TABLES = (
     "verdicts",
     "frequency_effect",
+    "mediation",
+    "mediation_points",
+    "hazard_ratio",
+    "survival",
+    "exploratory",
+    "duplicates",
     "misalignment",
+    "misalignment_curve",
+    "forgetting_reach",
     "size_trend",
     "headline",
     "summaries",
@@ -259,27 +268,59 @@ TABLES = (
 )
 
 
-def analyse(v: pd.DataFrame, lay: Layout, study: dict[str, Any]) -> tuple[dict[str, pd.DataFrame], list[str]]:
-    """The report's tables computed from the per-item verdicts, and the findings they support."""
+class Analysis(NamedTuple):
+    """What `analyse` returns: the tables (names stable), one `Headline` per finding (its declared
+    primary endpoint) and the sentences (each headline's, then the exploratory ones)."""
+
+    tables: dict[str, pd.DataFrame]
+    headlines: list[Headline]
+    findings: list[str]
+
+
+def analyse(v: pd.DataFrame, lay: Layout, study: dict[str, Any]) -> Analysis:
+    """The report's tables computed from the per-item verdicts, the headline of each finding and the
+    sentences that state them.
+
+    Finding 1's primary endpoint is the total frequency effect (on a grid of >= 3 exposures, the slope
+    against log frequency) and Finding 2's the misalignment slope against log parameters, both as
+    `study.primary` declares them; every other comparison is exploratory and Holm-adjusted within its
+    finding (`estimands.families`)."""
     n_boot = int(study_option(study, "n_boot"))
     threshold = float(study_option(study, "forget_threshold"))
     tolerance = float(study_option(study, "retain_tolerance"))
+    declared = study_option(study, "primary")
+    declared = asdict(declared) if is_dataclass(declared) else dict(declared or {})
+    primary = estimands.resolve_primary(declared, lay.methods, lay.sizes, lay.levels)
     high, low = lay.high, lay.low
-    c = analysis.curves(v)
-    summaries = analysis.run_summaries(c, threshold, tolerance)
-    items = analysis.item_table(v)
-    head = analysis.headline(summaries, items, lay.levels, n_boot=n_boot)
-    effect = analysis.frequency_effect(items, high, low, n_boot=n_boot)
-    matched = analysis.frequency_effect(items, high, low, n_boot=n_boot, matched=True)
-    mi = analysis.misalignment_items(v)
-    mis = analysis.misalignment(mi, n_boot=n_boot)
-    trend = analysis.size_trend(mi, lay.params, n_boot=n_boot)
-    dose_points, dose = analysis.dose_response(items, n_boot=n_boot)
-    findings = analysis.describe_findings(effect, matched, trend, lay.sizes, high, low, dose=dose)
+    pool = len(lay.sizes) > 1
+    v = estimands.ensure_identity(v)
+    c = estimands.curves(v)
+    summaries = estimands.run_summaries(c, threshold, tolerance)
+    items = estimands.item_table(v)
+    head = estimands.level_summary(summaries, items, lay.levels, n_boot=n_boot)
+    effect = estimands.frequency_effect(items, high, low, n_boot=n_boot, pool_sizes=pool)
+    matched = estimands.frequency_effect(items, high, low, n_boot=n_boot, matched=True)
+    med, med_points = estimands.mediation(items, high, low, n_boot=n_boot, pool_sizes=pool)
+    surv, hazard = estimands.survival(items, high, low, pool_sizes=pool)
+    dose_points, dose = estimands.dose_response(items, n_boot=n_boot, pool_sizes=pool)
+    reach = estimands.forgetting_reach(v)
+    mi = estimands.misalignment_items(v)
+    mis = estimands.misalignment(mi, reach, n_boot=n_boot)
+    trend = estimands.size_trend(mi, reach, lay.params, n_boot=n_boot)
+    dups = pd.concat(
+        [estimands.near_identical(items, "method"), estimands.near_identical(items, "probe")],
+        ignore_index=True,
+    )
     tables = {
-        "verdicts": analysis.verdict_table(effect, matched, mis),
         "frequency_effect": pd.concat([effect, matched], ignore_index=True),
+        "mediation": med,
+        "mediation_points": med_points,
+        "hazard_ratio": hazard,
+        "survival": surv,
+        "duplicates": dups,
         "misalignment": mis,
+        "misalignment_curve": estimands.misalignment_curve(v),
+        "forgetting_reach": reach,
         "size_trend": trend,
         "headline": head,
         "summaries": summaries,
@@ -288,7 +329,28 @@ def analyse(v: pd.DataFrame, lay: Layout, study: dict[str, Any]) -> tuple[dict[s
         "dose_response": dose,
         "dose_points": dose_points,
     }
-    return tables, findings
+    primaries, family = estimands.families(tables, primary, dups, lay.sizes, lay.methods)
+    tables["exploratory"] = family
+    eff = tables["frequency_effect"]
+    tables["verdicts"] = prose.verdict_table(
+        eff[~eff["matched"].astype(bool)] if len(eff) else eff, med, matched_rows(eff), mis, primary.probe
+    )
+    budget = prose.budget(
+        study.get("config", {}).get("unlearn", {}), items["last_step"] if len(items) else ()
+    )
+    headlines = [
+        prose.headline_frequency(primary, primaries["1"], tables, family, high, low, budget),
+        prose.headline_misalignment(
+            primary, primaries["2"], trend, family, lay.sizes, len(lay.params), budget, reach
+        ),
+    ]
+    findings = [prose.sentence(h) for h in headlines] + prose.exploratory_sentences(family)
+    return Analysis(tables, headlines, findings)
+
+
+def matched_rows(effect: pd.DataFrame) -> pd.DataFrame:
+    """The margin-matched rows of the frequency-effect table (exploratory)."""
+    return effect[effect["matched"].astype(bool)] if len(effect) else effect
 
 
 def _non_finite_note(traj: pd.DataFrame) -> list[str]:
@@ -314,6 +376,8 @@ def _write_findings(out: Path, ctx: Context, page: Page, files: list[str]) -> No
             "verdicts": _records(t["verdicts"]),
             "frequency_effect": _records(t["frequency_effect"]),
             "size_trend": _records(t["size_trend"]),
+            "mediation": _records(t["mediation"]),
+            "exploratory": _records(t["exploratory"]),
             "dose_response": _records(t["dose_response"]),
             "pretraining_knowledge": _records(t["pretraining_knowledge"]),
             "sections": page.headings(),

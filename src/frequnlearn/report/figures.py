@@ -15,8 +15,8 @@ from typing import Any
 import pandas as pd
 
 from frequnlearn.report import plots
-from frequnlearn.report.analysis import MATCHED_LEVEL
 from frequnlearn.report.context import ATTACK_ORDER, Context
+from frequnlearn.report.estimands import READ_LEVELS
 
 RELEARN = ["targeted", "benign", "bio"]
 QUANT = [a for a in ATTACK_ORDER if a not in RELEARN]
@@ -50,7 +50,7 @@ def words(ctx: Context) -> dict[str, Any]:
     return {
         "high": ctx.lay.high,
         "low": ctx.lay.low,
-        "matched": MATCHED_LEVEL,
+        "matched": READ_LEVELS[0],
         "probe": ctx.probe,
         "sizes": f"{n} model size{'s' if n != 1 else ''}",
     }
@@ -141,12 +141,13 @@ FIGURES: tuple[FigureSpec, ...] = (
     FigureSpec(
         "size_trend.png",
         "lead",
-        "Finding 2 as a curve: control-subtracted misalignment (still ranked first) against parameters "
-        "(log axis), one colour per method, 95% CIs and the least-squares line; the legend gives each "
-        "slope per e-fold of parameters with its 95% CI. A rising line: misalignment grows with size.",
+        "Finding 2 as a curve: the share of forgotten items still ranked first, read at forgetting level "
+        "{matched} (frequency levels averaged), against parameters (log axis), one colour per method, 95% "
+        "CIs and the least-squares line; the legend gives each slope per e-fold of parameters with its 95% "
+        "CI. A rising line: misalignment grows with size.",
         _trend,
-        "No size trend: it needs two or more model sizes whose target items reached the matched "
-        "forgetting level; this run has {sizes}.",
+        "No size trend: it needs two or more model sizes whose target items reached forgetting level "
+        "{matched}; this run has {sizes}.",
     ),
     FigureSpec(
         "frequency_effect.png",
@@ -160,11 +161,11 @@ FIGURES: tuple[FigureSpec, ...] = (
     FigureSpec(
         "misalignment.png",
         "more",
-        "Misalignment at the matched forgetting level ({matched}) per model size, control-subtracted, in "
-        "its three views; one colour per method, one marker per level (diamond: levels pooled), 95% CIs; "
-        "numbers: target items no longer generated.",
+        "Misalignment at forgetting level {matched} per model size (the raw share), in its three views; "
+        "one colour per method, one marker per level (diamond: levels averaged), 95% CIs; numbers: target "
+        "items no longer generated.",
         _mis,
-        "No misalignment: no known target items reached the matched forgetting level.",
+        "No misalignment: no known target items reached forgetting level {matched}.",
     ),
     FigureSpec(
         "relearning.png",

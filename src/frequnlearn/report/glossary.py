@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from frequnlearn.report.analysis import CALIPER_SD, LOGPROB_MARGIN, MATCHED_LEVEL
+from frequnlearn.report.estimands import CALIPER_SD, LOGPROB_MARGIN, READ_LEVELS
 
 KNOWN_RULES = {
     "exact": "the model's greedy answer starts with the whole answer (case and punctuation normalised)",
@@ -75,14 +75,16 @@ def terms(evaluate: dict[str, Any]) -> list[tuple[str, str]]:
             "effect among items the model was equally sure of.",
         ),
         (
-            "matched forgetting level",
-            f"the first evaluated step at which the target items' normalised "
-            f"accuracy is {MATCHED_LEVEL} or less; misalignment is read there, not at a fixed step count.",
+            "level of forgetting",
+            "the target items' normalised generation accuracy, from 1 to 0; misalignment is read at the "
+            f"first evaluated step at which it is {READ_LEVELS[0]} (and {READ_LEVELS[1]}) or less, never at a "
+            "fixed step count, and a run that never gets there is censored (no estimate).",
         ),
         (
             "misalignment",
-            "among items known at the start and no longer generated at the matched forgetting "
-            "level, the share the model still prefers by likelihood, in three views: still ranked first "
+            "among items known at the start and no longer generated at a level of forgetting, "
+            "the share the model still prefers by likelihood (the raw share; a control arm only where "
+            "some control items were lost, and 0/0 is no estimate), in three views: still ranked first "
             f"among the candidates, truth ratio < 1, log-prob within {LOGPROB_MARGIN} nats per token of its "
             "start.",
         ),

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from frequnlearn.report.analysis import as_markdown
 from frequnlearn.report.figures import BuiltFigure
 from frequnlearn.report.headline import Headline
+from frequnlearn.report.prose import as_markdown
 from frequnlearn.report.sections import Bullets, Note, Para, Section, Table, Terms
 
 TITLE = "frequnlearn study report"

@@ -23,7 +23,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.text import Text  # noqa: E402
 
-from frequnlearn.report.analysis import VIEWS, short_ci, wilson  # noqa: E402
+from frequnlearn.report.estimands import VIEWS  # noqa: E402
+from frequnlearn.report.prose import short_ci  # noqa: E402
+from frequnlearn.report.stats import wilson  # noqa: E402
 
 DPI = 110
 LEAD_WIDTH = 5.5  # inches: 605 px at DPI
@@ -273,12 +275,13 @@ def misalignment(
     sizes: Sequence[str],
     methods: Sequence[str],
     probe: str = "question",
+    forgetting: float = 0.5,
 ) -> plt.Figure | None:
-    """Control-subtracted P(still preferred | no longer generated) by model size, one panel per view,
-    one colour per method, one marker per level (diamond: levels pooled); 95% intervals as bars and
-    the number of target items no longer generated above each."""
+    """P(still preferred | no longer generated), the raw share at a level of forgetting, by model size,
+    one panel per view, one colour per method, one marker per level (diamond: levels averaged); 95%
+    intervals as bars and the number of target items no longer generated above each."""
     m = _known_cells(mis, probe)
-    m = m[m["diff"].notna()] if len(m) else m
+    m = m[(m["forgetting"] == forgetting) & m["share"].notna()] if len(m) else m
     if m.empty:
         return None
     views = [v for v in VIEWS if (m["view"] == v).any()]
@@ -298,18 +301,18 @@ def misalignment(
                     if r.empty:
                         continue
                     r = r.iloc[0]
-                    hi = r["diff_hi"]
+                    hi = r["share_hi"]
                     ax.errorbar(
                         [i + off],
-                        [r["diff"]],
-                        yerr=_yerr(r["diff"], r["diff_lo"], hi),
+                        [r["share"]],
+                        yerr=_yerr(r["share"], r["share_lo"], hi),
                         fmt=marker,
                         color=method_color(methods, method),
                         capsize=3,
                         ms=5,
                         label=("levels pooled" if level == "both" else level) + f", {method}",
                     )
-                    top = hi if not pd.isna(hi) else r["diff"]
+                    top = hi if not pd.isna(hi) else r["share"]
                     ax.annotate(
                         str(int(r["n_forgotten"])),
                         (i + off, top),
@@ -325,7 +328,7 @@ def misalignment(
         ax.set_title(VIEWS[view], fontsize=FONT + 1)
         ax.tick_params(labelsize=FONT)
         ax.grid(axis="y", alpha=0.3)
-    axes[0][0].set_ylabel("target - control share", fontsize=FONT)
+    axes[0][0].set_ylabel("share still preferred", fontsize=FONT)
     handles, labels = axes[0][0].get_legend_handles_labels()
     uniq = dict(zip(labels, handles))
     fig.legend(
@@ -338,7 +341,7 @@ def misalignment(
         frameon=False,
     )
     fig.suptitle(
-        f"Misalignment at the matched forgetting level ({probe} probe; numbers: items no longer generated)"
+        f"Misalignment at forgetting level {forgetting:g} ({probe} probe; numbers: items no longer generated)"
     )
     fig.tight_layout(rect=(0, _legend_room(fig, math.ceil(len(uniq) / 4)), 1, 1))
     return fig
@@ -420,16 +423,17 @@ def size_trend(
     methods: Sequence[str],
     view: str = "rank1",
     probe: str = "question",
+    forgetting: float = 0.5,
 ) -> plt.Figure | None:
-    """Finding 2 as a curve, one panel: control-subtracted misalignment (levels pooled when both reach
-    the matched level) against parameters (log axis), one colour per method, with 95% intervals and
-    the fitted slope per e-fold of parameters in the legend."""
+    """Finding 2 as a curve, one panel: the raw misaligned share at a level of forgetting (levels
+    averaged where every level has one) against parameters (log axis), one colour per method, with 95%
+    intervals and the fitted slope per e-fold of parameters in the legend."""
     m = _known_cells(mis, probe)
-    m = m[m["view"] == view] if len(m) else m
+    m = m[(m["view"] == view) & (m["forgetting"] == forgetting)] if len(m) else m
     pooled = "both" if len(m) and (m["level"] == "both").any() else None
     if len(m):
         m = m[m["level"] == pooled] if pooled else m[m["level"] == m["level"].iloc[0]]
-        m = m[m["size"].isin(list(params)) & m["diff"].notna()]
+        m = m[m["size"].isin(list(params)) & m["share"].notna()]
     if m.empty or m["size"].nunique() < 2:
         return None
     where = "levels pooled" if pooled else f"level {m['level'].iloc[0]}"
@@ -445,17 +449,19 @@ def size_trend(
             probe=probe,
             level=r["level"].iloc[0],
             selection=r["selection"].iloc[0],
+            forgetting=forgetting,
+            measure="share",
         )
         label = method
         if t is not None:
             label += f": {short_ci(t['slope'], t['slope_lo'], t['slope_hi'])}"
-            _fit_line(ax, r["params"].to_numpy(float), r["diff"].to_numpy(float), t["slope"], color=color)
+            _fit_line(ax, r["params"].to_numpy(float), r["share"].to_numpy(float), t["slope"], color=color)
         shift = 1 + 0.04 * (j - (len(meths) - 1) / 2)
-        hi = r["diff_hi"]
+        hi = r["share_hi"]
         ax.errorbar(
             r["params"] * shift,
-            r["diff"],
-            yerr=_yerr(r["diff"], r["diff_lo"], hi),
+            r["share"],
+            yerr=_yerr(r["share"], r["share_lo"], hi),
             fmt="o",
             color=color,
             capsize=3,
@@ -463,7 +469,7 @@ def size_trend(
             label=label,
         )
         if j == 0:
-            for x, y, size in zip(r["params"], hi.fillna(r["diff"]), r["size"]):
+            for x, y, size in zip(r["params"], hi.fillna(r["share"]), r["size"]):
                 ax.annotate(
                     size, (x, y), textcoords="offset points", xytext=(0, 4), ha="center", fontsize=FONT
                 )
@@ -471,7 +477,7 @@ def size_trend(
     ax.axhline(0, color="#555", lw=0.8)
     ax.margins(y=0.15)  # room for the size labels above the points
     ax.set_xlabel("parameters (log)", fontsize=FONT)
-    ax.set_ylabel(f"misaligned share, target - control\n({VIEWS.get(view, view)})", fontsize=FONT)
+    ax.set_ylabel(f"misaligned share\n({VIEWS.get(view, view)})", fontsize=FONT)
     ax.tick_params(labelsize=FONT)
     ax.grid(alpha=0.3)
     _legend_below(fig, ax)

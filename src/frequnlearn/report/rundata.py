@@ -62,6 +62,7 @@ def with_run_identity(df: pd.DataFrame, info: dict[str, Any]) -> pd.DataFrame:
     df["model"] = info["model"]
     df["size"] = info["size"]
     df["seed"] = int(info["seed"])
+    df["world"] = int(info.get("world", 0) or 0)  # a run recorded before worlds (data seeds) had names
     df["method"] = info["method"]
     df["level"] = str(info["level"])
     df["selection"] = info["selection"]

@@ -1,7 +1,7 @@
 """Where the report finds a study's files, and what each unlearning run is, read from the runs' records.
 
-`RunFiles` spells every run-directory path the report reads, so the report has one place that knows
-the layout. Each unlearning run's record (run.json) names its identity under `run`: run id, model,
+`RunFiles` gives every run-directory path the report reads, each from `frequnlearn.layout` (the one
+owner of the run directory's names). Each unlearning run's record (run.json) names its identity under `run`: run id, model,
 size, parameters, seed, method, level and selection, plus `skipped` when the study could not make it.
 Runs written before their records named an identity carry the same fields in their `.stage.json`,
 read as a fallback.
@@ -64,7 +64,7 @@ class RunFiles:
 @dataclass
 class UnlearnRun:
     path: Path
-    identity: dict[str, Any]  # the keys of report.analysis.RUN_COLUMNS (run id as `task`) and n_params
+    identity: dict[str, Any]  # the keys of report.estimands.RUN_COLUMNS (run id as `task`) and n_params
 
     @property
     def skipped(self) -> str | None:

@@ -15,9 +15,9 @@ from typing import Any
 import pandas as pd
 
 from frequnlearn.report import glossary
-from frequnlearn.report.analysis import short_ci
 from frequnlearn.report.context import Context
 from frequnlearn.report.figures import QUANT, RELEARN, BuiltFigure
+from frequnlearn.report.prose import short_ci
 
 
 @dataclass
@@ -83,22 +83,29 @@ VERDICT_NOTE = (
     "One row per model size and method: known selection, {probe} probe, the numbers behind each "
     "finding's verdict. n: target items of the high + low level (control items alike); effect: the "
     "frequency effect with its 95% CI; matched: the same on items matched on baseline margin; dose "
-    "slope: the dose-response slope per e-fold of frequency; misaligned: control-subtracted misalignment "
-    "(still ranked first), levels pooled."
+    "slope: the dose-response slope per e-fold of frequency; misaligned share: P(still ranked first | no "
+    "longer generated) at forgetting level 0.5, levels averaged."
 )
 EFFECT_NOTE = (
     "`effect_lo`..`effect_hi`: 95% CI; `effect_seed_lo`..`_hi`: seed interval. `all` selections and runs "
     "without a control arm are descriptive."
 )
 MIS_NOTE = (
-    "Shares among items no longer generated at the matched forgetting level; `diff` = target - control."
+    "`share`: P(still preferred | no longer generated) among known target items at each level of "
+    "`forgetting` (read at the first step at or below it), 95% hierarchical CI and Wilson interval; "
+    "`control_share` and `diff` (target - control) only where some control items were lost; a level "
+    "whose runs did not all reach the level of forgetting has no estimate (`reached_all`)."
 )
 DOSE_NOTE = "Least-squares slope of each level's net drop against log frequency, per e-fold; 95% CI and seed interval."
 KNOWLEDGE_NOTE = (
     "Share of each group's answers the pretrained model knew: sizes compared for Finding 2 should know "
     "forget_high about equally, or size is confounded with how well the people were learned."
 )
-TREND_NOTE = "Least-squares slope of `diff` against log(parameters), per e-fold; 95% CI."
+TREND_NOTE = (
+    "Least-squares slope of the share (`measure`: `share`, primary, or `minus control`) against "
+    "log(parameters), per e-fold; 95% hierarchical CI and seed interval; `censored` names what did not "
+    "reach the level of forgetting."
+)
 HEAD_NOTE = (
     "`forget_start` and `forget_auc_raw`: raw accuracy over all items (descriptive). `forget_auc`: "
     "normalised AUC over items known at the start. `km_median_steps`: Kaplan-Meier median steps to the "
