@@ -65,7 +65,9 @@ def test_report_files_and_numbers(finished):
     ):
         assert (report / name).is_file(), name
     # A figure without data is a one-line note on the page, not empty axes.
-    mis = pd.read_csv(report / "misalignment.csv") if (report / "misalignment.csv").stat().st_size > 1 else None
+    mis = (
+        pd.read_csv(report / "misalignment.csv") if (report / "misalignment.csv").stat().st_size > 1 else None
+    )
     if mis is not None and len(mis):
         assert (report / "misalignment.png").is_file()
     else:
