@@ -127,7 +127,7 @@ class TaskRunner:
                 pretrain(self.layout.data(p["world"]), self.keys.pretrain_cfg(p["size"], seed), path)
 
     def _model(self, tag: str) -> tuple[Any, Any]:
-        return self.inputs.model(self.layout.model(tag) if self.s.setting == "synthetic" else None)
+        return self.inputs.model(self.layout.model(tag) if self.s.setting == "synthetic" else None, tag)
 
     def _baseline(self, task: Task) -> None:
         """Score every studied item once before unlearning: the source of the 'known' selection."""
