@@ -57,7 +57,9 @@ def test_cpu_family_spans_thirty_fold_with_one_tokenizer():
     counts = [p.n_params() for p in presets]
     assert counts == sorted(counts) and len(set(counts)) == 5
     assert counts[-1] / counts[0] >= 30
-    assert {(p.tokenizer, p.vocab_size, p.n_layer, p.n_positions) for p in presets} == {("corpus", 1024, 4, 256)}
+    assert {(p.tokenizer, p.vocab_size, p.n_layer, p.n_positions) for p in presets} == {
+        ("corpus", 1024, 4, 256)
+    }
     # Known answers: 4 layers of 12 d^2 + 13 d, tied 1,024 x d embedding, 256 x d positions, final norm.
     assert counts[0] == 4 * (12 * 48**2 + 13 * 48) + 1024 * 48 + 256 * 48 + 2 * 48 == 174_624
     assert counts[-1] == 7_590_144

@@ -148,7 +148,13 @@ def from_hf_config(config: dict[str, Any]) -> Architecture | None:
     if kind == "gpt2":
         d = get("n_embd")
         return Architecture(
-            "gpt2", get("n_layer"), d, get("n_head"), 4 * d, get("vocab_size"), tied=True,
+            "gpt2",
+            get("n_layer"),
+            d,
+            get("n_head"),
+            4 * d,
+            get("vocab_size"),
+            tied=True,
             n_positions=get("n_positions", 0),
         )
     return None
@@ -238,8 +244,12 @@ def footprint(arch: Architecture, work: Workload, gpu: Gpu = H200, mfu: float = 
     flops = mfu * gpu.bf16_flops
     train_tokens = work.steps * work.batch_size * (2 if work.retain else 1) * s
     scored_tokens = work.eval_points * work.eval_items * work.probes * work.candidates * s
-    decode_steps = work.eval_points * math.ceil(work.eval_items * work.probes / work.eval_batch) * work.gen_tokens
-    seconds = (6 * n * train_tokens + 2 * n * scored_tokens) / flops + decode_steps * BYTES * n / gpu.bandwidth
+    decode_steps = (
+        work.eval_points * math.ceil(work.eval_items * work.probes / work.eval_batch) * work.gen_tokens
+    )
+    seconds = (
+        6 * n * train_tokens + 2 * n * scored_tokens
+    ) / flops + decode_steps * BYTES * n / gpu.bandwidth
     return Footprint(n, memory, gpu, seconds, work.runs, mfu)
 
 

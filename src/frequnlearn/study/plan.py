@@ -109,7 +109,9 @@ def plan(cfg: StudyConfig, threads: int = 1) -> list[Task]:
         ident = {"size": size, "seed": seed, "world": world, "n_params": n_params}
         if s.models:  # a suite: which weights, and how many passes over the counted corpus they made
             entry = suite_model(s, tag)
-            ident.update(model=tag, hub_id=entry.id, revision=entry.revision, corpus_epochs=entry.corpus_epochs)
+            ident.update(
+                model=tag, hub_id=entry.id, revision=entry.revision, corpus_epochs=entry.corpus_epochs
+            )
         data, model = f"data:{world}", f"model:{tag}"
         add(Task("baseline", tag, ident, resources=model_res), [f"baseline:{tag}"], [data, model])
         if cfg.attacks.oracle:
@@ -230,9 +232,8 @@ def counting_lines(cfg: StudyConfig) -> list[str]:
         return ["  counting: the table's own buckets (ground-truth), no corpus queried"]
     where = {"infinigram-api": f"index {c.api_index} at {c.api_url}"}.get(c.backend, f"corpus {c.corpus}")
     window = f", max_diff_tokens {c.max_diff_tokens}" if c.measure == "window" and c.max_diff_tokens else ""
-    buckets = (
-        f"{c.bucket_method} buckets {c.buckets}"
-        + (f" at {c.thresholds}" if c.bucket_method == "thresholds" else "")
+    buckets = f"{c.bucket_method} buckets {c.buckets}" + (
+        f" at {c.thresholds}" if c.bucket_method == "thresholds" else ""
     )
     return [
         f"  counting: backend {c.backend}, {where}; measure {c.measure}{window}, "
