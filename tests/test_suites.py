@@ -284,3 +284,26 @@ evaluate: {{metrics: [prob, gen], probes: [question], max_new_tokens: 4, utility
     Replay.asked = []
     assert main(["study", str(config), "--out", str(run), "--quiet"]) == 0
     assert Replay.asked == []
+
+
+# ---- the synthetic size suite for a 2-core CPU
+def test_scale_30x_config_spans_thirty_fold_with_three_seeds(capsys, tmp_path):
+    from frequnlearn.study.plan import param_span, plan
+
+    cfg = load_study_config(CONFIGS / "scale-30x.yaml")
+    s = cfg.study
+    assert len(s.model_sizes) >= 5 and param_span(cfg) >= 30 and len(s.seeds) >= 3
+    # Every size has its own epochs (chosen for equal forget_high knowledge), one tokenizer, one thread.
+    assert set(s.epochs_by_size) == set(s.model_sizes) and cfg.pretrain.vocab_size == 1024
+    assert {cfg.pretrain_for(size, 0).model_preset().tokenizer for size in s.model_sizes} == {"corpus"}
+    assert s.levels == ["forget_high", "forget_low"] and s.num_threads == 1
+    # A budget well past the 20-30 steps after which forget_high still kept most of its accuracy, and
+    # evaluations as dense at the start as before.
+    u = cfg.unlearn
+    assert u.max_steps >= 100 and u.eval_steps[-1] == u.max_steps and u.eval_steps[:5] == [0, 1, 2, 3, 4]
+    pretrains = [t for t in plan(cfg) if t.kind == "pretrain"]
+    assert len(pretrains) == len(s.model_sizes) * len(s.seeds)
+    assert main(["study", str(CONFIGS / "scale-30x.yaml"), "--dry-run", "--out", str(tmp_path / "run")]) == 0
+    out = capsys.readouterr().out
+    assert "micro 0.17M parameters" in out and "medium 7.59M parameters" in out and "(x43.5 parameters" in out
+    assert not (tmp_path / "run").exists()
