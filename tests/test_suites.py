@@ -94,6 +94,11 @@ def test_a_suite_and_one_model_are_exclusive():
         load_study_config(CONFIGS / "pythia.yaml", ["study.models=[{id: a/x}, {id: b/x}]"])
     with pytest.raises(ConfigError, match="corpus_epochs"):
         load_study_config(CONFIGS / "pythia.yaml", ["study.models=[{id: a/x, corpus_epochs: 0}]"])
+    with pytest.raises(ConfigError, match="study.models: only for setting: real"):
+        load_study_config(CONFIGS / "scale-30x.yaml", ["study.models=[{id: a/x}]"])
+    # Two sizes of one name get distinct ones with `name`.
+    cfg = load_study_config(CONFIGS / "pythia.yaml", ["study.models=[{id: a/x}, {id: b/x, name: x-b}]"])
+    assert [m.tag for m in cfg.study.models] == ["x", "x-b"]
 
 
 # ---- the footprint
