@@ -96,6 +96,8 @@ def test_a_suite_and_one_model_are_exclusive():
         load_study_config(CONFIGS / "pythia.yaml", ["study.models=[{id: a/x, corpus_epochs: 0}]"])
     with pytest.raises(ConfigError, match="study.models: only for setting: real"):
         load_study_config(CONFIGS / "scale-30x.yaml", ["study.models=[{id: a/x}]"])
+    with pytest.raises(ConfigError, match=r"study.models\[0\].name: '..' is not a plain name"):
+        load_study_config(CONFIGS / "pythia.yaml", ["study.models=[{id: a/x, name: ..}]"])
     # Two sizes of one name get distinct ones with `name`.
     cfg = load_study_config(CONFIGS / "pythia.yaml", ["study.models=[{id: a/x}, {id: b/x, name: x-b}]"])
     assert [m.tag for m in cfg.study.models] == ["x", "x-b"]

@@ -96,6 +96,15 @@ class SuiteModel:
     def validate(self) -> None:
         check(bool(self.id.strip()), "id", "give a hub id or a local path, e.g. EleutherAI/pythia-70m")
         check(self.corpus_epochs > 0, "corpus_epochs", f"must be > 0, got {self.corpus_epochs}")
+        from frequnlearn.records import is_plain_name
+
+        # The name is a directory of every run of the size: one plain name, never a path.
+        check(
+            is_plain_name(self.tag) and self.tag not in (".", ".."),
+            "name",
+            f"{self.tag!r} is not a plain name (letters, digits, _ . - and not starting with '.'); "
+            "each size names a directory of its runs",
+        )
 
 
 @dataclass
