@@ -207,8 +207,12 @@ class Footprint:
 
     @property
     def gpus_needed(self) -> int:
-        """GPUs whose memory holds the peak when weights, gradients and moments are sharded (FSDP)."""
-        return max(1, math.ceil(self.peak_bytes / self.gpu.memory_bytes))
+        """GPUs whose memory holds the peak when weights, gradients, moments and the frozen copy are
+        sharded over them (FSDP) and each keeps its own activations and logits."""
+        own = self.memory["activations"] + self.memory["logits"]
+        shared = self.peak_bytes - own
+        room = self.gpu.memory_bytes - own
+        return max(1, math.ceil(shared / room)) if room > 0 else 0
 
     @property
     def seconds(self) -> float:
@@ -220,7 +224,8 @@ class Footprint:
             f"fits one {self.gpu.name} ({cap:.0f} GiB)"
             if self.fits
             else f"does NOT fit one {self.gpu.name} ({cap:.0f} GiB): "
-            f"needs {self.gpus_needed} sharded (FSDP), LoRA or an 8-bit optimizer"
+            + (f"needs {self.gpus_needed} sharded (FSDP), " if self.gpus_needed else "")
+            + "LoRA or an 8-bit optimizer"
         )
         return (
             f"{self.n_params / 1e6:,.1f}M parameters; peak {gib:,.1f} GiB ({where}); "
