@@ -338,7 +338,10 @@ def test_a_study_whose_level_never_reaches_L_says_no_estimate_and_names_the_cens
     assert "forget_low, forgetting level 0.5 (ga+gd): at tiny reached in its run (step 2); at small" in text
     r = A.reach_summary(res.tables["forgetting_reach"])
     r = r[(r["forgetting"] == 0.5) & (r["probe"] == "question")].set_index(["size", "level"])
-    assert r.loc[("small", "forget_high"), "censored"] == 1 and r.loc[("small", "forget_high"), "runs_reached"] == 0
+    assert (
+        r.loc[("small", "forget_high"), "censored"] == 1
+        and r.loc[("small", "forget_high"), "runs_reached"] == 0
+    )
     assert math.isnan(r.loc[("small", "forget_high"), "step_min"])
     assert r.loc[("small", "forget_high"), "censored_accuracy_max"] == 1.0
     assert r.loc[("tiny", "forget_low"), "step_min"] == 2 and r.loc[("tiny", "forget_high"), "step_max"] == 6

@@ -38,7 +38,14 @@ RETAIN = [
 
 
 def _cfg(**kw) -> UnlearnConfig:
-    base = {"lr": 1e-3, "batch_size": 4, "max_steps": 12, "eval_steps": [], "eval_every": 1, "weight_decay": 0.0}
+    base = {
+        "lr": 1e-3,
+        "batch_size": 4,
+        "max_steps": 12,
+        "eval_steps": [],
+        "eval_every": 1,
+        "weight_decay": 0.0,
+    }
     return from_dict(UnlearnConfig, {**base, **kw})
 
 
@@ -75,9 +82,18 @@ def _eval_fn(levels: list[tuple[int, float, float]]):
             known = float(v >= start[it.item_id] - 0.5)
             for probe in ("question", "paraphrase"):
                 rows.append(
-                    {"step": step, "item_id": it.item_id, "role": role, "probe": probe, "family": "gen", "known": known}
+                    {
+                        "step": step,
+                        "item_id": it.item_id,
+                        "role": role,
+                        "probe": probe,
+                        "family": "gen",
+                        "known": known,
+                    }
                 )
-            rows.append({"step": step, "item_id": it.item_id, "role": role, "probe": "question", "family": "prob"})
+            rows.append(
+                {"step": step, "item_id": it.item_id, "role": role, "probe": "question", "family": "prob"}
+            )
         df = pd.DataFrame(rows)
         q = df[(df["family"] == "gen") & (df["probe"] == "question")]
         levels.append(
@@ -139,7 +155,9 @@ def test_a_sparse_schedule_stops_at_an_evaluated_step(tiny_gpt2_dir, tmp_path):
 def test_retain_drop_stops_the_run_before_L(tiny_gpt2_dir, tmp_path):
     _, _, seen_free = _run(tiny_gpt2_dir, tmp_path / "free", lr=1e-2)
     first_drop = next(s for s, _, acc in seen_free if seen_free[0][2] - acc > 0.0)
-    result, stop, _ = _run(tiny_gpt2_dir, tmp_path / "stop", lr=1e-2, stop_forget_level=0.0, stop_retain_drop=0.0)
+    result, stop, _ = _run(
+        tiny_gpt2_dir, tmp_path / "stop", lr=1e-2, stop_forget_level=0.0, stop_retain_drop=0.0
+    )
     level_at = dict((s, level) for s, level, _ in seen_free)
     if level_at[first_drop] <= 0.0:  # both at once: the forgetting criterion is named
         assert stop["reason"] == "forget_level"
@@ -149,7 +167,9 @@ def test_retain_drop_stops_the_run_before_L(tiny_gpt2_dir, tmp_path):
     assert result.steps == stop["step"] == first_drop
 
 
-def _frame(step: int, forget: dict[str, float], retain: dict[str, float], probe: str = "question") -> pd.DataFrame:
+def _frame(
+    step: int, forget: dict[str, float], retain: dict[str, float], probe: str = "question"
+) -> pd.DataFrame:
     rows = [{"item_id": i, "role": "forget", "known": k} for i, k in forget.items()]
     rows += [{"item_id": i, "role": "retain", "known": k} for i, k in retain.items()]
     return pd.DataFrame(rows).assign(step=step, family="gen", probe=probe)

@@ -228,7 +228,17 @@ def test_matched_draw_keeps_the_count_from_the_nearest_values_when_too_few_are_m
     assert len(matched_draw(item, [pool], 5, random.Random(0))) == 5
     # A first pool that cannot match 3 values gives way to the next one that can.
     assert sorted(matched_draw(item, [pool[:2], pool], 3, random.Random(0))) == ["Lima", "Oslo", "Rome"]
-    assert sorted(matched_draw(item, [pool[:3], pool], 2, random.Random(0))) in (["Oslo", "Rome"], ["Lima", "Rome"])
+    assert sorted(matched_draw(item, [pool[:3], pool], 2, random.Random(0))) in (
+        ["Oslo", "Rome"],
+        ["Lima", "Rome"],
+    )
     # Without corpus counts every value of the pool is a candidate.
     bare = dataclasses.replace(item, answer_count=None)
-    assert len(matched_draw(bare, [[dataclasses.replace(h, answer_count=None) for h in pool]], 5, random.Random(1))) == 5
+    assert (
+        len(
+            matched_draw(
+                bare, [[dataclasses.replace(h, answer_count=None) for h in pool]], 5, random.Random(1)
+            )
+        )
+        == 5
+    )

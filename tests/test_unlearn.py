@@ -201,7 +201,13 @@ def test_evaluation_schedule_trajectory_and_outputs(tiny_gpt2_dir, tmp_path):
 
     # 4 forget items, batch 1, accumulation 2 -> 2 optimizer steps per epoch, 3 epochs = 6 steps.
     cfg = _cfg(
-        batch_size=1, grad_accum=2, max_steps=None, epochs=3, eval_steps=[1, 5], eval_every=4, eval_each_epoch=True
+        batch_size=1,
+        grad_accum=2,
+        max_steps=None,
+        epochs=3,
+        eval_steps=[1, 5],
+        eval_every=4,
+        eval_each_epoch=True,
     )
     result = unlearn(
         model, tok, FORGET, RETAIN, cfg, tmp_path, eval_fn=eval_fn, info={"inputs": {"forget": "x"}}

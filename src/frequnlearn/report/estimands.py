@@ -1101,9 +1101,13 @@ def reach_summary(reach: pd.DataFrame) -> pd.DataFrame:
                 "last_step_max": g["last_step"].max(),
             }
         )
-    return pd.DataFrame(rows, columns=cols).sort_values(
-        ["method", "selection", "probe", "size", "level", "forgetting"], ascending=[True] * 5 + [False]
-    ).reset_index(drop=True)
+    return (
+        pd.DataFrame(rows, columns=cols)
+        .sort_values(
+            ["method", "selection", "probe", "size", "level", "forgetting"], ascending=[True] * 5 + [False]
+        )
+        .reset_index(drop=True)
+    )
 
 
 def _views(at: pd.DataFrame, base_lp: pd.Series | None) -> pd.DataFrame:

@@ -449,9 +449,7 @@ def reach_notes(reach: pd.DataFrame, primary: E.Primary, sizes: Sequence[str] = 
         for size, runs in by_size:
             hit = runs[runs["reached"].astype(bool)]
             if len(hit) == len(runs):
-                bits.append(
-                    f"at {size} reached in {_all_runs(len(runs))} ({_steps(hit['read_step'])})"
-                )
+                bits.append(f"at {size} reached in {_all_runs(len(runs))} ({_steps(hit['read_step'])})")
             else:
                 bits.append(
                     f"at {size} censored: {len(hit)} of {len(runs)} runs reached it "
@@ -459,7 +457,9 @@ def reach_notes(reach: pd.DataFrame, primary: E.Primary, sizes: Sequence[str] = 
                     f"accuracy {_range(runs.loc[~runs['reached'].astype(bool), 'forgetting_end'], '.2f')} "
                     f"after {int(runs['last_step'].max())} steps), so {level} at {size} has no estimate"
                 )
-        out.append(f"{level}, forgetting level {primary.forgetting:g} ({primary.method}): " + "; ".join(bits) + ".")
+        out.append(
+            f"{level}, forgetting level {primary.forgetting:g} ({primary.method}): " + "; ".join(bits) + "."
+        )
     return out
 
 

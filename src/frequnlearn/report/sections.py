@@ -236,8 +236,13 @@ def budget_section(ctx: Context) -> Section:
     which step each level of forgetting was reached: what every misalignment number is read at."""
     budget = ctx.headlines[0].budget if ctx.headlines else ""
     table = estimands.reach_summary(ctx.tables.get("forgetting_reach", pd.DataFrame()))
-    blocks: list[Block] = [Para(f"Budget: {budget}." if budget else "Budget: not recorded."), Para(BUDGET_NOTE)]
-    blocks.append(Table(shown(ctx, table)) if len(table) else Note("No run has known target items to forget."))
+    blocks: list[Block] = [
+        Para(f"Budget: {budget}." if budget else "Budget: not recorded."),
+        Para(BUDGET_NOTE),
+    ]
+    blocks.append(
+        Table(shown(ctx, table)) if len(table) else Note("No run has known target items to forget.")
+    )
     return Section("budget", "Budget and forgetting reached", blocks)
 
 

@@ -175,9 +175,7 @@ def run_candidates(
     return redrawn(forget), redrawn(control)
 
 
-def matched_draw(
-    item: QAItem, pools: Sequence[Sequence[QAItem]], k: int, rng: random.Random
-) -> list[str]:
+def matched_draw(item: QAItem, pools: Sequence[Sequence[QAItem]], k: int, rng: random.Random) -> list[str]:
     """k distinct answers for `item`, from the first of `pools` that can match them, drawn as `generate`
     draws candidates: from the narrowest window of corpus counts around the item's answer count
     (within 2x of it) that holds k distinct values, among people of the item's exposure if they
@@ -235,9 +233,7 @@ def _window_width(table: Sequence[QAItem], count: int | None, k: int) -> float |
 def _in_window(table: Sequence[QAItem], count: int | None, width: float | None) -> list[str]:
     """The values held within `width` of `count` (None: the whole 2x window), once per holder."""
     return [
-        h.answer
-        for h in table
-        if _within_2x(h, count) and (width is None or _distance(h, count) <= width)
+        h.answer for h in table if _within_2x(h, count) and (width is None or _distance(h, count) <= width)
     ]
 
 

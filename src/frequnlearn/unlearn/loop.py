@@ -234,7 +234,12 @@ class StopRule:
     """
 
     def __init__(self, cfg: UnlearnConfig, total: int, *, active: bool) -> None:
-        self.L, self.T, self.probe, self.total = cfg.stop_forget_level, cfg.stop_retain_drop, cfg.stop_probe, total
+        self.L, self.T, self.probe, self.total = (
+            cfg.stop_forget_level,
+            cfg.stop_retain_drop,
+            cfg.stop_probe,
+            total,
+        )
         self.enabled = active and (self.L is not None or self.T is not None)
         self.targets: set[str] | None = None  # target items generated at step 0
         self.retain_start = math.nan
@@ -244,7 +249,11 @@ class StopRule:
 
     def measure(self, frame: pd.DataFrame) -> tuple[float, float]:
         """(level of forgetting, retain drop) of one evaluation; the first call fixes the start."""
-        gen = frame[(frame["family"] == "gen") & (frame["probe"] == self.probe)] if "family" in frame else frame[:0]
+        gen = (
+            frame[(frame["family"] == "gen") & (frame["probe"] == self.probe)]
+            if "family" in frame
+            else frame[:0]
+        )
         if gen.empty or "role" not in gen or "known" not in gen:
             raise ConfigError(
                 f"stop_probe: the evaluation gives no generation rows with a role on probe {self.probe!r}, "
@@ -354,6 +363,12 @@ def unlearn(
             state.epoch += 1
             if cfg.eval_each_epoch and stop is None:
                 stop = rule.check(acc, trajectory.evaluate(state, state.step), state.step)
+    if stop is not None and acc.is_main_process:
+        progress.message(
+            f"stopped at step {state.step} of {state.total}: "
+            + (f"forget level {rule.forget_level:.3g} <= {rule.L:g}" if stop == "forget_level"
+               else f"retain accuracy dropped by {rule.retain_drop:.3g} > {rule.T:g}")
+        )  # fmt: skip
     final = log[-1] if log else {}
     summary = _summary(state, len(forget), len(retain), sorted(trajectory.evaluated), final)
     summary["stop"] = rule.record(stop, state.step)
