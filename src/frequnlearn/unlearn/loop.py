@@ -219,9 +219,6 @@ class Trajectory:
 # ---------------------------------------------------------------- the stopping rule
 
 
-STOP_REASONS = ("forget_level", "retain_drop", "max_steps")
-
-
 class StopRule:
     """When a run has unlearned enough: checked at every evaluation, from the evaluation's own rows.
 
@@ -291,7 +288,9 @@ class StopRule:
         return reason
 
     def record(self, reason: str | None, step: int) -> dict[str, Any]:
-        """summary.stop of run.json: why and where the run ended, whether L was reached, the budget."""
+        """summary.stop of run.json: why and where the run ended (`reason`: forget_level, retain_drop or
+        max_steps, the budget spent), whether and at which step L was reached, the levels measured at
+        the last evaluation, and the budget (L, T, S_max)."""
 
         def number(x: float) -> float | None:
             return None if math.isnan(x) else round(x, 6)
