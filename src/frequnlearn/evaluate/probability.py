@@ -1,13 +1,20 @@
 """Probability-based metrics: answer log-likelihood, ranking among candidates, truth ratio.
 
 All (prompt, completion) pairs of a call, true answers and wrong candidates alike, are scored together
-in length-sorted, right-padded batches; the metrics are then pure functions of per-token log-probs.
+in length-sorted batches; the metrics are then pure functions of per-token log-probs.
+
+The fastest path scores a prompt and every completion asked of it in one row: the completions form a
+token tree under the prompt (a shared first token is one node), each tree token attends to the prompt
+and its own ancestors through an explicit 4D mask and sits at the position it has in its own plain
+sequence, so every log-prob is the one the plain (prompt + completion) sequence gives, from one forward
+pass per batch and with logits only where a completion token is predicted.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -37,10 +44,177 @@ def completion_log_probs(
     completions (the true answer and every candidate) from the cached prompt; others get every
     (prompt + completion) sequence in full.
     """
+    scorer = tree_scorer(model)
+    if scorer is not None:
+        return tree_log_probs(scorer, pairs, pad_id, batch_size, budget)
     accepted = forward_kwargs(model)
     if cache_kwarg(accepted) and "position_ids" in accepted:
         return shared_prompt_log_probs(model, pairs, pad_id, batch_size, budget)
     return full_sequence_log_probs(model, pairs, pad_id, batch_size, budget)
+
+
+# Architectures whose forward pass was read to take a custom 4D additive mask as is (transformers'
+# `create_causal_mask` returns a 4D mask unchanged), place tokens by `position_ids` alone and slice the
+# output layer's input by a boolean `logits_to_keep`; others take the paths below.
+TREE_MODEL_TYPES = frozenset({"gpt2", "llama", "olmo", "olmo2"})
+TREE_ATTENTION = frozenset({"eager", "sdpa"})
+
+
+def tree_scorer(model: Any) -> Any | None:
+    """The module to run token trees through, or None when the model cannot take them.
+
+    A PEFT wrapper's forward hides the keywords; its base model carries the adapters in place, so it
+    scores with them.
+    """
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    config = getattr(inner, "config", None)
+    if config is None or getattr(config, "model_type", None) not in TREE_MODEL_TYPES:
+        return None
+    if getattr(config, "_attn_implementation", None) not in TREE_ATTENTION:
+        return None
+    if not getattr(config, "is_causal", True):
+        return None
+    if not {"position_ids", "logits_to_keep", "attention_mask"} <= forward_kwargs(inner):
+        return None
+    return inner
+
+
+@dataclass
+class _Tree:
+    """One prompt and the completions asked of it, as a row: the prompt, then one node per distinct
+    completion prefix that is fed to the model (a completion's last token is predicted, never fed)."""
+
+    prompt: list[int]
+    tokens: list[int] = field(default_factory=list)
+    parents: list[int] = field(default_factory=list)  # node index, -1: the prompt's last token
+    depths: list[int] = field(default_factory=list)
+    children: dict[tuple[int, int], int] = field(default_factory=dict)
+    # (pair, predicting row position per completion token, the completion's tokens)
+    asks: list[tuple[int, list[int], list[int]]] = field(default_factory=list)
+
+    def add(self, pair: int, completion: Sequence[int]) -> None:
+        node, preds = -1, []
+        for j, token in enumerate(completion):
+            preds.append(len(self.prompt) - 1 if node < 0 else len(self.prompt) + node)
+            if j == len(completion) - 1:
+                break
+            key = (node, int(token))
+            if key not in self.children:
+                self.children[key] = len(self.tokens)
+                self.tokens.append(int(token))
+                self.parents.append(node)
+                self.depths.append(0 if node < 0 else self.depths[node] + 1)
+            node = self.children[key]
+        self.asks.append((pair, preds, list(completion)))
+
+    def __len__(self) -> int:
+        return len(self.prompt) + len(self.tokens)
+
+    def fill(self, row: int, ids: np.ndarray, pos: np.ndarray, allow: np.ndarray, keep: np.ndarray) -> None:
+        """Write this tree's tokens, positions, attention and wanted logits into batch row `row`."""
+        p = len(self.prompt)
+        ids[row, :p] = self.prompt
+        ids[row, p : len(self)] = self.tokens
+        pos[row, :p] = np.arange(p)
+        pos[row, p : len(self)] = p + np.asarray(self.depths, dtype=np.int64)
+        allow[row, :p, :p] = np.tril(np.ones((p, p), dtype=bool))
+        for k, parent in enumerate(self.parents):
+            line = allow[row, p + k]
+            if parent < 0:
+                line[:p] = True
+            else:
+                line[:] = allow[row, p + parent]
+            line[p + k] = True
+        for _, preds, _ in self.asks:
+            keep[row, preds] = True
+
+
+def _trees(pairs: Sequence[tuple[Sequence[int], Sequence[int]]]) -> list[_Tree]:
+    """One tree per distinct prompt, in first-seen order."""
+    trees: dict[tuple[int, ...], _Tree] = {}
+    for i, (prompt, completion) in enumerate(pairs):
+        key = tuple(int(t) for t in prompt)
+        if key not in trees:
+            trees[key] = _Tree(prompt=list(key))
+        trees[key].add(i, completion)
+    return list(trees.values())
+
+
+def _tree_batches(trees: Sequence[_Tree], batch_size: int | str, budget: int) -> Iterable[list[int]]:
+    """Tree indices per batch, longest first. "auto" fills a batch up to `budget` tokens; an int caps
+    the (prompt, completion) pairs per batch (a tree larger than that runs alone)."""
+    lengths = [len(t) for t in trees]
+    if batch_size == "auto":
+        return plan_batches(lengths, batch_size, budget, desc="scoring")
+    order = sorted(range(len(trees)), key=lambda i: (-lengths[i], i))
+    batches: list[list[int]] = []
+    batch: list[int] = []
+    count = 0
+    for i in order:
+        n = len(trees[i].asks)
+        if batch and count + n > int(batch_size):
+            batches.append(batch)
+            batch, count = [], 0
+        batch.append(i)
+        count += n
+    if batch:
+        batches.append(batch)
+    return batches
+
+
+@torch.inference_mode()
+def tree_log_probs(
+    model: Any,
+    pairs: Sequence[tuple[Sequence[int], Sequence[int]]],
+    pad_id: int,
+    batch_size: int | str,
+    budget: int,
+) -> list[np.ndarray]:
+    """`completion_log_probs` through token trees: one row per distinct prompt (see the module note).
+
+    `model` must be one `tree_scorer` accepts. Padding slots attend to themselves only, so no row of
+    the attention is empty (an empty row would be NaN, and NaN times a zero weight is still NaN).
+    """
+    device = model_device(model)
+    dtype = next(iter(model.parameters())).dtype
+    if not dtype.is_floating_point:
+        dtype = torch.float32
+    trees = _trees(pairs)
+    out: list[np.ndarray] = [np.zeros(0)] * len(pairs)
+    for batch in _tree_batches(trees, batch_size, budget):
+        width = max(len(trees[t]) for t in batch)
+        rows = len(batch)
+        ids = np.full((rows, width), pad_id, dtype=np.int64)
+        pos = np.zeros((rows, width), dtype=np.int64)
+        allow = np.zeros((rows, width, width), dtype=bool)
+        keep = np.zeros((rows, width), dtype=bool)
+        allow[:, np.arange(width), np.arange(width)] = True
+        for r, t in enumerate(batch):
+            trees[t].fill(r, ids, pos, allow, keep)
+        # Flat index of each kept (row, position) in the output layer's row-major output.
+        flat = np.cumsum(keep.reshape(-1)).reshape(rows, width) - 1
+        mask = torch.zeros((rows, 1, width, width), dtype=dtype)
+        mask.masked_fill_(~torch.from_numpy(allow)[:, None], torch.finfo(dtype).min)
+        logits = model(
+            input_ids=torch.from_numpy(ids).to(device),
+            attention_mask=mask.to(device),
+            position_ids=torch.from_numpy(pos).to(device),
+            logits_to_keep=torch.from_numpy(keep).to(device),
+            use_cache=False,
+        ).logits
+        logits = logits.reshape(-1, logits.shape[-1]).float()
+        at, targets, spans = [], [], []
+        for r, t in enumerate(batch):
+            for pair, preds, completion in trees[t].asks:
+                spans.append((pair, len(at), len(completion)))
+                at.extend(flat[r, preds].tolist())
+                targets.extend(completion)
+        at_t = torch.tensor(at, device=logits.device)
+        picked = logits[at_t, torch.tensor(targets, device=logits.device)] - logits.logsumexp(-1)[at_t]
+        values = picked.double().cpu().numpy()
+        for pair, start, n in spans:
+            out[pair] = values[start : start + n]
+    return out
 
 
 @torch.inference_mode()
