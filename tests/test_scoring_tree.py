@@ -157,3 +157,16 @@ def test_a_tree_shares_prefixes_and_feeds_no_last_token():
     assert tree.parents == [-1, 0, -1]
     assert tree.depths == [0, 1, 0]
     assert [preds for _, preds, _ in tree.asks] == [[1], [1, 2, 3], [1, 2, 3], [1, 4]]
+
+
+def test_tree_batches_respect_tokens_mask_cells_and_pair_caps(monkeypatch):
+    from frequnlearn.evaluate import probability
+    from frequnlearn.evaluate.probability import _tree_batches, _trees
+
+    pairs = [([i + 1] * n, [2, 3]) for i, n in enumerate((9, 3, 7, 5))] + [([1] * 9, [4])]
+    trees = _trees(pairs)  # the first holds two pairs; a last token is never fed
+    assert [len(t) for t in trees] == [10, 4, 8, 6]
+    assert list(_tree_batches(trees, "auto", 22)) == [[0, 2], [3, 1]]
+    assert list(_tree_batches(trees, 2, 0)) == [[0], [2, 3], [1]]
+    monkeypatch.setattr(probability, "MASK_CELLS", 2 * 10 * 10 - 1)
+    assert list(_tree_batches(trees, "auto", 10_000)) == [[0], [2, 3, 1]]

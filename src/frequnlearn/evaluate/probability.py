@@ -21,7 +21,9 @@ import numpy as np
 import torch
 
 from frequnlearn.evaluate.batching import (
+    MAX_ROWS,
     cache_kwarg,
+    counted,
     forward_kwargs,
     model_device,
     pad,
@@ -66,7 +68,12 @@ def tree_scorer(model: Any) -> Any | None:
     A PEFT wrapper's forward hides the keywords; its base model carries the adapters in place, so it
     scores with them.
     """
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    inner = model
+    if hasattr(model, "get_base_model"):
+        active = model.peft_config[model.active_adapter]
+        if getattr(active, "is_prompt_learning", False):  # virtual tokens the base model never sees
+            return None
+        inner = model.get_base_model()
     config = getattr(inner, "config", None)
     if config is None or getattr(config, "model_type", None) not in TREE_MODEL_TYPES:
         return None
@@ -140,26 +147,36 @@ def _trees(pairs: Sequence[tuple[Sequence[int], Sequence[int]]]) -> list[_Tree]:
     return list(trees.values())
 
 
+# Cells of a batch's [rows, width, width] attention mask: the cap keeps the mask small beside the
+# activations when long rows meet a large token budget.
+MASK_CELLS = 1 << 25
+
+
 def _tree_batches(trees: Sequence[_Tree], batch_size: int | str, budget: int) -> Iterable[list[int]]:
-    """Tree indices per batch, longest first. "auto" fills a batch up to `budget` tokens; an int caps
-    the (prompt, completion) pairs per batch (a tree larger than that runs alone)."""
+    """Tree indices per batch, longest first. "auto" fills a batch up to `budget` tokens (and
+    MASK_CELLS mask cells, MAX_ROWS rows); an int caps the (prompt, completion) pairs per batch (a
+    tree larger than that runs alone)."""
     lengths = [len(t) for t in trees]
-    if batch_size == "auto":
-        return plan_batches(lengths, batch_size, budget, desc="scoring")
     order = sorted(range(len(trees)), key=lambda i: (-lengths[i], i))
     batches: list[list[int]] = []
     batch: list[int] = []
     count = 0
     for i in order:
-        n = len(trees[i].asks)
-        if batch and count + n > int(batch_size):
+        # Longest first: the batch's width is its first tree's length.
+        width = lengths[batch[0]] if batch else lengths[i]
+        if batch_size == "auto":
+            full = (len(batch) + 1) * width > budget or (len(batch) + 1) * width * width > MASK_CELLS
+            full = full or len(batch) >= MAX_ROWS
+        else:
+            full = count + len(trees[i].asks) > int(batch_size)
+        if batch and full:
             batches.append(batch)
             batch, count = [], 0
         batch.append(i)
-        count += n
+        count += len(trees[i].asks)
     if batch:
         batches.append(batch)
-    return batches
+    return counted(batches, "scoring") if len(batches) > 1 else batches
 
 
 @torch.inference_mode()
@@ -209,8 +226,9 @@ def tree_log_probs(
                 spans.append((pair, len(at), len(completion)))
                 at.extend(flat[r, preds].tolist())
                 targets.extend(completion)
-        at_t = torch.tensor(at, device=logits.device)
-        picked = logits[at_t, torch.tensor(targets, device=logits.device)] - logits.logsumexp(-1)[at_t]
+        at_t = torch.tensor(at, dtype=torch.long, device=logits.device)
+        tgt_t = torch.tensor(targets, dtype=torch.long, device=logits.device)
+        picked = logits[at_t, tgt_t] - logits.logsumexp(-1)[at_t]
         values = picked.double().cpu().numpy()
         for pair, start, n in spans:
             out[pair] = values[start : start + n]
