@@ -117,14 +117,23 @@ class _Tree:
     def __len__(self) -> int:
         return len(self.prompt) + len(self.tokens)
 
-    def fill(self, row: int, ids: np.ndarray, pos: np.ndarray, allow: np.ndarray, keep: np.ndarray) -> None:
-        """Write this tree's tokens, positions, attention and wanted logits into batch row `row`."""
+    def fill(
+        self,
+        row: int,
+        ids: np.ndarray,
+        pos: np.ndarray,
+        allow: np.ndarray,
+        keep: np.ndarray,
+        causal: np.ndarray,
+    ) -> None:
+        """Write this tree's tokens, positions, attention and wanted logits into batch row `row`
+        (`causal`: a lower-triangular boolean matrix at least as wide as the prompt)."""
         p = len(self.prompt)
         ids[row, :p] = self.prompt
         ids[row, p : len(self)] = self.tokens
         pos[row, :p] = np.arange(p)
         pos[row, p : len(self)] = p + np.asarray(self.depths, dtype=np.int64)
-        allow[row, :p, :p] = np.tril(np.ones((p, p), dtype=bool))
+        allow[row, :p, :p] = causal[:p, :p]
         for k, parent in enumerate(self.parents):
             line = allow[row, p + k]
             if parent < 0:
@@ -140,13 +149,16 @@ def _trees(pairs: Sequence[tuple[Sequence[int], Sequence[int]]]) -> list[_Tree]:
     """One tree per distinct prompt, in first-seen order."""
     trees: dict[tuple[int, ...], _Tree] = {}
     for i, (prompt, completion) in enumerate(pairs):
-        key = tuple(int(t) for t in prompt)
+        key = tuple(prompt)
         if key not in trees:
-            trees[key] = _Tree(prompt=list(key))
+            trees[key] = _Tree(prompt=[int(t) for t in key])
         trees[key].add(i, completion)
     return list(trees.values())
 
 
+# Tokens per token-tree batch on a CPU: measured on the tiny study's GPT-2 (4x128, 300 items x 10
+# answers, one thread), 1024 and 2048 ran ~20% faster than 8192 (a batch's activations stay in cache).
+TREE_CPU_TOKENS = 2048
 # Cells of a batch's [rows, width, width] attention mask: the cap keeps the mask small beside the
 # activations when long rows meet a large token budget.
 MASK_CELLS = 1 << 25
@@ -196,6 +208,8 @@ def tree_log_probs(
     dtype = next(iter(model.parameters())).dtype
     if not dtype.is_floating_point:
         dtype = torch.float32
+    if device.type == "cpu":
+        budget = min(budget, TREE_CPU_TOKENS)
     trees = _trees(pairs)
     out: list[np.ndarray] = [np.zeros(0)] * len(pairs)
     for batch in _tree_batches(trees, batch_size, budget):
@@ -206,8 +220,9 @@ def tree_log_probs(
         allow = np.zeros((rows, width, width), dtype=bool)
         keep = np.zeros((rows, width), dtype=bool)
         allow[:, np.arange(width), np.arange(width)] = True
+        causal = np.tril(np.ones((width, width), dtype=bool))
         for r, t in enumerate(batch):
-            trees[t].fill(r, ids, pos, allow, keep)
+            trees[t].fill(r, ids, pos, allow, keep, causal)
         # Flat index of each kept (row, position) in the output layer's row-major output.
         flat = np.cumsum(keep.reshape(-1)).reshape(rows, width) - 1
         mask = torch.zeros((rows, 1, width, width), dtype=dtype)
