@@ -243,7 +243,8 @@ def tree_log_probs(
                 targets.extend(completion)
         at_t = torch.tensor(at, dtype=torch.long, device=logits.device)
         tgt_t = torch.tensor(targets, dtype=torch.long, device=logits.device)
-        picked = logits[at_t, tgt_t] - logits.logsumexp(-1)[at_t]
+        # log_softmax, as the other paths take it: x - max - log(sum) rounds unlike x - logsumexp.
+        picked = logits.log_softmax(-1)[at_t, tgt_t]
         values = picked.double().cpu().numpy()
         for pair, start, n in spans:
             out[pair] = values[start : start + n]
