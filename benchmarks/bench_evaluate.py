@@ -4,6 +4,7 @@ against a one-item-at-a-time loop.
     .venv/bin/python benchmarks/bench_evaluate.py            # 300 items, tiny-study model size
     .venv/bin/python benchmarks/bench_evaluate.py --quick    # 40 items
     .venv/bin/python benchmarks/bench_evaluate.py --sweep    # also fixed batch sizes for the fast path
+    .venv/bin/python benchmarks/bench_evaluate.py --scoring-only --repeats 3   # answer scoring alone
 
 Answer scoring (every item's true answer and its wrong candidates) is timed four ways in one process
 on the same token ids: `completion_log_probs` as the evaluation runs it (token trees: a prompt and all
@@ -206,6 +207,7 @@ def main() -> None:
     )
     parser.add_argument("--repeats", type=int, default=2, help="runs per measurement; the fastest counts")
     parser.add_argument("--sweep", action="store_true", help="also time fixed batch sizes for the fast path")
+    parser.add_argument("--scoring-only", action="store_true", help="time answer scoring only")
     parser.add_argument(
         "--hflm-batch-sizes",
         default="16,64,256",
@@ -288,6 +290,8 @@ def main() -> None:
         + ", ".join(f"{b}: {n / r[1]:.1f} items/s" for b, r in sorted(hf_runs.items()))
     )
 
+    if args.scoring_only:
+        return
     fast_g, fast_s, fast_cpu, fast_mem = timed(
         lambda: greedy_decode(model, prompts, stop, pad_id, args.max_new_tokens, cfg.batch_size, budget), reps
     )

@@ -170,3 +170,50 @@ def test_tree_batches_respect_tokens_mask_cells_and_pair_caps(monkeypatch):
     assert list(_tree_batches(trees, 2, 0)) == [[0], [2, 3], [1]]
     monkeypatch.setattr(probability, "MASK_CELLS", 2 * 10 * 10 - 1)
     assert list(_tree_batches(trees, "auto", 10_000)) == [[0], [2, 3, 1]]
+
+
+def test_an_evaluation_step_scores_every_role_and_probe_in_one_forward_pass(tiny_tokenizer):
+    """What unlearning runs at each evaluation step: forget, control and retain items, their question,
+    paraphrase and biography probes, all answers of each, go through one token-tree forward pass."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from frequnlearn.config.evaluate import EvalConfig
+    from frequnlearn.evaluate.stage import role_evaluator
+    from frequnlearn.records import BioPrompt, QAItem
+
+    def qa(i: int, group: str) -> QAItem:
+        return QAItem(
+            item_id=f"p{i:05d}-employer",
+            question=f"Who employs person {i}?",
+            paraphrase=f"Person {i} works for which company?",
+            answer="Apple",
+            candidates=["Google", "Stanford University"],
+            person_id=i,
+            group=group,
+            attribute="employer",
+        )
+
+    roles = [("forget", [qa(0, "forget_high"), qa(1, "forget_low")]), ("control", [qa(2, "control")])]
+    roles.append(("retain", [qa(3, "retain")]))
+    bios = {
+        f"p{i:05d}-employer": BioPrompt(
+            f"p{i:05d}-employer", i, "g", "employer", f"Person {i} works at", "Apple"
+        )
+        for i in range(4)
+    }
+    tok = tiny_tokenizer
+    model = _sharpen(
+        GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_positions=96, n_embd=32, n_layer=2, n_head=2))
+    )
+    calls = []
+    model.register_forward_hook(lambda mod, args, kwargs, out: calls.append(kwargs), with_kwargs=True)
+    ecfg = EvalConfig(metrics=["prob", "bio"], probes=["question", "paraphrase"])
+    frame = role_evaluator(roles, ecfg, "plain", bios, "m", "r")(model, tok, 5)
+    # Biography probes are also decoded greedily (family gen); that is not scoring.
+    scoring = [c for c in calls if c["attention_mask"].ndim == 4]
+    assert len(scoring) == 1
+    assert scoring[0]["input_ids"].shape[0] == 4 * 3  # four items, three probes: one row per prompt
+    prob = frame[frame["family"] == "prob"]
+    assert len(prob) == 4 * 3
+    assert set(prob["role"]) == {"forget", "control", "retain"}
+    assert prob["logprob"].notna().all()
