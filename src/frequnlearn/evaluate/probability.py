@@ -42,9 +42,10 @@ def completion_log_probs(
 ) -> list[np.ndarray]:
     """Per-token log p(completion token | prompt, earlier completion tokens) for each pair.
 
-    Models with a KV cache and position ids run each distinct prompt once and score all of its
-    completions (the true answer and every candidate) from the cached prompt; others get every
-    (prompt + completion) sequence in full.
+    Architectures `tree_scorer` accepts run each distinct prompt with all of its completions (the true
+    answer and every candidate) as one token-tree row; other models with a KV cache and position ids
+    run each distinct prompt once and score its completions from the cached prompt; the rest get every
+    (prompt + completion) sequence in full. All three give the plain sequence's log-probs.
     """
     scorer = tree_scorer(model)
     if scorer is not None:
