@@ -71,8 +71,10 @@ def tree_scorer(model: Any) -> Any | None:
     """
     inner = model
     if hasattr(model, "get_base_model"):
-        active = model.peft_config[model.active_adapter]
-        if getattr(active, "is_prompt_learning", False):  # virtual tokens the base model never sees
+        name = getattr(model, "active_adapter", None)
+        active = getattr(model, "peft_config", {}).get(name) if isinstance(name, str) else None
+        # Unknown adapter kinds, and prompt learning (virtual tokens the base model never sees), no.
+        if active is None or getattr(active, "is_prompt_learning", True):
             return None
         inner = model.get_base_model()
     config = getattr(inner, "config", None)
