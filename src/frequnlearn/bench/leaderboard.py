@@ -27,15 +27,21 @@ def _short(level: str, high: str, low: str) -> str:
 
 
 def leaderboard(
-    ctx: Any, chosen: dict[str, Any], target: float, tolerance: float, probe: str = "question"
+    ctx: Any,
+    chosen: dict[str, Any],
+    target: float,
+    tolerance: float,
+    selection: str = "known",
+    probe: str = "question",
 ) -> pd.DataFrame:
     """One row per method, most equal forgetting first (smallest |frequency gap|; no estimate last)."""
     t, lay = ctx.tables, ctx.lay
     high, low = lay.high, lay.low
     eff = t["frequency_effect"]
     if len(eff):
-        eff = eff[~eff["matched"].astype(bool) & (eff["selection"] == "known") & (eff["probe"] == probe)]
-    costs = stopping_costs(t["curves"])
+        eff = eff[~eff["matched"].astype(bool) & (eff["selection"] == selection) & (eff["probe"] == probe)]
+    curves = t["curves"]
+    costs = stopping_costs(curves[curves["selection"] == selection])
     rows = []
     for method in lay.methods:
         row: dict[str, Any] = {"method": method}
@@ -69,7 +75,7 @@ def leaderboard(
         row["tuning_retain_cost"] = chosen.get(method, {}).get("retain_drop", math.nan)
         rows.append(row)
     board = pd.DataFrame(rows)
-    for name, per_level in _per_level(ctx, probe).items():
+    for name, per_level in _per_level(ctx, selection, probe).items():
         board = board.merge(per_level, on="method", how="left") if len(per_level) else board
     board["_order"] = board["frequency_gap"].abs().fillna(math.inf)
     board = board.sort_values(["_order", "method"], kind="stable").drop(columns="_order").reset_index(drop=True)
@@ -97,7 +103,7 @@ def stopping_costs(curves: pd.DataFrame, probe: str = "question") -> pd.DataFram
     return out
 
 
-def _per_level(ctx: Any, probe: str) -> dict[str, pd.DataFrame]:
+def _per_level(ctx: Any, selection: str, probe: str) -> dict[str, pd.DataFrame]:
     """method -> columns per level: forgotten at the stopping point, forget quality, recovery under
     each attack that ran, MIA AUC and extraction probability."""
     t, lay = ctx.tables, ctx.lay
@@ -114,20 +120,20 @@ def _per_level(ctx: Any, probe: str) -> dict[str, pd.DataFrame]:
 
     s = t["summaries"]
     if len(s):
-        s = s[(s["selection"] == "known") & (s["probe"] == probe)].assign(forgotten=lambda d: 1.0 - d["forget_end"])
+        s = s[(s["selection"] == selection) & (s["probe"] == probe)].assign(forgotten=lambda d: 1.0 - d["forget_end"])
         out["forgotten"] = wide(s, "forgotten", "forgotten_end")
     fq = t.get("forget_quality", pd.DataFrame())
     if len(fq):
-        out["forget_quality"] = wide(fq[fq["selection"] == "known"], "forget_quality", "forget_quality")
+        out["forget_quality"] = wide(fq[fq["selection"] == selection], "forget_quality", "forget_quality")
     at = t.get("attacks", pd.DataFrame())
     if len(at):
-        at = at[at["selection"] == "known"]
+        at = at[at["selection"] == selection]
         for attack, name in ATTACKS.items():
             a = at[at["attack"] == attack]
             if len(a):
                 a = a[a["k"] == a.groupby(["method", "level"])["k"].transform("max")]
                 out[name] = wide(a, "recovered_of_known", name)
-    mia, ext = still_known(ctx.data, probe)
+    mia, ext = still_known(ctx.data, selection, probe)
     if len(mia):
         out["mia"] = wide(mia[mia["score"] == MIA_SCORE], "auc", "mia_auc")
     if len(ext):
@@ -135,7 +141,7 @@ def _per_level(ctx: Any, probe: str) -> dict[str, pd.DataFrame]:
     return out
 
 
-def still_known(data: Any, probe: str = "question") -> tuple[pd.DataFrame, pd.DataFrame]:
+def still_known(data: Any, selection: str = "known", probe: str = "question") -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per unlearning run and level, at its stopping point: the membership AUC of each score (forget
     items under the unlearned model against the same items under the never-learned oracle: 0.5 when
     they look never seen) and the mean probability that n samples give the answer back."""
@@ -144,7 +150,7 @@ def still_known(data: Any, probe: str = "question") -> tuple[pd.DataFrame, pd.Da
     traj = data.trajectories
     if "family" not in traj.columns:
         return pd.DataFrame(), pd.DataFrame()
-    f = traj[(traj["role"] == "forget") & (traj["probe"] == probe) & (traj["selection"] == "known")]
+    f = traj[(traj["role"] == "forget") & (traj["probe"] == probe) & (traj["selection"] == selection)]
     f = f[f["step"] == f.groupby("run_id")["step"].transform("max")]
     oracles = data.scores("oracle")
     mia_rows, ext_rows = [], []

@@ -68,15 +68,15 @@ def grid(methods: list[str], lr_grid: list[float], param_grid: dict[str, dict[st
 
 
 def tuning_sets(
-    items: list[QAItem], known_ids: set[str], options: StudyOptions, seed: int, size: int
+    items: list[QAItem], known_ids: set[str] | None, options: StudyOptions, seed: int, size: int
 ) -> dict[str, list[QAItem]]:
     """The sets of one seed's tuning runs: `tuning` (unlearned), `retain` (the retain loss's people),
     `eval_retain` and `eval_utility` (measured). Only retain and utility people are read.
 
     The evaluated people are drawn exactly as `study.sets.select_sets` draws them for the same seed,
     so a grid point's cost is measured on the people the study's runs are measured on. The tuning set
-    is `size` known items of the other retain people; the retain loss takes the rest (capped by
-    `retain_size` as in the study)."""
+    is `size` items of the other retain people, known ones (in `known_ids`; None: any, as the study's
+    selection `all`); the retain loss takes the rest (capped by `retain_size` as in the study)."""
     retain_pool = sorted((it for it in items if it.group == "retain"), key=_id)
     utility_pool = sorted((it for it in items if it.group == "utility"), key=_id)
     rng_eval = random.Random(f"eval-{seed}")
@@ -84,7 +84,7 @@ def tuning_sets(
     eval_utility = rng_eval.sample(utility_pool, min(options.eval_utility_size, len(utility_pool)))
     evaluated = {it.item_id for it in eval_retain}
     rest = [it for it in retain_pool if it.item_id not in evaluated]
-    candidates = [it for it in rest if it.item_id in known_ids]
+    candidates = [it for it in rest if known_ids is None or it.item_id in known_ids]
     if len(candidates) < size:
         raise TooFewTuningItems(
             f"bench.tuning_size: the model of seed {seed} knows {len(candidates)} retain items outside the "
@@ -170,7 +170,8 @@ def run_tuning(cfg: Any, runner: Any, baselines: list[Any], out_dir: Path) -> di
         p = task.params
         tag, seed, world = task.name, p["seed"], p["world"]
         items, bios = runner.inputs.items(world)
-        sets = tuning_sets(items, runner.inputs.known(tag), s, seed, b.tuning_size)
+        known = runner.inputs.known(tag) if cfg.selection == "known" else None
+        sets = tuning_sets(items, known, s, seed, b.tuning_size)
         ids = {k: [it.item_id for it in v] for k, v in sets.items()}
         sets_record[tag] = ids
         base_key = runner.keys.baseline(p)
@@ -192,7 +193,7 @@ def run_tuning(cfg: Any, runner: Any, baselines: list[Any], out_dir: Path) -> di
                     "world": world,
                     "method": point.spec,
                     "level": "tuning",
-                    "selection": "known",
+                    "selection": cfg.selection,
                 }
                 inputs = UnlearnInputs(
                     model=model,
@@ -230,7 +231,7 @@ def run_tuning(cfg: Any, runner: Any, baselines: list[Any], out_dir: Path) -> di
             )
     runs = pd.DataFrame(rows)
     choice = choose(runs, b.target_retain_drop, b.tolerance)
-    return {
+    return json_safe({
         "target_retain_drop": b.target_retain_drop,
         "tolerance": b.tolerance,
         "bench": to_dict(b),
@@ -250,7 +251,19 @@ def run_tuning(cfg: Any, runner: Any, baselines: list[Any], out_dir: Path) -> di
             }
             for r in choice.to_dict(orient="records")
         },
-    }
+    })
+
+
+def json_safe(obj: Any) -> Any:
+    """`obj` with NaN as null and numpy scalars as Python's (tuning.json is strict JSON)."""
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    obj = _plain(obj)
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
 
 
 def tuning_eval(ecfg: Any) -> Any:
