@@ -136,7 +136,8 @@ def choose(runs: pd.DataFrame, target: float, tolerance: float) -> pd.DataFrame:
     mean["distance"] = (mean["retain_drop"] - target).abs()
     rows = []
     for _, g in mean.groupby("method", sort=False):
-        g = g.assign(_u=g["utility_drop"].fillna(math.inf), _d=g["distance"].fillna(math.inf))
+        # Drops are shares of a few items: distances equal but for rounding are a tie.
+        g = g.assign(_u=g["utility_drop"].fillna(math.inf), _d=g["distance"].round(9).fillna(math.inf))
         best = g.sort_values(["_d", "_u", "grid_index"], kind="stable").iloc[0]
         rows.append(best.drop(["_u", "_d"]))
     out = pd.DataFrame(rows).reset_index(drop=True)
