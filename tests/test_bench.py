@@ -42,7 +42,10 @@ def test_benchmark_config_names_every_registered_method_and_is_large_enough(caps
     # A target and a control half of >= 60 known items each need >= 120 known people per level; the
     # rare level is known at ~45-55% (results/effect), so it needs well over 240 people.
     assert sizes["forget_high"] >= 120 / 0.9 and sizes["forget_low"] >= 120 / 0.35
-    assert main(["bench", str(ROOT / "configs" / "benchmark.yaml"), "--dry-run", "--out", str(tmp_path / "b")]) == 0
+    assert (
+        main(["bench", str(ROOT / "configs" / "benchmark.yaml"), "--dry-run", "--out", str(tmp_path / "b")])
+        == 0
+    )
     out = capsys.readouterr().out
     assert "152 grid points" in out and "84 unlearn" in out
 
@@ -79,21 +82,32 @@ def _runs(drops: dict[str, list[tuple[str, float, float]]]) -> pd.DataFrame:
     for method, points in drops.items():
         for i, (label, retain, utility) in enumerate(points):
             rows.append(
-                {"method": method, "point": label, "grid_index": i, "lr": float(label), "param": "",
-                 "value": "", "seed": 0, "retain_drop": retain, "utility_drop": utility}
+                {
+                    "method": method,
+                    "point": label,
+                    "grid_index": i,
+                    "lr": float(label),
+                    "param": "",
+                    "value": "",
+                    "seed": 0,
+                    "retain_drop": retain,
+                    "utility_drop": utility,
+                }
             )
     return pd.DataFrame(rows)
 
 
 def test_choose_takes_the_point_closest_to_the_target_retain_cost():
-    runs = _runs({
-        # GA: a cliff, 0.04 is closest to 0.05 (0.45 overshoots).
-        "ga+gd": [("1e-05", 0.0, 0.0), ("5e-05", 0.04, 0.1), ("1e-04", 0.45, 0.3)],
-        # Ties at distance 0.01: the smaller utility drop wins, whatever the order.
-        "npo+gd": [("1e-05", 0.06, 0.2), ("5e-05", 0.04, 0.1)],
-        # Nothing near the target: the closest, not matched; a point without known retain items is last.
-        "idk+gd": [("1e-05", math.nan, 0.0), ("5e-05", 0.2, 0.0)],
-    })
+    runs = _runs(
+        {
+            # GA: a cliff, 0.04 is closest to 0.05 (0.45 overshoots).
+            "ga+gd": [("1e-05", 0.0, 0.0), ("5e-05", 0.04, 0.1), ("1e-04", 0.45, 0.3)],
+            # Ties at distance 0.01: the smaller utility drop wins, whatever the order.
+            "npo+gd": [("1e-05", 0.06, 0.2), ("5e-05", 0.04, 0.1)],
+            # Nothing near the target: the closest, not matched; a point without known retain items is last.
+            "idk+gd": [("1e-05", math.nan, 0.0), ("5e-05", 0.2, 0.0)],
+        }
+    )
     c = choose(runs, target=0.05, tolerance=0.02).set_index("method")
     assert c.loc["ga+gd", "point"] == "5e-05" and bool(c.loc["ga+gd", "matched"])
     assert c.loc["npo+gd", "point"] == "5e-05"
@@ -101,10 +115,12 @@ def test_choose_takes_the_point_closest_to_the_target_retain_cost():
 
 
 def test_choose_averages_the_tuned_seeds():
-    runs = pd.concat([
-        _runs({"ga+gd": [("1e-05", 0.0, 0.0), ("5e-05", 0.02, 0.0)]}).assign(seed=0),
-        _runs({"ga+gd": [("1e-05", 0.1, 0.0), ("5e-05", 0.2, 0.0)]}).assign(seed=1),
-    ])
+    runs = pd.concat(
+        [
+            _runs({"ga+gd": [("1e-05", 0.0, 0.0), ("5e-05", 0.02, 0.0)]}).assign(seed=0),
+            _runs({"ga+gd": [("1e-05", 0.1, 0.0), ("5e-05", 0.2, 0.0)]}).assign(seed=1),
+        ]
+    )
     (row,) = choose(runs, 0.05, 0.02).to_dict(orient="records")
     assert row["point"] == "1e-05" and row["retain_drop"] == pytest.approx(0.05) and row["seeds"] == 2
 
@@ -112,18 +128,36 @@ def test_choose_averages_the_tuned_seeds():
 def test_grid_crosses_the_rates_with_one_setting():
     points = grid(["ga+gd", "npo+gd"], [1e-4, 1e-3], {"npo+gd": {"beta": [0.1, 1.0]}})
     assert [p.label for p in points] == [
-        "lr=0.0001", "lr=0.001", "lr=0.0001,beta=0.1", "lr=0.0001,beta=1.0", "lr=0.001,beta=0.1", "lr=0.001,beta=1.0"
+        "lr=0.0001",
+        "lr=0.001",
+        "lr=0.0001,beta=0.1",
+        "lr=0.0001,beta=1.0",
+        "lr=0.001,beta=0.1",
+        "lr=0.001,beta=1.0",
     ]
     assert points[3].overrides == {"lr": 1e-4, "beta": 1.0}
 
 
 def _items(n_retain: int = 30, n_forget: int = 20, answer: str = "Paris") -> list[QAItem]:
     out = []
-    for group, n in (("retain", n_retain), ("utility", 10), ("forget_high", n_forget), ("forget_low", n_forget)):
+    for group, n in (
+        ("retain", n_retain),
+        ("utility", 10),
+        ("forget_high", n_forget),
+        ("forget_low", n_forget),
+    ):
         for i in range(n):
             pid = f"p{group[:2]}{i:03d}"
-            out.append(QAItem(item_id=f"{pid}-birth_city", person_id=pid, group=group, attribute="birth_city",
-                              question=f"Where was {pid} born?", answer=answer if group.startswith("forget") else "Rome"))
+            out.append(
+                QAItem(
+                    item_id=f"{pid}-birth_city",
+                    person_id=pid,
+                    group=group,
+                    attribute="birth_city",
+                    question=f"Where was {pid} born?",
+                    answer=answer if group.startswith("forget") else "Rome",
+                )
+            )
     return out
 
 
@@ -134,7 +168,9 @@ def test_tuning_sets_read_no_forget_item_and_match_the_studys_evaluated_people()
     sets = tuning_sets(items, known, options, seed=3, size=5)
     # Other forget items (other answers, fewer of them, other people known): the same sets.
     other = [it for it in _items(n_forget=7, answer="Oslo") if it.group != "forget_low"]
-    other_known = {it.item_id for it in other if it.group != "forget_high" or it.item_id.endswith("1-birth_city")}
+    other_known = {
+        it.item_id for it in other if it.group != "forget_high" or it.item_id.endswith("1-birth_city")
+    }
     assert tuning_sets(other, other_known, options, seed=3, size=5) == sets
     assert all(it.group == "retain" for it in sets["tuning"] + sets["retain"] + sets["eval_retain"])
     tuned = {it.item_id for it in sets["tuning"]}
@@ -146,8 +182,17 @@ def test_tuning_sets_read_no_forget_item_and_match_the_studys_evaluated_people()
 def test_stopping_cost_is_the_drop_of_the_items_known_at_the_start():
     rows = []
     for step, known in ((0, [1, 1, 1, 0]), (2, [1, 0, 1, 1]), (4, [0, 0, 1, 1])):
-        rows += [{"family": "gen", "probe": "question", "role": "retain", "step": step, "item_id": f"i{k}",
-                  "known": float(v)} for k, v in enumerate(known)]
+        rows += [
+            {
+                "family": "gen",
+                "probe": "question",
+                "role": "retain",
+                "step": step,
+                "item_id": f"i{k}",
+                "known": float(v),
+            }
+            for k, v in enumerate(known)
+        ]
     drop, n0, last = stopping_cost(pd.DataFrame(rows), "retain")
     assert (drop, n0, last) == (pytest.approx(2 / 3), 3, 4.0)
 

@@ -18,7 +18,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "DIR/leaderboard.csv ranks them by the frequency gap (forgetting of the frequent level minus the rare "
         "one). Rerunning the same command skips what is done.",
     )
-    p.add_argument("config_file", nargs="?", metavar="CONFIG", help="benchmark YAML, e.g. configs/benchmark.yaml")
+    p.add_argument(
+        "config_file", nargs="?", metavar="CONFIG", help="benchmark YAML, e.g. configs/benchmark.yaml"
+    )
     p.add_argument("--config", metavar="FILE", help="benchmark YAML, as CONFIG")
     p.add_argument(
         "overrides",
@@ -26,9 +28,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="KEY=VALUE",
         help="config overrides, e.g. bench.lr_grid=[1e-4,1e-3] study.seeds=[0]",
     )
-    p.add_argument("--out", required=False, default=None, help="benchmark directory (default: runs/<config name>)")
     p.add_argument(
-        "--dry-run", action="store_true", help="validate the config and print the tuning grid and the plan; load nothing"
+        "--out", required=False, default=None, help="benchmark directory (default: runs/<config name>)"
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="validate the config and print the tuning grid and the plan; load nothing",
     )
     p.add_argument("--quiet", action="store_true", help="no status lines, bars or heartbeats")
     p.set_defaults(func=run, override_example="bench.lr_grid=[1e-4,1e-3]")
@@ -39,8 +45,8 @@ def run(args: argparse.Namespace) -> int:
 
     from frequnlearn.bench import describe_bench, load_bench_config, run_bench
     from frequnlearn.data.generate import check_limits
-    from frequnlearn.records import check_output_dir, claim_output_dir
     from frequnlearn.errors import ConfigError
+    from frequnlearn.records import check_output_dir, claim_output_dir
     from frequnlearn.study.cli import config_path, load_registries
 
     if args.config_file is None and args.config is None:

@@ -47,8 +47,12 @@ class BenchOptions:
         check(self.tuning_size >= 1, "tuning_size", "must be >= 1")
         fields = {f.name for f in dataclasses.fields(_unlearn_fields())}
         for spec, grid in self.param_grid.items():
-            check(len(grid) == 1, f"param_grid.{spec}", "tune one main setting per method, e.g. {beta: [0.1, 1.0]}")
-            (name, values), = grid.items()
+            check(
+                len(grid) == 1,
+                f"param_grid.{spec}",
+                "tune one main setting per method, e.g. {beta: [0.1, 1.0]}",
+            )
+            ((name, values),) = grid.items()
             check(
                 name in fields and name not in ("lr", "method", "retain_loss", "seed", "prompt_format"),
                 f"param_grid.{spec}",
@@ -77,7 +81,11 @@ class BenchConfig(StudyConfig):
         super().validate()
         s, b = self.study, self.bench
         check(len(s.model_sizes) == 1, "study.model_sizes", "the benchmark ranks methods on one model size")
-        check(len(s.levels) == 2, "study.levels", "the frequency gap compares two levels, e.g. [forget_high, forget_low]")
+        check(
+            len(s.levels) == 2,
+            "study.levels",
+            "the frequency gap compares two levels, e.g. [forget_high, forget_low]",
+        )
         for spec in b.param_grid:
             check(spec in s.methods, f"bench.param_grid.{spec}", f"is not in study.methods {s.methods}")
             (name,) = b.param_grid[spec]

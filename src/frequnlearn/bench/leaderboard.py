@@ -71,14 +71,18 @@ def leaderboard(
         c = costs[costs["method"] == method]
         row["retain_cost"] = float(c["retain"].mean()) if len(c) else math.nan
         row["utility_cost"] = float(c["utility"].mean()) if len(c) else math.nan
-        row["cost_matched"] = bool(np.isfinite(row["retain_cost"]) and abs(row["retain_cost"] - target) <= tolerance + 1e-9)
+        row["cost_matched"] = bool(
+            np.isfinite(row["retain_cost"]) and abs(row["retain_cost"] - target) <= tolerance + 1e-9
+        )
         row["tuning_retain_cost"] = chosen.get(method, {}).get("retain_drop", math.nan)
         rows.append(row)
     board = pd.DataFrame(rows)
-    for name, per_level in _per_level(ctx, selection, probe).items():
+    for per_level in _per_level(ctx, selection, probe).values():
         board = board.merge(per_level, on="method", how="left") if len(per_level) else board
     board["_order"] = board["frequency_gap"].abs().fillna(math.inf)
-    board = board.sort_values(["_order", "method"], kind="stable").drop(columns="_order").reset_index(drop=True)
+    board = (
+        board.sort_values(["_order", "method"], kind="stable").drop(columns="_order").reset_index(drop=True)
+    )
     board.insert(0, "rank", np.arange(1, len(board) + 1))
     rename = {}
     for col in board.columns:
@@ -120,7 +124,9 @@ def _per_level(ctx: Any, selection: str, probe: str) -> dict[str, pd.DataFrame]:
 
     s = t["summaries"]
     if len(s):
-        s = s[(s["selection"] == selection) & (s["probe"] == probe)].assign(forgotten=lambda d: 1.0 - d["forget_end"])
+        s = s[(s["selection"] == selection) & (s["probe"] == probe)].assign(
+            forgotten=lambda d: 1.0 - d["forget_end"]
+        )
         out["forgotten"] = wide(s, "forgotten", "forgotten_end")
     fq = t.get("forget_quality", pd.DataFrame())
     if len(fq):
@@ -141,7 +147,9 @@ def _per_level(ctx: Any, selection: str, probe: str) -> dict[str, pd.DataFrame]:
     return out
 
 
-def still_known(data: Any, selection: str = "known", probe: str = "question") -> tuple[pd.DataFrame, pd.DataFrame]:
+def still_known(
+    data: Any, selection: str = "known", probe: str = "question"
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per unlearning run and level, at its stopping point: the membership AUC of each score (forget
     items under the unlearned model against the same items under the never-learned oracle: 0.5 when
     they look never seen) and the mean probability that n samples give the answer back."""
@@ -162,10 +170,24 @@ def still_known(data: Any, selection: str = "known", probe: str = "question") ->
             ref = orc[(orc["family"] == "mia") & (orc["probe"] == probe) & orc["item_id"].isin(m["item_id"])]
             for score in SCORES:
                 if score in m.columns and score in ref.columns:
-                    mia_rows.append({**ident, "run_id": run_id, "score": score, "n_items": len(m),
-                                     "auc": mia_auc(m[score].to_numpy(), ref[score].to_numpy())})
+                    mia_rows.append(
+                        {
+                            **ident,
+                            "run_id": run_id,
+                            "score": score,
+                            "n_items": len(m),
+                            "auc": mia_auc(m[score].to_numpy(), ref[score].to_numpy()),
+                        }
+                    )
         x = g[g["family"] == "extract"]
         if len(x) and "extract_pn" in x.columns:
-            ext_rows.append({**ident, "run_id": run_id, "n_items": len(x),
-                             "extract_p": float(x["extract_p"].mean()), "extract_pn": float(x["extract_pn"].mean())})
+            ext_rows.append(
+                {
+                    **ident,
+                    "run_id": run_id,
+                    "n_items": len(x),
+                    "extract_p": float(x["extract_p"].mean()),
+                    "extract_pn": float(x["extract_pn"].mean()),
+                }
+            )
     return pd.DataFrame(mia_rows), pd.DataFrame(ext_rows)

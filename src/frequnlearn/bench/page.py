@@ -14,8 +14,24 @@ import pandas as pd
 from frequnlearn.report.prose import as_markdown
 
 # The leaderboard's columns the report's first table shows (all of them are in leaderboard.csv).
-SHOWN = ("rank", "method", "frequency_gap", "gap_lo", "gap_hi", "forgetting_", "retain_cost", "utility_cost",
-         "cost_matched", "forget_quality_", "relearn_", "int4_", "mia_auc_", "extract_", "lr", "tuned")
+SHOWN = (
+    "rank",
+    "method",
+    "frequency_gap",
+    "gap_lo",
+    "gap_hi",
+    "forgetting_",
+    "retain_cost",
+    "utility_cost",
+    "cost_matched",
+    "forget_quality_",
+    "relearn_",
+    "int4_",
+    "mia_auc_",
+    "extract_",
+    "lr",
+    "tuned",
+)
 
 
 def shown(board: pd.DataFrame) -> pd.DataFrame:
@@ -29,22 +45,38 @@ def figure(board: pd.DataFrame, high: str, low: str) -> bytes | None:
     forgetting of each level (net of control) with intervals. None when no method has an estimate."""
     from frequnlearn.report.plots import FONT, LEVEL_COLORS, _yerr, plt, render
 
-    b = board[np.isfinite(board["frequency_gap"].to_numpy(dtype=float))] if "frequency_gap" in board else board
+    b = (
+        board[np.isfinite(board["frequency_gap"].to_numpy(dtype=float))]
+        if "frequency_gap" in board
+        else board
+    )
     if b.empty:
         return None
     y = np.arange(len(b))[::-1]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 0.4 * len(b) + 1.6), sharey=True)
-    ax1.errorbar(b["frequency_gap"], y, xerr=_yerr(b["frequency_gap"], b["gap_lo"], b["gap_hi"]), fmt="o",
-                 color="#333333", capsize=3)
+    ax1.errorbar(
+        b["frequency_gap"],
+        y,
+        xerr=_yerr(b["frequency_gap"], b["gap_lo"], b["gap_hi"]),
+        fmt="o",
+        color="#333333",
+        capsize=3,
+    )
     ax1.axvline(0, color="#999999", lw=0.8)
     ax1.set_yticks(y, b["method"], fontsize=FONT)
     ax1.set_xlabel(f"frequency gap: forgetting of {high} minus {low}", fontsize=FONT)
     for k, (lv, color) in enumerate(zip((high, low), LEVEL_COLORS)):
         col = f"forgetting_{lv}"
         if col in b:
-            ax2.errorbar(b[col], y + (0.12 if k == 0 else -0.12),
-                         xerr=_yerr(b[col], b[f"{col}_lo"], b[f"{col}_hi"]), fmt="o", color=color, capsize=3,
-                         label=lv)
+            ax2.errorbar(
+                b[col],
+                y + (0.12 if k == 0 else -0.12),
+                xerr=_yerr(b[col], b[f"{col}_lo"], b[f"{col}_hi"]),
+                fmt="o",
+                color=color,
+                capsize=3,
+                label=lv,
+            )
     ax2.set_xlabel("forgetting at the matched cost (net drop)", fontsize=FONT)
     ax2.legend(fontsize=FONT, frameon=False, loc="lower right")
     for ax in (ax1, ax2):
@@ -54,7 +86,7 @@ def figure(board: pd.DataFrame, high: str, low: str) -> bytes | None:
 
 
 def markdown(cfg: Any, board: pd.DataFrame, record: dict[str, Any], ctx: Any) -> str:
-    b, s = cfg.bench, cfg.study
+    b = cfg.bench
     high, low = ctx.lay.high, ctx.lay.low
     n_cols = [c for c in board.columns if c.startswith("n_")]
     seeds = int(board["seeds"].max()) if "seeds" in board and board["seeds"].notna().any() else 0
@@ -123,17 +155,19 @@ def _chosen(record: dict[str, Any]) -> pd.DataFrame:
     runs = pd.DataFrame(record["runs"])
     for method, c in record["chosen"].items():
         g = runs[runs["method"] == method] if len(runs) else runs
-        rows.append({
-            "method": method,
-            "chosen": c["point"],
-            "retain_drop": c["retain_drop"],
-            "utility_drop": c["utility_drop"],
-            "matched": c["matched"],
-            "grid (point: retain drop)": "; ".join(
-                f"{p}: {d:.3f}" if isinstance(d, float) and math.isfinite(d) else f"{p}: n/a"
-                for p, d in g.groupby("point", sort=False)["retain_drop"].mean().items()
-            ),
-        })
+        rows.append(
+            {
+                "method": method,
+                "chosen": c["point"],
+                "retain_drop": c["retain_drop"],
+                "utility_drop": c["utility_drop"],
+                "matched": c["matched"],
+                "grid (point: retain drop)": "; ".join(
+                    f"{p}: {d:.3f}" if isinstance(d, float) and math.isfinite(d) else f"{p}: n/a"
+                    for p, d in g.groupby("point", sort=False)["retain_drop"].mean().items()
+                ),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -144,9 +178,13 @@ def page_html(md: str, png: bytes | None) -> str:
     def flush() -> None:
         if table:
             head, *body = [r.strip().strip("|").split(" | ") for r in table if not r.startswith("|---")]
-            out.append("<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>"
-                       + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in body)
-                       + "</table>")
+            out.append(
+                "<table><tr>"
+                + "".join(f"<th>{html.escape(h)}</th>" for h in head)
+                + "</tr>"
+                + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in body)
+                + "</table>"
+            )
             table.clear()
 
     for line in md.splitlines():
@@ -161,13 +199,19 @@ def page_html(md: str, png: bytes | None) -> str:
         elif line.startswith("!["):
             if png is not None:
                 data = base64.b64encode(png).decode()
-                out.append(f'<img alt="leaderboard" style="max-width:100%" src="data:image/png;base64,{data}">')
+                out.append(
+                    f'<img alt="leaderboard" style="max-width:100%" src="data:image/png;base64,{data}">'
+                )
         elif line.startswith("- "):
             out.append(f"<li>{html.escape(line[2:])}</li>")
         elif line.strip():
             out.append(f"<p>{html.escape(line)}</p>")
     flush()
-    style = ("body{font-family:sans-serif;max-width:1200px;margin:auto;padding:1em}table{border-collapse:collapse;"
-             "font-size:13px}td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}")
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>Benchmark</title><style>{style}</style>"
-            f"</head><body>{''.join(out)}</body></html>")
+    style = (
+        "body{font-family:sans-serif;max-width:1200px;margin:auto;padding:1em}table{border-collapse:collapse;"
+        "font-size:13px}td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}"
+    )
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>Benchmark</title><style>{style}</style>"
+        f"</head><body>{''.join(out)}</body></html>"
+    )

@@ -62,32 +62,43 @@ def run_bench(cfg: BenchConfig, out: str | Path, quiet: bool = False) -> Path:
         torch.set_num_threads(cfg.study.num_threads)
     runner = TaskRunner(base, layout, torch.get_num_threads())
     tasks = [t for t in plan(base, runner.threads) if t.kind in BEFORE_TUNING]
+    # One lock for the whole benchmark (the study's, re-entrant): no study may change the models the
+    # tuning reads.
     with study_lock(layout.lock, config_key(base)):
         run_plan(tasks, runner, executor_for(base.study), quiet=quiet)
-    baselines = [t for t in tasks if t.kind == "baseline" and t.params["seed"] in cfg.seeds_tuned]
-    record = run_tuning(cfg, runner, baselines, out / TUNING_DIR)
-    record.update(run_info(cfg, cfg.seeds_tuned))
-    tuned = cfg.study_config({m: c["settings"] for m, c in record["chosen"].items()})
-    run_study(tuned, study_dir, quiet=quiet)
+        baselines = [t for t in tasks if t.kind == "baseline" and t.params["seed"] in cfg.seeds_tuned]
+        record = run_tuning(cfg, runner, baselines, out / TUNING_DIR, quiet=quiet)
+        record.update(run_info(cfg, cfg.seeds_tuned))
+        tuned = cfg.study_config({m: c["settings"] for m, c in record["chosen"].items()})
+        run_study(tuned, study_dir, quiet=quiet)
     write_outputs(out, cfg, record, runs_table(record), study_dir)
     return out
 
 
-def write_outputs(out: Path, cfg: BenchConfig, record: dict[str, Any], runs: pd.DataFrame, study_dir: Path) -> None:
+def write_outputs(
+    out: Path, cfg: BenchConfig, record: dict[str, Any], runs: pd.DataFrame, study_dir: Path
+) -> None:
     """The tuning record, the leaderboard, its figure and the report, as one set."""
-    from frequnlearn.bench.page import figure, markdown, page_html
     from frequnlearn.bench.leaderboard import leaderboard, still_known
+    from frequnlearn.bench.page import figure, markdown, page_html
     from frequnlearn.report.build import context
     from frequnlearn.report.rundata import load_run
 
     ctx = context(load_run(study_dir))
-    board = leaderboard(ctx, record["chosen"], cfg.bench.target_retain_drop, cfg.bench.tolerance, cfg.selection)
+    board = leaderboard(
+        ctx, record["chosen"], cfg.bench.target_retain_drop, cfg.bench.tolerance, cfg.selection
+    )
     mia, ext = still_known(ctx.data, cfg.selection)
     png = figure(board, ctx.lay.high, ctx.lay.low)
     md = markdown(cfg, board, record, ctx)
     with output_set(out, BENCH_FILES, "report.html", kind="bench") as tmp:
         write_json(tmp / "tuning.json", record)
-        for name, df in (("tuning.csv", runs), ("leaderboard.csv", board), ("mia.csv", mia), ("extraction.csv", ext)):
+        for name, df in (
+            ("tuning.csv", runs),
+            ("leaderboard.csv", board),
+            ("mia.csv", mia),
+            ("extraction.csv", ext),
+        ):
             with atomic_open(tmp / name) as fh:
                 df.to_csv(fh, index=False)
         if png is not None:

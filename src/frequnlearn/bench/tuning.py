@@ -58,11 +58,13 @@ class GridPoint:
         return {"lr": self.lr, **({self.param: self.value} if self.param else {})}
 
 
-def grid(methods: list[str], lr_grid: list[float], param_grid: dict[str, dict[str, list[Any]]]) -> list[GridPoint]:
+def grid(
+    methods: list[str], lr_grid: list[float], param_grid: dict[str, dict[str, list[Any]]]
+) -> list[GridPoint]:
     """Every point of every method's grid, in config order (the order that breaks ties)."""
     points = []
     for spec in methods:
-        (param, values), = param_grid[spec].items() if spec in param_grid else [(None, [None])]
+        ((param, values),) = param_grid[spec].items() if spec in param_grid else [(None, [None])]
         points += [GridPoint(spec, lr, param, v) for lr, v in itertools.product(lr_grid, values)]
     return points
 
@@ -156,7 +158,9 @@ def chosen_overrides(choice: pd.DataFrame) -> dict[str, dict[str, Any]]:
     return out
 
 
-def run_tuning(cfg: Any, runner: Any, baselines: list[Any], out_dir: Path) -> dict[str, Any]:
+def run_tuning(
+    cfg: Any, runner: Any, baselines: list[Any], out_dir: Path, quiet: bool = False
+) -> dict[str, Any]:
     """Measure every grid point on every tuned model (the study's `baseline` tasks `baselines`, whose
     models and baseline scores `runner`, the study's TaskRunner, reads), each run kept in
     `out_dir/<method>/<model>/<point>/` and skipped when done for its key; returns the tuning record
@@ -177,12 +181,17 @@ def run_tuning(cfg: Any, runner: Any, baselines: list[Any], out_dir: Path) -> di
         sets_record[tag] = ids
         base_key = runner.keys.baseline(p)
         for i, point in enumerate(points):
-            ucfg = dataclasses.replace(runner.keys.unlearn_cfg({"method": point.spec, "seed": seed}), **point.overrides)
+            ucfg = dataclasses.replace(
+                runner.keys.unlearn_cfg({"method": point.spec, "seed": seed}), **point.overrides
+            )
             ucfg.validate()
             path = out_dir / point.spec / tag / point.label
             key = stage_key("bench-tuning", TUNING_FORMAT, base_key, ucfg, ecfg, ids)
             if not stage_done(path, key):
-                progress.message(f"tuning {point.spec} on {tag}: {point.label}")
+                if not quiet:
+                    progress.message(
+                        f"tuning {point.spec} on {tag}: {point.label} ({i + 1} of {len(points)})"
+                    )
                 model, tok = runner.inputs.model(runner.layout.model(tag))
                 ident = {
                     "run_id": f"tuning/{point.spec}/{tag}/{point.label}",
@@ -206,7 +215,8 @@ def run_tuning(cfg: Any, runner: Any, baselines: list[Any], out_dir: Path) -> di
                     bios=bios,
                     sets=ids,
                 )
-                run_unlearn(ucfg, ecfg, inputs, path, key=key, keep_model=False)
+                with progress.quiet(quiet):
+                    run_unlearn(ucfg, ecfg, inputs, path, key=key, keep_model=False)
             traj = read_parquet(path / "trajectory.parquet")
             retain = stopping_cost(traj, "retain")
             utility = stopping_cost(traj, "utility")
@@ -232,27 +242,29 @@ def run_tuning(cfg: Any, runner: Any, baselines: list[Any], out_dir: Path) -> di
             )
     runs = pd.DataFrame(rows)
     choice = choose(runs, b.target_retain_drop, b.tolerance)
-    return json_safe({
-        "target_retain_drop": b.target_retain_drop,
-        "tolerance": b.tolerance,
-        "bench": to_dict(b),
-        "unlearn": to_dict(cfg.unlearn),
-        "method_overrides": s.method_overrides,
-        "evaluate": to_dict(ecfg),
-        "models": sorted(sets_record),
-        "sets": sets_record,
-        "runs": runs.to_dict(orient="records"),
-        "chosen": {
-            r["method"]: {
-                "point": r["point"],
-                "settings": chosen_overrides(pd.DataFrame([r]))[r["method"]],
-                "retain_drop": r["retain_drop"],
-                "utility_drop": r["utility_drop"],
-                "matched": bool(r["matched"]),
-            }
-            for r in choice.to_dict(orient="records")
-        },
-    })
+    return json_safe(
+        {
+            "target_retain_drop": b.target_retain_drop,
+            "tolerance": b.tolerance,
+            "bench": to_dict(b),
+            "unlearn": to_dict(cfg.unlearn),
+            "method_overrides": s.method_overrides,
+            "evaluate": to_dict(ecfg),
+            "models": sorted(sets_record),
+            "sets": sets_record,
+            "runs": runs.to_dict(orient="records"),
+            "chosen": {
+                r["method"]: {
+                    "point": r["point"],
+                    "settings": chosen_overrides(pd.DataFrame([r]))[r["method"]],
+                    "retain_drop": r["retain_drop"],
+                    "utility_drop": r["utility_drop"],
+                    "matched": bool(r["matched"]),
+                }
+                for r in choice.to_dict(orient="records")
+            },
+        }
+    )
 
 
 def json_safe(obj: Any) -> Any:
