@@ -297,3 +297,56 @@ def test_changing_the_forget_items_does_not_change_the_tuning(bench, tmp_path):
     old = [r for r in before["runs"] if r["method"] == "ga+gd"]
     assert [r["retain_drop"] for r in again["runs"]] == [r["retain_drop"] for r in old]
     assert again["sets"] == before["sets"]
+
+
+# ------------------------------------------------------------------------------------ the leaderboard
+
+
+def _ctx(gaps: dict[str, float | None]):
+    """A report context with one frequency-effect row per method (None: no estimate) and retain /
+    utility curves whose last step costs 0.05 and 0.1."""
+    from types import SimpleNamespace
+
+    effect, curves = [], []
+    for method, gap in gaps.items():
+        if gap is not None:
+            effect.append({
+                "size": "tiny", "method": method, "selection": "known", "probe": "question", "matched": False,
+                "effect": gap, "effect_lo": gap - 0.1, "effect_hi": gap + 0.1, "verdict": "inconclusive",
+                "net_drop_high": 0.5 + gap, "net_drop_high_lo": 0.4 + gap, "net_drop_high_hi": 0.6 + gap,
+                "net_drop_low": 0.5, "net_drop_low_lo": 0.4, "net_drop_low_hi": 0.6,
+                "seeds": 3, "n_high": 180, "n_low": 180,
+            })  # fmt: skip
+        for level in ("forget_high", "forget_low"):
+            for role, end in (("retain", 0.95), ("utility", 0.9)):
+                for step, acc in ((0, 1.0), (20, end)):
+                    curves.append({"run_id": f"{method}/{level}", "method": method, "level": level, "seed": 0,
+                                   "selection": "known", "probe": "question", "role": role, "step": step,
+                                   "acc_norm": acc})  # fmt: skip
+    tables = {
+        "frequency_effect": pd.DataFrame(effect),
+        "curves": pd.DataFrame(curves),
+        "summaries": pd.DataFrame(),
+    }
+    lay = SimpleNamespace(high="forget_high", low="forget_low", methods=list(gaps))
+    data = SimpleNamespace(trajectories=pd.DataFrame(), scores=lambda kind: {})
+    return SimpleNamespace(tables=tables, lay=lay, data=data)
+
+
+def test_the_leaderboard_ranks_by_the_size_of_the_gap_and_reads_the_cost_at_the_stopping_point():
+    from frequnlearn.bench.leaderboard import leaderboard
+    from frequnlearn.bench.page import figure
+
+    ctx = _ctx({"ga+gd": -0.3, "npo+gd": 0.1, "idk+gd": None, "fga+gd": -0.05})
+    chosen = {"ga+gd": {"settings": {"lr": 5e-5}, "retain_drop": 0.06}}
+    board = leaderboard(ctx, chosen, target=0.05, tolerance=0.02)
+    assert list(board["method"]) == ["fga+gd", "npo+gd", "ga+gd", "idk+gd"]
+    assert list(board["rank"]) == [1, 2, 3, 4]
+    row = board.set_index("method").loc["ga+gd"]
+    assert row["frequency_gap"] == pytest.approx(-0.3) and row["forgetting_forget_high"] == pytest.approx(0.2)
+    assert row["n_forget_low"] == 180 and row["lr"] == 5e-5 and row["tuning_retain_cost"] == 0.06
+    assert row["retain_cost"] == pytest.approx(0.05) and row["utility_cost"] == pytest.approx(0.1)
+    assert bool(row["cost_matched"])
+    assert board.set_index("method").loc["idk+gd", "gap_verdict"] == "no estimate"
+    png = figure(board, "forget_high", "forget_low")
+    assert png is not None and png[:8] == b"\x89PNG\r\n\x1a\n"
