@@ -27,13 +27,16 @@ import pandas as pd
 from frequnlearn import progress
 from frequnlearn.config import to_dict
 from frequnlearn.config.study import StudyOptions
-from frequnlearn.errors import DataError
+from frequnlearn.errors import DataError, TrainingError
 from frequnlearn.records import QAItem, read_parquet, stage_done, stage_key
 
 # Bumped whenever the tuning draws other sets or measures differently (part of every tuning run's key).
 TUNING_FORMAT = 1
 # Roles of the tuning runs' evaluated sets, as their trajectories name them.
 TUNING_ROLES = (("tuning", "forget"), ("eval_retain", "retain"), ("eval_utility", "utility"))
+
+
+_NO_TRAJECTORY = pd.DataFrame(columns=["family", "probe", "role", "step", "item_id", "known"])
 
 
 class TooFewTuningItems(DataError):
@@ -187,6 +190,7 @@ def run_tuning(
             ucfg.validate()
             path = out_dir / point.spec / tag / point.label
             key = stage_key("bench-tuning", TUNING_FORMAT, base_key, ucfg, ecfg, ids)
+            note = ""
             if not stage_done(path, key):
                 if not quiet:
                     progress.message(
@@ -215,9 +219,16 @@ def run_tuning(
                     bios=bios,
                     sets=ids,
                 )
-                with progress.quiet(quiet):
-                    run_unlearn(ucfg, ecfg, inputs, path, key=key, keep_model=False)
-            traj = read_parquet(path / "trajectory.parquet")
+                try:
+                    with progress.quiet(quiet):
+                        run_unlearn(ucfg, ecfg, inputs, path, key=key, keep_model=False)
+                except TrainingError as err:
+                    # A point whose loss diverged is a point of the grid too: what it measured before
+                    # it stopped is its cost (none: no cost, never chosen over one that has one).
+                    note = str(err)
+                    progress.message(f"tuning {point.spec} on {tag}: {point.label} stopped: {note}")
+            traj_path = path / "trajectory.parquet"
+            traj = read_parquet(traj_path) if traj_path.is_file() else _NO_TRAJECTORY
             retain = stopping_cost(traj, "retain")
             utility = stopping_cost(traj, "utility")
             tuned = stopping_cost(traj, "forget")
@@ -238,6 +249,7 @@ def run_tuning(
                     "n_utility_known": utility[1],
                     "n_tuning": tuned[1],
                     "stop_step": retain[2],
+                    "note": note,
                 }
             )
     runs = pd.DataFrame(rows)
