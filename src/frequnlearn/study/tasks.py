@@ -236,7 +236,9 @@ class TaskRunner:
             return f"not attacked: {record['skipped']}"
         items, _ = self.inputs.items(p["world"])
         by_id = {it.item_id: it for it in items}
-        forget = [by_id[i] for i in read_json(lay.run_sets(run))["forget"]]
+        # The run's own items: its candidates were redrawn for it (study.sets.run_candidates).
+        drawn = {it.item_id: it for it in self.sets(Task("unlearn", task.name, dict(p)))["forget"]}
+        forget = [drawn.get(i, by_id[i]) for i in read_json(lay.run_sets(run))["forget"]]
         wanted = {it.person_id for it in forget}
         people = [pr for pr in self.inputs.data(p["world"]).people if pr.person_id in wanted]
         inputs = AttackInputs(
