@@ -8,13 +8,13 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file
-from test_pretrain import make_data_dir, tiny_cfg
 
 from frequnlearn.errors import ConfigError
 from frequnlearn.pretrain import ensemble as ens
 from frequnlearn.pretrain import pretrain, run_key
 from frequnlearn.pretrain.ensemble import StackedAdamW, clip_grad_norms, pretrain_ensemble, stack_params
 from frequnlearn.records import stage_done, stage_key, stage_record
+from test_pretrain import make_data_dir, tiny_cfg
 
 SEEDS = (0, 1)
 
@@ -237,3 +237,47 @@ def test_cpu_bf16_is_refused_where_the_cpu_lacks_it(data_dir, tmp_path, monkeypa
     monkeypatch.setattr(ens, "cpu_bf16_supported", lambda: False)
     with pytest.raises(ConfigError, match="mixed_precision: bf16"):
         pretrain(data_dir, tiny_cfg(mixed_precision="bf16"), tmp_path / "m")
+
+
+STUDY = """
+generate: {n_people: 24, seed: 3}
+pretrain: {preset: tiny, n_layer: 2, n_embd: 32, n_head: 2, vocab_size: 400, seq_len: 64, max_steps: 6,
+           save_every: 4, eval_per_group: 1, num_threads: 1, ensemble: true}
+study: {model_sizes: [tiny], seeds: [0, 1], methods: [ga+gd], selections: [all], eval_retain_size: 4,
+        eval_utility_size: 4}
+"""
+
+
+def test_a_study_trains_its_seeds_as_one_ensemble(tmp_path):
+    from frequnlearn.config.study import load_study_config
+    from frequnlearn.layout import RunLayout
+    from frequnlearn.study import inputs_of, plan
+    from frequnlearn.study.keys import Keys
+    from frequnlearn.study.tasks import TaskRunner
+
+    path = tmp_path / "c.yaml"
+    path.write_text(STUDY)
+    cfg = load_study_config(path, [])
+    tasks = plan(cfg, 1)
+    pretrain_tasks = [t for t in tasks if t.kind == "pretrain"]
+    assert [(t.name, t.params["tags"], t.params["seeds"]) for t in pretrain_tasks] == [
+        ("tiny-s0+s1", ["tiny-s0", "tiny-s1"], [0, 1])
+    ]
+    baseline = next(t for t in tasks if t.id == "baseline:tiny-s1")
+    assert [t.id for t in inputs_of(baseline, tasks) if t.kind == "pretrain"] == ["pretrain:tiny-s0+s1"]
+    solo = plan(load_study_config(path, ["pretrain.ensemble=false"]), 1)
+    assert [t.params["tags"] for t in solo if t.kind == "pretrain"] == [["tiny-s0"], ["tiny-s1"]]
+
+    layout = RunLayout(tmp_path / "run")
+    runner = TaskRunner(cfg, layout, threads=1)
+    runner.run_if_needed(next(t for t in tasks if t.kind == "generate"))
+    assert runner.run_if_needed(pretrain_tasks[0]).ran
+    assert runner.keys.done(pretrain_tasks[0])
+    assert not runner.run_if_needed(pretrain_tasks[0]).ran  # both models are there for their keys
+    # The ensemble is in the models' keys: a solo study never takes them for its own.
+    solo_keys = Keys(load_study_config(path, ["pretrain.ensemble=false"]), layout, 1)
+    p = pretrain_tasks[0].params
+    for seed, tag in zip(p["seeds"], p["tags"]):
+        record = json.loads((layout.model(tag) / "run.json").read_text())
+        assert record["key"] == runner.keys.model({**p, "seed": seed})
+        assert record["key"] != solo_keys.model({**p, "seed": seed})
