@@ -9,7 +9,7 @@ may be shared). An ensemble's tokens/s counts all K models' tokens, so its ratio
 run is how much sooner K seeds are trained than by K runs one after another.
 
     .venv/bin/python benchmarks/bench_pretrain.py [--quick] [--presets mini,tiny] [--ks 2,4]
-        [--steps 80] [--threads N] [--no-compile] [--bare]
+        [--steps 80] [--threads N] [--compile-presets mini] [--bare]
 """
 
 from __future__ import annotations
@@ -90,6 +90,26 @@ def bare(data: Path, cfg, tokenizer_dir: Path, warmup: int) -> float:
     return (cfg.max_steps - warmup) * cfg.batch_size * cfg.seq_len / (time.perf_counter() - start)
 
 
+def paths_for(
+    data: Path, cfg, ks: list[int], warmup: int, compiled: bool, bf16: bool, with_bare: bool, solo_dir: Path
+) -> dict:
+    """The paths measured on one preset, each a function of its output directory returning tokens/s."""
+    paths = {"solo": lambda out: solo(data, cfg, out, warmup)}
+    for k in ks:
+        paths[f"ensemble K={k}"] = lambda out, k=k: together(data, cfg, k, out, warmup)
+    if compiled:
+        fast = dataclasses.replace(cfg, compile=True)
+        paths["solo compile"] = lambda out: solo(data, fast, out, warmup)
+        for k in ks[-1:]:
+            paths[f"ensemble K={k} compile"] = lambda out, k=k: together(data, fast, k, out, warmup)
+    if bf16:
+        half = dataclasses.replace(cfg, mixed_precision="bf16")
+        paths["solo bf16"] = lambda out: solo(data, half, out, warmup)
+    if with_bare:  # after "solo", whose directory holds the tokenizer it reads
+        paths["bare loop"] = lambda out: bare(data, cfg, solo_dir, warmup)
+    return paths
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer people and steps (a smoke run)")
@@ -98,7 +118,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile figures")
+    parser.add_argument(
+        "--compile-presets",
+        default="mini",
+        help="presets whose torch.compile figures are measured (compiling takes minutes on 2 cores; empty: none)",
+    )
     parser.add_argument("--bare", action="store_true", help="also the default loop against a bare loop")
     args = parser.parse_args()
 
@@ -132,24 +156,16 @@ def main() -> None:
                 f"num_threads={torch.get_num_threads()}",
             ]
             cfg = load_config(PretrainConfig, overrides=overrides)
-            paths = {"solo": lambda out: solo(data, cfg, out, warmup)}
-            for k in ks:
-                paths[f"ensemble K={k}"] = lambda out, k=k: together(data, cfg, k, out, warmup)
-            if not args.no_compile:
-                paths["solo compile"] = lambda out: solo(
-                    data, dataclasses.replace(cfg, compile=True), out, warmup
-                )
-                for k in ks[-1:]:
-                    compiled = dataclasses.replace(cfg, compile=True)
-                    paths[f"ensemble K={k} compile"] = lambda out, k=k: together(
-                        data, compiled, k, out, warmup
-                    )
-            if bf16:
-                paths["solo bf16"] = lambda out: solo(
-                    data, dataclasses.replace(cfg, mixed_precision="bf16"), out, warmup
-                )
-            if args.bare:
-                paths["bare loop"] = lambda out: bare(data, cfg, root / f"{preset}-solo-0", warmup)
+            paths = paths_for(
+                data,
+                cfg,
+                ks,
+                warmup,
+                preset in args.compile_presets.split(","),
+                bf16,
+                args.bare,
+                root / f"{preset}-solo-0",
+            )
             rates: dict[str, list[float]] = {name: [] for name in paths}
             for i in range(args.repeats):
                 for name, run in paths.items():

@@ -168,7 +168,7 @@ def train_step(state: TrainState, batch: tuple[Any, Any]) -> dict[str, Any]:
             # Padding fills each packed sequence's tail only: the mask leaves every real token's
             # attention as it is and tells the model the tail is padding.
             mask = (labels[rows] != IGNORE_INDEX).long()
-            forward = state.forward or model
+            forward = model if state.forward is None else state.forward
             loss = (
                 forward(input_ids=ids[rows], attention_mask=mask, labels=labels[rows]).loss / state.grad_accum
             )
