@@ -467,7 +467,7 @@ def _saved(out_dir: Path, key: str) -> bool:
     """Whether this model was saved by an ensemble cut before its done markers (run.json comes last)."""
     try:
         record = read_json(out_dir / "run.json") if (out_dir / "run.json").is_file() else {}
-    except (ValueError, OSError, Exception):  # noqa: BLE001 - a cut record means not saved
+    except Exception:  # noqa: BLE001 - a cut or unreadable record means not saved
         return False
     return isinstance(record, dict) and record.get("key") == key and (out_dir / "model.safetensors").is_file()
 
