@@ -52,7 +52,7 @@ def solo(data: Path, cfg, out: Path, warmup: int) -> float:
 
 
 def together(data: Path, cfg, k: int, out: Path, warmup: int) -> float:
-    """All K models' tokens/s: each member logs its share of the ensemble's."""
+    """All K models' tokens/s: each member logs its own, the ensemble's is their sum."""
     from frequnlearn.pretrain.ensemble import pretrain_ensemble
 
     cfgs = [dataclasses.replace(cfg, seed=s, ensemble=True) for s in range(k)]

@@ -362,9 +362,8 @@ def _train(
                     continue
                 end = step == m.total_steps
                 if step % m.cfg.log_every == 0 or end:
-                    tokens_per_s = (
-                        meter_steps * cfg.batch_size * cfg.seq_len / max(meter_seconds, 1e-9) / len(members)
-                    )
+                    # This model's own tokens per second of the ensemble's training time.
+                    tokens_per_s = meter_steps * cfg.batch_size * cfg.seq_len / max(meter_seconds, 1e-9)
                     _log(m, step, window[i].item() / window_steps, tokens_per_s)
                 if m.cfg.eval_every and step % m.cfg.eval_every == 0 and not end:
                     _check(m, params, i, items, fmt, tok, step, autocast)
@@ -571,7 +570,8 @@ def _window(members: list[Member], step: int, device: Any) -> tuple[Any, int]:
 
 
 def _log(m: Member, step: int, mean_loss: float, tokens_per_s: float) -> None:
-    """One metrics row of member m (tokens/s: its share of the ensemble's); a non-finite loss stops it."""
+    """One metrics row of member m (tokens/s: its own, so the ensemble's is the members' sum); a
+    non-finite loss stops it."""
     if not math.isfinite(mean_loss):
         raise TrainingError(
             f"loss of seed {m.cfg.seed} became {mean_loss} at step {step}; lower lr (now {m.cfg.lr}) or check "
