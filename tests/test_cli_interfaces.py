@@ -17,7 +17,7 @@ from frequnlearn.config.unlearn import UnlearnConfig
 from frequnlearn.records import claim_output_dir
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
-STAGES = ("generate", "pretrain", "count", "unlearn", "evaluate", "report", "study")
+STAGES = ("generate", "pretrain", "count", "unlearn", "evaluate", "report", "study", "bench")
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:
@@ -188,6 +188,7 @@ def test_dry_run_of_every_stage_checks_and_describes_but_writes_nothing(
         "evaluate": ["evaluate", "--model", str(tiny_gpt2_dir), "--items", qa, "--out", "new/s.parquet"],
         "report": ["report", "run", "--dry-run"],
         "study": ["study", "--config", str(CONFIGS / "tiny.yaml"), "--out", "new/run"],
+        "bench": ["bench", "--config", str(CONFIGS / "benchmark.yaml"), "--out", "new/bench"],
     }  # fmt: skip
     said = {
         "generate": "60 people",
@@ -197,6 +198,7 @@ def test_dry_run_of_every_stage_checks_and_describes_but_writes_nothing(
         "evaluate": "would score 12 items",
         "report": "would read 0 unlearning runs",
         "study": "[pretrain] tiny-s0",
+        "bench": "152 grid points",
     }
     for stage, args in argv.items():
         code, out, err = run(capsys, *args, *([] if "--dry-run" in args else ["--dry-run"]))

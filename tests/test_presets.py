@@ -25,9 +25,11 @@ def test_paper_presets_have_the_paper_shapes(name):
 @pytest.mark.parametrize(
     ("name", "low", "high"),
     [
+        ("micro", 0.15e6, 0.25e6),
         ("mini", 0.4e6, 0.7e6),
         ("tiny", 0.8e6, 1.2e6),
         ("small", 3e6, 5e6),
+        ("medium", 7e6, 8e6),
         ("base", 15e6, 25e6),
         ("gpt2-20m", 18e6, 22e6),
         ("gpt2-50m", 45e6, 55e6),
@@ -39,11 +41,28 @@ def test_parameter_counts(name, low, high):
     assert low <= PRESETS[name].n_params() <= high
 
 
-@pytest.mark.parametrize("name", ["tiny", "small"])
+@pytest.mark.parametrize("name", ["micro", "tiny", "small", "medium"])
 def test_counted_parameters_match_the_built_model(name):
     preset = get_preset(name)
     model = build_model(preset, seed=0)
     assert sum(p.numel() for p in model.parameters()) == preset.n_params()
+
+
+CPU_FAMILY = ["micro", "mini", "tiny", "small", "medium"]
+
+
+def test_cpu_family_spans_thirty_fold_with_one_tokenizer():
+    """Five CPU sizes over >= 30x in parameters, one corpus BPE and one depth: only width varies."""
+    presets = [PRESETS[name] for name in CPU_FAMILY]
+    counts = [p.n_params() for p in presets]
+    assert counts == sorted(counts) and len(set(counts)) == 5
+    assert counts[-1] / counts[0] >= 30
+    assert {(p.tokenizer, p.vocab_size, p.n_layer, p.n_positions) for p in presets} == {
+        ("corpus", 1024, 4, 256)
+    }
+    # Known answers: 4 layers of 12 d^2 + 13 d, tied 1,024 x d embedding, 256 x d positions, final norm.
+    assert counts[0] == 4 * (12 * 48**2 + 13 * 48) + 1024 * 48 + 256 * 48 + 2 * 48 == 174_624
+    assert counts[-1] == 7_590_144
 
 
 def test_overrides_and_tokenizer_vocabulary(tiny_tokenizer):

@@ -60,6 +60,10 @@ def test_dry_run_prints_the_plan(name, capsys, tmp_path):
     out = capsys.readouterr().out
     assert "real setting" in out and "builtin:country_capital" in out
     assert "[count   ] items" in out
+    assert "counting: backend infinigram-api, index v4_dolma-v1_7_llama" in out
+    # The paper's model has a known shape (its memory and time are estimated); a GGUF package has none.
+    expected = "6,888.1M parameters; peak" if name == "olmo" else "shape unknown (no estimate)"
+    assert "expected on one H200" in out and expected in out
     assert "simnpo+gd/high-known" in out and "simnpo+gd/low-known" in out
     assert not (tmp_path / "run").exists()
 

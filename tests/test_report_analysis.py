@@ -312,6 +312,44 @@ def test_a_level_that_never_reaches_the_forgetting_level_has_no_estimate():
     assert t.loc["forget_low", "verdict"] == DESCRIPTIVE  # it has an estimate, from 2 items
 
 
+def test_a_study_whose_level_never_reaches_L_says_no_estimate_and_names_the_censoring():
+    from frequnlearn.report.build import Layout, analyse
+
+    v = _frame()
+    # forget_high keeps both targets at the larger size: its runs there never reach L = 0.5.
+    small = v.assign(size="small", model="small-s0", run_id=v["run_id"].str.replace("tiny", "small"))
+    small.loc[small["item_id"].isin(["h0", "h1"]), "gen_known"] = True
+    big = pd.concat([v, small], ignore_index=True)
+    lay = Layout(
+        levels=["forget_high", "forget_low"], sizes=["tiny", "small"], methods=["ga+gd"], selections=["known"],
+        probes=["question"], high="forget_high", low="forget_low", params={"tiny": 1e6, "small": 4e6},
+    )  # fmt: skip
+    unlearn = {"max_steps": 8, "stop_forget_level": 0.5, "stop_retain_drop": 0.2}
+    res = analyse(big, lay, {"config": {"study": {"n_boot": 100}, "unlearn": unlearn}})
+    h2 = res.headlines[1]
+    assert h2.verdict == NO_ESTIMATE and "forget_high at small" in h2.meaning
+    text = res.findings[1]
+    assert "L = 0.5, T = 0.2, S_max = 8 steps" in text  # the budget
+    assert (
+        "forget_high, forgetting level 0.5 (ga+gd): at tiny reached in its run (step 6); at small censored: "
+        "0 of 1 runs reached it (it ended at accuracy 1.00 after 8 steps), so forget_high at small "
+        "has no estimate." in text
+    )
+    assert "forget_low, forgetting level 0.5 (ga+gd): at tiny reached in its run (step 2); at small" in text
+    r = A.reach_summary(res.tables["forgetting_reach"])
+    r = r[(r["forgetting"] == 0.5) & (r["probe"] == "question")].set_index(["size", "level"])
+    assert (
+        r.loc[("small", "forget_high"), "censored"] == 1
+        and r.loc[("small", "forget_high"), "runs_reached"] == 0
+    )
+    assert math.isnan(r.loc[("small", "forget_high"), "step_min"])
+    assert r.loc[("small", "forget_high"), "censored_accuracy_max"] == 1.0
+    assert r.loc[("tiny", "forget_low"), "step_min"] == 2 and r.loc[("tiny", "forget_high"), "step_max"] == 6
+    mis = res.tables["misalignment"]
+    cut = mis[(mis["size"] == "small") & (mis["level"] == "forget_high") & (mis["forgetting"] == 0.5)]
+    assert len(cut) and cut["share"].isna().all() and not cut["reached_all"].any()
+
+
 def test_misalignment_curve_over_forgetting_has_wilson_bands():
     curve = A.misalignment_curve(_frame())
     c = curve[(curve["level"] == "forget_high") & (curve["role"] == "forget") & (curve["view"] == "rank1")]
@@ -439,6 +477,9 @@ def test_budget_names_the_stopping_rule():
         in text
     )
     assert "at most 200 steps" in text and "steps 12-40" in text
+    assert text.startswith("stopping rule (L = 0.5, T = 0.1, S_max = 200 steps)")
+    only_l = budget({"epochs": 5, "stop_forget_level": 0.25}, [])
+    assert only_l.startswith("stopping rule (L = 0.25, T = off, S_max = 5 epochs)") and "retain" not in only_l
     assert "not recorded" in budget({})
 
 

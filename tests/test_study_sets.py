@@ -144,3 +144,101 @@ def test_real_setting_splits_the_other_items_into_retain_and_utility():
     given = [QAItem(f"r{i}", "q", "a") for i in range(6)]
     sets = select_sets(items, None, options, seed=0, level="low", retain_items=given)
     assert _ids(sets["retain"] + sets["eval_retain"]) == _ids(given)
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory) -> list[QAItem]:
+    """Items as `generate` writes them: candidates are other same-exposure people's answers, so some
+    of them are the answers of a run's own targets."""
+    from frequnlearn.data.generate import generate, load_data_dir
+
+    out = tmp_path_factory.mktemp("data")
+    gen = GenerateConfig(n_people=200, attributes=["birth_city"], n_templates=2, n_candidates=9)
+    gen.validate()
+    generate(gen, out)
+    return load_data_dir(out).qa
+
+
+@pytest.mark.parametrize("level", ["forget_high", "forget_low"])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_no_candidate_of_a_run_is_an_answer_the_run_unlearns_or_controls(generated, level, seed):
+    options = StudyOptions(eval_retain_size=10, eval_utility_size=10)
+    sets = select_sets(generated, None, options, seed=seed, level=level)
+    run = sets["forget"] + sets["control"]
+    by_id = {it.item_id: it for it in generated}
+    unlearned = {it.answer for it in sets["forget"]}
+    in_run = unlearned | {it.answer for it in sets["control"]}
+    targets = {it.person_id for it in sets["forget"]}
+    run_people = targets | {it.person_id for it in sets["control"]}
+    untargeted = {it.answer for it in generated if it.person_id not in targets} - unlearned
+    outside = {it.answer for it in generated if it.person_id not in run_people} - in_run
+    for it in run:
+        original = by_id[it.item_id]
+        assert len(it.candidates) == len(original.candidates) == 9  # the same count
+        assert len(set(it.candidates)) == 9 and it.answer not in it.candidates
+        assert not set(it.candidates) & unlearned, it.item_id  # the pinned property
+        assert set(it.candidates) <= untargeted  # values of people this run does not unlearn
+        if level == "forget_low":  # many once-seen people outside the run: only theirs are drawn
+            assert set(it.candidates) <= outside
+        # Matched as generate matches them: within 2x of the answer's corpus count.
+        assert it.candidate_counts == [
+            next(h.answer_count for h in generated if h.answer == c) for c in it.candidates
+        ]
+        lo, hi = (it.answer_count + 1) // 2, 2 * it.answer_count
+        matched = {h.answer for h in generated if h.answer in untargeted and lo <= h.answer_count <= hi}
+        matched.discard(it.answer)
+        if len(matched) >= 9:
+            assert all(lo <= c <= hi for c in it.candidate_counts), it.item_id
+        else:  # too few matched values in this small world: all of them, then the nearest
+            assert matched <= set(it.candidates), it.item_id
+    # What it replaces: generate's own candidates do hit this run's unlearned answers.
+    assert any(set(by_id[it.item_id].candidates) & unlearned for it in run)
+    # Everything else about the item is as generated; other sets keep their candidates.
+    assert all(dataclasses.replace(it, candidates=[], candidate_counts=[])
+               == dataclasses.replace(by_id[it.item_id], candidates=[], candidate_counts=[]) for it in run)  # fmt: skip
+    assert all(it == by_id[it.item_id] for it in sets["eval_retain"] + sets["retain"])
+
+
+def test_run_candidates_are_deterministic_and_prefer_the_items_exposure(generated):
+    options = StudyOptions(eval_retain_size=10, eval_utility_size=10)
+    a = select_sets(generated, None, options, seed=3, level="forget_high")
+    b = select_sets(list(reversed(generated)), None, options, seed=3, level="forget_high")
+    assert [it.candidates for it in a["forget"]] == [it.candidates for it in b["forget"]]
+    c = select_sets(generated, None, options, seed=3, level="forget_low")
+    assert [it.candidates for it in a["forget"]] != [it.candidates for it in c["forget"]]
+
+
+def test_matched_draw_keeps_the_count_from_the_nearest_values_when_too_few_are_matched():
+    import random
+
+    from frequnlearn.study.sets import matched_draw
+
+    item = QAItem("t", "q", "Paris", person_id=0, frequency=10.0, answer_count=20, candidates=["x"] * 3)
+    pool = [
+        QAItem(f"h{i}", "q", v, person_id=i + 1, frequency=f, answer_count=n)
+        for i, (v, f, n) in enumerate(
+            [("Rome", 10.0, 18), ("Oslo", 1.0, 22), ("Lima", 1.0, 25), ("Bern", 1.0, 3), ("Kiev", 1.0, 90)]
+        )
+    ]
+    # Same exposure holds one matched value, everyone three: the narrowest window with 3 is [15, 25].
+    assert sorted(matched_draw(item, [pool], 3, random.Random(0))) == ["Lima", "Oslo", "Rome"]
+    assert sorted(matched_draw(item, [pool], 2, random.Random(0))) in (["Oslo", "Rome"], ["Lima", "Rome"])
+    # Only three values lie within 2x (10..40): the fourth is the nearest beyond it (Bern, 17 away).
+    assert sorted(matched_draw(item, [pool], 4, random.Random(0))) == ["Bern", "Lima", "Oslo", "Rome"]
+    assert len(matched_draw(item, [pool], 5, random.Random(0))) == 5
+    # A first pool that cannot match 3 values gives way to the next one that can.
+    assert sorted(matched_draw(item, [pool[:2], pool], 3, random.Random(0))) == ["Lima", "Oslo", "Rome"]
+    assert sorted(matched_draw(item, [pool[:3], pool], 2, random.Random(0))) in (
+        ["Oslo", "Rome"],
+        ["Lima", "Rome"],
+    )
+    # Without corpus counts every value of the pool is a candidate.
+    bare = dataclasses.replace(item, answer_count=None)
+    assert (
+        len(
+            matched_draw(
+                bare, [[dataclasses.replace(h, answer_count=None) for h in pool]], 5, random.Random(1)
+            )
+        )
+        == 5
+    )

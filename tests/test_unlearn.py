@@ -200,7 +200,15 @@ def test_evaluation_schedule_trajectory_and_outputs(tiny_gpt2_dir, tmp_path):
         return pd.DataFrame({"step": [step, step], "item_id": ["f0", "r0"], "logprob": [-1.0 * step, 0.5]})
 
     # 4 forget items, batch 1, accumulation 2 -> 2 optimizer steps per epoch, 3 epochs = 6 steps.
-    cfg = _cfg(batch_size=1, grad_accum=2, max_steps=None, epochs=3, eval_steps=[1, 5], eval_every=4)
+    cfg = _cfg(
+        batch_size=1,
+        grad_accum=2,
+        max_steps=None,
+        epochs=3,
+        eval_steps=[1, 5],
+        eval_every=4,
+        eval_each_epoch=True,
+    )
     result = unlearn(
         model, tok, FORGET, RETAIN, cfg, tmp_path, eval_fn=eval_fn, info={"inputs": {"forget": "x"}}
     )
@@ -217,6 +225,22 @@ def test_evaluation_schedule_trajectory_and_outputs(tiny_gpt2_dir, tmp_path):
     saved, _ = load_model_and_tokenizer(tmp_path / "model")
     for (name, p), q in zip(model.named_parameters(), saved.parameters()):
         assert torch.equal(p.detach(), q.detach()), name
+
+
+def test_epoch_ends_are_evaluated_only_when_asked(tiny_gpt2_dir, tmp_path):
+    model, tok = _model(tiny_gpt2_dir)
+    calls = []
+
+    def eval_fn(m, t, step):
+        calls.append(step)
+        return pd.DataFrame({"step": [step], "item_id": ["f0"]})
+
+    # 2 steps per epoch; without eval_each_epoch the epoch ends (2, 4) are not evaluated.
+    cfg = _cfg(batch_size=1, grad_accum=2, max_steps=None, epochs=3, eval_steps=[1, 5])
+    unlearn(model, tok, FORGET, RETAIN, cfg, tmp_path, eval_fn=eval_fn)
+    assert calls == [0, 1, 5, 6]
+    stop = read_json(tmp_path / "run.json")["summary"]["stop"]
+    assert stop["reason"] == "max_steps" and stop["step"] == 6 and stop["S_max"] == 6
 
 
 def test_max_steps_overrides_epochs_and_schedules_decay(tiny_gpt2_dir, tmp_path):

@@ -1,4 +1,4 @@
-"""The `frequnlearn` console script: one subcommand per pipeline stage, plus `study` and `config`.
+"""The `frequnlearn` console script: one subcommand per pipeline stage, plus `study`, `bench` and `config`.
 
 Each stage's command lives beside the stage (`<stage>/cli.py`) as a module with
 `register(subparsers)`; heavy imports happen only inside the command that needs them, so `--help`,
@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "frequnlearn.evaluate.cli",
     "frequnlearn.report.cli",
     "frequnlearn.study.cli",
+    "frequnlearn.bench.cli",
     "frequnlearn.config.cli",
 )
 

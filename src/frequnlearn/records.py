@@ -277,6 +277,7 @@ OUTPUT_KINDS: dict[str, tuple[str, tuple[str, ...]]] = {
     "unlearn": ("an unlearning run (`unlearn`)", ("log.jsonl",)),
     "study": ("a study run directory (`study`)", ("study.json", ".stage.json")),
     "report": ("a report (`report`)", ("report.html", "findings.json")),
+    "bench": ("a benchmark (`bench`)", ("leaderboard.csv", "tuning.json")),
 }
 _TEMP_SUFFIX = re.compile(r"\.[a-z0-9_]{8}\.tmp$")  # tempfile's names: prefix + 8 characters + suffix
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -67,6 +68,42 @@ class PrimaryEndpoints:
             0.0 < self.misalignment_forgetting < 1.0,
             "misalignment_forgetting",
             "must be within (0, 1), e.g. 0.5",
+        )
+
+
+@dataclass
+class SuiteModel:
+    """One size of a real model suite (`study.models`): every size is scored and unlearned with the
+    same settings, so that the only thing that changes along the suite is the model."""
+
+    # Hub id or local path, e.g. EleutherAI/pythia-410m.
+    id: str
+    # Hub branch, tag or commit (null: the default branch), e.g. step143000 for Pythia's last step.
+    revision: str | None = None
+    # Passes this size made over the counted corpus: its pretraining tokens drawn from that corpus
+    # over the corpus's size, both in the model's own tokens. An item's expected exposure for this
+    # size is its count times this (the index is one corpus; sizes that saw more of it saw more copies).
+    corpus_epochs: float = 1.0
+    # Name of the size in run directories and the report (null: the id's last part, e.g. pythia-410m).
+    name: str | None = None
+
+    @property
+    def tag(self) -> str:
+        """The size's name, made safe for a directory (one plain name)."""
+        base = self.name or Path(self.id.rstrip("/")).name or "model"
+        return re.sub(r"[^A-Za-z0-9._-]+", "-", base).strip("-") or "model"
+
+    def validate(self) -> None:
+        check(bool(self.id.strip()), "id", "give a hub id or a local path, e.g. EleutherAI/pythia-70m")
+        check(self.corpus_epochs > 0, "corpus_epochs", f"must be > 0, got {self.corpus_epochs}")
+        from frequnlearn.records import is_plain_name
+
+        # The name is a directory of every run of the size: one plain name, never a path.
+        check(
+            is_plain_name(self.tag) and self.tag not in (".", ".."),
+            "name",
+            f"{self.tag!r} is not a plain name (letters, digits, _ . - and not starting with '.'); "
+            "each size names a directory of its runs",
         )
 
 
@@ -142,6 +179,9 @@ class StudyOptions:
     # The real setting.
     # Hub id or local path of the model studied.
     model: str | None = None
+    # A suite of sizes instead of one model: each entry {id, revision, corpus_epochs, name}, each
+    # scored and unlearned with the same settings (e.g. Pythia 70M..12B; configs/pythia.yaml).
+    models: list[SuiteModel] = field(default_factory=list)
     # A GGUF file of that model to load instead of its safetensors.
     gguf_file: str | None = None
     # The QA table: a path, builtin:NAME or a hub dataset.
@@ -152,6 +192,15 @@ class StudyOptions:
     prompt_format: str = "plain"
     # Weights' dtype of the loaded models (auto: float32 on CPU, the checkpoint's on GPU).
     dtype: str = "auto"
+
+    def suite(self) -> list[SuiteModel]:
+        """The real setting's models: `models`, or the one `model` as a suite of one (seen the whole
+        corpus once). Empty in the synthetic setting."""
+        if self.models:
+            return list(self.models)
+        if self.setting != "real" or self.model is None:
+            return []
+        return [SuiteModel(id=self.model, name=Path(self.model).name)]
 
     def validate(self) -> None:
         check(len(self.seeds) >= 1, "seeds", "give at least one seed")
@@ -213,8 +262,8 @@ class StudyOptions:
         if self.setting == "synthetic":
             check(len(self.model_sizes) >= 1, "model_sizes", "give at least one pretrain preset")
             check(
-                self.model is None,
-                "model",
+                self.model is None and not self.models,
+                "models" if self.models else "model",
                 "only for setting: real (the synthetic setting pretrains its own)",
             )
             check(
@@ -233,7 +282,28 @@ class StudyOptions:
                 )
                 check(0 < epochs <= MAX_EPOCHS, "epochs_by_size", f"{size}: must be > 0 and <= {MAX_EPOCHS}")
         else:
-            check(self.model is not None, "model", "setting: real needs a model (hub id or local path)")
+            check(
+                self.model is not None or bool(self.models),
+                "model",
+                "setting: real needs a model (hub id or local path) or a suite in study.models",
+            )
+            check(
+                self.model is None or not self.models,
+                "models",
+                "give either study.model (one model) or study.models (a suite), not both",
+            )
+            check(
+                not (self.models and self.gguf_file),
+                "gguf_file",
+                "a GGUF file names one model's file; a suite in study.models loads each size's weights",
+            )
+            tags = [m.tag for m in self.models]
+            check(
+                len(set(tags)) == len(tags),
+                "models",
+                f"two sizes share the name {next((t for t in tags if tags.count(t) > 1), '')!r}; "
+                "give them distinct `name`s",
+            )
             check(
                 self.items is not None,
                 "items",

@@ -117,13 +117,28 @@ class UnlearnConfig:
     grad_accum: int = 1
     # Passes over the forget set, unless max_steps is set.
     epochs: int = 5
-    # When set, training stops after this many optimizer steps, running as many epochs as needed.
+    # When set, training stops after this many optimizer steps (S_max of the stopping rule), running
+    # as many epochs as needed.
     max_steps: int | None = None
 
-    # Evaluation happens at step 0, at these steps, every `eval_every` steps (0: never) and after
-    # each epoch; dense early steps are where frequency levels differ.
+    # The stopping rule, checked at every evaluation: a run ends at the first evaluated step where its
+    # target (forget) items' normalised generation accuracy on `stop_probe` (the share of the items
+    # generated at step 0 that are still generated) is <= stop_forget_level (L), or where the
+    # evaluated retain items' generation accuracy has dropped by more than stop_retain_drop (T) from
+    # step 0, or after max_steps (or epochs) steps. null turns a criterion off. A run is then read at
+    # the level of forgetting it reached, not at a step count that would favour the models that
+    # forget fastest; run.json's summary.stop says which criterion ended it and whether L was reached.
+    stop_forget_level: float | None = None
+    stop_retain_drop: float | None = None
+    # The probe whose generation accuracy the stopping rule reads.
+    stop_probe: Literal["question", "paraphrase", "bio"] = "question"
+
+    # Evaluation happens at step 0, at these steps, every `eval_every` steps (0: never), at the end
+    # and, with eval_each_epoch, after each epoch. Early steps are where frequency levels differ;
+    # `eval_every` keeps the late steps, where a run stops, as densely sampled as the early ones.
     eval_steps: list[int] = field(default_factory=lambda: [2, 4, 6, 8, 10, 15, 20, 30])
     eval_every: int = 0
+    eval_each_epoch: bool = False
 
     # Seed of the batch order, the retain pairing and the held-out retain sample.
     seed: int = 0
@@ -201,6 +216,16 @@ class UnlearnConfig:
             all(s <= MAX_STEPS for s in self.eval_steps),
             "eval_steps",
             f"steps must be <= {MAX_STEPS}, got {self.eval_steps}",
+        )
+        check(
+            self.stop_forget_level is None or 0.0 <= self.stop_forget_level < 1.0,
+            "stop_forget_level",
+            "must be within [0, 1) (a share of the step-0 accuracy) or null",
+        )
+        check(
+            self.stop_retain_drop is None or 0.0 <= self.stop_retain_drop < 1.0,
+            "stop_retain_drop",
+            "must be within [0, 1) (a drop in accuracy) or null",
         )
         check(self.eval_every >= 0, "eval_every", "must be >= 0 (0 turns it off)")
         check_range(self.eval_every, "eval_every", 0, MAX_STEPS, " (0 turns it off)")

@@ -96,11 +96,11 @@ def plan_batches(
         if batch:
             batches.append(batch)
     if desc and len(batches) > 1:
-        return _counted(batches, desc)
+        return counted(batches, desc)
     return batches
 
 
-def _counted(batches: list[list[int]], desc: str) -> Iterator[list[int]]:
+def counted(batches: list[list[int]], desc: str) -> Iterator[list[int]]:
     """The batches, with a bar counting the sequences done (batches differ in size)."""
     with progress.bar(sum(map(len, batches)), desc, unit="seq") as bar:
         for batch in batches:

@@ -152,8 +152,11 @@ def _custom_code_error(name: Any, err: BaseException) -> DataError | None:
     )
 
 
-def load_tokenizer(name_or_path: str | Path, gguf_file: str | None = None) -> Any:
-    """Tokenizer with a pad token (the end-of-text token when the model has none)."""
+def load_tokenizer(
+    name_or_path: str | Path, gguf_file: str | None = None, revision: str | None = None
+) -> Any:
+    """Tokenizer with a pad token (the end-of-text token when the model has none); `revision` is a hub
+    branch, tag or commit (e.g. a Pythia checkpoint's `step143000`)."""
     from transformers import AutoTokenizer
 
     _check_local(name_or_path)
@@ -163,7 +166,9 @@ def load_tokenizer(name_or_path: str | Path, gguf_file: str | None = None) -> An
             f"--model {name_or_path}: no tokenizer files ({', '.join(TOKENIZER_FILES[:3])}, ...); save the "
             "tokenizer beside the weights (tokenizer.save_pretrained(DIR))"
         )
-    kwargs = {"gguf_file": gguf_file} if gguf_file else {}
+    kwargs: dict[str, Any] = {"gguf_file": gguf_file} if gguf_file else {}
+    if revision:
+        kwargs["revision"] = revision
     try:
         tok = AutoTokenizer.from_pretrained(str(name_or_path), trust_remote_code=False, **kwargs)
     except (OSError, ValueError, UnicodeDecodeError) as err:
@@ -180,6 +185,7 @@ def load_model(
     dtype: str = "auto",
     device: str | None = None,
     gguf_file: str | None = None,
+    revision: str | None = None,
 ) -> Any:
     from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM
@@ -189,6 +195,8 @@ def load_model(
     target = resolve_device(device)
     if gguf_file:
         kwargs["gguf_file"] = gguf_file
+    if revision:
+        kwargs["revision"] = revision
     try:
         model = AutoModelForCausalLM.from_pretrained(str(name_or_path), **kwargs)
     except OSError as err:
@@ -206,10 +214,14 @@ def load_model(
 
 
 def load_model_and_tokenizer(
-    name_or_path: str | Path, dtype: str = "auto", device: str | None = None, gguf_file: str | None = None
+    name_or_path: str | Path,
+    dtype: str = "auto",
+    device: str | None = None,
+    gguf_file: str | None = None,
+    revision: str | None = None,
 ) -> tuple[Any, Any]:
-    tok = load_tokenizer(name_or_path, gguf_file=gguf_file)
-    model = load_model(name_or_path, dtype=dtype, device=device, gguf_file=gguf_file)
+    tok = load_tokenizer(name_or_path, gguf_file=gguf_file, revision=revision)
+    model = load_model(name_or_path, dtype=dtype, device=device, gguf_file=gguf_file, revision=revision)
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tok.pad_token_id
     return model, tok

@@ -1073,6 +1073,43 @@ def forgetting_reach(v: pd.DataFrame, levels: Sequence[float] = READ_LEVELS) -> 
     return out[cols].sort_values([*keys, "forgetting"], ascending=[True, True, False]).reset_index(drop=True)
 
 
+def reach_summary(reach: pd.DataFrame) -> pd.DataFrame:
+    """Per method, selection, probe, size, frequency level and level of forgetting L: how many runs
+    reached L, at which steps (first evaluated step at or below L: min, median, max), and where the
+    others were censored (their accuracy at their last step, and that step). What the budget allowed,
+    stated beside every finding read at L."""
+    keys = ["method", "selection", "probe", "size", "level", "forgetting"]
+    cols = [*keys, "runs", "runs_reached", "censored", "step_min", "step_median", "step_max",
+            "censored_accuracy_max", "last_step_max"]  # fmt: skip
+    if reach.empty:
+        return pd.DataFrame(columns=cols)
+    rows = []
+    for key, g in reach.groupby(keys, sort=True):
+        hit = g[g["reached"].astype(bool)]
+        cut = g[~g["reached"].astype(bool)]
+        steps = hit["read_step"].astype(float)
+        rows.append(
+            {
+                **dict(zip(keys, key)),
+                "runs": len(g),
+                "runs_reached": len(hit),
+                "censored": len(cut),
+                "step_min": steps.min() if len(hit) else math.nan,
+                "step_median": steps.median() if len(hit) else math.nan,
+                "step_max": steps.max() if len(hit) else math.nan,
+                "censored_accuracy_max": cut["forgetting_end"].max() if len(cut) else math.nan,
+                "last_step_max": g["last_step"].max(),
+            }
+        )
+    return (
+        pd.DataFrame(rows, columns=cols)
+        .sort_values(
+            ["method", "selection", "probe", "size", "level", "forgetting"], ascending=[True] * 5 + [False]
+        )
+        .reset_index(drop=True)
+    )
+
+
 def _views(at: pd.DataFrame, base_lp: pd.Series | None) -> pd.DataFrame:
     at = at.assign(forgotten=~at["gen_known"].astype(bool), rank1=at["prob_known"].astype(bool))
     at["truth_ratio"] = at["truth_ratio"].astype(float) < 1.0

@@ -81,10 +81,16 @@ def budget(unlearn: dict[str, Any], last_steps: Sequence[float] = ()) -> str:
             parts.append(f"the targets' normalised generation accuracy is <= {level}")
         if drop is not None:
             parts.append(f"retain accuracy has dropped by more than {drop}")
-        rule = f"stopping rule: stop when {' or '.join(parts)}, {cap}"
+        s_max = f"{max_steps} steps" if max_steps else f"{unlearn.get('epochs', '?')} epochs"
+        named = f"L = {_off(level)}, T = {_off(drop)}, S_max = {s_max}"
+        rule = f"stopping rule ({named}): stop when {' or '.join(parts)}, else after {cap}"
     else:
         rule = f"fixed budget of {cap}, no stopping rule"
     return rule + (f" ({ran})" if ran else "")
+
+
+def _off(x: Any) -> str:
+    return "off" if x is None else f"{x:g}"
 
 
 def _n_text(h: Headline) -> str:
@@ -402,7 +408,7 @@ def headline_misalignment(
                 f"Seed-level interval ({row['n_seed_units']} seeds): {row['seed_lo']:+.3f} to "
                 f"{row['seed_hi']:+.3f}."
             )
-    notes += reach_notes(reach, primary)
+    notes += reach_notes(reach, primary, sizes)
     return Headline(
         finding="2",
         claim="misalignment grows with model size",
@@ -423,9 +429,10 @@ def headline_misalignment(
     )
 
 
-def reach_notes(reach: pd.DataFrame, primary: E.Primary) -> list[str]:
-    """Per frequency level: whether (and at which step) the level of forgetting was reached, naming any
-    censoring."""
+def reach_notes(reach: pd.DataFrame, primary: E.Primary, sizes: Sequence[str] = ()) -> list[str]:
+    """Per frequency level, one sentence: at each size, whether and at which steps its runs reached the
+    level of forgetting the finding is read at; a size where some run never reached it is named as
+    censored, with where its runs ended, and has no estimate for that level."""
     if reach is None or reach.empty:
         return []
     r = reach[
@@ -434,21 +441,40 @@ def reach_notes(reach: pd.DataFrame, primary: E.Primary) -> list[str]:
         & (reach["selection"] == "known")
         & (reach["forgetting"] == primary.forgetting)
     ]
+    order = {s: i for i, s in enumerate(sizes)}
     out = []
     for level, part in r.groupby("level", sort=True):
-        hit = part[part["reached"]]
-        if len(hit) == len(part):
-            out.append(
-                f"{level} reached {primary.forgetting:g} in all {len(part)} runs (steps "
-                f"{int(hit['read_step'].min())}-{int(hit['read_step'].max())})."
-            )
-        else:
-            out.append(
-                f"{level} reached {primary.forgetting:g} in {len(hit)} of {len(part)} runs: censored "
-                f"(it ended at accuracy {part['forgetting_end'].min():.2f}-{part['forgetting_end'].max():.2f} "
-                f"after {int(part['last_step'].max())} steps)."
-            )
+        bits = []
+        by_size = sorted(part.groupby("size"), key=lambda kv: (order.get(kv[0], len(order)), str(kv[0])))
+        for size, runs in by_size:
+            hit = runs[runs["reached"].astype(bool)]
+            if len(hit) == len(runs):
+                bits.append(f"at {size} reached in {_all_runs(len(runs))} ({_steps(hit['read_step'])})")
+            else:
+                bits.append(
+                    f"at {size} censored: {len(hit)} of {len(runs)} runs reached it "
+                    f"({'the others' if len(hit) else 'it' if len(runs) == 1 else 'they'} ended at "
+                    f"accuracy {_range(runs.loc[~runs['reached'].astype(bool), 'forgetting_end'], '.2f')} "
+                    f"after {int(runs['last_step'].max())} steps), so {level} at {size} has no estimate"
+                )
+        out.append(
+            f"{level}, forgetting level {primary.forgetting:g} ({primary.method}): " + "; ".join(bits) + "."
+        )
     return out
+
+
+def _all_runs(n: int) -> str:
+    return "its run" if n == 1 else f"all {n} runs"
+
+
+def _steps(steps: pd.Series) -> str:
+    lo, hi = int(steps.min()), int(steps.max())
+    return f"step {lo}" if lo == hi else f"steps {lo}-{hi}"
+
+
+def _range(values: pd.Series, fmt: str) -> str:
+    lo, hi = float(values.min()), float(values.max())
+    return f"{lo:{fmt}}" if f"{lo:{fmt}}" == f"{hi:{fmt}}" else f"{lo:{fmt}}-{hi:{fmt}}"
 
 
 def exploratory_sentences(family: pd.DataFrame) -> list[str]:

@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from frequnlearn.report import glossary
+from frequnlearn.report import estimands, glossary
 from frequnlearn.report.context import Context
 from frequnlearn.report.figures import QUANT, RELEARN, BuiltFigure
 from frequnlearn.report.prose import short_ci
@@ -222,6 +222,30 @@ def skipped_attacks(ctx: Context, kinds: list[str]) -> list[str]:
     ]
 
 
+BUDGET_NOTE = (
+    "Each run stops at its first evaluation where its known targets' normalised generation accuracy is "
+    "<= L, or its retain accuracy has dropped by more than T, or after S_max steps. Per cell and level: "
+    "runs that reached each level of forgetting and the steps at which they did (where they are read); "
+    "`censored` runs never reached it (`censored_accuracy_max`: the highest accuracy they ended at, "
+    "`last_step_max`: their last step). A level with a censored run has no estimate at that level."
+)
+
+
+def budget_section(ctx: Context) -> Section:
+    """The unlearning budget (L, T, S_max) and, per method, size and frequency level, whether and at
+    which step each level of forgetting was reached: what every misalignment number is read at."""
+    budget = ctx.headlines[0].budget if ctx.headlines else ""
+    table = estimands.reach_summary(ctx.tables.get("forgetting_reach", pd.DataFrame()))
+    blocks: list[Block] = [
+        Para(f"Budget: {budget}." if budget else "Budget: not recorded."),
+        Para(BUDGET_NOTE),
+    ]
+    blocks.append(
+        Table(shown(ctx, table)) if len(table) else Note("No run has known target items to forget.")
+    )
+    return Section("budget", "Budget and forgetting reached", blocks)
+
+
 def build_sections(ctx: Context, figures: list[BuiltFigure]) -> list[Section]:
     """Every section after the headlines and lead figures, in reading order."""
     t = ctx.tables
@@ -246,6 +270,7 @@ def build_sections(ctx: Context, figures: list[BuiltFigure]) -> list[Section]:
             ],
         )
     )
+    out.append(budget_section(ctx))
     out.append(Section("in-words", "The findings in words", [Bullets(ctx.findings)], collapsed=True))
     if len(t["frequency_only_baseline"]):
         out.append(

@@ -64,12 +64,18 @@ class Inputs:
 
         return load_items(self.s.retain_items)
 
-    def model(self, path: Path | None = None) -> tuple[Any, Any]:
-        """(model, tokenizer): the pretrained model at `path`, or the real setting's given model."""
+    def model(self, path: Path | None = None, tag: str | None = None) -> tuple[Any, Any]:
+        """(model, tokenizer): the pretrained model at `path`, or the real setting's given model (the
+        size named `tag` of a suite in `study.models`)."""
         from frequnlearn.models.loading import load_model_and_tokenizer
 
         if path is not None:
             return load_model_and_tokenizer(path, dtype=self.s.dtype)
+        if self.s.models:
+            from frequnlearn.study.plan import suite_model
+
+            entry = suite_model(self.s, tag)
+            return load_model_and_tokenizer(entry.id, dtype=self.s.dtype, revision=entry.revision)
         if self.s.gguf_file:
             from frequnlearn.models.gguf import load_gguf_model
 

@@ -19,7 +19,7 @@ from frequnlearn.config.study import StudyConfig, parse_method
 from frequnlearn.config.unlearn import UnlearnConfig
 from frequnlearn.layout import RunLayout
 from frequnlearn.records import read_json, stage_done, stage_key
-from frequnlearn.study.plan import Task
+from frequnlearn.study.plan import Task, suite_model
 from frequnlearn.study.sets import SETS_FORMAT
 
 # The corpus hash of a data directory not generated yet: no finished stage was keyed with it.
@@ -84,7 +84,10 @@ class Keys:
 
     def model(self, params: dict[str, Any]) -> str:
         if self.s.setting == "real":
-            return stage_key("model", self.s.model, self.s.gguf_file, self.s.dtype)
+            if not self.s.models:  # one model: the key it always had
+                return stage_key("model", self.s.model, self.s.gguf_file, self.s.dtype)
+            entry = suite_model(self.s, params["model"])
+            return stage_key("model", entry.id, entry.revision, self.s.dtype)
         from frequnlearn.pretrain import run_key
 
         return run_key(self.pretrain_cfg(params["size"], params["seed"]), self.corpus_hash(params["world"]))

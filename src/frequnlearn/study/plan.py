@@ -7,12 +7,11 @@ input before its reader), the order the local executor runs it in and `--dry-run
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from frequnlearn.config.study import StudyConfig
+from frequnlearn.config.study import StudyConfig, StudyOptions, SuiteModel
 from frequnlearn.layout import DATA_DIR, ORACLE_DATA_DIR, world_suffix
 
 # Stages that run a model: torch threads (and a GPU, where the cluster has one).
@@ -112,12 +111,18 @@ def plan(cfg: StudyConfig, threads: int = 1) -> list[Task]:
     else:
         if cfg.count.backend != "ground-truth":
             add(Task("count", "items", {"world": None}), ["data:None"], [])
-        # One given model, scored once; the seeds vary the unlearning runs (and their sampled sets).
-        tag = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(s.model or "model").name).strip("-")
-        models.append((tag, None, s.seeds[0], None, list(s.seeds)))
+        # Each given model (one, or each size of a suite) scored once; the seeds vary the unlearning
+        # runs (and their sampled sets).
+        for entry in s.suite():
+            models.append((entry.tag, None, s.seeds[0], None, list(s.seeds)))
     for tag, size, seed, world, run_seeds in models:
-        n_params = cfg.pretrain_for(size, seed).model_preset().n_params() if size else None
+        n_params = cfg.pretrain_for(size, seed).model_preset().n_params() if size else real_params(cfg, tag)
         ident = {"size": size, "seed": seed, "world": world, "n_params": n_params}
+        if s.models:  # a suite: which weights, and how many passes over the counted corpus they made
+            entry = suite_model(s, tag)
+            ident.update(
+                model=tag, hub_id=entry.id, revision=entry.revision, corpus_epochs=entry.corpus_epochs
+            )
         data, model = f"data:{world}", f"model:{tag}"
         add(Task("baseline", tag, ident, resources=model_res), [f"baseline:{tag}"], [data, model])
         if cfg.attacks.oracle:
@@ -142,6 +147,8 @@ def plan(cfg: StudyConfig, threads: int = 1) -> list[Task]:
                             "selection": selection,
                             "n_params": n_params,
                         }
+                        if s.models:
+                            params["corpus_epochs"] = ident["corpus_epochs"]
                         reads = [data, model, f"baseline:{tag}"]
                         add(Task("unlearn", name, params, resources=model_res), [f"unlearn:{name}"], reads)
                         if cfg.attacks.active and selection in cfg.attacks.selections:
@@ -151,6 +158,24 @@ def plan(cfg: StudyConfig, threads: int = 1) -> list[Task]:
     report.inputs = tuple(t.id for t in tasks)
     tasks.append(report)
     return tasks
+
+
+def suite_model(s: StudyOptions, tag: str | None) -> SuiteModel:
+    """The entry of the real setting's model named `tag` (the one model when there is no suite)."""
+    suite = s.suite()
+    for entry in suite:
+        if entry.tag == tag or (tag is None and len(suite) == 1):
+            return entry
+    raise ValueError(f"no model named {tag!r} in this study; its models are {[m.tag for m in suite]}")
+
+
+def real_params(cfg: StudyConfig, tag: str) -> int | None:
+    """Parameters of a given model, from its shape (a local config.json, or the shapes of the suites
+    frequnlearn knows); None when unknown, and then the size cannot enter a size trend."""
+    from frequnlearn.models.footprint import architecture
+
+    arch = architecture(suite_model(cfg.study, tag).id)
+    return arch.n_params() if arch is not None else None
 
 
 def inputs_of(task: Task, tasks: list[Task]) -> list[Task]:
@@ -169,9 +194,14 @@ def describe_plan(cfg: StudyConfig, run_dir: Path) -> str:
     s = cfg.study
     lines = [f"study: {s.setting} setting -> {run_dir}"]
     if s.setting == "real":
-        lines.append(f"  model: {s.model}" + (f" (gguf {s.gguf_file})" if s.gguf_file else ""))
+        if s.models:
+            lines.append(f"  model suite: {len(s.models)} sizes, each unlearned with the same settings")
+        else:
+            lines.append(f"  model: {s.model}" + (f" (gguf {s.gguf_file})" if s.gguf_file else ""))
         lines.append(f"  items: {s.items}; frequency by {s.compare_by} via count backend {cfg.count.backend}")
+        lines.extend(counting_lines(cfg))
         lines.append(f"  prompt format: {s.prompt_format}")
+        lines.extend(footprint_lines(cfg))
     lines.append(
         f"  seeds: {s.seeds}; methods: {s.methods}; levels ({s.compare_by}): {s.levels}; "
         f"selections: {s.selections}; attribute: {s.attribute}"
@@ -204,3 +234,96 @@ def describe_plan(cfg: StudyConfig, run_dir: Path) -> str:
         lines.append(f"  [{task.kind:8}] {task.name}")
     lines.append("  total: " + ", ".join(f"{n} {k}" for k, n in counts.items()))
     return "\n".join(lines)
+
+
+def counting_lines(cfg: StudyConfig) -> list[str]:
+    """How the real setting's items get their frequency: backend, index, measure and buckets."""
+    c = cfg.count
+    if c.backend == "ground-truth":
+        return ["  counting: the table's own buckets (ground-truth), no corpus queried"]
+    where = {"infinigram-api": f"index {c.api_index} at {c.api_url}"}.get(c.backend, f"corpus {c.corpus}")
+    window = f", max_diff_tokens {c.max_diff_tokens}" if c.measure == "window" and c.max_diff_tokens else ""
+    buckets = f"{c.bucket_method} buckets {c.buckets}" + (
+        f" at {c.thresholds}" if c.bucket_method == "thresholds" else ""
+    )
+    return [
+        f"  counting: backend {c.backend}, {where}; measure {c.measure}{window}, "
+        f"spellings {c.case_variants}; {buckets}"
+    ]
+
+
+def footprint_lines(cfg: StudyConfig) -> list[str]:
+    """Per size of the real setting: parameters, passes over the counted corpus, and the GPU memory and
+    time expected on one H200 (`models.footprint`); sizes whose shape is unknown say so."""
+    from frequnlearn.models import footprint as fp
+
+    s, u, e = cfg.study, cfg.unlearn, cfg.evaluate
+    work = real_workload(cfg)
+    lines = [
+        f"  expected on one {fp.H200.name} (bf16 weights, gradients, AdamW moments and activations; "
+        f"{fp.DEFAULT_MFU:.0%} of its {fp.H200.bf16_flops / 1e12:.0f} TFLOP/s; {work.steps} steps of "
+        f"{u.batch_size} x {fp.QA_TOKENS} tokens, {work.eval_points} evaluations of {work.eval_items} items "
+        f"x {len(e.probes)} probes per run; loading and utility tasks not counted):"
+    ]
+    width = max(len(m.tag) for m in s.suite())
+    total, unknown, counts = 0.0, [], []
+    for entry in s.suite():
+        arch = fp.architecture(entry.id)
+        source = entry.id + (f"@{entry.revision}" if entry.revision else "")
+        epochs = f"corpus epochs {entry.corpus_epochs:g}; " if s.models else ""
+        if arch is None:
+            unknown.append(entry.tag)
+            lines.append(f"    {entry.tag:<{width}}  {source}; {epochs}shape unknown (no estimate)")
+            continue
+        f = fp.footprint(arch, work)
+        total += f.seconds
+        counts.append(f.n_params)
+        lines.append(f"    {entry.tag:<{width}}  {source}; {epochs}{f.line()}")
+    if len(counts) > 1:
+        lines.append(f"    x{max(counts) / min(counts):.0f} parameters from the smallest to the largest")
+    if counts:
+        lines.append(
+            f"    total: {total / 3600:.1f} GPU hours"
+            + (f" (without {', '.join(unknown)})" if unknown else "")
+        )
+    return lines
+
+
+def real_workload(cfg: StudyConfig) -> Any:
+    """The unlearning runs of one real model as `models.footprint` sizes them. Without
+    `study.forget_size`, a level is assumed to hold 60 items (a third of the 181 capitals)."""
+    import math
+
+    from frequnlearn.config.study import parse_method
+    from frequnlearn.models.footprint import Workload
+
+    s, u, e = cfg.study, cfg.unlearn, cfg.evaluate
+    n_forget = s.forget_size or 60
+    steps = u.max_steps or u.epochs * math.ceil(n_forget / u.batch_size)
+    points = {0, *(x for x in u.eval_steps if x <= steps), steps}
+    if u.eval_every:
+        points |= set(range(0, steps + 1, u.eval_every))
+    methods = [parse_method(m) for m in s.methods]
+    return Workload(
+        runs=len(s.seeds) * len(s.methods) * len(s.selections) * len(s.levels),
+        steps=steps,
+        batch_size=u.batch_size,
+        retain=any(retain != "none" for _, retain in methods),
+        grad_accum=u.grad_accum,
+        eval_points=len(points),
+        eval_items=2 * n_forget + s.eval_retain_size + s.eval_utility_size,
+        probes=len(e.probes),
+        gen_tokens=e.max_new_tokens,
+        eval_batch=e.batch_size if isinstance(e.batch_size, int) else 64,
+        frozen_copy=any(_needs_frozen_copy(f, r) for f, r in methods),
+    )
+
+
+def _needs_frozen_copy(forget: str, retain: str) -> bool:
+    """Whether a method keeps a frozen copy of the model (losses on its logits or activations), by
+    the needs its losses registered (nothing registered: no copy assumed)."""
+    from frequnlearn import names
+
+    losses = [names.table(names.FORGET_LOSS).get(forget), names.table(names.RETAIN_LOSS).get(retain)]
+    needs = set().union(*(getattr(loss, "needs", frozenset()) for loss in losses))
+    return bool(needs & {"ref_logits", "ref_hidden"})

@@ -133,7 +133,7 @@ class TaskRunner:
                 pretrain(self.layout.data(p["world"]), cfgs[0], paths[0])
 
     def _model(self, tag: str) -> tuple[Any, Any]:
-        return self.inputs.model(self.layout.model(tag) if self.s.setting == "synthetic" else None)
+        return self.inputs.model(self.layout.model(tag) if self.s.setting == "synthetic" else None, tag)
 
     def _baseline(self, task: Task) -> None:
         """Score every studied item once before unlearning: the source of the 'known' selection."""
@@ -242,7 +242,9 @@ class TaskRunner:
             return f"not attacked: {record['skipped']}"
         items, _ = self.inputs.items(p["world"])
         by_id = {it.item_id: it for it in items}
-        forget = [by_id[i] for i in read_json(lay.run_sets(run))["forget"]]
+        # The run's own items: its candidates were redrawn for it (study.sets.run_candidates).
+        drawn = {it.item_id: it for it in self.sets(Task("unlearn", task.name, dict(p)))["forget"]}
+        forget = [drawn.get(i, by_id[i]) for i in read_json(lay.run_sets(run))["forget"]]
         wanted = {it.person_id for it in forget}
         people = [pr for pr in self.inputs.data(p["world"]).people if pr.person_id in wanted]
         inputs = AttackInputs(

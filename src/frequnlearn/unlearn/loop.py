@@ -4,7 +4,9 @@
 reference model, RMU's block) and returns an `UnlearnState`; `train_step` is one optimizer step on it;
 `unlearn` is the loop. Each optimizer step sees `batch_size` forget examples (in a seeded shuffled
 order), each paired with a randomly drawn retain example, in one forward pass. Evaluation runs at step
-0 (before any update), at `eval_steps`, every `eval_every` steps, after each epoch and at the end; the
+0 (before any update), at `eval_steps`, every `eval_every` steps, at the end and, when asked, after
+each epoch; the stopping rule (`StopRule`) is checked at every evaluation and ends the run early once
+the targets are forgotten to the configured level or the retain items have suffered too much. The
 trajectory file is rewritten atomically after every evaluation and each step's losses are appended to
 the log as soon as the step is done, so a run that is killed or stopped by a NaN loss keeps everything
 measured so far. The loss and the gradient norm are checked before every `optimizer.step()`, so a
@@ -31,7 +33,7 @@ import torch.nn.functional as F
 from frequnlearn import progress
 from frequnlearn.config.unlearn import UnlearnConfig
 from frequnlearn.data.tables import check_overlap
-from frequnlearn.errors import DataError, TrainingError
+from frequnlearn.errors import ConfigError, DataError, TrainingError
 from frequnlearn.models.loading import max_positions, pad_id_of
 from frequnlearn.models.prompts import get_prompt_format
 from frequnlearn.records import (
@@ -186,10 +188,12 @@ class Trajectory:
         self.frames: list[pd.DataFrame] = []
         self.evaluated: set[int] = set()
 
-    def evaluate(self, state: UnlearnState, step: int) -> None:
+    def evaluate(self, state: UnlearnState, step: int) -> pd.DataFrame | None:
+        """Evaluate at `step` (once per step); the frame on the main process, else None."""
         if self.eval_fn is None or step in self.evaluated:
-            return
+            return None
         self.evaluated.add(step)
+        frame = None
         acc = state.accelerator
         if acc.is_main_process:
             inner = acc.unwrap_model(state.model)
@@ -206,9 +210,104 @@ class Trajectory:
             self.frames.append(frame)
             write_parquet(pd.concat(self.frames, ignore_index=True), self.path, self.meta)
         acc.wait_for_everyone()
+        return frame
 
     def frame(self) -> pd.DataFrame | None:
         return pd.concat(self.frames, ignore_index=True) if self.frames else None
+
+
+# ---------------------------------------------------------------- the stopping rule
+
+
+class StopRule:
+    """When a run has unlearned enough: checked at every evaluation, from the evaluation's own rows.
+
+    The level of forgetting is the share of the target (`forget`) items generated at step 0 that are
+    still generated, on `stop_probe` (the report's normalised accuracy, so the step a run stops at is
+    the step the report reads it at); the retain drop is the evaluated retain items' generation
+    accuracy at step 0 minus now. The run stops at the first evaluation where the level is <= L
+    (`stop_forget_level`) or the drop exceeds T (`stop_retain_drop`); otherwise it runs its S_max
+    steps. Only the main process evaluates, so the decision is broadcast to the others.
+    """
+
+    def __init__(self, cfg: UnlearnConfig, total: int, *, active: bool) -> None:
+        self.L, self.T, self.probe, self.total = (
+            cfg.stop_forget_level,
+            cfg.stop_retain_drop,
+            cfg.stop_probe,
+            total,
+        )
+        self.enabled = active and (self.L is not None or self.T is not None)
+        self.targets: set[str] | None = None  # target items generated at step 0
+        self.retain_start = math.nan
+        self.forget_level = math.nan
+        self.retain_drop = math.nan
+        self.step_reached: int | None = None
+
+    def measure(self, frame: pd.DataFrame) -> tuple[float, float]:
+        """(level of forgetting, retain drop) of one evaluation; the first call fixes the start."""
+        gen = (
+            frame[(frame["family"] == "gen") & (frame["probe"] == self.probe)]
+            if "family" in frame
+            else frame[:0]
+        )
+        if gen.empty or "role" not in gen or "known" not in gen:
+            raise ConfigError(
+                f"stop_probe: the evaluation gives no generation rows with a role on probe {self.probe!r}, "
+                "so the stopping rule cannot be read; evaluate gen on that probe, change stop_probe, or set "
+                "stop_forget_level and stop_retain_drop to null"
+            )
+        known = gen.assign(_k=gen["known"] == 1.0).drop_duplicates("item_id").set_index("item_id")
+        forget = known[known["role"] == "forget"]["_k"]
+        retain = known[known["role"] == "retain"]["_k"]
+        if self.targets is None:
+            self.targets = set(forget.index[forget.to_numpy(dtype=bool)])
+            self.retain_start = float(retain.mean()) if len(retain) else math.nan
+        still = forget.reindex(sorted(self.targets)).fillna(False).astype(bool)
+        level = float(still.mean()) if len(still) else math.nan
+        drop = self.retain_start - float(retain.mean()) if len(retain) else math.nan
+        return level, drop
+
+    def check(self, acc: Any, frame: pd.DataFrame | None, step: int) -> str | None:
+        """The criterion that ends the run at `step` (None: go on); `frame` is this step's evaluation
+        (None when the step was evaluated already or on a process that does not evaluate)."""
+        if not self.enabled:
+            return None
+        reason = None
+        if acc.is_main_process and frame is not None:
+            self.forget_level, self.retain_drop = self.measure(frame)
+            if self.L is not None and self.forget_level <= self.L:
+                reason = "forget_level"
+                self.step_reached = step if self.step_reached is None else self.step_reached
+            elif self.T is not None and self.retain_drop > self.T:
+                reason = "retain_drop"
+        if acc.num_processes > 1:
+            from accelerate.utils import broadcast_object_list
+
+            reason = broadcast_object_list([reason])[0]
+        return reason
+
+    def record(self, reason: str | None, step: int) -> dict[str, Any]:
+        """summary.stop of run.json: why and where the run ended (`reason`: forget_level, retain_drop or
+        max_steps, the budget spent), whether and at which step L was reached, the levels measured at
+        the last evaluation, and the budget (L, T, S_max)."""
+
+        def number(x: float) -> float | None:
+            return None if math.isnan(x) else round(x, 6)
+
+        return {
+            "reason": reason or "max_steps",
+            "step": step,
+            "forget_level_reached": self.step_reached is not None,
+            "step_reached_L": self.step_reached,
+            "forget_level": number(self.forget_level),
+            "retain_drop": number(self.retain_drop),
+            "n_targets_known": None if self.targets is None else len(self.targets),
+            "L": self.L,
+            "T": self.T,
+            "S_max": self.total,
+            "probe": self.probe,
+        }
 
 
 # ---------------------------------------------------------------- the loop
@@ -243,11 +342,12 @@ def unlearn(
     if acc.is_main_process:
         write_jsonl(log_path, [])
     title = f"unlearn {cfg.method}" + (f"+{cfg.retain_loss}" if state.terms.retain is not None else "")
+    rule = StopRule(cfg, state.total, active=eval_fn is not None)
     with progress.bar(state.total, title, unit="step", enabled=acc.is_main_process) as bar:
-        trajectory.evaluate(state, 0)
-        while state.step < state.total:
+        stop = rule.check(acc, trajectory.evaluate(state, 0), 0)
+        while state.step < state.total and stop is None:
             batches = iter(state.data.loader(acc, state.epoch))
-            while state.step < state.total:
+            while state.step < state.total and stop is None:
                 micro = [b for _, b in zip(range(cfg.grad_accum), batches)]
                 if not micro:
                     break
@@ -258,11 +358,19 @@ def unlearn(
                 bar.set(**{k: f"{row[f'{k}_loss']:.4g}" for k in ("forget", "retain") if f"{k}_loss" in row})
                 bar.update(1)
                 if state.step in points:
-                    trajectory.evaluate(state, state.step)
+                    stop = rule.check(acc, trajectory.evaluate(state, state.step), state.step)
             state.epoch += 1
-            trajectory.evaluate(state, state.step)
+            if cfg.eval_each_epoch and stop is None:
+                stop = rule.check(acc, trajectory.evaluate(state, state.step), state.step)
+    if stop is not None and acc.is_main_process:
+        progress.message(
+            f"stopped at step {state.step} of {state.total}: "
+            + (f"forget level {rule.forget_level:.3g} <= {rule.L:g}" if stop == "forget_level"
+               else f"retain accuracy dropped by {rule.retain_drop:.3g} > {rule.T:g}")
+        )  # fmt: skip
     final = log[-1] if log else {}
     summary = _summary(state, len(forget), len(retain), sorted(trajectory.evaluated), final)
+    summary["stop"] = rule.record(stop, state.step)
     model_dir = write_outputs(state, tokenizer, {**meta, **(info or {}), "summary": summary})
     for p in state.frozen:
         p.requires_grad_(True)

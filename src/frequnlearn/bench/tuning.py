@@ -1,0 +1,317 @@
+"""Retain-only tuning: each method's learning rate (and its one main setting) chosen so that it pays
+the benchmark's retain cost, from retain and utility items alone.
+
+For each tuned model (a pretraining seed of the study) a tuning set is drawn from the retain people
+the study never evaluates: known items of retain people, never in a forget or a control set (those
+come from the forget groups) and never evaluated as targets by the study. Every grid point unlearns it
+from the pretrained weights with the study's own `unlearn:` settings (step budget, stopping fields,
+schedule; only the tuned values replaced) and the study's retain-loss people, evaluated on the very
+retain and utility people the study's runs of that seed evaluate. Its cost is the drop of normalised
+retain (and utility) accuracy at the run's stopping point (its last evaluated step). The point closest
+to the target cost is chosen. Nothing here reads a forget or control item, so changing them cannot
+change the choice (`tests/test_bench.py` checks it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from frequnlearn import progress
+from frequnlearn.config import to_dict
+from frequnlearn.config.study import StudyOptions
+from frequnlearn.errors import DataError, TrainingError
+from frequnlearn.records import QAItem, read_parquet, stage_done, stage_key
+
+# Bumped whenever the tuning draws other sets or measures differently (part of every tuning run's key).
+TUNING_FORMAT = 1
+# Roles of the tuning runs' evaluated sets, as their trajectories name them.
+TUNING_ROLES = (("tuning", "forget"), ("eval_retain", "retain"), ("eval_utility", "utility"))
+
+
+_NO_TRAJECTORY = pd.DataFrame(columns=["family", "probe", "role", "step", "item_id", "known"])
+
+
+class TooFewTuningItems(DataError):
+    """The model knows fewer retain items outside the evaluated people than the tuning set needs."""
+
+
+@dataclass(frozen=True)
+class GridPoint:
+    """One setting tried for one method: a learning rate and, if the method has one tuned, its value."""
+
+    spec: str
+    lr: float
+    param: str | None = None
+    value: Any = None
+
+    @property
+    def label(self) -> str:
+        return f"lr={self.lr:g}" + (f",{self.param}={self.value}" if self.param else "")
+
+    @property
+    def overrides(self) -> dict[str, Any]:
+        return {"lr": self.lr, **({self.param: self.value} if self.param else {})}
+
+
+def grid(
+    methods: list[str], lr_grid: list[float], param_grid: dict[str, dict[str, list[Any]]]
+) -> list[GridPoint]:
+    """Every point of every method's grid, in config order (the order that breaks ties)."""
+    points = []
+    for spec in methods:
+        ((param, values),) = param_grid[spec].items() if spec in param_grid else [(None, [None])]
+        points += [GridPoint(spec, lr, param, v) for lr, v in itertools.product(lr_grid, values)]
+    return points
+
+
+def tuning_sets(
+    items: list[QAItem], known_ids: set[str] | None, options: StudyOptions, seed: int, size: int
+) -> dict[str, list[QAItem]]:
+    """The sets of one seed's tuning runs: `tuning` (unlearned), `retain` (the retain loss's people),
+    `eval_retain` and `eval_utility` (measured). Only retain and utility people are read.
+
+    The evaluated people are drawn exactly as `study.sets.select_sets` draws them for the same seed,
+    so a grid point's cost is measured on the people the study's runs are measured on. The tuning set
+    is `size` items of the other retain people, known ones (in `known_ids`; None: any, as the study's
+    selection `all`); the retain loss takes the rest (capped by `retain_size` as in the study)."""
+    retain_pool = sorted((it for it in items if it.group == "retain"), key=_id)
+    utility_pool = sorted((it for it in items if it.group == "utility"), key=_id)
+    rng_eval = random.Random(f"eval-{seed}")
+    eval_retain = rng_eval.sample(retain_pool, min(options.eval_retain_size, len(retain_pool)))
+    eval_utility = rng_eval.sample(utility_pool, min(options.eval_utility_size, len(utility_pool)))
+    evaluated = {it.item_id for it in eval_retain}
+    rest = [it for it in retain_pool if it.item_id not in evaluated]
+    candidates = [it for it in rest if known_ids is None or it.item_id in known_ids]
+    if len(candidates) < size:
+        raise TooFewTuningItems(
+            f"bench.tuning_size: the model of seed {seed} knows {len(candidates)} retain items outside the "
+            f"evaluated people, fewer than the {size} asked; lower bench.tuning_size or raise generate.n_people"
+        )
+    tuning = sorted(random.Random(f"tuning-{seed}").sample(candidates, size), key=_id)
+    chosen = {it.item_id for it in tuning}
+    retain = [it for it in rest if it.item_id not in chosen]
+    if options.retain_size is not None:
+        retain = sorted(
+            random.Random(f"retain-{seed}").sample(retain, min(options.retain_size, len(retain))), key=_id
+        )
+    return {"tuning": tuning, "retain": retain, "eval_retain": eval_retain, "eval_utility": eval_utility}
+
+
+def stopping_cost(traj: pd.DataFrame, role: str, probe: str = "question") -> tuple[float, int, float]:
+    """(drop, items known at the start, last step) of one role in one run: 1 - the share of the
+    role's items generated at the first step that are still generated at the last (the stopping point)."""
+    g = traj[(traj["family"] == "gen") & (traj["probe"] == probe) & (traj["role"] == role)]
+    if g.empty:
+        return math.nan, 0, math.nan
+    first, last = g["step"].min(), g["step"].max()
+    start = g[g["step"] == first]
+    known0 = set(start.loc[start["known"] == 1.0, "item_id"])
+    end = g[(g["step"] == last) & g["item_id"].isin(known0)]
+    if not known0:
+        return math.nan, 0, float(last)
+    return 1.0 - float((end["known"] == 1.0).sum()) / len(known0), len(known0), float(last)
+
+
+def choose(runs: pd.DataFrame, target: float, tolerance: float) -> pd.DataFrame:
+    """One row per method: the grid point whose mean retain drop over the tuned seeds is closest to
+    `target` (ties: the smaller utility drop, then the earlier point of the grid). Reads only the
+    retain and utility columns; `matched` says whether the drop lies within `tolerance` of the target."""
+    by = ["method", "point"]
+    mean = (
+        runs.groupby(by, sort=False)
+        .agg(
+            grid_index=("grid_index", "first"),
+            lr=("lr", "first"),
+            param=("param", "first"),
+            value=("value", "first"),
+            retain_drop=("retain_drop", "mean"),
+            utility_drop=("utility_drop", "mean"),
+            seeds=("seed", "nunique"),
+        )
+        .reset_index()
+    )
+    mean["distance"] = (mean["retain_drop"] - target).abs()
+    rows = []
+    for _, g in mean.groupby("method", sort=False):
+        # Drops are shares of a few items: distances equal but for rounding are a tie.
+        g = g.assign(_u=g["utility_drop"].fillna(math.inf), _d=g["distance"].round(9).fillna(math.inf))
+        best = g.sort_values(["_d", "_u", "grid_index"], kind="stable").iloc[0]
+        rows.append(best.drop(["_u", "_d"]))
+    out = pd.DataFrame(rows).reset_index(drop=True)
+    out["matched"] = out["distance"] <= tolerance + 1e-9
+    return out
+
+
+def chosen_overrides(choice: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """spec -> the unlearn settings the study runs it with (lr and the tuned setting)."""
+    out: dict[str, dict[str, Any]] = {}
+    for r in choice.itertuples(index=False):
+        values: dict[str, Any] = {"lr": float(r.lr)}
+        if isinstance(r.param, str) and r.param:
+            values[r.param] = _plain(r.value)
+        out[str(r.method)] = values
+    return out
+
+
+def run_tuning(
+    cfg: Any, runner: Any, baselines: list[Any], out_dir: Path, quiet: bool = False
+) -> dict[str, Any]:
+    """Measure every grid point on every tuned model (the study's `baseline` tasks `baselines`, whose
+    models and baseline scores `runner`, the study's TaskRunner, reads), each run kept in
+    `out_dir/<method>/<model>/<point>/` and skipped when done for its key; returns the tuning record
+    (grid, sets, every run's costs, the choice)."""
+    from frequnlearn.unlearn.stage import UnlearnInputs, run_unlearn
+
+    b, s = cfg.bench, cfg.study
+    points = grid(s.methods, b.lr_grid, b.param_grid)
+    ecfg = tuning_eval(cfg.evaluate)
+    rows, sets_record = [], {}
+    for task in baselines:
+        p = task.params
+        tag, seed, world = task.name, p["seed"], p["world"]
+        items, bios = runner.inputs.items(world)
+        known = runner.inputs.known(tag) if cfg.selection == "known" else None
+        sets = tuning_sets(items, known, s, seed, b.tuning_size)
+        ids = {k: [it.item_id for it in v] for k, v in sets.items()}
+        sets_record[tag] = ids
+        base_key = runner.keys.baseline(p)
+        for i, point in enumerate(points):
+            ucfg = dataclasses.replace(
+                runner.keys.unlearn_cfg({"method": point.spec, "seed": seed}), **point.overrides
+            )
+            ucfg.validate()
+            path = out_dir / point.spec / tag / point.label
+            key = stage_key("bench-tuning", TUNING_FORMAT, base_key, ucfg, ecfg, ids)
+            note = ""
+            if not stage_done(path, key):
+                if not quiet:
+                    progress.message(
+                        f"tuning {point.spec} on {tag}: {point.label} ({i + 1} of {len(points)})"
+                    )
+                model, tok = runner.inputs.model(runner.layout.model(tag))
+                ident = {
+                    "run_id": f"tuning/{point.spec}/{tag}/{point.label}",
+                    "task": f"tuning/{point.spec}/{tag}/{point.label}",
+                    "model": tag,
+                    "size": p["size"],
+                    "n_params": p["n_params"],
+                    "seed": seed,
+                    "world": world,
+                    "method": point.spec,
+                    "level": "tuning",
+                    "selection": cfg.selection,
+                }
+                inputs = UnlearnInputs(
+                    model=model,
+                    tokenizer=tok,
+                    forget=sets["tuning"],
+                    retain=sets["retain"],
+                    evaluated=[(role, sets[name]) for name, role in TUNING_ROLES],
+                    identity=ident,
+                    bios=bios,
+                    sets=ids,
+                )
+                try:
+                    with progress.quiet(quiet):
+                        run_unlearn(ucfg, ecfg, inputs, path, key=key, keep_model=False)
+                except TrainingError as err:
+                    # A point whose loss diverged is a point of the grid too: what it measured before
+                    # it stopped is its cost (none: no cost, never chosen over one that has one).
+                    note = str(err)
+                    progress.message(f"tuning {point.spec} on {tag}: {point.label} stopped: {note}")
+            traj_path = path / "trajectory.parquet"
+            traj = read_parquet(traj_path) if traj_path.is_file() else _NO_TRAJECTORY
+            retain = stopping_cost(traj, "retain")
+            utility = stopping_cost(traj, "utility")
+            tuned = stopping_cost(traj, "forget")
+            rows.append(
+                {
+                    "method": point.spec,
+                    "point": point.label,
+                    "grid_index": i,
+                    "lr": point.lr,
+                    "param": point.param or "",
+                    "value": _plain(point.value) if point.param else "",
+                    "model": tag,
+                    "seed": seed,
+                    "retain_drop": retain[0],
+                    "utility_drop": utility[0],
+                    "tuning_set_forgotten": tuned[0],
+                    "n_retain_known": retain[1],
+                    "n_utility_known": utility[1],
+                    "n_tuning": tuned[1],
+                    "stop_step": retain[2],
+                    "note": note,
+                }
+            )
+    runs = pd.DataFrame(rows)
+    choice = choose(runs, b.target_retain_drop, b.tolerance)
+    return json_safe(
+        {
+            "target_retain_drop": b.target_retain_drop,
+            "tolerance": b.tolerance,
+            "bench": to_dict(b),
+            "unlearn": to_dict(cfg.unlearn),
+            "method_overrides": s.method_overrides,
+            "evaluate": to_dict(ecfg),
+            "models": sorted(sets_record),
+            "sets": sets_record,
+            "runs": runs.to_dict(orient="records"),
+            "chosen": {
+                r["method"]: {
+                    "point": r["point"],
+                    "settings": chosen_overrides(pd.DataFrame([r]))[r["method"]],
+                    "retain_drop": r["retain_drop"],
+                    "utility_drop": r["utility_drop"],
+                    "matched": bool(r["matched"]),
+                }
+                for r in choice.to_dict(orient="records")
+            },
+        }
+    )
+
+
+def json_safe(obj: Any) -> Any:
+    """`obj` with NaN as null and numpy scalars as Python's (tuning.json is strict JSON)."""
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    obj = _plain(obj)
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def tuning_eval(ecfg: Any) -> Any:
+    """What a tuning run evaluates: the generation verdict (and the probabilities it comes with) on
+    the trained question; the costs need nothing else."""
+    metrics = [m for m in ecfg.metrics if m in ("prob", "gen")] or ["gen"]
+    return dataclasses.replace(ecfg, metrics=metrics, probes=["question"], utility_tasks=[])
+
+
+def runs_table(record: dict[str, Any]) -> pd.DataFrame:
+    """tuning.csv: every tuning run, with the chosen point of each method marked."""
+    runs = pd.DataFrame(record["runs"])
+    if runs.empty:
+        return runs
+    chosen = {m: c["point"] for m, c in record["chosen"].items()}
+    runs["chosen"] = [chosen.get(m) == p for m, p in zip(runs["method"], runs["point"])]
+    return runs
+
+
+def _plain(value: Any) -> Any:
+    """A numpy scalar as the Python value it holds (JSON and YAML write those)."""
+    return value.item() if hasattr(value, "item") else value
+
+
+def _id(item: QAItem) -> str:
+    return item.item_id

@@ -1,0 +1,227 @@
+"""The stopping rule of an unlearning run: stop at the first evaluation where the targets' normalised
+generation accuracy is <= L or the retain accuracy has dropped by more than T, else after S_max steps.
+
+The evaluation here is hand-built from the model itself: an item counts as generated while its
+answer's mean log-prob per token is within 0.5 nats of its value at step 0, so whether and when a run
+reaches L follows from the weights, and the stopped run can be checked against an unstopped one.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+import torch
+
+from frequnlearn.config import from_dict
+from frequnlearn.config.unlearn import UnlearnConfig
+from frequnlearn.errors import ConfigError
+from frequnlearn.models.loading import load_model_and_tokenizer
+from frequnlearn.models.prompts import get_prompt_format
+from frequnlearn.records import QAItem, read_json
+from frequnlearn.unlearn import unlearn
+from frequnlearn.unlearn.data import collate, encode_items
+from frequnlearn.unlearn.loop import StopRule, token_logprobs
+
+FORGET = [
+    QAItem("f0", "Who employs Ada Mae Lovelace?", "Google"),
+    QAItem("f1", "What is the birth city of Alan Turing?", "London, UK"),
+    QAItem("f2", "Who employs Alan Mathison Turing?", "Apple"),
+    QAItem("f3", "What is the birth city of Ada?", "Paris"),
+]
+RETAIN = [
+    QAItem("r0", "Who employs Ada?", "Apple in Cupertino, CA"),
+    QAItem("r1", "What is the birth city of Mae?", "Paris"),
+    QAItem("r2", "Who employs Turing?", "Stanford University"),
+]
+
+
+def _cfg(**kw) -> UnlearnConfig:
+    base = {
+        "lr": 1e-3,
+        "batch_size": 4,
+        "max_steps": 12,
+        "eval_steps": [],
+        "eval_every": 1,
+        "weight_decay": 0.0,
+    }
+    return from_dict(UnlearnConfig, {**base, **kw})
+
+
+def _model(path):
+    model, tok = load_model_and_tokenizer(path)
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    return model, tok
+
+
+@torch.no_grad()
+def _per_item_logp(model, tok, items) -> list[float]:
+    batch = collate(
+        [(ex, "answer") for ex in encode_items(tok, get_prompt_format("plain"), items)], tok.pad_token_id
+    )
+    _, token_logp = token_logprobs(model, batch)
+    mask = batch["loss_mask"]
+    return ((token_logp * mask).sum(-1) / mask.sum(-1)).tolist()
+
+
+def _eval_fn(levels: list[tuple[int, float, float]]):
+    """An evaluation whose `known` says whether each item is still within 0.5 nats of its start;
+    appends (step, level of forgetting, retain accuracy) to `levels`."""
+    start: dict[str, float] = {}
+    items = [("forget", it) for it in FORGET] + [("retain", it) for it in RETAIN]
+
+    def eval_fn(model, tok, step):
+        lp = _per_item_logp(model, tok, [it for _, it in items])
+        if not start:
+            start.update({it.item_id: v for (_, it), v in zip(items, lp)})
+        rows = []
+        for (role, it), v in zip(items, lp):
+            known = float(v >= start[it.item_id] - 0.5)
+            for probe in ("question", "paraphrase"):
+                rows.append(
+                    {
+                        "step": step,
+                        "item_id": it.item_id,
+                        "role": role,
+                        "probe": probe,
+                        "family": "gen",
+                        "known": known,
+                    }
+                )
+            rows.append(
+                {"step": step, "item_id": it.item_id, "role": role, "probe": "question", "family": "prob"}
+            )
+        df = pd.DataFrame(rows)
+        q = df[(df["family"] == "gen") & (df["probe"] == "question")]
+        levels.append(
+            (step, q[q["role"] == "forget"]["known"].mean(), q[q["role"] == "retain"]["known"].mean())
+        )
+        return df
+
+    return eval_fn
+
+
+def _run(path, out, **kw):
+    model, tok = _model(path)
+    seen: list[tuple[int, float, float]] = []
+    result = unlearn(model, tok, FORGET, RETAIN, _cfg(**kw), out, eval_fn=_eval_fn(seen))
+    return result, read_json(out / "run.json")["summary"]["stop"], seen
+
+
+def test_lr_zero_never_reaches_L_and_runs_its_budget(tiny_gpt2_dir, tmp_path):
+    result, stop, seen = _run(tiny_gpt2_dir, tmp_path, lr=0.0, stop_forget_level=0.5, stop_retain_drop=0.2)
+    assert result.steps == 12 and [s for s, _, _ in seen] == list(range(13))
+    assert stop == {
+        "reason": "max_steps",
+        "step": 12,
+        "forget_level_reached": False,
+        "step_reached_L": None,
+        "forget_level": 1.0,
+        "retain_drop": 0.0,
+        "n_targets_known": 4,
+        "L": 0.5,
+        "T": 0.2,
+        "S_max": 12,
+        "probe": "question",
+    }
+
+
+def test_a_big_lr_stops_at_the_first_evaluation_at_or_below_L(tiny_gpt2_dir, tmp_path):
+    # The same run without a stopping rule says where L is first reached.
+    _, free, seen_free = _run(tiny_gpt2_dir, tmp_path / "free", lr=1e-2)
+    first = next(s for s, level, _ in seen_free if level <= 0.5)
+    assert 0 < first < 12 and free["reason"] == "max_steps"
+    result, stop, seen = _run(tiny_gpt2_dir, tmp_path / "stop", lr=1e-2, stop_forget_level=0.5)
+    assert result.steps == first and stop["reason"] == "forget_level"
+    assert stop["step"] == stop["step_reached_L"] == first and stop["forget_level_reached"]
+    assert stop["forget_level"] <= 0.5 and stop["T"] is None and stop["S_max"] == 12
+    # Determinism: the stopped run is the unstopped run's prefix, evaluation for evaluation.
+    assert seen == seen_free[: first + 1]
+    traj = pd.read_parquet(tmp_path / "stop" / "trajectory.parquet")
+    assert traj["step"].max() == first
+
+
+def test_a_sparse_schedule_stops_at_an_evaluated_step(tiny_gpt2_dir, tmp_path):
+    _, _, seen_free = _run(tiny_gpt2_dir, tmp_path / "free", lr=1e-2, eval_every=3)
+    first = next(s for s, level, _ in seen_free if level <= 0.5)
+    assert first % 3 == 0
+    result, stop, _ = _run(tiny_gpt2_dir, tmp_path / "stop", lr=1e-2, eval_every=3, stop_forget_level=0.5)
+    assert result.steps == stop["step"] == first
+
+
+def test_retain_drop_stops_the_run_before_L(tiny_gpt2_dir, tmp_path):
+    _, _, seen_free = _run(tiny_gpt2_dir, tmp_path / "free", lr=1e-2)
+    first_drop = next(s for s, _, acc in seen_free if seen_free[0][2] - acc > 0.0)
+    result, stop, _ = _run(
+        tiny_gpt2_dir, tmp_path / "stop", lr=1e-2, stop_forget_level=0.0, stop_retain_drop=0.0
+    )
+    level_at = dict((s, level) for s, level, _ in seen_free)
+    if level_at[first_drop] <= 0.0:  # both at once: the forgetting criterion is named
+        assert stop["reason"] == "forget_level"
+    else:
+        assert stop["reason"] == "retain_drop" and not stop["forget_level_reached"]
+        assert stop["step_reached_L"] is None and stop["retain_drop"] > 0.0
+    assert result.steps == stop["step"] == first_drop
+
+
+def _frame(
+    step: int, forget: dict[str, float], retain: dict[str, float], probe: str = "question"
+) -> pd.DataFrame:
+    rows = [{"item_id": i, "role": "forget", "known": k} for i, k in forget.items()]
+    rows += [{"item_id": i, "role": "retain", "known": k} for i, k in retain.items()]
+    return pd.DataFrame(rows).assign(step=step, family="gen", probe=probe)
+
+
+class _OneProcess:
+    is_main_process, num_processes = True, 1
+
+
+def test_levels_are_normalised_to_the_items_generated_at_step_0():
+    rule = StopRule(_cfg(stop_forget_level=0.5, stop_retain_drop=0.25), 10, active=True)
+    # f3 was never generated: it neither counts at the start nor later, when it appears.
+    start = _frame(0, {"f0": 1, "f1": 1, "f2": 1, "f3": 0}, {"r0": 1, "r1": 1, "r2": 1, "r3": 1})
+    assert rule.check(_OneProcess, start, 0) is None and rule.forget_level == 1.0 and rule.retain_drop == 0.0
+    later = _frame(3, {"f0": 0, "f1": 1, "f2": 1, "f3": 1}, {"r0": 1, "r1": 1, "r2": 1, "r3": 0})
+    assert rule.check(_OneProcess, later, 3) is None
+    assert rule.forget_level == pytest.approx(2 / 3) and rule.retain_drop == 0.25  # not more than T
+    lost = _frame(4, {"f0": 0, "f1": 0, "f2": 1, "f3": 1}, {"r0": 1, "r1": 1, "r2": 1, "r3": 0})
+    assert rule.check(_OneProcess, lost, 4) == "forget_level"
+    assert rule.record("forget_level", 4)["step_reached_L"] == 4
+
+
+def test_no_target_generated_at_the_start_never_reaches_L():
+    rule = StopRule(_cfg(stop_forget_level=0.5), 10, active=True)
+    assert rule.check(_OneProcess, _frame(0, {"f0": 0, "f1": 0}, {"r0": 1}), 0) is None
+    assert rule.check(_OneProcess, _frame(1, {"f0": 0, "f1": 0}, {"r0": 1}), 1) is None
+    assert math.isnan(rule.forget_level)
+    rec = rule.record(None, 10)
+    assert rec["reason"] == "max_steps" and rec["forget_level"] is None and rec["n_targets_known"] == 0
+
+
+def test_a_missing_probe_is_a_config_error():
+    rule = StopRule(_cfg(stop_forget_level=0.5, stop_probe="paraphrase"), 10, active=True)
+    with pytest.raises(ConfigError, match="stop_probe: .*'paraphrase'"):
+        rule.check(_OneProcess, _frame(0, {"f0": 1}, {"r0": 1}), 0)
+
+
+def test_a_disabled_rule_reads_nothing():
+    rule = StopRule(_cfg(), 10, active=True)
+    assert rule.check(_OneProcess, pd.DataFrame({"step": [0]}), 0) is None
+    assert rule.record(None, 10)["reason"] == "max_steps"
+
+
+@pytest.mark.parametrize(
+    "override, fragment",
+    [
+        ({"stop_forget_level": 1.0}, "stop_forget_level: must be within"),
+        ({"stop_forget_level": -0.1}, "stop_forget_level"),
+        ({"stop_retain_drop": 1.5}, "stop_retain_drop: must be within"),
+        ({"stop_probe": "story"}, "stop_probe"),
+    ],
+)
+def test_stop_config_errors(override, fragment):
+    with pytest.raises(ConfigError, match=fragment):
+        from_dict(UnlearnConfig, override)
