@@ -239,6 +239,36 @@ def test_train_step_alone_logs_a_finite_loss_and_changes_every_parameter(data_di
     assert not unchanged
 
 
+def test_compile_trains_through_the_compiled_forward_and_saves_the_plain_model(
+    data_dir, tmp_path, monkeypatch
+):
+    """`compile: true` wraps the model once for the training forward only (the wrapper shares its
+    weights); compiling itself takes minutes on a CPU, so a stand-in that counts calls replaces it."""
+    from frequnlearn.pretrain.loop import train_step
+
+    calls = []
+
+    class Compiled:
+        def __init__(self, model):
+            self.model = model
+
+        def __len__(self):  # a compiled module has no len(): the loop must not test its truth
+            raise TypeError("no len()")
+
+        def __call__(self, **kwargs):
+            calls.append(kwargs["input_ids"].shape)
+            return self.model(**kwargs)
+
+    monkeypatch.setattr(torch, "compile", lambda model, **kwargs: Compiled(model))
+    run, state = _setup(data_dir, tmp_path / "m", compile=True)
+    assert isinstance(state.forward, Compiled) and state.forward.model is state.model
+    ids, labels, _ = run.stream.batch(0)
+    train_step(state, (ids, labels))
+    assert calls == [ids.shape]
+    run, plain = _setup(data_dir, tmp_path / "p")
+    assert plain.forward is None
+
+
 def test_checkpoint_restores_the_state(data_dir, tmp_path):
     from frequnlearn.pretrain.loop import save_checkpoint, train_step
 

@@ -226,7 +226,9 @@ def test_the_headlines_state_each_findings_verdict_effect_and_counts(attacked):
     effect = pd.read_csv(attacked / "report" / "frequency_effect.csv")
     row = effect[(effect["size"] == "all") & (effect["method"] == "ga+gd") & ~effect["matched"]].iloc[0]
     # Eight target items per level and size, 16 pooled: fewer than a verdict needs, so descriptive.
-    assert one["estimate"] == pytest.approx(row["effect"]) and one["verdict"] == row["verdict"] == "descriptive"
+    assert (
+        one["estimate"] == pytest.approx(row["effect"]) and one["verdict"] == row["verdict"] == "descriptive"
+    )
     assert "fewer than the 20" in one["meaning"]
     assert one["n_items"] == min(row["n_high"], row["n_low"], row["n_control_high"], row["n_control_low"])
     assert one["n_people"] == 32 and one["n_seeds"] == 1

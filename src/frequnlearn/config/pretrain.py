@@ -61,8 +61,19 @@ class PretrainConfig:
     schedule: Literal["cosine", "linear", "constant"] = "cosine"
     # Gradient-norm clip (0: off).
     max_grad_norm: float = 1.0
-    # auto: bf16 on a GPU that has it, fp16 on other GPUs, fp32 (no mixed precision) on CPU.
+    # auto: bf16 on a GPU that has it, fp16 on other GPUs, fp32 (no mixed precision) on CPU. bf16 on a
+    # CPU is bf16 autocast, accepted only where the CPU computes bf16 natively (avx512_bf16 or amx_bf16;
+    # elsewhere it is emulated and slower than fp32); run.json records whether the CPU has it.
     mixed_precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    # Train the forward and backward through torch.compile (slower first steps while it compiles; pays
+    # for the smallest presets, whose steps are overhead-bound). Part of the model's key: compiled
+    # kernels sum in another order, so the weights differ from an uncompiled run's in the last bits.
+    compile: bool = False
+    # Train models that differ only by seed together as one batched ensemble (one step updates all of
+    # them; each sees its own seed's initial weights and batch order). Only for presets without dropout.
+    # Part of the model's key: batched matmuls sum in another order than one model's, so an ensemble's
+    # model equals the same seed trained alone within float tolerance, not bit for bit.
+    ensemble: bool = False
     # Seed of the weights' initialisation and of the batch order.
     seed: int = 0
     # CPU threads for torch (null: torch's default). Not part of the result: it changes speed only.
@@ -130,6 +141,11 @@ class PretrainConfig:
                 f"unknown attribute {attr!r}; use some of {list(ATTRIBUTES)}",
             )
         preset = self.model_preset()
+        check(
+            not self.ensemble or preset.dropout == 0,
+            "ensemble",
+            f"needs a model without dropout (the preset's dropout is {preset.dropout}); set dropout: 0 or ensemble: false",
+        )
         check(
             self.seq_len <= preset.n_positions,
             "seq_len",

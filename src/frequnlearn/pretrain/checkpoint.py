@@ -58,6 +58,9 @@ RUNTIME_FIELDS = (
     "eval_batch_size",
     "prompt_format",
 )
+# Switches that change the trained weights only when on: they enter a run's key only then, so a run
+# trained without them keeps the key it had before they existed (and stays reused).
+KEYED_WHEN_ON = ("compile", "ensemble")
 CHECKPOINTS = "checkpoints"  # the folder of a run directory that holds them
 STATE_FILE = "trainer_state.json"
 # The files of a checkpoint (format 2); the random states are one file per process.
@@ -78,9 +81,14 @@ def trained_settings(cfg: PretrainConfig) -> dict[str, Any]:
     that pins none trains with torch's default, the machine's cores)."""
     import torch
 
-    settings = {k: v for k, v in to_dict(cfg).items() if k not in RUNTIME_FIELDS}
+    settings = _weight_settings(to_dict(cfg))
     settings["num_threads"] = cfg.num_threads or torch.get_num_threads()
     return settings
+
+
+def _weight_settings(config: dict[str, Any]) -> dict[str, Any]:
+    """A config's fields that decide the weights (`KEYED_WHEN_ON` switches only when on)."""
+    return {k: v for k, v in config.items() if k not in RUNTIME_FIELDS and not (k in KEYED_WHEN_ON and not v)}
 
 
 def run_key(cfg: PretrainConfig, data_sha256: str) -> str:
@@ -90,7 +98,7 @@ def run_key(cfg: PretrainConfig, data_sha256: str) -> str:
 
 def check_other_run(where: Path, record: dict[str, Any], cfg: PretrainConfig, data_sha256: str) -> None:
     """Refuse to continue or return the run `record` (a checkpoint's or run.json's) unless it is this one."""
-    theirs = {k: v for k, v in (record.get("config") or {}).items() if k not in RUNTIME_FIELDS}
+    theirs = _weight_settings(record.get("config") or {})
     theirs["num_threads"] = theirs.get("num_threads") or "torch's default"
     mine = trained_settings(cfg)
     changed = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))

@@ -65,6 +65,7 @@ class TrainState:
     tokens_seen: int = 0
     window_loss: Any = None  # a tensor on the device: micro-batch losses summed since the last log row
     window_steps: int = 0
+    forward: Any = None  # the model through torch.compile (`compile: true`), sharing its weights
 
 
 @dataclass
@@ -111,6 +112,10 @@ class Meter:
 def pretrain(data_dir: str | Path, cfg: PretrainConfig, out_dir: str | Path) -> Path:
     """Train a GPT-2 preset on `data_dir`'s corpus into `out_dir`; resume if a checkpoint of this run is
     there, and return at once if this run finished there."""
+    if cfg.ensemble:  # the batched loop, with one model: the same numbers as in any ensemble
+        from frequnlearn.pretrain.ensemble import pretrain_ensemble
+
+        return pretrain_ensemble(data_dir, [cfg], [out_dir])[0]
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     data_sha256 = corpus_sha256(data_dir)
     if finished(out_dir, cfg, data_sha256):
@@ -163,8 +168,9 @@ def train_step(state: TrainState, batch: tuple[Any, Any]) -> dict[str, Any]:
             # Padding fills each packed sequence's tail only: the mask leaves every real token's
             # attention as it is and tells the model the tail is padding.
             mask = (labels[rows] != IGNORE_INDEX).long()
+            forward = model if state.forward is None else state.forward
             loss = (
-                model(input_ids=ids[rows], attention_mask=mask, labels=labels[rows]).loss / state.grad_accum
+                forward(input_ids=ids[rows], attention_mask=mask, labels=labels[rows]).loss / state.grad_accum
             )
             acc.backward(loss)
         state.window_loss += loss.detach()
@@ -260,6 +266,8 @@ def build_state(accelerator: Any, preset: Any, tok: Any, cfg: PretrainConfig, to
     optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg, total_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
+    # Only the training forward is compiled: saving, checks and checkpoints see the plain module.
+    forward = torch.compile(model, dynamic=False) if cfg.compile else None
     return TrainState(
         accelerator,
         model,
@@ -269,6 +277,7 @@ def build_state(accelerator: Any, preset: Any, tok: Any, cfg: PretrainConfig, to
         max_grad_norm=cfg.max_grad_norm,
         tokens_per_step=cfg.batch_size * cfg.seq_len,
         window_loss=torch.tensor(0.0, device=accelerator.device),
+        forward=forward,
     )
 
 
@@ -387,16 +396,52 @@ def finish(run: Run, state: TrainState) -> None:
 
 def summary(run: Run, state: TrainState, model: Any, knowledge: dict[str, Any] | None) -> dict[str, Any]:
     """run.json's summary: what was trained, on how much data, and what the model knows at the end."""
-    corpus, plan = run.corpus, run.corpus.plan(0)
+    acc = state.accelerator
+    return run_summary(
+        run.cfg,
+        run.corpus,
+        run.stream,
+        run.total_steps,
+        state.tokens_seen,
+        run.tokenizer,
+        model,
+        knowledge,
+        num_processes=acc.num_processes,
+        mixed_precision=acc.mixed_precision,
+    )
+
+
+def run_summary(
+    cfg: PretrainConfig,
+    corpus: PackedCorpus,
+    stream: BatchStream,
+    total_steps: int,
+    tokens_seen: int,
+    tokenizer: Any,
+    model: Any,
+    knowledge: dict[str, Any] | None,
+    *,
+    num_processes: int,
+    mixed_precision: str,
+    ensemble_size: int | None = None,
+) -> dict[str, Any]:
+    """The summary of a solo run or of one model of an ensemble (`ensemble_size` models trained
+    together); how it was trained (compiled, precision, whether this CPU has bf16) is recorded too."""
+    from frequnlearn.pretrain.ensemble import cpu_bf16_supported
+
+    plan = corpus.plan(0)
     return {
-        "steps": run.total_steps,
-        "epochs": round(run.stream.epoch_at(run.total_steps), 4),
-        "tokens_seen": state.tokens_seen,
+        "steps": total_steps,
+        "epochs": round(stream.epoch_at(total_steps), 4),
+        "tokens_seen": tokens_seen,
         "n_params": sum(p.numel() for p in model.parameters()),
-        "preset": to_dict(run.cfg.model_preset()),
-        "vocab_size": len(run.tokenizer),
-        "num_processes": state.accelerator.num_processes,
-        "mixed_precision": state.accelerator.mixed_precision,
+        "preset": to_dict(cfg.model_preset()),
+        "vocab_size": len(tokenizer),
+        "num_processes": num_processes,
+        "mixed_precision": mixed_precision,
+        "compile": cfg.compile,
+        "ensemble_size": ensemble_size,
+        "cpu_bf16_supported": cpu_bf16_supported(),
         "data": {
             "bio_documents": len(corpus.bio_docs),
             "qa_documents": len(corpus.qa_docs),
@@ -421,6 +466,15 @@ def _mixed_precision(setting: str) -> str:
         return "no"
     if setting != "auto":
         if not torch.cuda.is_available():
+            if setting == "bf16":
+                from frequnlearn.pretrain.ensemble import cpu_bf16_supported
+
+                if cpu_bf16_supported():
+                    return setting
+                raise ConfigError(
+                    "mixed_precision: bf16 on this CPU would be emulated (it has neither avx512_bf16 nor "
+                    "amx_bf16) and slower than fp32; use auto or fp32"
+                )
             raise ConfigError(f"mixed_precision: {setting} needs a GPU; use auto or fp32 on CPU")
         return setting
     if torch.cuda.is_available():

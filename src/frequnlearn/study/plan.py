@@ -74,29 +74,40 @@ def plan(cfg: StudyConfig, threads: int = 1) -> list[Task]:
         for world in worlds_of(cfg):
             label = world if several else None
             add(Task("generate", f"{DATA_DIR}{world_suffix(label)}", {"world": world}), [f"data:{world}"], [])
-            # Every seed pretrains its own models; each is unlearned with that same seed.
+            # Every seed pretrains its own models; each is unlearned with that same seed. With
+            # `pretrain.ensemble`, the seeds of one size are one task: trained together, batched.
+            groups = [[seed] for seed in s.seeds for _ in s.model_sizes]
+            sizes = [size for _ in s.seeds for size in s.model_sizes]
+            if cfg.pretrain.ensemble:
+                groups, sizes = [list(s.seeds) for _ in s.model_sizes], list(s.model_sizes)
+            for size, seeds in zip(sizes, groups):
+                tags = [model_tag(size, seed, label) for seed in seeds]
+                p = cfg.pretrain_for(size, seeds[0])
+                # What the time estimate scales measured throughput by: parameters and tokens (or epochs).
+                tokens = p.max_steps * p.batch_size * p.seq_len if p.max_steps else None
+                work = {"n_params": p.model_preset().n_params(), "epochs": p.epochs, "tokens": tokens}
+                # The models a task makes, each tag with its seed: one, or an ensemble's.
+                params = {
+                    "size": size,
+                    "seed": seeds[0],
+                    "world": world,
+                    "tags": tags,
+                    "seeds": seeds,
+                    **work,
+                }
+                name = (
+                    tags[0]
+                    if len(seeds) == 1
+                    else f"{size}-" + "+".join(f"s{x}" for x in seeds) + world_suffix(label)
+                )
+                add(
+                    Task("pretrain", name, params, resources=model_res),
+                    [f"model:{tag}" for tag in tags],
+                    [f"data:{world}"],
+                )
             for seed in s.seeds:
                 for size in s.model_sizes:
-                    tag = model_tag(size, seed, label)
-                    p = cfg.pretrain_for(size, seed)
-                    # What the time estimate scales measured throughput by: parameters and tokens (or epochs).
-                    tokens = p.max_steps * p.batch_size * p.seq_len if p.max_steps else None
-                    work = {"n_params": p.model_preset().n_params(), "epochs": p.epochs, "tokens": tokens}
-                    # The models a task makes, each tag with its seed: one today, an ensemble later.
-                    params = {
-                        "size": size,
-                        "seed": seed,
-                        "world": world,
-                        "tags": [tag],
-                        "seeds": [seed],
-                        **work,
-                    }
-                    add(
-                        Task("pretrain", tag, params, resources=model_res),
-                        [f"model:{tag}"],
-                        [f"data:{world}"],
-                    )
-                    models.append((tag, size, seed, world, [seed]))
+                    models.append((model_tag(size, seed, label), size, seed, world, [seed]))
     else:
         if cfg.count.backend != "ground-truth":
             add(Task("count", "items", {"world": None}), ["data:None"], [])

@@ -113,18 +113,24 @@ class TaskRunner:
 
     # ---- models
     def _pretrain(self, task: Task) -> None:
-        """Each model of the task (a tag and its seed; one today), resumed where a cut run stopped;
-        pretraining marks its own directory done."""
+        """Each model of the task (a tag and its seed: one, or an ensemble's seeds trained together),
+        resumed where a cut run stopped; pretraining marks each model's directory done."""
         from frequnlearn.pretrain import pretrain
+        from frequnlearn.pretrain.ensemble import pretrain_ensemble
         from frequnlearn.records import clear_if_stale, stage_done
 
         p = task.params
-        for tag, seed in zip(p["tags"], p["seeds"]):
-            path, key = self.layout.model(tag), self.keys.model({**p, "seed": seed})
+        paths = [self.layout.model(tag) for tag in p["tags"]]
+        cfgs = [self.keys.pretrain_cfg(p["size"], seed) for seed in p["seeds"]]
+        for path, seed in zip(paths, p["seeds"]):
+            key = self.keys.model({**p, "seed": seed})
             if not stage_done(path, key):  # a model of an ensemble may be done already
                 clear_if_stale(path, key)
-            with _threads_kept():
-                pretrain(self.layout.data(p["world"]), self.keys.pretrain_cfg(p["size"], seed), path)
+        with _threads_kept():
+            if len(cfgs) > 1:
+                pretrain_ensemble(self.layout.data(p["world"]), cfgs, paths)
+            else:
+                pretrain(self.layout.data(p["world"]), cfgs[0], paths[0])
 
     def _model(self, tag: str) -> tuple[Any, Any]:
         return self.inputs.model(self.layout.model(tag) if self.s.setting == "synthetic" else None, tag)
