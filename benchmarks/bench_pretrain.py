@@ -67,7 +67,7 @@ def bare(data: Path, cfg, tokenizer_dir: Path, warmup: int) -> float:
 
     from frequnlearn.models.presets import build_model, get_preset
     from frequnlearn.pretrain.data import BatchStream, prepare_data
-    from frequnlearn.pretrain.loop import build_optimizer, build_scheduler
+    from frequnlearn.pretrain.settings import build_optimizer, build_scheduler
 
     tok = AutoTokenizer.from_pretrained(tokenizer_dir, trust_remote_code=False)
     model = build_model(get_preset(cfg.preset), tok, seed=cfg.seed)
@@ -130,7 +130,7 @@ def main() -> None:
 
     from frequnlearn.config import load_config
     from frequnlearn.config.pretrain import PretrainConfig
-    from frequnlearn.pretrain.ensemble import cpu_bf16_supported
+    from frequnlearn.pretrain.settings import cpu_bf16_supported
 
     if args.threads:
         torch.set_num_threads(args.threads)

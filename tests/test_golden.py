@@ -40,6 +40,10 @@ from frequnlearn.unlearn import unlearn
 GOLDEN_DIR = Path(__file__).parent / "golden"
 UPDATE = os.environ.get("FREQUNLEARN_UPDATE_GOLDEN") == "1"
 REL_TOL, ABS_TOL = 1e-5, 1e-6
+# A truth ratio is exp of a difference of summed answer log-probabilities, so float noise in those sums
+# (another CPU's kernels, another summation order) reaches it undamped: 1e-4 relative is 1e-4 nats,
+# the agreement asked of the scoring paths. Measured: the taught model moved it by up to 3.4e-5.
+REL_TOL_BY_KEY = {"truth_ratio": 1e-4}
 
 # Training runs wherever accelerate puts them; their goldens are CPU numbers.
 cpu_only = pytest.mark.skipif(torch.cuda.is_available(), reason="golden trajectories are CPU numbers")
@@ -90,7 +94,8 @@ def _differences(expected: Any, actual: Any, where: str) -> list[str]:
         ]
     numbers = [isinstance(v, (int, float)) and not isinstance(v, bool) for v in (expected, actual)]
     if all(numbers):
-        if math.isclose(expected, actual, rel_tol=REL_TOL, abs_tol=ABS_TOL):
+        rel_tol = REL_TOL_BY_KEY.get(where.rsplit(".", 1)[-1], REL_TOL)
+        if math.isclose(expected, actual, rel_tol=rel_tol, abs_tol=ABS_TOL):
             return []
     elif expected == actual and type(expected) is type(actual):
         return []

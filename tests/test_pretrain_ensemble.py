@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 from frequnlearn.errors import ConfigError
 from frequnlearn.pretrain import ensemble as ens
 from frequnlearn.pretrain import pretrain, run_key
+from frequnlearn.pretrain import settings as pretrain_settings
 from frequnlearn.pretrain.ensemble import StackedAdamW, clip_grad_norms, pretrain_ensemble, stack_params
 from frequnlearn.records import stage_done, stage_key, stage_record
 from test_pretrain import make_data_dir, tiny_cfg
@@ -234,7 +235,7 @@ def test_bad_ensembles(data_dir, tmp_path):
 
 
 def test_cpu_bf16_is_refused_where_the_cpu_lacks_it(data_dir, tmp_path, monkeypatch):
-    monkeypatch.setattr(ens, "cpu_bf16_supported", lambda: False)
+    monkeypatch.setattr(pretrain_settings, "cpu_bf16_supported", lambda: False)
     with pytest.raises(ConfigError, match="mixed_precision: bf16"):
         pretrain(data_dir, tiny_cfg(mixed_precision="bf16"), tmp_path / "m")
 

@@ -26,7 +26,7 @@ SCRIPT = textwrap.dedent(
     retain = [QAItem(f"r{i}", f"Who employs Alan {i}?", "Apple") for i in range(5)]
     cfg = from_dict(
         UnlearnConfig,
-        {"method": "npo", "retain_loss": "kl", "lr": 1e-3, "batch_size": 2, "epochs": 2, "eval_steps": [1]},
+        {"method": "npo", "retain_loss": "kl", "lr": 1e-3, "batch_size": 2, "epochs": 2, "eval_steps": [1], "eval_each_epoch": True},
     )
     unlearn(model, tok, forget, retain, cfg, sys.argv[2], eval_fn=lambda m, t, s: pd.DataFrame({"step": [s]}))
     """

@@ -57,6 +57,7 @@ from frequnlearn.pretrain.checkpoint import (
     run_key,
 )
 from frequnlearn.pretrain.data import IGNORE_INDEX, BatchStream, PackedCorpus, corpus_sha256
+from frequnlearn.pretrain.settings import build_scheduler, mixed_precision_name, run_summary
 from frequnlearn.records import (
     claim_output_dir,
     mark_done,
@@ -67,7 +68,7 @@ from frequnlearn.records import (
     write_json,
 )
 
-BETAS = (0.9, 0.95)  # as `loop.build_optimizer`
+BETAS = (0.9, 0.95)  # as `settings.build_optimizer`
 ADAM_EPS = 1e-8
 
 
@@ -165,7 +166,7 @@ def clip_grad_norms(params: dict[str, Any], max_norm: float) -> Any:
 
 class StackedAdamW:
     """torch.optim.AdamW's update (betas 0.9, 0.95, decoupled weight decay on matrices and embeddings
-    only, as `loop.build_optimizer` groups them) over stacked parameters, with one learning rate per
+    only, as `settings.build_optimizer` groups them) over stacked parameters, with one learning rate per
     model: the models' schedules differ when their step counts do."""
 
     def __init__(self, params: dict[str, Any], weight_decay: float) -> None:
@@ -241,24 +242,12 @@ class Member:
         return self.out_dir / CHECKPOINTS
 
 
-def cpu_bf16_supported() -> bool:
-    """Whether this CPU computes bf16 natively (avx512_bf16 or amx_bf16); elsewhere bf16 autocast is
-    emulated, slower than fp32."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text().split()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
 def pretrain_ensemble(
     data_dir: str | Path, cfgs: list[PretrainConfig], out_dirs: list[str | Path]
 ) -> list[Path]:
     """Train the models `cfgs` (equal but for the seed, `ensemble: true`) together into `out_dirs`;
     resume a cut ensemble, skip models finished there, and return the directories."""
     import torch
-
-    from frequnlearn.pretrain.loop import _mixed_precision
 
     data_dir, dirs = Path(data_dir), [Path(d) for d in out_dirs]
     check_members(cfgs, dirs)
@@ -270,7 +259,7 @@ def pretrain_ensemble(
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    precision = _mixed_precision(cfg.mixed_precision)  # "no" or "bf16" (fp16 was refused)
+    precision = mixed_precision_name(cfg.mixed_precision)  # "no" or "bf16" (fp16 was refused)
     preset = cfg.model_preset()
     for _, d in todo:
         claim_output_dir(d, "model")
@@ -304,8 +293,6 @@ def _train(
 
     from frequnlearn.models.prompts import get_prompt_format
     from frequnlearn.pretrain.knowledge import load_eval_items
-    from frequnlearn.pretrain.loop import build_scheduler
-
     autocast = _autocast(device, precision)
     for m in members:
         dummy = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
@@ -616,8 +603,6 @@ def _finish(
 ) -> None:
     """Member i at its last step: the last knowledge check, then its model, tokenizer, run.json and card
     as one set (run.json last). Its done marker waits for the whole ensemble."""
-    from frequnlearn.pretrain.loop import run_summary
-
     final = _check(m, params, i, items, fmt, tok, m.total_steps, autocast)
     model = m.model
     record = {**run_info(m.cfg, m.cfg.seed), "key": m.key, "data_sha256": data_sha256}

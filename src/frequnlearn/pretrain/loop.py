@@ -45,6 +45,7 @@ from frequnlearn.pretrain.data import (
     prepare_tokenizer,
 )
 from frequnlearn.pretrain.knowledge import knowledge_check, load_eval_items
+from frequnlearn.pretrain.settings import build_optimizer, build_scheduler, mixed_precision_name, run_summary
 from frequnlearn.records import QAItem, claim_output_dir, mark_done, output_set, run_info, write_json
 
 
@@ -242,7 +243,7 @@ def make_accelerator(cfg: PretrainConfig, out_dir: Path) -> Any:
     # `torchrun --nproc_per_node N`) train together over gloo instead of each alone.
     accelerator = Accelerator(
         cpu=not torch.cuda.is_available(),
-        mixed_precision=_mixed_precision(cfg.mixed_precision),
+        mixed_precision=mixed_precision_name(cfg.mixed_precision),
         log_with=cfg.log_with or None,
         project_dir=str(out_dir),
     )
@@ -411,75 +412,7 @@ def summary(run: Run, state: TrainState, model: Any, knowledge: dict[str, Any] |
     )
 
 
-def run_summary(
-    cfg: PretrainConfig,
-    corpus: PackedCorpus,
-    stream: BatchStream,
-    total_steps: int,
-    tokens_seen: int,
-    tokenizer: Any,
-    model: Any,
-    knowledge: dict[str, Any] | None,
-    *,
-    num_processes: int,
-    mixed_precision: str,
-    ensemble_size: int | None = None,
-) -> dict[str, Any]:
-    """The summary of a solo run or of one model of an ensemble (`ensemble_size` models trained
-    together); how it was trained (compiled, precision, whether this CPU has bf16) is recorded too."""
-    from frequnlearn.pretrain.ensemble import cpu_bf16_supported
-
-    plan = corpus.plan(0)
-    return {
-        "steps": total_steps,
-        "epochs": round(stream.epoch_at(total_steps), 4),
-        "tokens_seen": tokens_seen,
-        "n_params": sum(p.numel() for p in model.parameters()),
-        "preset": to_dict(cfg.model_preset()),
-        "vocab_size": len(tokenizer),
-        "num_processes": num_processes,
-        "mixed_precision": mixed_precision,
-        "compile": cfg.compile,
-        "ensemble_size": ensemble_size,
-        "cpu_bf16_supported": cpu_bf16_supported(),
-        "data": {
-            "bio_documents": len(corpus.bio_docs),
-            "qa_documents": len(corpus.qa_docs),
-            "bio_sequences_per_epoch": plan.bio_seqs,
-            "qa_sequences_per_epoch": plan.qa_seqs,
-            "qa_repeats_per_epoch": round(plan.qa_docs_used / max(1, len(corpus.qa_docs)), 4),
-            "pad_fraction": round(plan.pad_fraction, 4),
-            "longest_document": max((len(d) for d in corpus.bio_docs + corpus.qa_docs), default=0),
-        },
-        "knowledge": knowledge,
-    }
-
-
 # ---------------------------------------------------------------- optimizer, schedule, precision, trackers
-
-
-def _mixed_precision(setting: str) -> str:
-    """accelerate's name for the setting ("no" is spelt fp32 in configs: YAML reads `no` as false)."""
-    import torch
-
-    if setting == "fp32":
-        return "no"
-    if setting != "auto":
-        if not torch.cuda.is_available():
-            if setting == "bf16":
-                from frequnlearn.pretrain.ensemble import cpu_bf16_supported
-
-                if cpu_bf16_supported():
-                    return setting
-                raise ConfigError(
-                    "mixed_precision: bf16 on this CPU would be emulated (it has neither avx512_bf16 nor "
-                    "amx_bf16) and slower than fp32; use auto or fp32"
-                )
-            raise ConfigError(f"mixed_precision: {setting} needs a GPU; use auto or fp32 on CPU")
-        return setting
-    if torch.cuda.is_available():
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "no"
 
 
 def _check_trackers(names: Sequence[str]) -> None:
@@ -494,27 +427,3 @@ def _check_trackers(names: Sequence[str]) -> None:
             raise ConfigError(
                 f"log_with: {name} is not installed; `pip install {name}` or remove it from log_with"
             )
-
-
-def build_optimizer(model: Any, cfg: PretrainConfig) -> Any:
-    """AdamW with weight decay on matrices and embeddings only (not biases or layer norms)."""
-    import torch
-
-    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95), eps=1e-8)
-
-
-def build_scheduler(optimizer: Any, cfg: PretrainConfig, total_steps: int) -> Any:
-    from transformers import (
-        get_constant_schedule_with_warmup,
-        get_cosine_schedule_with_warmup,
-        get_linear_schedule_with_warmup,
-    )
-
-    warmup = int(cfg.warmup * total_steps)
-    if cfg.schedule == "constant":
-        return get_constant_schedule_with_warmup(optimizer, warmup)
-    make = get_cosine_schedule_with_warmup if cfg.schedule == "cosine" else get_linear_schedule_with_warmup
-    return make(optimizer, warmup, total_steps)
