@@ -370,9 +370,11 @@ def test_frequency_only_baseline_breaks_ties_at_random():
 
 # sha256 of corpus.jsonl for two small configs, taken before candidates were frequency-matched:
 # models are cached by the corpus's hash, so changing how QA items are built must not change it.
+# 300 is the earlier default world (300 people, three attributes); 560 is configs/tiny.yaml's.
 CORPUS_SHA256 = {
     60: "c0ee3134c65f7ef658fcf75858a0372d92a6d4e59423b783ec151554b0ba712b",
     300: "af5c28f0db4a3cd9c2bfc5f0cf0133ee9a97c6346c7e78eb258435df539034ad",
+    560: "345dbc2ca68ab43317d949fdd9e9420beee5ae3cba9d2cdf504630a1f5ae0e11",
 }
 
 
@@ -381,11 +383,15 @@ def test_tiny_corpus_is_pinned_and_its_candidates_are_frequency_matched(tmp_path
         seed=0, n_people=60, high_exposure=3, attributes=["birth_city", "university", "employer"]
     )
     assert sha256_file(generate(small, tmp_path / "small") / "corpus.jsonl") == CORPUS_SHA256[60]
+    earlier = GenerateConfig(
+        seed=0, n_people=300, high_exposure=10, attributes=["birth_city", "university", "employer"]
+    )
+    assert sha256_file(generate(earlier, tmp_path / "earlier") / "corpus.jsonl") == CORPUS_SHA256[300]
     cfg = load_config(GenerateConfig, Path(__file__).parents[1] / "configs" / "tiny.yaml", section="generate")
     out = generate(cfg, tmp_path / "tiny")
-    assert sha256_file(out / "corpus.jsonl") == CORPUS_SHA256[300]
+    assert sha256_file(out / "corpus.jsonl") == CORPUS_SHA256[560]
     qa = read_jsonl(out / "qa.jsonl")
-    assert len(qa) == 900
+    assert len(qa) == 560
     for item in qa:
         assert item["candidate_counts"], item["item_id"]
         assert all(
@@ -442,12 +448,14 @@ def test_impossible_configs_are_refused(data, fragment):
 
 def test_tiny_study_config():
     cfg = load_config(GenerateConfig, Path(__file__).parents[1] / "configs" / "tiny.yaml", section="generate")
-    assert (cfg.n_people, cfg.high_exposure, cfg.seed) == (300, 10, 0)
-    assert group_sizes(300, cfg.group_fractions) == {
-        "retain": 150,
-        "forget_high": 50,
-        "forget_low": 50,
-        "utility": 50,
+    assert (cfg.n_people, cfg.high_exposure, cfg.seed, cfg.attributes) == (560, 10, 0, ["birth_city"])
+    # forget_low, the level a small model knows least of, twice forget_high's size: about 50 known
+    # target items per level after the known half is split into targets and controls.
+    assert group_sizes(560, cfg.group_fractions) == {
+        "retain": 145,
+        "forget_high": 129,
+        "forget_low": 258,
+        "utility": 28,
     }
 
 

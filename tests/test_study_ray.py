@@ -39,7 +39,7 @@ TINY = [
     "evaluate.metrics=[prob,gen]",
     "evaluate.probes=[question]",
     "study.eval_retain_size=6",
-    "study.eval_utility_size=6",
+    "study.eval_utility_size=3",
     "study.n_boot=200",
     "study.num_threads=1",
 ]
