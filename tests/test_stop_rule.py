@@ -19,22 +19,11 @@ from frequnlearn.config.unlearn import UnlearnConfig
 from frequnlearn.errors import ConfigError
 from frequnlearn.models.loading import load_model_and_tokenizer
 from frequnlearn.models.prompts import get_prompt_format
-from frequnlearn.records import QAItem, read_json
+from frequnlearn.records import read_json
 from frequnlearn.unlearn import unlearn
 from frequnlearn.unlearn.data import collate, encode_items
 from frequnlearn.unlearn.loop import StopRule, token_logprobs
-
-FORGET = [
-    QAItem("f0", "Who employs Ada Mae Lovelace?", "Google"),
-    QAItem("f1", "What is the birth city of Alan Turing?", "London, UK"),
-    QAItem("f2", "Who employs Alan Mathison Turing?", "Apple"),
-    QAItem("f3", "What is the birth city of Ada?", "Paris"),
-]
-RETAIN = [
-    QAItem("r0", "Who employs Ada?", "Apple in Cupertino, CA"),
-    QAItem("r1", "What is the birth city of Mae?", "Paris"),
-    QAItem("r2", "Who employs Turing?", "Stanford University"),
-]
+from test_unlearn import FORGET, RETAIN
 
 
 def _cfg(**kw) -> UnlearnConfig:
