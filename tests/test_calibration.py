@@ -187,6 +187,64 @@ def test_placebo_of_equal_exposure_stays_silent():
     assert (eff["net_drop_high"] > 0).all()  # lr > 0: targeted forgetting at both levels
 
 
+def _stopped_runs(rng, k: int, n_arm: int = 50, hazard: dict[str, float] | None = None, L: float = 0.5):
+    """Study `k`: both levels' runs evaluated every step and stopped by the rule at the first step at
+    which the targets' normalised accuracy is <= L (at most 100 steps), items lost at geometric steps
+    with the same hazard at both levels: equal exposure, so no frequency effect."""
+    hazard = hazard or {"forget": 0.07, "control": 0.02}
+    frames = []
+    for level in ("forget_high", "forget_low"):
+        people = np.array([f"s{k}-{level}-p{i:03d}" for i in range(2 * n_arm)])
+        target = rng.permutation(2 * n_arm) < n_arm
+        role = np.where(target, "forget", "control")
+        lost_at = 1 + rng.geometric(np.array([hazard[r] for r in role]))
+        steps = np.arange(101)
+        gen = steps[None, :] < lost_at[:, None]
+        hit = np.nonzero((gen[target].mean(0) <= L) & (steps >= 1))[0]
+        last = int(hit[0]) if len(hit) else 100
+        steps, gen = steps[: last + 1], gen[:, : last + 1]
+        frames.append(
+            pd.DataFrame(
+                {
+                    "run_id": f"m{k}/ga+gd/{level}-known",
+                    "model": f"m{k}",
+                    "size": f"study{k:04d}",
+                    "seed": 0,
+                    "world": 0,
+                    "method": "ga+gd",
+                    "level": level,
+                    "selection": "known",
+                    "role": np.repeat(role, len(steps)),
+                    "probe": "question",
+                    "step": np.tile(steps, 2 * n_arm),
+                    "item_id": np.repeat([f"{p}-birth_city" for p in people], len(steps)),
+                    "person_id": np.repeat(people, len(steps)),
+                    "frequency": 10.0 if level == "forget_high" else 1.0,
+                    "gen_known": gen.ravel(),
+                    "margin": np.repeat(rng.normal(1.3, 0.5, 2 * n_arm), len(steps)),
+                }
+            )
+        )
+    return frames
+
+
+def test_a_horizon_the_stopping_rule_picks_keeps_the_null_silent():
+    """The levels are compared up to the step at which the faster run stopped, a step the data choose
+    while the item bootstrap holds it fixed. Under no effect (one seed, 50 items per arm, as the default
+    study) the interval must still cover zero and "supported" stay within its 2.5%."""
+    n = 400
+    rng = np.random.default_rng(11)
+    v = pd.concat([f for k in range(n) for f in _stopped_runs(rng, k)], ignore_index=True)
+    items = E.item_table(v)
+    assert (items.groupby("run_id")["horizon"].first() < items.groupby("run_id")["last_step"].first()).any()
+    eff = E.frequency_effect(items, "forget_high", "forget_low", n_boot=250)
+    assert len(eff) == n
+    covered = ((eff["effect_lo"] <= 0) & (0 <= eff["effect_hi"])).mean()
+    assert covered >= 0.93, covered
+    assert (eff["verdict"] == SUPPORTED).mean() <= _mc_limit(0.025, n)
+    assert _unbiased(eff["effect"], 0.0)
+
+
 def test_arms_of_three_are_descriptive_and_not_narrower_than_welch():
     n = 200
     eff = _effects(np.random.default_rng(5), n, PLANTED, n_arm=3, seeds=1)
