@@ -698,3 +698,16 @@ def test_report_shows_what_each_pretrained_model_knew(tmp_path):
     k = pd.read_csv(out / "pretraining_knowledge.csv").set_index("size")
     assert k.loc["tiny", "known forget_high"] == 0.975 and k.loc["mini", "n forget_low"] == 60
     assert "Pretraining knowledge per model" in (out / "report.md").read_text()
+
+
+def test_a_grid_verdict_reads_its_slope_per_e_fold_not_as_a_level_difference():
+    from frequnlearn.report.headline import OPPOSITE, SUPPORTED
+    from frequnlearn.report.prose import _meaning_1
+
+    row = {"estimate": -0.105}
+    grid = _meaning_1(SUPPORTED, row, "16", "1", "", grid=True)
+    assert grid.startswith("Per e-fold of frequency (from 1 to 16 copies)") and "0.105" in grid
+    assert "16 items spent" not in grid and "harder to unlearn" in grid
+    assert "more forgotten" in _meaning_1(OPPOSITE, {"estimate": 0.2}, "16", "1", "", grid=True)
+    two = _meaning_1(SUPPORTED, {"estimate": -0.265}, "forget_high", "forget_low", "")
+    assert two.startswith("forget_high items spent 0.265 of the budget less forgotten than forget_low")

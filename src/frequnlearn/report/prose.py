@@ -113,7 +113,11 @@ def sentence(h: Headline) -> str:
     return s + "".join(f" {n}" for n in h.notes)
 
 
-def _meaning_1(word: str, row: dict[str, Any] | None, high: str, low: str, why: str) -> str:
+def _meaning_1(
+    word: str, row: dict[str, Any] | None, high: str, low: str, why: str, grid: bool = False
+) -> str:
+    """What the verdict means in one sentence; on an exposure grid the estimate is a slope per e-fold
+    of frequency, not a difference between the top and bottom levels, and is said so."""
     if row is not None and "why" in row:
         return f"Descriptive only: {row['why']}."
     if word == NO_ESTIMATE:
@@ -121,6 +125,16 @@ def _meaning_1(word: str, row: dict[str, Any] | None, high: str, low: str, why: 
     if word == DESCRIPTIVE:
         return f"Descriptive only: {why}."
     x = row["estimate"]
+    if grid and word in (SUPPORTED, OPPOSITE):
+        less = "less" if word == SUPPORTED else "more"
+        reading = (
+            "frequent facts were harder to unlearn" if word == SUPPORTED else "the opposite of the claim"
+        )
+        return (
+            f"Per e-fold of frequency (from {low} to {high} copies), target items spent {abs(x):.3f} of "
+            f"the budget {less} forgotten beyond what their untargeted controls lost: {reading}, and "
+            "the interval excludes no difference."
+        )
     if word == SUPPORTED:
         return (
             f"{high} items spent {abs(x):.3f} of the budget less forgotten than {low} items beyond what "
@@ -215,7 +229,7 @@ def headline_frequency(
         n_seeds=int(row["n_seeds"]) if row is not None else 0,
         n_worlds=int(src["n_worlds"]) if src is not None else 1,
         budget=budget_text,
-        meaning=_meaning_1(word, row, high, low, _why_not(row, high, low, src)),
+        meaning=_meaning_1(word, row, high, low, _why_not(row, high, low, src), grid=primary.grid),
         exploratory=int(family[(family["finding"] == "1")]["counted"].sum()) if len(family) else 0,
         notes=notes,
     )
