@@ -187,6 +187,31 @@ def test_placebo_of_equal_exposure_stays_silent():
     assert (eff["net_drop_high"] > 0).all()  # lr > 0: targeted forgetting at both levels
 
 
+def _run_frame(model, size, seed, level, target, steps, people, gen, margin, **extra) -> pd.DataFrame:
+    """One run's per-step generation verdicts: a row per item and evaluated step."""
+    return pd.DataFrame(
+        {
+            "run_id": f"{model}/ga+gd/{level}-known",
+            "model": model,
+            "size": size,
+            "seed": seed,
+            "world": 0,
+            "method": "ga+gd",
+            "level": level,
+            "selection": "known",
+            "role": np.repeat(np.where(target, "forget", "control"), len(steps)),
+            "probe": "question",
+            "step": np.tile(steps, len(people)),
+            "item_id": np.repeat([f"{p}-birth_city" for p in people], len(steps)),
+            "person_id": np.repeat(people, len(steps)),
+            "frequency": 10.0 if level == "forget_high" else 1.0,
+            "gen_known": gen.ravel(),
+            **extra,
+            "margin": np.repeat(margin, len(steps)),
+        }
+    )
+
+
 def _stopped_runs(rng, k: int, n_arm: int = 50, hazard: dict[str, float] | None = None, L: float = 0.5):
     """Study `k`: both levels' runs evaluated every step and stopped by the rule at the first step at
     which the targets' normalised accuracy is <= L (at most 100 steps), items lost at geometric steps
@@ -203,28 +228,8 @@ def _stopped_runs(rng, k: int, n_arm: int = 50, hazard: dict[str, float] | None 
         hit = np.nonzero((gen[target].mean(0) <= L) & (steps >= 1))[0]
         last = int(hit[0]) if len(hit) else 100
         steps, gen = steps[: last + 1], gen[:, : last + 1]
-        frames.append(
-            pd.DataFrame(
-                {
-                    "run_id": f"m{k}/ga+gd/{level}-known",
-                    "model": f"m{k}",
-                    "size": f"study{k:04d}",
-                    "seed": 0,
-                    "world": 0,
-                    "method": "ga+gd",
-                    "level": level,
-                    "selection": "known",
-                    "role": np.repeat(role, len(steps)),
-                    "probe": "question",
-                    "step": np.tile(steps, 2 * n_arm),
-                    "item_id": np.repeat([f"{p}-birth_city" for p in people], len(steps)),
-                    "person_id": np.repeat(people, len(steps)),
-                    "frequency": 10.0 if level == "forget_high" else 1.0,
-                    "gen_known": gen.ravel(),
-                    "margin": np.repeat(rng.normal(1.3, 0.5, 2 * n_arm), len(steps)),
-                }
-            )
-        )
+        margin = rng.normal(1.3, 0.5, 2 * n_arm)
+        frames.append(_run_frame(f"m{k}", f"study{k:04d}", 0, level, target, steps, people, gen, margin))
     return frames
 
 
@@ -480,33 +485,15 @@ def _frames(rng, high_t, low_t, n_arm=25, seeds=(0, 1, 2), lr_zero=False, size="
             gen = steps[None, :] < t[:, None]
             if lr_zero:
                 gen = np.ones_like(gen)
-            run = f"{size}-s{seed}/ga+gd/{level}-known"
+            prob_known = gen.ravel() | (rng.random(gen.size) < 0.5)
+            margin = rng.normal(1.9 if level == "forget_high" else 1.2, 0.5, 2 * n_arm)
+            extra = {
+                "prob_known": prob_known,
+                "truth_ratio": np.where(gen.ravel(), 0.5, 2.0),
+                "logprob_per_token": np.where(gen.ravel(), -1.0, -3.0),
+            }
             frames.append(
-                pd.DataFrame(
-                    {
-                        "run_id": run,
-                        "model": f"{size}-s{seed}",
-                        "size": size,
-                        "seed": seed,
-                        "world": 0,
-                        "method": "ga+gd",
-                        "level": level,
-                        "selection": "known",
-                        "role": np.repeat(np.where(target, "forget", "control"), len(steps)),
-                        "probe": "question",
-                        "step": np.tile(steps, 2 * n_arm),
-                        "item_id": np.repeat([f"{p}-birth_city" for p in people], len(steps)),
-                        "person_id": np.repeat(people, len(steps)),
-                        "frequency": 10.0 if level == "forget_high" else 1.0,
-                        "gen_known": gen.ravel(),
-                        "prob_known": gen.ravel() | (rng.random(gen.size) < 0.5),
-                        "truth_ratio": np.where(gen.ravel(), 0.5, 2.0),
-                        "logprob_per_token": np.where(gen.ravel(), -1.0, -3.0),
-                        "margin": np.repeat(
-                            rng.normal(1.9 if level == "forget_high" else 1.2, 0.5, 2 * n_arm), len(steps)
-                        ),
-                    }
-                )
+                _run_frame(f"{size}-s{seed}", size, seed, level, target, steps, people, gen, margin, **extra)
             )
     return pd.concat(frames, ignore_index=True)
 
