@@ -57,7 +57,7 @@ from frequnlearn.pretrain.checkpoint import (
     run_key,
 )
 from frequnlearn.pretrain.data import IGNORE_INDEX, BatchStream, PackedCorpus, corpus_sha256
-from frequnlearn.pretrain.settings import build_scheduler, mixed_precision_name, run_summary
+from frequnlearn.pretrain.settings import ADAM_EPS, BETAS, build_scheduler, mixed_precision_name, run_summary
 from frequnlearn.records import (
     claim_output_dir,
     mark_done,
@@ -67,10 +67,6 @@ from frequnlearn.records import (
     write_bytes,
     write_json,
 )
-
-BETAS = (0.9, 0.95)  # as `settings.build_optimizer`
-ADAM_EPS = 1e-8
-
 
 # ---------------------------------------------------------------- the batched model
 
@@ -293,6 +289,7 @@ def _train(
 
     from frequnlearn.models.prompts import get_prompt_format
     from frequnlearn.pretrain.knowledge import load_eval_items
+
     autocast = _autocast(device, precision)
     for m in members:
         dummy = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)

@@ -15,6 +15,10 @@ from frequnlearn.config.pretrain import PretrainConfig
 from frequnlearn.errors import ConfigError
 from frequnlearn.pretrain.data import BatchStream, PackedCorpus
 
+# AdamW's betas and eps, for the solo loop's torch optimizer and the ensemble's stacked one alike.
+BETAS = (0.9, 0.95)
+ADAM_EPS = 1e-8
+
 
 def cpu_bf16_supported() -> bool:
     """Whether this CPU computes bf16 natively (avx512_bf16 or amx_bf16); elsewhere bf16 autocast is
@@ -55,7 +59,7 @@ def build_optimizer(model: Any, cfg: PretrainConfig) -> Any:
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95), eps=1e-8)
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=BETAS, eps=ADAM_EPS)
 
 
 def build_scheduler(optimizer: Any, cfg: PretrainConfig, total_steps: int) -> Any:
