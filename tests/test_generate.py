@@ -370,7 +370,8 @@ def test_frequency_only_baseline_breaks_ties_at_random():
 
 # sha256 of corpus.jsonl for two small configs, taken before candidates were frequency-matched:
 # models are cached by the corpus's hash, so changing how QA items are built must not change it.
-# 300 is the earlier default world (300 people, three attributes); 560 is configs/tiny.yaml's.
+# 300 is the earlier default world (300 people, three attributes); 560 is configs/tiny.yaml's, pinned
+# when the default moved to it (after candidates were frequency-matched, so a new pin, not a moved one).
 CORPUS_SHA256 = {
     60: "c0ee3134c65f7ef658fcf75858a0372d92a6d4e59423b783ec151554b0ba712b",
     300: "af5c28f0db4a3cd9c2bfc5f0cf0133ee9a97c6346c7e78eb258435df539034ad",
