@@ -455,3 +455,20 @@ def test_gpt2_vocabulary_run(data_dir, tmp_path):
     tok = AutoTokenizer.from_pretrained(out)
     assert len(tok) == AutoModelForCausalLM.from_pretrained(out).config.vocab_size == 50257
     assert tok("Hello world")["input_ids"] == [15496, 995]
+
+
+def test_a_second_run_in_one_process_may_use_another_precision(tmp_path):
+    """accelerate keeps one precision per process; a run at another one (an fp32 run after a bf16
+    one, as a benchmark or a notebook does) gets its own instead of accelerate's ValueError."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    from frequnlearn.pretrain.loop import make_accelerator
+
+    try:
+        Accelerator(cpu=True, mixed_precision="bf16")
+        assert AcceleratorState().mixed_precision == "bf16"
+        accelerator = make_accelerator(PretrainConfig(mixed_precision="fp32"), tmp_path)
+        assert accelerator.mixed_precision == "no"
+    finally:
+        AcceleratorState._reset_state()

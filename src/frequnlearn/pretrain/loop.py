@@ -239,11 +239,13 @@ def make_accelerator(cfg: PretrainConfig, out_dir: Path) -> Any:
     from accelerate import Accelerator
 
     _check_trackers(cfg.log_with)
+    precision = mixed_precision_name(cfg.mixed_precision)
+    _forget_other_precision(precision)
     # cpu=True on a machine without GPUs lets torchrun-started processes (`accelerate launch --multi_gpu`,
     # `torchrun --nproc_per_node N`) train together over gloo instead of each alone.
     accelerator = Accelerator(
         cpu=not torch.cuda.is_available(),
-        mixed_precision=mixed_precision_name(cfg.mixed_precision),
+        mixed_precision=precision,
         log_with=cfg.log_with or None,
         project_dir=str(out_dir),
     )
@@ -254,6 +256,22 @@ def make_accelerator(cfg: PretrainConfig, out_dir: Path) -> Any:
             "the global batch is kept whatever the process count, so pick a multiple"
         )
     return accelerator
+
+
+def _forget_other_precision(precision: str) -> None:
+    """Let a second run in one process train at another precision than the first.
+
+    accelerate keeps one AcceleratorState per process and refuses an Accelerator whose mixed
+    precision differs from it, so `pretrain(fp32 config)` then `pretrain(bf16 config)` in one Python
+    session (a notebook, a benchmark) would fail. A single process owns nothing in that state but the
+    precision, so it is cleared; a distributed launch keeps it (all its processes agreed on it).
+    """
+    from accelerate.state import AcceleratorState, PartialState
+
+    if not AcceleratorState._shared_state or PartialState().use_distributed:
+        return
+    if AcceleratorState().mixed_precision != precision:
+        AcceleratorState._reset_state()
 
 
 def build_state(accelerator: Any, preset: Any, tok: Any, cfg: PretrainConfig, total_steps: int) -> TrainState:
