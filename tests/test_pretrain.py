@@ -418,6 +418,44 @@ def test_a_short_run_memorises_the_qa_it_was_trained_on(data_dir, tmp_path):
     assert final["by_group"]["retain"]["accuracy"] == 1.0
 
 
+def test_a_knowledge_target_ends_the_run_at_the_first_check_that_reaches_it(data_dir, tmp_path):
+    """stop_known: the run ends at the first knowledge check where every named group reaches its
+    fraction; the model saved is that step's, and run.json says how far it was planned to go."""
+    cfg = tiny_cfg(max_steps=300, n_embd=64, eval_every=20, log_every=20, stop_known={"retain": 0.5})
+    out = pretrain(data_dir, cfg, tmp_path / "m")
+    rows = read_jsonl(out / "knowledge.jsonl")
+    accuracy = [row["by_group"]["retain"]["accuracy"] for row in rows]
+    assert accuracy[-1] >= 0.5 and all(a < 0.5 for a in accuracy[:-1])
+    assert [row["step"] for row in rows] == [20 * (i + 1) for i in range(len(rows))]
+    summary = json.loads((out / "run.json").read_text())["summary"]
+    assert summary["steps"] == rows[-1]["step"] < 300
+    assert summary["planned_steps"] == 300 and summary["stopped_by_knowledge_target"] is True
+    assert summary["knowledge"]["by_group"]["retain"]["accuracy"] == accuracy[-1]
+    assert max(row["step"] for row in read_jsonl(out / "metrics.jsonl")) == rows[-1]["step"]
+    # Unreachable (forget_low is never in the corpus as QA): every planned step is trained.
+    far = pretrain(
+        data_dir, tiny_cfg(max_steps=24, eval_every=6, stop_known={"forget_low": 1.0}), tmp_path / "f"
+    )
+    summary = json.loads((far / "run.json").read_text())["summary"]
+    assert (summary["steps"], summary["stopped_by_knowledge_target"]) == (24, False)
+
+
+@pytest.mark.parametrize(
+    "overrides, field",
+    [
+        ({"stop_known": {"forget_mid": 0.5}}, "unknown group"),
+        ({"stop_known": {"retain": 0}}, "in (0, 1]"),
+        ({"stop_known": {"retain": 1.5}}, "in (0, 1]"),
+        ({"stop_known": {"retain": 0.5}, "eval_every": 0}, "eval_every > 0"),
+        ({"stop_known": {"retain": 0.5}, "ensemble": True}, "ensemble: false"),
+    ],
+)
+def test_a_knowledge_target_that_cannot_work_is_refused(overrides, field):
+    with pytest.raises(ConfigError, match="stop_known") as err:
+        tiny_cfg(**overrides)
+    assert field in str(err.value)
+
+
 def test_command_line(data_dir, tmp_path, capsys):
     from frequnlearn.cli import main
 

@@ -91,6 +91,12 @@ class PretrainConfig:
 
     # Knowledge check: greedy answers to held-out QA of each group and to in-corpus retain QA.
     eval_every: int = 0  # 0: at the end only
+    # Epochs chosen by a knowledge target: end the run at the first knowledge check (every eval_every
+    # steps) at which each named group's accuracy reaches its fraction, e.g. {forget_low: 0.5};
+    # `epochs` (or max_steps) is then the most it trains. The schedule still spans that maximum, so a
+    # run that stops early stops before its learning rate has decayed: a constant schedule makes the
+    # stopping point independent of the maximum. Empty: train every epoch. Part of the model's key.
+    stop_known: dict[str, float] = field(default_factory=dict)
     eval_attributes: list[str] = field(default_factory=list)  # empty: every attribute
     eval_per_group: int = 0  # items sampled per group (0: all)
     # Prompts per batch of the knowledge check.
@@ -125,6 +131,25 @@ class PretrainConfig:
         check(self.keep_checkpoints >= 1, "keep_checkpoints", "keep at least 1 checkpoint to resume from")
         check(self.eval_every >= 0, "eval_every", "must be >= 0 (0: evaluate at the end only)")
         check(self.eval_per_group >= 0, "eval_per_group", "must be >= 0 (0: all items)")
+        from frequnlearn.records import GROUPS
+
+        for group, target in self.stop_known.items():
+            check(group in GROUPS, "stop_known", f"unknown group {group!r}; use some of {list(GROUPS)}")
+            check(
+                isinstance(target, (int, float)) and 0 < target <= 1,
+                "stop_known",
+                f"{group}: a target is a fraction known in (0, 1], got {target!r}",
+            )
+        check(
+            not self.stop_known or self.eval_every > 0,
+            "stop_known",
+            "is checked at the knowledge checks during training: set eval_every > 0 (e.g. 100 steps)",
+        )
+        check(
+            not (self.stop_known and self.ensemble),
+            "stop_known",
+            "would end each model of an ensemble at its own step; set ensemble: false to use it",
+        )
         check(self.eval_batch_size >= 1, "eval_batch_size", "must be >= 1")
         for tracker in self.log_with:
             check(

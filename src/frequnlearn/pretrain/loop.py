@@ -145,11 +145,39 @@ def pretrain(data_dir: str | Path, cfg: PretrainConfig, out_dir: str | Path) -> 
                 log_window(run, state, epoch, meter)
             bar.update(1)
             if cfg.eval_every and done % cfg.eval_every == 0 and not last:
-                check_knowledge(run, state, epoch)
+                result = check_knowledge(run, state, epoch)
+                if target_met(run, state, result):
+                    bar.set(stopped="knowledge target met")
+                    finish(run, state, result)
+                    return out_dir
             if done % cfg.save_every == 0 and not last:
                 save_checkpoint(run, state)
     finish(run, state)
     return out_dir
+
+
+def target_met(run: Run, state: TrainState, result: dict[str, Any] | None) -> bool:
+    """Whether each group of `stop_known` has reached its fraction known in this check (decided by
+    the main process, which alone runs the check, and told to the others)."""
+    targets = run.cfg.stop_known
+    if not targets:
+        return False
+    met = False
+    if run.main:
+        assert result is not None
+        by_group = result["by_group"]
+        missing = sorted(set(targets) - set(by_group))
+        if missing:
+            raise ConfigError(
+                f"stop_known: the knowledge check has no items of {', '.join(missing)} (eval_attributes "
+                f"{run.cfg.eval_attributes or 'all'}); name groups the data has"
+            )
+        met = all(by_group[g]["accuracy"] >= t for g, t in targets.items())
+    if state.accelerator.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        met = bool(broadcast_object_list([met])[0])
+    return met
 
 
 def train_step(state: TrainState, batch: tuple[Any, Any]) -> dict[str, Any]:
@@ -393,10 +421,12 @@ def check_knowledge(run: Run, state: TrainState, epoch: float) -> dict[str, Any]
     return result
 
 
-def finish(run: Run, state: TrainState) -> None:
-    """The last knowledge check, the model, its run.json record and, last, the done marker."""
+def finish(run: Run, state: TrainState, final: dict[str, Any] | None = None) -> None:
+    """The last knowledge check (unless `final`, this step's, is given), the model, its run.json
+    record and, last, the done marker."""
     acc = state.accelerator
-    final = check_knowledge(run, state, run.stream.epoch_at(run.total_steps))
+    if final is None:
+        final = check_knowledge(run, state, run.stream.epoch_at(state.step))
     if run.main:
         model = acc.unwrap_model(state.model)
         record = {**run_info(run.cfg, run.cfg.seed), "key": run.key, "data_sha256": run.data_sha256}
@@ -407,7 +437,7 @@ def finish(run: Run, state: TrainState) -> None:
             run.tokenizer.save_pretrained(tmp)
             write_json(tmp / "run.json", {**record, "summary": summary(run, state, model, final)})
             write_pretrained_card(tmp, run.out_dir)
-        mark_done(run.out_dir, run.key, {"steps": run.total_steps})
+        mark_done(run.out_dir, run.key, {"steps": state.step})
     acc.wait_for_everyone()
     if run.cfg.log_with:
         acc.end_training()
@@ -420,13 +450,14 @@ def summary(run: Run, state: TrainState, model: Any, knowledge: dict[str, Any] |
         run.cfg,
         run.corpus,
         run.stream,
-        run.total_steps,
+        state.step,
         state.tokens_seen,
         run.tokenizer,
         model,
         knowledge,
         num_processes=acc.num_processes,
         mixed_precision=acc.mixed_precision,
+        planned_steps=run.total_steps,
     )
 
 

@@ -89,12 +89,18 @@ def run_summary(
     num_processes: int,
     mixed_precision: str,
     ensemble_size: int | None = None,
+    planned_steps: int | None = None,
 ) -> dict[str, Any]:
     """The summary of a solo run or of one model of an ensemble (`ensemble_size` models trained
-    together); how it was trained (compiled, precision, whether this CPU has bf16) is recorded too."""
+    together); how it was trained (compiled, precision, whether this CPU has bf16) is recorded too.
+    `total_steps` are the steps trained; `planned_steps` the most the config allowed (they differ when
+    `stop_known` ended the run at a knowledge target)."""
     plan = corpus.plan(0)
+    planned = total_steps if planned_steps is None else planned_steps
     return {
         "steps": total_steps,
+        "planned_steps": planned,
+        "stopped_by_knowledge_target": total_steps < planned,
         "epochs": round(stream.epoch_at(total_steps), 4),
         "tokens_seen": tokens_seen,
         "n_params": sum(p.numel() for p in model.parameters()),
