@@ -440,6 +440,20 @@ def test_a_knowledge_target_ends_the_run_at_the_first_check_that_reaches_it(data
     assert (summary["steps"], summary["stopped_by_knowledge_target"]) == (24, False)
 
 
+def test_a_knowledge_target_keys_the_check_that_decides_where_training_ends():
+    """Without stop_known the check's settings are runtime only (solo keys as before); with it, the
+    check decides the last step, so its settings are part of the model's key."""
+    from frequnlearn.pretrain.checkpoint import run_key, trained_settings
+
+    plain = tiny_cfg()
+    assert "stop_known" not in trained_settings(plain)
+    assert run_key(plain, "x") == run_key(tiny_cfg(eval_every=3), "x")
+    target = tiny_cfg(stop_known={"retain": 0.5})
+    assert run_key(target, "x") != run_key(plain, "x")
+    assert run_key(target, "x") != run_key(tiny_cfg(stop_known={"retain": 0.5}, eval_every=3), "x")
+    assert run_key(target, "x") != run_key(tiny_cfg(stop_known={"retain": 0.5}, eval_per_group=1), "x")
+
+
 @pytest.mark.parametrize(
     "overrides, field",
     [

@@ -60,7 +60,7 @@ RUNTIME_FIELDS = (
 )
 # Switches that change the trained weights only when on: they enter a run's key only then, so a run
 # trained without them keeps the key it had before they existed (and stays reused).
-KEYED_WHEN_ON = ("compile", "ensemble")
+KEYED_WHEN_ON = ("compile", "ensemble", "stop_known")
 CHECKPOINTS = "checkpoints"  # the folder of a run directory that holds them
 STATE_FILE = "trainer_state.json"
 # The files of a checkpoint (format 2); the random states are one file per process.
@@ -86,9 +86,20 @@ def trained_settings(cfg: PretrainConfig) -> dict[str, Any]:
     return settings
 
 
+# The knowledge check's settings: runtime fields, except that with a knowledge target (`stop_known`)
+# the check decides the step at which training ends, and so the weights.
+CHECK_FIELDS = ("eval_every", "eval_attributes", "eval_per_group", "prompt_format")
+
+
 def _weight_settings(config: dict[str, Any]) -> dict[str, Any]:
-    """A config's fields that decide the weights (`KEYED_WHEN_ON` switches only when on)."""
-    return {k: v for k, v in config.items() if k not in RUNTIME_FIELDS and not (k in KEYED_WHEN_ON and not v)}
+    """A config's fields that decide the weights (`KEYED_WHEN_ON` switches only when on; the knowledge
+    check's settings only under a knowledge target)."""
+    decided_by_check = set(CHECK_FIELDS) if config.get("stop_known") else set()
+    return {
+        k: v
+        for k, v in config.items()
+        if (k not in RUNTIME_FIELDS or k in decided_by_check) and not (k in KEYED_WHEN_ON and not v)
+    }
 
 
 def run_key(cfg: PretrainConfig, data_sha256: str) -> str:
