@@ -9,11 +9,13 @@ knowledge when every group is within `--tolerance` (2 points) of today's; only t
 "seconds to equal knowledge" figure.
 
 Paths: `bf16` (autocast, where the CPU has avx512_bf16 or amx_bf16), `compile` (torch.compile, with
-`--compile`: it takes minutes to compile on 2 cores) and `ensemble K` (`--seeds K`: K seeds trained
-together against K solo runs; each solo seed is trained and checked too).
+`--compile`: it takes minutes to compile on 2 cores), `target, constant` (`--target-every N`: a
+constant learning rate until each forget group knows what today's run knows less the tolerance,
+`pretrain.stop_known`, checked every N steps; the checks' time counts) and `ensemble K` (`--seeds K`:
+K seeds trained together against K solo runs; each solo seed is trained and checked too).
 
     .venv/bin/python benchmarks/bench_default_study.py [--config configs/tiny.yaml] [--threads 2]
-        [--compile] [--seeds K] [--epochs E]
+        [--compile] [--target-every N] [--seeds K] [--epochs E]
 """
 
 from __future__ import annotations
@@ -34,6 +36,14 @@ def knowledge(model_dir: Path) -> dict[str, float]:
     summary = json.loads((model_dir / "run.json").read_text())["summary"]
     by_group = summary["knowledge"]["by_group"]
     return {g: by_group[g]["accuracy"] for g in GROUPS if g in by_group}
+
+
+def stopped(model_dir: Path) -> str:
+    """Where a run with a knowledge target ended, if it ended early."""
+    summary = json.loads((model_dir / "run.json").read_text())["summary"]
+    if not summary.get("stopped_by_knowledge_target"):
+        return ""
+    return f" | stopped at step {summary['steps']} of {summary['planned_steps']}"
 
 
 def timed(fn: Any) -> float:
@@ -73,6 +83,12 @@ def main() -> None:
     )
     parser.add_argument(
         "--epochs", type=float, default=None, help="fewer epochs than the config (a smoke run)"
+    )
+    parser.add_argument(
+        "--target-every",
+        type=int,
+        default=0,
+        help="also a constant-rate run that stops at today's knowledge (pretrain.stop_known), checked every N steps",
     )
     parser.add_argument(
         "--tolerance", type=float, default=0.02, help="equal knowledge: every group within this"
@@ -119,9 +135,21 @@ def main() -> None:
             )
         if args.compile:
             variants["compile"] = dataclasses.replace(cfg, compile=True)
+        if args.target_every:
+            # Epochs chosen by a knowledge target: today's knowledge (less the tolerance) in each forget
+            # group, at the peak rate throughout (a cosine would meet it only as it ends).
+            targets = {
+                g: round(max(base[g] - args.tolerance, 0.01), 4)
+                for g in ("forget_high", "forget_low")
+                if g in base
+            }
+            variants["target, constant"] = dataclasses.replace(
+                cfg, schedule="constant", stop_known=targets, eval_every=args.target_every
+            )
         for name, variant in variants.items():
-            seconds = timed(lambda v=variant, n=name: pretrain(data, v, root / n))
-            print(line(name, seconds, base_s, knowledge(root / name), base, args.tolerance))
+            out = root / name.replace(", ", "-")
+            seconds = timed(lambda v=variant, o=out: pretrain(data, v, o))
+            print(line(name, seconds, base_s, knowledge(out), base, args.tolerance) + stopped(out))
         if args.seeds >= 2:
             seeds = list(range(args.seeds))
             solo_s = base_s  # seed 0 solo is today's run
