@@ -95,8 +95,10 @@ def terms(evaluate: dict[str, Any]) -> list[tuple[str, str]]:
         ),
         (
             "95% CI",
-            "the 95% interval over items: an expanded percentile bootstrap, items resampled within "
-            "each run and arm.",
+            "the 95% interval over what varies: a hierarchical bootstrap that resamples generated "
+            "worlds, pretraining seeds within a world, people within their world and level, and each "
+            "person's items, one level at a time, and adds the levels' variances; a level with one "
+            "unit (one seed, one world) is held fixed, as the n beside it says.",
         ),
         (
             "seed interval",
