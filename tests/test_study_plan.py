@@ -109,3 +109,27 @@ def test_the_thread_count_of_pretraining_is_part_of_the_model_key(tmp_path):
     assert key(2) == key(1, "study.num_threads=2") == key(1, "pretrain.num_threads=2")
     # How the study runs is no part of it.
     assert key(1) == key(1, "study.executor=ray", "study.max_retries=0")
+
+
+def test_a_pretrain_task_names_the_models_it_makes(tmp_path):
+    """The report counts an ensemble's one timed task for all its models: the names must invert."""
+    from frequnlearn.study.plan import pretrained_tags
+
+    for overrides in ([], ["pretrain.ensemble=true"], ["pretrain.ensemble=true", "study.worlds=[3,4]"]):
+        for task in _tasks(tmp_path, *overrides):
+            if task.kind == "pretrain":
+                assert pretrained_tags(task.name) == task.params["tags"], task.name
+
+
+def test_an_ensemble_counts_its_pretraining_time_once():
+    from types import SimpleNamespace
+
+    from frequnlearn.report.build import wall_time
+
+    logged = [{"tokens_seen": 1000, "tokens_per_s": 10.0}]  # 100 s by each member's own log
+    models = [SimpleNamespace(tag=f"tiny-s{s}-w0", metrics=logged) for s in (0, 1)]
+    models.append(SimpleNamespace(tag="tiny-s0-w1", metrics=logged))  # trained outside the study
+    data = SimpleNamespace(timings={"pretrain:tiny-s0+s1-w0": 60.0, "unlearn:x": 5.0}, models=models)
+    wall = wall_time(data)
+    assert wall["by_kind_s"] == {"pretrain": 160.0, "unlearn": 5.0}
+    assert wall["pretrain_from_metrics_log"] == ["tiny-s0-w1"]

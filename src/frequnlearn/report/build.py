@@ -122,15 +122,21 @@ def wall_time(data: RunData) -> dict[str, Any]:
 
     The study times each stage it runs (timings.json); a model pretrained outside it (copied in, or
     before timings were kept) contributes the time its own metrics log measured (tokens over tokens/s).
+    The models of an ensemble share one timed task, so its time counts once, not once per model.
     """
+    from frequnlearn.study.plan import pretrained_tags
+
     times = data.timings
     by_kind: dict[str, float] = {}
+    timed_models: set[str] = set()
     for name, seconds in times.items():
-        kind = name.split(":", 1)[0]
+        kind, _, task = name.partition(":")
         by_kind[kind] = by_kind.get(kind, 0.0) + float(seconds)
+        if kind == "pretrain":
+            timed_models.update(pretrained_tags(task))
     from_logs = []
     for model in data.models:
-        if f"pretrain:{model.tag}" in times:
+        if model.tag in timed_models:
             continue
         seen, seconds = 0.0, 0.0
         for row in model.metrics:
