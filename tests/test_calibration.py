@@ -44,7 +44,9 @@ PLANTED = {
     ("forget_low", "forget"): 0.576,
     ("forget_low", "control"): 0.189,
 }
-PLANTED_EFFECT = (0.137 - 0.015) - (0.576 - 0.189)  # -0.265, the effect measured in results/effect
+PLANTED_EFFECT = (0.137 - 0.015) - (
+    0.576 - 0.189
+)  # -0.265: the earlier results/effect (900 people, fixed budget)
 
 
 def _mc_limit(p: float, n: int) -> float:

@@ -167,6 +167,9 @@ def subtitle(data: RunData, lay: Layout) -> str:
         "levels " + ", ".join(lay.levels),
         f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''}",
     ]
+    worlds = data.trajectories["world"].nunique() if "world" in data.trajectories else 1
+    if worlds > 1:  # each world's seeds are its own models: say how many there are
+        parts[-1] += f" on each of {worlds} generated worlds"
     return " · ".join(parts)
 
 

@@ -133,18 +133,18 @@ def _meaning_1(
         return (
             f"Per e-fold of frequency (from {low} to {high} copies), target items spent {abs(x):.3f} of "
             f"the budget {less} forgotten beyond what their untargeted controls lost: {reading}, and "
-            "the interval excludes no difference."
+            "the interval excludes zero (no difference)."
         )
     if word == SUPPORTED:
         return (
             f"{high} items spent {abs(x):.3f} of the budget less forgotten than {low} items beyond what "
             "their untargeted controls lost: frequent facts were harder to unlearn, and the interval "
-            "excludes no difference."
+            "excludes zero (no difference)."
         )
     if word == OPPOSITE:
         return (
             f"{high} items were forgotten {abs(x):.3f} of the budget more than {low} items beyond their "
-            "controls: the opposite of the claim, and the interval excludes no difference."
+            "controls: the opposite of the claim, and the interval excludes zero (no difference)."
         )
     return "The interval (or the seeds' interval) covers no difference: this study cannot tell."
 
@@ -411,7 +411,7 @@ def headline_misalignment(
                 else "no targeted forgetting at some size and level (controls lost as much as targets)."
             )
         elif word == SUPPORTED:
-            meaning = "Misalignment grew with model size; the interval excludes no trend."
+            meaning = "Misalignment grew with model size; the interval excludes zero (no trend)."
         elif word == OPPOSITE:
             meaning = "Misalignment fell with model size: the opposite of the claim."
         else:
