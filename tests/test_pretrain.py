@@ -518,6 +518,7 @@ def test_a_second_run_in_one_process_may_use_another_precision(tmp_path):
     from frequnlearn.pretrain.loop import make_accelerator
 
     try:
+        AcceleratorState._reset_state()  # whatever an earlier test in this process left
         Accelerator(cpu=True, mixed_precision="bf16")
         assert AcceleratorState().mixed_precision == "bf16"
         accelerator = make_accelerator(PretrainConfig(mixed_precision="fp32"), tmp_path)

@@ -113,7 +113,7 @@ def test_the_thread_count_of_pretraining_is_part_of_the_model_key(tmp_path):
 
 def test_a_pretrain_task_names_the_models_it_makes(tmp_path):
     """The report counts an ensemble's one timed task for all its models: the names must invert."""
-    from frequnlearn.study.plan import pretrained_tags
+    from frequnlearn.layout import pretrained_tags
 
     for overrides in ([], ["pretrain.ensemble=true"], ["pretrain.ensemble=true", "study.worlds=[3,4]"]):
         for task in _tasks(tmp_path, *overrides):

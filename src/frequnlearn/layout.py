@@ -62,6 +62,18 @@ def world_suffix(world: int | None) -> str:
     return "" if world is None else f"-w{world}"
 
 
+def pretrained_tags(task_name: str) -> list[str]:
+    """The models a pretrain task of `plan` makes, from its name: itself, or each member of an
+    ensemble named `<size>-s0+s1+...[-w<world>]`."""
+    import re
+
+    match = re.fullmatch(r"(?P<size>.+?)-(?P<seeds>s\d+(?:\+s\d+)+)(?P<world>-w\d+)?", task_name)
+    if match is None:
+        return [task_name]
+    world = match["world"] or ""
+    return [f"{match['size']}-{seed}{world}" for seed in match["seeds"].split("+")]
+
+
 @dataclass(frozen=True)
 class RunLayout:
     """Every path of the study run directory `root`.

@@ -124,7 +124,7 @@ def wall_time(data: RunData) -> dict[str, Any]:
     before timings were kept) contributes the time its own metrics log measured (tokens over tokens/s).
     The models of an ensemble share one timed task, so its time counts once, not once per model.
     """
-    from frequnlearn.study.plan import pretrained_tags
+    from frequnlearn.layout import pretrained_tags
 
     times = data.timings
     by_kind: dict[str, float] = {}

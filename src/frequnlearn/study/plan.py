@@ -45,18 +45,6 @@ def model_tag(size: str, seed: int, world: int | None = None) -> str:
     return f"{size}-s{seed}{world_suffix(world)}"
 
 
-def pretrained_tags(task_name: str) -> list[str]:
-    """The models a pretrain task of `plan` makes, from its name: itself, or each member of an
-    ensemble named `<size>-s0+s1+...[-w<world>]`."""
-    import re
-
-    match = re.fullmatch(r"(?P<size>.+?)-(?P<seeds>s\d+(?:\+s\d+)+)(?P<world>-w\d+)?", task_name)
-    if match is None:
-        return [task_name]
-    world = match["world"] or ""
-    return [f"{match['size']}-{seed}{world}" for seed in match["seeds"].split("+")]
-
-
 def run_name(method: str, level: str, selection: str) -> str:
     return f"{method}/{level}-{selection}"
 
