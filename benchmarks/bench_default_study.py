@@ -31,19 +31,18 @@ from typing import Any
 GROUPS = ("retain", "forget_high", "forget_low")
 
 
-def knowledge(model_dir: Path) -> dict[str, float]:
-    """Accuracy per group of the final knowledge check, from the run's own record."""
+def outcome(model_dir: Path) -> tuple[dict[str, float], str]:
+    """Accuracy per group of the final knowledge check, from the run's own record, and where a run
+    with a knowledge target ended if it ended early."""
     summary = json.loads((model_dir / "run.json").read_text())["summary"]
     by_group = summary["knowledge"]["by_group"]
-    return {g: by_group[g]["accuracy"] for g in GROUPS if g in by_group}
-
-
-def stopped(model_dir: Path) -> str:
-    """Where a run with a knowledge target ended, if it ended early."""
-    summary = json.loads((model_dir / "run.json").read_text())["summary"]
-    if not summary.get("stopped_by_knowledge_target"):
-        return ""
-    return f" | stopped at step {summary['steps']} of {summary['planned_steps']}"
+    known = {g: by_group[g]["accuracy"] for g in GROUPS if g in by_group}
+    stopped = (
+        f" | stopped at step {summary['steps']} of {summary['planned_steps']}"
+        if summary.get("stopped_by_knowledge_target")
+        else ""
+    )
+    return known, stopped
 
 
 def timed(fn: Any) -> float:
@@ -121,7 +120,7 @@ def main() -> None:
         root = Path(tmp)
         data = generate(study.generate, root / "data")
         base_s = timed(lambda: pretrain(data, cfg, root / "today"))
-        base = knowledge(root / "today")
+        base, _ = outcome(root / "today")
         print(
             f"  {'today':14s} {base_s / 60:5.2f} min  x1.00            | "
             + ", ".join(f"{g} {v:.3f}" for g, v in base.items())
@@ -149,7 +148,8 @@ def main() -> None:
         for name, variant in variants.items():
             out = root / name.replace(", ", "-")
             seconds = timed(lambda v=variant, o=out: pretrain(data, v, o))
-            print(line(name, seconds, base_s, knowledge(out), base, args.tolerance) + stopped(out))
+            known, stopped = outcome(out)
+            print(line(name, seconds, base_s, known, base, args.tolerance) + stopped)
         if args.seeds >= 2:
             seeds = list(range(args.seeds))
             solo_s = base_s  # seed 0 solo is today's run
@@ -167,8 +167,8 @@ def main() -> None:
                         f"ensemble s{s}",
                         ens_s / len(seeds),
                         solo_s / len(seeds),
-                        knowledge(d),
-                        knowledge(solo),
+                        outcome(d)[0],
+                        outcome(solo)[0],
                         args.tolerance,
                     )
                 )

@@ -62,9 +62,15 @@ def world_suffix(world: int | None) -> str:
     return "" if world is None else f"-w{world}"
 
 
+def pretrain_task_name(size: str, seeds: list[int], world: int | None = None) -> str:
+    """A pretrain task's name: its model's tag, or `<size>-s0+s1+...[-w<world>]` for an ensemble
+    (`pretrained_tags` reads it back)."""
+    return f"{size}-" + "+".join(f"s{x}" for x in seeds) + world_suffix(world)
+
+
 def pretrained_tags(task_name: str) -> list[str]:
-    """The models a pretrain task of `plan` makes, from its name: itself, or each member of an
-    ensemble named `<size>-s0+s1+...[-w<world>]`."""
+    """The models a pretrain task makes, from its name (`pretrain_task_name`): itself, or each member
+    of an ensemble."""
     import re
 
     match = re.fullmatch(r"(?P<size>.+?)-(?P<seeds>s\d+(?:\+s\d+)+)(?P<world>-w\d+)?", task_name)

@@ -131,7 +131,7 @@ class PretrainConfig:
         check(self.keep_checkpoints >= 1, "keep_checkpoints", "keep at least 1 checkpoint to resume from")
         check(self.eval_every >= 0, "eval_every", "must be >= 0 (0: evaluate at the end only)")
         check(self.eval_per_group >= 0, "eval_per_group", "must be >= 0 (0: all items)")
-        from frequnlearn.records import GROUPS
+        from frequnlearn.records import ATTRIBUTES, GROUPS
 
         for group, target in self.stop_known.items():
             check(group in GROUPS, "stop_known", f"unknown group {group!r}; use some of {list(GROUPS)}")
@@ -157,8 +157,6 @@ class PretrainConfig:
                 "log_with",
                 f"unknown tracker {tracker!r}; use some of {', '.join(TRACKERS)}",
             )
-        from frequnlearn.records import ATTRIBUTES
-
         for attr in self.eval_attributes:
             check(
                 attr in ATTRIBUTES,

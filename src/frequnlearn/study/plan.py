@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from frequnlearn.config.study import StudyConfig, StudyOptions, SuiteModel
-from frequnlearn.layout import DATA_DIR, ORACLE_DATA_DIR, world_suffix
+from frequnlearn.layout import DATA_DIR, ORACLE_DATA_DIR, pretrain_task_name, world_suffix
 
 # Stages that run a model: torch threads (and a GPU, where the cluster has one).
 MODEL_KINDS = ("pretrain", "baseline", "oracle", "unlearn", "attack")
@@ -95,13 +95,8 @@ def plan(cfg: StudyConfig, threads: int = 1) -> list[Task]:
                     "seeds": seeds,
                     **work,
                 }
-                name = (
-                    tags[0]
-                    if len(seeds) == 1
-                    else f"{size}-" + "+".join(f"s{x}" for x in seeds) + world_suffix(label)
-                )
                 add(
-                    Task("pretrain", name, params, resources=model_res),
+                    Task("pretrain", pretrain_task_name(size, seeds, label), params, resources=model_res),
                     [f"model:{tag}" for tag in tags],
                     [f"data:{world}"],
                 )
