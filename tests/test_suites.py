@@ -300,8 +300,10 @@ def test_scale_30x_config_spans_thirty_fold_with_three_seeds(capsys, tmp_path):
     cfg = load_study_config(CONFIGS / "scale-30x.yaml")
     s = cfg.study
     assert len(s.model_sizes) >= 5 and param_span(cfg) >= 30 and len(s.seeds) >= 3
-    # Every size has its own epochs (chosen for equal forget_high knowledge), one tokenizer, one thread.
+    # Every size is pretrained until it knows the same share of forget_high (a knowledge target,
+    # checked during training), within its own most epochs; one tokenizer, one thread.
     assert set(s.epochs_by_size) == set(s.model_sizes) and cfg.pretrain.vocab_size == 1024
+    assert set(cfg.pretrain.stop_known) == {"forget_high"} and cfg.pretrain.eval_every > 0
     assert {cfg.pretrain_for(size, 0).model_preset().tokenizer for size in s.model_sizes} == {"corpus"}
     assert s.levels == ["forget_high", "forget_low"] and s.num_threads == 1
     # A budget well past the 20-30 steps after which forget_high still kept most of its accuracy, a
