@@ -49,7 +49,7 @@ def test_benchmark_config_names_every_registered_method_and_is_large_enough(caps
         == 0
     )
     out = capsys.readouterr().out
-    assert "152 grid points" in out and "84 unlearn" in out
+    assert "114 grid points" in out and "84 unlearn" in out
 
 
 @pytest.mark.parametrize(
