@@ -30,6 +30,7 @@ def test_paper_presets_have_the_paper_shapes(name):
         ("tiny", 0.8e6, 1.2e6),
         ("small", 3e6, 5e6),
         ("medium", 7e6, 8e6),
+        ("large", 20e6, 21e6),
         ("base", 15e6, 25e6),
         ("gpt2-20m", 18e6, 22e6),
         ("gpt2-50m", 45e6, 55e6),
@@ -48,21 +49,23 @@ def test_counted_parameters_match_the_built_model(name):
     assert sum(p.numel() for p in model.parameters()) == preset.n_params()
 
 
-CPU_FAMILY = ["micro", "mini", "tiny", "small", "medium"]
+CPU_FAMILY = ["micro", "mini", "tiny", "small", "medium", "large"]
 
 
 def test_cpu_family_spans_thirty_fold_with_one_tokenizer():
-    """Five CPU sizes over >= 30x in parameters, one corpus BPE and one depth: only width varies."""
+    """Six CPU sizes, five of them (mini to large) over >= 30x in parameters, one corpus BPE and one
+    depth: only width varies."""
     presets = [PRESETS[name] for name in CPU_FAMILY]
     counts = [p.n_params() for p in presets]
-    assert counts == sorted(counts) and len(set(counts)) == 5
-    assert counts[-1] / counts[0] >= 30
+    assert counts == sorted(counts) and len(set(counts)) == 6
+    assert counts[-1] / counts[1] >= 30
     assert {(p.tokenizer, p.vocab_size, p.n_layer, p.n_positions) for p in presets} == {
         ("corpus", 1024, 4, 256)
     }
     # Known answers: 4 layers of 12 d^2 + 13 d, tied 1,024 x d embedding, 256 x d positions, final norm.
     assert counts[0] == 4 * (12 * 48**2 + 13 * 48) + 1024 * 48 + 256 * 48 + 2 * 48 == 174_624
-    assert counts[-1] == 7_590_144
+    assert counts[-2] == 7_590_144
+    assert counts[-1] == 4 * (12 * 640**2 + 13 * 640) + 1024 * 640 + 256 * 640 + 2 * 640 == 20_514_560
 
 
 def test_overrides_and_tokenizer_vocabulary(tiny_tokenizer):

@@ -316,5 +316,5 @@ def test_scale_30x_config_spans_thirty_fold_with_three_seeds(capsys, tmp_path):
     assert len(pretrains) == len(s.model_sizes) * len(s.seeds)
     assert main(["study", str(CONFIGS / "scale-30x.yaml"), "--dry-run", "--out", str(tmp_path / "run")]) == 0
     out = capsys.readouterr().out
-    assert "micro 0.17M parameters" in out and "medium 7.59M parameters" in out and "(x43.5 parameters" in out
+    assert "mini 0.57M parameters" in out and "large 20.51M parameters" in out and "(x36.0 parameters" in out
     assert not (tmp_path / "run").exists()
