@@ -387,7 +387,7 @@ def headline_misalignment(
             (
                 f"No estimate: a size trend needs >= 2 model sizes with a parameter count, "
                 f"this study has {min(len(sizes), n_params)}; configs/scale-30x.yaml (five sizes over "
-                "43x) and configs/pythia.yaml (a real suite) are the studies that test it."
+                "36x) and configs/pythia.yaml (a real suite) are the studies that test it."
             ),
         )
     elif row is None:
