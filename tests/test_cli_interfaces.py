@@ -198,7 +198,7 @@ def test_dry_run_of_every_stage_checks_and_describes_but_writes_nothing(
         "evaluate": "would score 12 items",
         "report": "would read 0 unlearning runs",
         "study": "[pretrain] tiny-s0",
-        "bench": "152 grid points",
+        "bench": "114 grid points",
     }
     for stage, args in argv.items():
         code, out, err = run(capsys, *args, *([] if "--dry-run" in args else ["--dry-run"]))
