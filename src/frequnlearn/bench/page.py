@@ -146,8 +146,33 @@ def markdown(cfg: Any, board: pd.DataFrame, record: dict[str, Any], ctx: Any) ->
         "oracle (0.5: they look never seen); `extract_<level>`: mean probability that n samples at "
         f"temperature 1 give the answer (n = {cfg.evaluate.extraction_samples}).",
         "",
+        "## Run",
+        "",
+        "\n".join(run_lines(record, ctx.info)),
+        "",
     ]
     return "\n".join(lines)
+
+
+def run_lines(record: dict[str, Any], info: dict[str, Any]) -> list[str]:
+    """What ran the benchmark and what it took: the study's Run section (command, commit, stage work,
+    hardware) plus the tuning runs' wall time, which the study's timings do not hold."""
+    from frequnlearn.report.sections import run_lines as study_run_lines
+
+    runs = pd.DataFrame(record.get("runs") or [])
+    secs = pd.to_numeric(runs["seconds"], errors="coerce") if "seconds" in runs else pd.Series(dtype=float)
+    timed = int(secs.notna().sum())
+    if len(runs) and timed:
+        tuning = f"{secs.sum() / 60:.1f} min for {timed} of {len(runs)} runs"
+        if timed < len(runs):
+            tuning += f" ({len(runs) - timed} run before tuning times were kept)"
+    else:
+        tuning = "not recorded"
+    lines = study_run_lines(info)
+    at = next((i for i, line in enumerate(lines) if line.startswith("wall time:")), len(lines))
+    lines[at:at] = [f"tuning wall time: {tuning}"]
+    lines[at + 1] = lines[at + 1].replace("wall time:", "study wall time:", 1)
+    return lines
 
 
 def _chosen(record: dict[str, Any]) -> pd.DataFrame:

@@ -18,6 +18,7 @@ import dataclasses
 import itertools
 import math
 import random
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,13 +29,17 @@ from frequnlearn import progress
 from frequnlearn.config import to_dict
 from frequnlearn.config.study import StudyOptions
 from frequnlearn.errors import DataError, TrainingError
-from frequnlearn.records import QAItem, read_parquet, stage_done, stage_key
+from frequnlearn.records import QAItem, read_json, read_parquet, stage_done, stage_key, write_json
 
 # Bumped whenever the tuning draws other sets or measures differently (part of every tuning run's key).
 TUNING_FORMAT = 1
 # Roles of the tuning runs' evaluated sets, as their trajectories name them.
 TUNING_ROLES = (("tuning", "forget"), ("eval_retain", "retain"), ("eval_utility", "utility"))
 
+
+# OUT/tuning/timings.json: {run_id: seconds} of every tuning run this benchmark ran, kept across
+# resumed parts (as the study's timings.json), for the report's Run section.
+TIMINGS = "timings.json"
 
 _NO_TRAJECTORY = pd.DataFrame(columns=["family", "probe", "role", "step", "item_id", "known"])
 
@@ -174,6 +179,8 @@ def run_tuning(
     points = grid(s.methods, b.lr_grid, b.param_grid)
     ecfg = tuning_eval(cfg.evaluate)
     rows, sets_record = [], {}
+    timings_path = out_dir / TIMINGS
+    timings = read_json(timings_path) if timings_path.is_file() else {}
     for task in baselines:
         p = task.params
         tag, seed, world = task.name, p["seed"], p["world"]
@@ -191,6 +198,7 @@ def run_tuning(
             path = out_dir / point.spec / tag / point.label
             key = stage_key("bench-tuning", TUNING_FORMAT, base_key, ucfg, ecfg, ids)
             note = ""
+            run_id = f"tuning/{point.spec}/{tag}/{point.label}"
             if not stage_done(path, key):
                 if not quiet:
                     progress.message(
@@ -198,8 +206,8 @@ def run_tuning(
                     )
                 model, tok = runner.inputs.model(runner.layout.model(tag))
                 ident = {
-                    "run_id": f"tuning/{point.spec}/{tag}/{point.label}",
-                    "task": f"tuning/{point.spec}/{tag}/{point.label}",
+                    "run_id": run_id,
+                    "task": run_id,
                     "model": tag,
                     "size": p["size"],
                     "n_params": p["n_params"],
@@ -219,6 +227,7 @@ def run_tuning(
                     bios=bios,
                     sets=ids,
                 )
+                started = time.perf_counter()
                 try:
                     with progress.quiet(quiet):
                         run_unlearn(ucfg, ecfg, inputs, path, key=key, keep_model=False)
@@ -227,6 +236,8 @@ def run_tuning(
                     # it stopped is its cost (none: no cost, never chosen over one that has one).
                     note = str(err)
                     progress.message(f"tuning {point.spec} on {tag}: {point.label} stopped: {note}")
+                timings[run_id] = round(time.perf_counter() - started, 1)
+                write_json(timings_path, timings)
             traj_path = path / "trajectory.parquet"
             traj = read_parquet(traj_path) if traj_path.is_file() else _NO_TRAJECTORY
             retain = stopping_cost(traj, "retain")
@@ -249,6 +260,8 @@ def run_tuning(
                     "n_utility_known": utility[1],
                     "n_tuning": tuned[1],
                     "stop_step": retain[2],
+                    # Wall time of the run where this benchmark ran it (None: run before times were kept).
+                    "seconds": timings.get(run_id),
                     "note": note,
                 }
             )
