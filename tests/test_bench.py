@@ -286,6 +286,13 @@ def test_report_publishes_a_benchmark_with_its_run_section(bench, tmp_path):
     minutes = float(re.search(r"tuning wall time: ([0-9.]+) min for 8 of 8 runs", run).group(1))
     assert minutes == pytest.approx(runs["seconds"].sum() / 60, abs=0.06)
     assert re.search(r"study wall time: [0-9.]+ min of stage work \(.*unlearn", run)
+    # The study recorded its plan, which is what its report reads: 3 methods x 2 levels x 1 seed.
+    planned = json.loads((out / "study" / "study.json").read_text())["tasks"]
+    assert sorted(t for t in planned if t.startswith("unlearn:")) == sorted(
+        f"unlearn:tiny-s0/{m}/{lv}-all"
+        for m in ("ga+gd", "npo+gd", f"{PLUGIN}+gd")
+        for lv in ("forget_high", "forget_low")
+    )
     # A second rebuild into the same directory is allowed (it is the benchmark's own output now).
     assert main(["report", str(out), "--out", str(dest)]) == 0
 

@@ -64,3 +64,33 @@ def test_study_options_missing_from_an_old_study_record_take_the_config_default(
     assert study_option(study, "n_boot") == 7
     assert study_option(study, "forget_threshold") == StudyOptions().forget_threshold
     assert study_option(study, "gen_threshold", section="evaluate") == EvalConfig().gen_threshold
+
+
+def test_the_report_reads_only_the_runs_models_and_times_of_the_studys_plan(tmp_path: Path):
+    """A directory that an earlier config filled with a size and a method since removed: study.json's
+    plan (the task ids the study last ran) decides what the report reads, and a note says what it left out;
+    a study recorded before plans were kept is read whole."""
+    from frequnlearn.records import read_json
+    from frequnlearn.report.rundata import load_run
+    from report_fixtures import write_study
+
+    run = write_study(tmp_path / "run", attacks=True)
+    whole = load_run(run)
+    assert sorted(whole.trajectories["run_id"].unique()) == sorted(
+        f"{s}-s0/{m}/{lv}-known"
+        for s in ("small", "tiny")
+        for m in ("ga+gd", "simnpo+gd")
+        for lv in ("forget_high", "forget_low")
+    )
+    study = read_json(run / "study.json")
+    kept_runs = [f"tiny-s0/ga+gd/{lv}-known" for lv in ("forget_high", "forget_low")]
+    study["tasks"] = ["pretrain:tiny-s0", "baseline:tiny-s0"] + [f"unlearn:{t}" for t in kept_runs]
+    write_json(run / "study.json", study)
+    write_json(run / "timings.json", {"pretrain:tiny-s0": 60.0, "pretrain:small-s0": 600.0, "unlearn:x": 5.0})
+    data = load_run(run)
+    assert sorted(data.trajectories["run_id"].unique()) == kept_runs
+    assert [r.identity["task"] for r in data.runs] == kept_runs
+    assert [m.tag for m in data.models] == ["tiny-s0"]
+    assert data.timings == {"pretrain:tiny-s0": 60.0}
+    (note,) = [n for n in data.notes if n.startswith("Left out")]
+    assert "Left out 6 unlearning runs" in note and "small-s0/ga+gd/forget_high-known" in note

@@ -75,7 +75,8 @@ def load_run(run_dir: str | Path) -> RunData:
     if not files.root.is_dir():
         raise DataError(f"RUN_DIR {files.root}: no such directory")
     study = read_json(files.study) if files.study.is_file() else {"config": {}}
-    runs = unlearn_runs(files.root)
+    notes: list[str] = []
+    runs = _planned_runs(study, unlearn_runs(files.root), notes)
     done = [run for run in runs if not run.skipped]
     for run in done:
         # A run whose trajectory is missing, cut, or not what its done marker recorded stops the report
@@ -103,8 +104,7 @@ def load_run(run_dir: str | Path) -> RunData:
         if attacked
         else pd.DataFrame()
     )
-    notes: list[str] = []
-    models = [_model(files, path, notes) for path in files.models()]
+    models = [_model(files, path, notes) for path in _planned_models(study, files.models())]
     # Baselines are read only where the robustness tables compare against them.
     if attacked or any(m.oracle is not None for m in models):
         for m, path in zip(models, files.models()):
@@ -127,10 +127,50 @@ def load_run(run_dir: str | Path) -> RunData:
             for r in runs
             if files.run_utility(r.path).is_file()
         },
-        timings=read_json(files.timings) if files.timings.is_file() else {},
+        timings=_planned_timings(study, read_json(files.timings) if files.timings.is_file() else {}),
         manifest=read_json(files.manifest) if files.manifest.is_file() else {},
         notes=notes,
     )
+
+
+def _planned(study: dict[str, Any]) -> set[str] | None:
+    """The task ids of the plan the study last ran (study.json's `tasks`); None for a study recorded
+    before plans were kept, whose every run is read."""
+    tasks = study.get("tasks")
+    return set(tasks) if isinstance(tasks, list) else None
+
+
+def _planned_runs(study: dict[str, Any], runs: list[UnlearnRun], notes: list[str]) -> list[UnlearnRun]:
+    """The runs of the study's plan: a run an earlier config of the directory made (a size, seed,
+    method or level since removed) is left out, and a note says how many and which."""
+    planned = _planned(study)
+    if planned is None:
+        return runs
+    kept = [r for r in runs if f"unlearn:{r.identity['task']}" in planned]
+    if len(kept) < len(runs):
+        left = sorted(r.identity["task"] for r in runs if r not in kept)
+        more = f" and {len(left) - 3} more" if len(left) > 3 else ""
+        notes.append(
+            f"Left out {len(left)} unlearning runs that are not in the study's config "
+            f"({', '.join(left[:3])}{more}): an earlier config of this directory made them."
+        )
+    return kept
+
+
+def _planned_models(study: dict[str, Any], paths: list[Path]) -> list[Path]:
+    """The pretrained (or given) models the plan's runs read: those of removed sizes or seeds are left
+    out with their runs."""
+    planned = _planned(study)
+    if planned is None:
+        return paths
+    tags = {task.split(":", 1)[1] for task in planned if task.startswith("baseline:")}
+    return [p for p in paths if p.name in tags]
+
+
+def _planned_timings(study: dict[str, Any], timings: dict[str, float]) -> dict[str, float]:
+    """The stage times of the plan's tasks only (timings.json keeps those of every config run here)."""
+    planned = _planned(study)
+    return timings if planned is None else {k: v for k, v in timings.items() if k in planned}
 
 
 def _model(files: RunFiles, path: Path, notes: list[str]) -> ModelFiles:

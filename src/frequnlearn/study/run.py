@@ -49,8 +49,12 @@ def run_study(cfg: StudyConfig, run_dir: str | Path, quiet: bool = False) -> Pat
         # One count for the whole study, whichever process runs a task: summation order depends on it.
         runner = TaskRunner(cfg, layout, torch.get_num_threads())
         info = {**run_info(cfg, cfg.study.seeds), "command": command_line(), "commit": code_commit()}
-        write_json(layout.study_record, {**info, "config_key": key})
-        run_plan(plan(cfg, runner.threads), runner, executor_for(cfg.study), quiet=quiet)
+        tasks = plan(cfg, runner.threads)
+        # The plan's task ids: the report reads only these, so runs (and times) that an earlier config
+        # of this directory made, of a size or method since removed, do not enter it.
+        planned = [t.id for t in tasks if t.kind != "report"]
+        write_json(layout.study_record, {**info, "config_key": key, "tasks": planned})
+        run_plan(tasks, runner, executor_for(cfg.study), quiet=quiet)
     return layout.report
 
 
