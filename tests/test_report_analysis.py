@@ -720,13 +720,20 @@ def test_a_grid_verdict_reads_its_slope_per_e_fold_not_as_a_level_difference():
     assert two.startswith("forget_high items spent 0.265 of the budget less forgotten than forget_low")
 
 
-def test_mediated_share_is_printed_only_for_a_total_told_apart_from_zero():
+def test_mediated_share_is_estimated_only_for_a_total_told_apart_from_zero():
     from frequnlearn.report.prose import _mediation_note
 
     primary = A.Primary(method="ga+gd", size="tiny")
     # results/effect: total -0.115 [-0.169, -0.057], 57% of it through margin.
     effect = _mediation_note(pd.read_csv(RESULTS / "effect" / "mediation.csv"), primary)
     assert len(effect) == 1 and "(57% of the total)" in effect[0]
-    # results/placebo-effect: total -0.003 [-0.110, +0.097]; its ratio (230%) is no share.
-    placebo = _mediation_note(pd.read_csv(RESULTS / "placebo-effect" / "mediation.csv"), primary)
+    # results/placebo-effect: total -0.003 [-0.110, +0.097]; its ratio (2.30, written to its mediation.csv
+    # before the rule) is no share, and the analysis now estimates none.
+    assert pd.read_csv(RESULTS / "placebo-effect" / "mediation.csv")["share_mediated"].iloc[0] > 2
+    items = pd.read_csv(RESULTS / "placebo-effect" / "items.csv")
+    q = items[(items["method"] == "ga+gd") & (items["probe"] == "question")]
+    med, _ = A.mediation(q, "forget_high", "forget_low", n_boot=200)
+    m = med[med["selection"] == "known"].iloc[0]
+    assert m["total_lo"] < 0 < m["total_hi"] and math.isnan(m["share_mediated"])
+    placebo = _mediation_note(med, primary)
     assert len(placebo) == 1 and "of the total" not in placebo[0] and "%" not in placebo[0]

@@ -706,7 +706,11 @@ def mediation(
             )
         row["total_ols_se"] = float(fit_t.bse[coef])
         row["direct_ols_se"] = float(fit_o.bse[coef]) if identified else math.nan
-        row["share_mediated"] = (total - direct) / total if abs(total) > 1e-9 else math.nan
+        # A share of a total whose interval holds zero can be any number (230% of a placebo's -0.003):
+        # it is estimated only where the total is told apart from zero.
+        t_lo, t_hi = row["total_lo"], row["total_hi"]
+        apart = math.isfinite(t_lo) and math.isfinite(t_hi) and (t_lo > 0 or t_hi < 0)
+        row["share_mediated"] = (total - direct) / total if apart and abs(total) > 1e-9 else math.nan
         tg = g[g["role"] == TARGET]
         row["margin_high"] = float(tg.loc[tg["level"] == high, "margin0"].mean())
         row["margin_low"] = float(tg.loc[tg["level"] == low, "margin0"].mean())

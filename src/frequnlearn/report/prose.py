@@ -276,10 +276,7 @@ def _mediation_note(med: pd.DataFrame, primary: E.Primary) -> list[str]:
     if m.empty:
         return []
     r = m.iloc[0]
-    # A share of a total whose interval holds zero can be any number (230% of a placebo's -0.003):
-    # it is printed only where the total is told apart from zero.
-    lo, hi = float(r["total_lo"]), float(r["total_hi"])
-    share = float(r["share_mediated"]) if (lo > 0 or hi < 0) else math.nan
+    share = float(r["share_mediated"])  # NaN where the total's interval holds zero (estimands.mediation)
     return [
         f"Through baseline margin (a mediator of frequency; targets' mean margin {r['margin_high']:.2f} nats at "
         f"high vs {r['margin_low']:.2f} at low): total {short_ci(r['total'], r['total_lo'], r['total_hi'])}, direct "
