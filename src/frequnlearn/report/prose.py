@@ -383,8 +383,8 @@ def headline_misalignment(
             NO_ESTIMATE,
             (
                 f"No estimate: a size trend needs >= 2 model sizes with a parameter count, "
-                f"this study has {min(len(sizes), n_params)}; configs/scale-30x.yaml (five sizes over "
-                "36x) and configs/pythia.yaml (a real suite) are the studies that test it."
+                f"this study has {min(len(sizes), n_params)}; configs/scale-30x.yaml (sizes of one family "
+                "pretrained to equal knowledge) and configs/pythia.yaml (a real suite) are the studies that test it."
             ),
         )
     elif row is None:
