@@ -103,8 +103,8 @@ def rebuild(bench_dir: str | Path, out: str | Path | None = None) -> Path:
     out = Path(out) if out is not None else bench_dir
     write_outputs(out, cfg, record, runs_table(record), study_dir)
     if out != bench_dir:
-        from frequnlearn.report import build_report
         from frequnlearn.records import check_output_dir
+        from frequnlearn.report import build_report
 
         build_report(study_dir, check_output_dir(out / STUDY_DIR / "report", "report"))
     return out
