@@ -270,19 +270,20 @@ def test_tiny_benchmark_ranks_every_method_with_the_plugins(bench):
 
 @pytest.mark.slow
 def test_report_publishes_a_benchmark_with_its_run_section(bench, tmp_path):
-    """`frequnlearn report BENCH_DIR --out DIR` writes the same leaderboard and tuning record from what
+    """`frequnlearn bench --out BENCH_DIR --publish DIR` writes the same leaderboard and tuning record from what
     the benchmark recorded (nothing is trained), the study's report under study/report/, and a Run
     section with the command, the commit and the wall time of the tuning and of the study."""
     _, out = bench
     dest = tmp_path / "results" / "benchmark"
-    assert main(["report", str(out), "--out", str(dest)]) == 0
+    assert main(["bench", "--out", str(out), "--publish", str(dest)]) == 0
     assert (dest / "leaderboard.csv").read_bytes() == (out / "leaderboard.csv").read_bytes()
     assert json.loads((dest / "tuning.json").read_text()) == json.loads((out / "tuning.json").read_text())
     assert (dest / "study" / "report" / "report.html").is_file()
     runs = pd.read_csv(dest / "tuning.csv")
     assert runs["seconds"].notna().all() and (runs["seconds"] > 0).all()
     run = (dest / "report.md").read_text().split("## Run", 1)[1]
-    assert "command: " in run and "bench" in run and "commit: " in run and "hardware: " in run
+    assert "command: frequnlearn bench " in run and "commit: " in run and "hardware: " in run
+    assert f"report: frequnlearn bench --out {out} --publish {dest}" in run
     minutes = float(re.search(r"tuning wall time: ([0-9.]+) min for 8 of 8 runs", run).group(1))
     assert minutes == pytest.approx(runs["seconds"].sum() / 60, abs=0.06)
     assert re.search(r"study wall time: [0-9.]+ min of stage work \(.*unlearn", run)
@@ -294,16 +295,26 @@ def test_report_publishes_a_benchmark_with_its_run_section(bench, tmp_path):
         for lv in ("forget_high", "forget_low")
     )
     # A second rebuild into the same directory is allowed (it is the benchmark's own output now).
-    assert main(["report", str(out), "--out", str(dest)]) == 0
+    assert main(["bench", "--out", str(out), "--publish", str(dest)]) == 0
 
 
-def test_report_of_an_unfinished_benchmark_is_one_line(tmp_path, capsys):
+def test_publishing_an_unfinished_benchmark_is_one_line(tmp_path, capsys):
+    from frequnlearn.records import claim_output_dir
+
+    claim_output_dir(tmp_path / "b", "bench")
+    assert main(["bench", "--out", str(tmp_path / "b"), "--publish", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "has not finished" in err and "frequnlearn bench" in err
+    assert not (tmp_path / "r" / "leaderboard.csv").exists()
+
+
+def test_report_of_a_benchmark_directory_says_how_to_publish_it(tmp_path, capsys):
     from frequnlearn.records import claim_output_dir
 
     claim_output_dir(tmp_path / "b", "bench")
     assert main(["report", str(tmp_path / "b"), "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "has not finished" in err and "frequnlearn bench" in err
+    assert len(err.splitlines()) == 1 and "--publish" in err and "frequnlearn report" in err
 
 
 @pytest.mark.slow

@@ -63,10 +63,11 @@ def main(argv: list[str] | None = None) -> int:
                 + _belongs_to_option(item, sys.argv[1:] if argv is None else argv)
             )
     from frequnlearn import progress
+    from frequnlearn.records import running_command
 
     progress.route_logging()
     try:
-        with progress.quiet_third_party():
+        with progress.quiet_third_party(), running_command(argv):
             return int(args.func(args) or 0)
     except FrequnlearnError as err:
         print(f"error: {err}", file=sys.stderr)

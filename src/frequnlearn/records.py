@@ -750,11 +750,28 @@ def code_commit() -> str:
     return commit or "unknown (not a git checkout)"
 
 
+# The arguments `frequnlearn.cli.main` was given, while it runs them: a command run from Python
+# (`main([...])`, as tests and notebooks do) records its own arguments, not its host's `sys.argv`.
+_COMMAND_ARGS: list[str] | None = None
+
+
+@contextlib.contextmanager
+def running_command(argv: list[str] | None) -> Iterator[None]:
+    """Within this block `command_line()` spells `frequnlearn ARGV...` (`None`: the process's own)."""
+    global _COMMAND_ARGS
+    before, _COMMAND_ARGS = _COMMAND_ARGS, None if argv is None else list(argv)
+    try:
+        yield
+    finally:
+        _COMMAND_ARGS = before
+
+
 def command_line() -> str:
     """The command this process runs, as a user would type it."""
-    import sys
+    import shlex
 
-    return " ".join(["frequnlearn" if i == 0 else a for i, a in enumerate(sys.argv)])
+    args = sys.argv[1:] if _COMMAND_ARGS is None else _COMMAND_ARGS
+    return " ".join(["frequnlearn", *(shlex.quote(a) for a in args)])
 
 
 def run_info(config: Any = None, seed: int | None = None) -> dict[str, Any]:

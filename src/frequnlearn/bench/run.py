@@ -78,21 +78,22 @@ def run_bench(cfg: BenchConfig, out: str | Path, quiet: bool = False) -> Path:
 def rebuild(bench_dir: str | Path, out: str | Path | None = None) -> Path:
     """Write a finished benchmark's leaderboard and report again from what it recorded (its
     tuning.json and its study's per-item records), into `out` (default: `bench_dir` itself), with
-    the study's own report as `out/study/report/`. `frequnlearn report BENCH_DIR --out results/NAME`
-    publishes a benchmark this way; nothing is trained or evaluated."""
+    the study's own report as `out/study/report/`. `frequnlearn bench --out BENCH_DIR --publish
+    results/NAME` publishes a benchmark this way; nothing is trained or evaluated."""
     from frequnlearn.bench.config import BenchConfig
     from frequnlearn.bench.tuning import runs_table
     from frequnlearn.config import from_dict
     from frequnlearn.errors import ConfigError, DataError
+    from frequnlearn.layout import RunLayout
     from frequnlearn.records import read_json
 
     bench_dir = Path(bench_dir)
     tuning = bench_dir / "tuning.json"
     study_dir = bench_dir / STUDY_DIR
-    if not tuning.is_file() or not (study_dir / "study.json").is_file():
+    if not tuning.is_file() or not RunLayout(study_dir).study_record.is_file():
         raise DataError(
-            f"RUN_DIR {bench_dir}: the benchmark has not finished (no tuning.json or study/study.json); "
-            "run `frequnlearn bench CONFIG --out RUN_DIR` to the end first"
+            f"--out {bench_dir}: the benchmark has not finished (no tuning.json or study/study.json); "
+            f"run `frequnlearn bench CONFIG --out {bench_dir}` to the end first"
         )
     record = read_json(tuning)
     try:
@@ -106,7 +107,7 @@ def rebuild(bench_dir: str | Path, out: str | Path | None = None) -> Path:
         from frequnlearn.records import check_output_dir
         from frequnlearn.report import build_report
 
-        build_report(study_dir, check_output_dir(out / STUDY_DIR / "report", "report"))
+        build_report(study_dir, check_output_dir(RunLayout(out / STUDY_DIR).report, "report"))
     return out
 
 

@@ -29,6 +29,7 @@ from frequnlearn import progress
 from frequnlearn.config import to_dict
 from frequnlearn.config.study import StudyOptions
 from frequnlearn.errors import DataError, TrainingError
+from frequnlearn.layout import TIMINGS
 from frequnlearn.records import QAItem, read_json, read_parquet, stage_done, stage_key, write_json
 
 # Bumped whenever the tuning draws other sets or measures differently (part of every tuning run's key).
@@ -36,10 +37,6 @@ TUNING_FORMAT = 1
 # Roles of the tuning runs' evaluated sets, as their trajectories name them.
 TUNING_ROLES = (("tuning", "forget"), ("eval_retain", "retain"), ("eval_utility", "utility"))
 
-
-# OUT/tuning/timings.json: {run_id: seconds} of every tuning run this benchmark ran, kept across
-# resumed parts (as the study's timings.json), for the report's Run section.
-TIMINGS = "timings.json"
 
 _NO_TRAJECTORY = pd.DataFrame(columns=["family", "probe", "role", "step", "item_id", "known"])
 
@@ -179,6 +176,8 @@ def run_tuning(
     points = grid(s.methods, b.lr_grid, b.param_grid)
     ecfg = tuning_eval(cfg.evaluate)
     rows, sets_record = [], {}
+    # OUT/tuning/timings.json: {run_id: seconds} of every tuning run, kept across resumed parts (as
+    # the study's), for the report's Run section.
     timings_path = out_dir / TIMINGS
     timings = read_json(timings_path) if timings_path.is_file() else {}
     for task in baselines:

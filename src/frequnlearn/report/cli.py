@@ -17,11 +17,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "only from `known` selections with a control arm: curves normalised to the items known at the "
         "start, the control half's drop subtracted, 95% intervals over items; `all` cells are descriptive. "
         "The report has no settings of its own: it reads the ones the study recorded in RUN_DIR/study.json. "
-        "Given a `frequnlearn bench` directory, it writes the benchmark's leaderboard, tuning record and report "
-        "again from what the benchmark recorded (into --out, with the study's report in study/report/).",
+        "A benchmark is published with `frequnlearn bench --out DIR --publish DEST`.",
     )
     p.add_argument(
-        "run_dir", metavar="RUN_DIR", help="a directory written by `frequnlearn study` or `frequnlearn bench`"
+        "run_dir", metavar="RUN_DIR", help="a directory written by `frequnlearn study` (a benchmark's study is DIR/study)"
     )
     p.add_argument(
         "--out",
@@ -46,9 +45,14 @@ def run(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir)
     if not run_dir.is_dir():
         raise DataError(f"RUN_DIR {run_dir}: no such directory; give a run directory of `frequnlearn study`")
-    if output_kind(run_dir) == "bench":
-        return _bench(run_dir, args)
-    if output_kind(run_dir) != "study":
+    kind = output_kind(run_dir)
+    if kind == "bench":
+        raise DataError(
+            f"RUN_DIR {run_dir}: a benchmark directory; publish it with "
+            f"`frequnlearn bench --out {run_dir} --publish DEST`, or report its study with "
+            f"`frequnlearn report {run_dir / 'study'}`"
+        )
+    if kind != "study":
         raise DataError(
             f"RUN_DIR {run_dir}: not a study run directory (no study.json); give the --out of `frequnlearn study`"
         )
@@ -77,33 +81,3 @@ def run(args: argparse.Namespace) -> int:
     print(f"report: {out / 'report.html'}")
     return 0
 
-
-def _bench(run_dir, args: argparse.Namespace) -> int:
-    """A benchmark directory: its leaderboard and report written again (into --out, e.g.
-    results/benchmark, with the study's report under study/report/)."""
-    from pathlib import Path
-
-    from frequnlearn.records import check_output_dir
-
-    out = check_output_dir(args.out, "bench") if args.out else Path(run_dir)
-    if args.dry_run:
-        from frequnlearn.cli_common import print_dry_run
-
-        print_dry_run(
-            "report",
-            [
-                f"would read the benchmark {run_dir} (tuning.json and the study's per-item records)",
-                f"would write {out}: leaderboard.csv, leaderboard.png, tuning.json, tuning.csv, mia.csv, "
-                "extraction.csv, report.md, report.html"
-                + (", and the study's report in study/report/" if args.out else ""),
-            ],
-        )
-        return 0
-    from frequnlearn.bench.run import rebuild
-    from frequnlearn.study.cli import load_registries
-
-    load_registries()
-    done = rebuild(run_dir, out)
-    print(f"leaderboard: {done / 'leaderboard.csv'}")
-    print(f"report: {done / 'report.html'}")
-    return 0
