@@ -89,7 +89,9 @@ def _publish(args: argparse.Namespace) -> int:
     from frequnlearn.records import check_output_dir
 
     if not args.out:
-        raise ConfigError("--out: name the finished benchmark directory to publish, e.g. --out runs/benchmark")
+        raise ConfigError(
+            "--out: name the finished benchmark directory to publish, e.g. --out runs/benchmark"
+        )
     bench_dir = Path(args.out)
     dest = check_output_dir(args.publish, "bench", flag="--publish")
     if args.dry_run:

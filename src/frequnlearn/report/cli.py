@@ -20,7 +20,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "A benchmark is published with `frequnlearn bench --out DIR --publish DEST`.",
     )
     p.add_argument(
-        "run_dir", metavar="RUN_DIR", help="a directory written by `frequnlearn study` (a benchmark's study is DIR/study)"
+        "run_dir",
+        metavar="RUN_DIR",
+        help="a directory written by `frequnlearn study` (a benchmark's study is DIR/study)",
     )
     p.add_argument(
         "--out",
@@ -80,4 +82,3 @@ def run(args: argparse.Namespace) -> int:
     out = build_report(run_dir, out_dir)
     print(f"report: {out / 'report.html'}")
     return 0
-
