@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from frequnlearn.bench import load_bench_config
-from frequnlearn.bench.tuning import choose, grid, run_tuning, stopping_cost, tuning_sets
+from frequnlearn.bench.tuning import choose, grid, refinements, run_tuning, stopping_cost, tuning_sets
 from frequnlearn.cli import main
 from frequnlearn.config.study import StudyOptions, parse_method
 from frequnlearn.records import QAItem
@@ -127,6 +127,52 @@ def test_choose_averages_the_tuned_seeds():
     assert row["point"] == "1e-05" and row["retain_drop"] == pytest.approx(0.05) and row["seeds"] == 2
 
 
+def test_bisection_closes_in_on_the_rate_of_the_target_cost():
+    """A planted cost: drop = 0.3 * log10(lr / 1e-4) above 1e-4, none below, so a drop of 0.05 lies at
+    lr* = 1e-4 * 10**(1/6) = 1.468e-4, between the grid's 1e-4 (no cost) and 3e-4 (0.143, past the band).
+    Each round halves the bracket in log lr; the two seeds' mean is what is bisected."""
+    lr_star = 1e-4 * 10 ** (0.05 / 0.3)
+
+    def rows(lrs: list[float]) -> pd.DataFrame:
+        out = []
+        for lr in lrs:
+            drop = max(0.0, 0.3 * math.log10(lr / 1e-4))
+            for seed, noise in ((0, 0.01), (1, -0.01)):
+                out.append(
+                    {
+                        "method": "ga+gd",
+                        "lr": lr,
+                        "param": "",
+                        "value": "",
+                        "seed": seed,
+                        "point": f"lr={lr:g}",
+                        "retain_drop": drop + noise * (drop > 0),
+                    }
+                )
+        return pd.DataFrame(out)
+
+    tried = [1e-5, 3e-5, 1e-4, 3e-4, 1e-3]
+    widths = []
+    for _ in range(4):
+        (q,) = refinements(rows(tried), target=0.05, tolerance=0.005)
+        assert q.spec == "ga+gd" and q.param is None and q.lr not in tried
+        tried.append(q.lr)
+        below = max(lr for lr in tried if lr <= lr_star)
+        above = min(lr for lr in tried if lr > lr_star)
+        widths.append(math.log10(above / below))
+    assert widths == pytest.approx(
+        [math.log10(3) / 2**k for k in range(1, 5)], rel=0.05
+    )  # rates rounded to 3 digits
+    assert min(abs(math.log10(lr / lr_star)) for lr in tried) < 0.04
+    # Within half the tolerance: done. Never crossing the target (too low a grid): nothing to bisect.
+    assert refinements(rows([1e-4, lr_star, 3e-4]), target=0.05, tolerance=0.02) == []
+    assert refinements(rows([1e-5, 3e-5, 1e-4]), target=0.05, tolerance=0.02) == []
+    # Each tuned value of a setting is bisected on its own.
+    two = pd.concat([rows([1e-4, 3e-4]).assign(param="beta", value=v) for v in (0.1, 1.0)])
+    assert sorted((q.value, q.lr) for q in refinements(two, 0.05, 0.02)) == [(0.1, 1.73e-4), (1.0, 1.73e-4)]
+    assert refinements(two, 0.05, 0.02)[0].overrides == {"lr": 1.73e-4, "beta": 0.1}
+
+
 def test_grid_crosses_the_rates_with_one_setting():
     points = grid(["ga+gd", "npo+gd"], [1e-4, 1e-3], {"npo+gd": {"beta": [0.1, 1.0]}})
     assert [p.label for p in points] == [
@@ -209,7 +255,7 @@ unlearn: {lr: 2.0e-3, max_steps: 4, eval_steps: [0, 2, 4], batch_size: 4}
 evaluate: {metrics: [prob, gen, extract], probes: [question], utility_tasks: [], max_new_tokens: 8, batch_size: 16}
 study: {model_sizes: [tiny], methods: [ga+gd, npo+gd, PLUGIN+gd], plugins: [PLUGIN_FILE], selections: [all],
         attribute: birth_city, eval_retain_size: 6, eval_utility_size: 6, n_boot: 200}
-bench: {lr_grid: [1.0e-3, 1.0e-2], tuning_size: 4, param_grid: {npo+gd: {beta: [0.1, 1.0]}}}
+bench: {lr_grid: [1.0e-5, 1.0e-3, 1.0e-2], tuning_size: 4, param_grid: {npo+gd: {beta: [0.1, 1.0]}}, refine_steps: 1}
 """
 
 
@@ -251,7 +297,12 @@ def test_tiny_benchmark_ranks_every_method_with_the_plugins(bench):
     tuning = json.loads((out / "tuning.json").read_text())
     assert set(tuning["chosen"]) == set(board["method"])
     runs = pd.read_csv(out / "tuning.csv")
-    assert len(runs) == 2 + 4 + 2 and runs.groupby("method")["chosen"].sum().eq(1).all()
+    grid_runs = runs[runs["stage"] == "grid"]
+    assert len(grid_runs) == 3 + 6 + 3 and runs.groupby("method")["chosen"].sum().eq(1).all()
+    # One bisection round: a midpoint wherever the grid's drop crossed 0.05 between neighbours.
+    refined = runs[runs["stage"] == "refine-1"]
+    assert len(refined) >= 1 and refined["lr"].between(1e-5, 1e-2, inclusive="neither").all()
+    assert not refined["lr"].isin([1e-5, 1e-3, 1e-2]).any()
     # The chosen learning rate is the one the study ran each method with, and the leaderboard says so.
     study = json.loads((out / "study" / "study.json").read_text())["config"]["study"]
     for method, c in tuning["chosen"].items():
@@ -284,7 +335,9 @@ def test_report_publishes_a_benchmark_with_its_run_section(bench, tmp_path):
     run = (dest / "report.md").read_text().split("## Run", 1)[1]
     assert "command: frequnlearn bench " in run and "commit: " in run and "hardware: " in run
     assert f"report: frequnlearn bench --out {out} --publish {dest}" in run
-    minutes = float(re.search(r"tuning wall time: ([0-9.]+) min for 8 of 8 runs", run).group(1))
+    minutes = float(
+        re.search(rf"tuning wall time: ([0-9.]+) min for {len(runs)} of {len(runs)} runs", run).group(1)
+    )
     assert minutes == pytest.approx(runs["seconds"].sum() / 60, abs=0.06)
     assert re.search(r"study wall time: [0-9.]+ min of stage work \(.*unlearn", run)
     # The study recorded its plan, which is what its report reads: 3 methods x 2 levels x 1 seed.

@@ -20,7 +20,8 @@ class BenchOptions:
     Each method unlearns a tuning set (`tuning_size` known items of retain people, never evaluated as
     targets, never in a forget or control set) at every point of its grid; the point whose retain
     accuracy drop at the stopping point is closest to `target_retain_drop` is the method's setting in
-    the study (ties: the smaller utility drop, then the first in the grid)."""
+    the study (ties: the smaller utility drop, then the first in the grid). `refine_steps` bisects the
+    learning rate between the grid's two rates around the target before the choice."""
 
     # Learning rates tried for every method.
     lr_grid: list[float] = field(default_factory=lambda: [1e-5, 3e-5, 1e-4, 3e-4, 1e-3])
@@ -37,6 +38,10 @@ class BenchOptions:
     # Pretraining seeds whose models the grid is measured on (empty: the first of study.seeds); a
     # point's cost is the mean over them.
     tuning_seeds: list[int] = field(default_factory=list)
+    # Bisection rounds after the grid: where a method's mean retain drop first crosses the target
+    # between two neighbouring rates, the geometric midpoint is tried next, up to this many times per
+    # method and tuned value (a half-decade grid often steps from no cost straight past the band).
+    refine_steps: int = 0
 
     def validate(self) -> None:
         check(len(self.lr_grid) >= 1, "lr_grid", "give at least one learning rate")
@@ -45,6 +50,7 @@ class BenchOptions:
         check(0.0 < self.target_retain_drop < 1.0, "target_retain_drop", "must be within (0, 1), e.g. 0.05")
         check(0.0 <= self.tolerance < 1.0, "tolerance", "must be within [0, 1), e.g. 0.02")
         check(self.tuning_size >= 1, "tuning_size", "must be >= 1")
+        check(0 <= self.refine_steps <= 10, "refine_steps", "must be within [0, 10], e.g. 3")
         fields = {f.name for f in dataclasses.fields(_unlearn_fields())}
         for spec, grid in self.param_grid.items():
             check(

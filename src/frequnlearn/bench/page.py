@@ -124,6 +124,12 @@ def markdown(cfg: Any, board: pd.DataFrame, record: dict[str, Any], ctx: Any) ->
         f"or control item, never evaluated by the study) on the models of seeds {cfg.seeds_tuned}, at every "
         f"point of its grid (lr {b.lr_grid}"
         + (f"; tuned settings {b.param_grid}" if b.param_grid else "")
+        + (
+            f"; then up to {b.refine_steps} bisection rounds of the rate where the mean retain drop crosses "
+            "the target between two neighbouring rates"
+            if b.refine_steps
+            else ""
+        )
         + "). The cost is the drop of normalised retain accuracy at the stopping point on the study's own "
         "evaluated retain people; the point closest to the target was chosen (ties: smaller utility drop). "
         "Every run: `tuning.csv`; the grid, the sets and the choice: `tuning.json`.",

@@ -161,6 +161,12 @@ def describe_bench(cfg: BenchConfig, out: Path) -> str:
         f"{'steps' if cfg.unlearn.max_steps else 'epochs'}; target retain drop {b.target_retain_drop} +- {b.tolerance}",
     ]
     lines.append(f"    lr grid: {', '.join(f'{lr:g}' for lr in b.lr_grid)}")
+    if b.refine_steps:
+        n = len(s.methods) + sum(len(v) - 1 for g in b.param_grid.values() for v in g.values())
+        lines.append(
+            f"    then up to {b.refine_steps} bisection rounds of the rate for each of {n} method settings "
+            f"whose retain drop crosses the target: at most {b.refine_steps * n * len(seeds)} more runs"
+        )
     for spec in s.methods:
         n = sum(p.spec == spec for p in points)
         extra = "".join(f" x {k} {v}" for k, v in b.param_grid.get(spec, {}).items())

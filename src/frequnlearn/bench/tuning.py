@@ -74,6 +74,32 @@ def grid(
     return points
 
 
+def refinements(runs: pd.DataFrame, target: float, tolerance: float) -> list[GridPoint]:
+    """The next bisection points: for each method and value of its tuned setting, the geometric
+    midpoint of the first two neighbouring rates whose mean retain drop (over the tuned seeds) goes
+    from below `target` to at least `target`, rounded to three significant digits.
+
+    None for a method whose closest point is already within half the tolerance, whose drops never
+    cross the target (all below: the grid ends too low; all above: too high), or whose bracket is too
+    narrow to hold another rounded rate. Reads only the retain columns; a run with no cost (a diverged
+    loss that measured nothing) is left out of the bracket."""
+    if runs.empty:
+        return []
+    points = []
+    for (spec, param, value), g in runs.groupby(["method", "param", "value"], sort=False, dropna=False):
+        mean = g.groupby("lr")["retain_drop"].mean().dropna().sort_index()
+        if mean.empty or (mean - target).abs().min() <= tolerance / 2 + 1e-9:
+            continue
+        lrs, drops = list(mean.index), list(mean.values)
+        for a, b, da, db in zip(lrs, lrs[1:], drops, drops[1:]):
+            if da < target <= db:
+                mid = float(f"{math.sqrt(a * b):.3g}")
+                if a < mid < b:
+                    points.append(GridPoint(str(spec), mid, param or None, value if param else None))
+                break
+    return points
+
+
 def tuning_sets(
     items: list[QAItem], known_ids: set[str] | None, options: StudyOptions, seed: int, size: int
 ) -> dict[str, list[QAItem]]:
@@ -175,95 +201,117 @@ def run_tuning(
     b, s = cfg.bench, cfg.study
     points = grid(s.methods, b.lr_grid, b.param_grid)
     ecfg = tuning_eval(cfg.evaluate)
-    rows, sets_record = [], {}
+    rows: list[dict[str, Any]] = []
+    sets_record: dict[str, dict[str, list[str]]] = {}
     # OUT/tuning/timings.json: {run_id: seconds} of every tuning run, kept across resumed parts (as
     # the study's), for the report's Run section.
     timings_path = out_dir / TIMINGS
     timings = read_json(timings_path) if timings_path.is_file() else {}
+    models = []
     for task in baselines:
         p = task.params
-        tag, seed, world = task.name, p["seed"], p["world"]
-        items, bios = runner.inputs.items(world)
-        known = runner.inputs.known(tag) if cfg.selection == "known" else None
-        sets = tuning_sets(items, known, s, seed, b.tuning_size)
-        ids = {k: [it.item_id for it in v] for k, v in sets.items()}
-        sets_record[tag] = ids
-        base_key = runner.keys.baseline(p)
-        for i, point in enumerate(points):
-            ucfg = dataclasses.replace(
-                runner.keys.unlearn_cfg({"method": point.spec, "seed": seed}), **point.overrides
-            )
-            ucfg.validate()
-            path = out_dir / point.spec / tag / point.label
-            key = stage_key("bench-tuning", TUNING_FORMAT, base_key, ucfg, ecfg, ids)
-            note = ""
-            run_id = f"tuning/{point.spec}/{tag}/{point.label}"
-            if not stage_done(path, key):
-                if not quiet:
-                    progress.message(
-                        f"tuning {point.spec} on {tag}: {point.label} ({i + 1} of {len(points)})"
-                    )
-                model, tok = runner.inputs.model(runner.layout.model(tag))
-                ident = {
-                    "run_id": run_id,
-                    "task": run_id,
-                    "model": tag,
-                    "size": p["size"],
-                    "n_params": p["n_params"],
-                    "seed": seed,
-                    "world": world,
-                    "method": point.spec,
-                    "level": "tuning",
-                    "selection": cfg.selection,
-                }
-                inputs = UnlearnInputs(
-                    model=model,
-                    tokenizer=tok,
-                    forget=sets["tuning"],
-                    retain=sets["retain"],
-                    evaluated=[(role, sets[name]) for name, role in TUNING_ROLES],
-                    identity=ident,
-                    bios=bios,
-                    sets=ids,
+        items, bios = runner.inputs.items(p["world"])
+        known = runner.inputs.known(task.name) if cfg.selection == "known" else None
+        sets = tuning_sets(items, known, s, p["seed"], b.tuning_size)
+        sets_record[task.name] = {k: [it.item_id for it in v] for k, v in sets.items()}
+        models.append((task, sets, bios))
+
+    def measure(batch: list[GridPoint], first: int, stage: str) -> None:
+        """Run (or read back) every point of `batch` on every tuned model; grid indices from `first`."""
+        for task, sets, bios in models:
+            p = task.params
+            tag, seed, world = task.name, p["seed"], p["world"]
+            ids = sets_record[tag]
+            base_key = runner.keys.baseline(p)
+            for i, point in enumerate(batch, start=first):
+                ucfg = dataclasses.replace(
+                    runner.keys.unlearn_cfg({"method": point.spec, "seed": seed}), **point.overrides
                 )
-                started = time.perf_counter()
-                try:
-                    with progress.quiet(quiet):
-                        run_unlearn(ucfg, ecfg, inputs, path, key=key, keep_model=False)
-                except TrainingError as err:
-                    # A point whose loss diverged is a point of the grid too: what it measured before
-                    # it stopped is its cost (none: no cost, never chosen over one that has one).
-                    note = str(err)
-                    progress.message(f"tuning {point.spec} on {tag}: {point.label} stopped: {note}")
-                timings[run_id] = round(time.perf_counter() - started, 1)
-                write_json(timings_path, timings)
-            traj_path = path / "trajectory.parquet"
-            traj = read_parquet(traj_path) if traj_path.is_file() else _NO_TRAJECTORY
-            retain = stopping_cost(traj, "retain")
-            utility = stopping_cost(traj, "utility")
-            tuned = stopping_cost(traj, "forget")
-            rows.append(
-                {
-                    "method": point.spec,
-                    "point": point.label,
-                    "grid_index": i,
-                    "lr": point.lr,
-                    "param": point.param or "",
-                    "value": _plain(point.value) if point.param else "",
-                    "model": tag,
-                    "seed": seed,
-                    "retain_drop": retain[0],
-                    "utility_drop": utility[0],
-                    "tuning_set_forgotten": tuned[0],
-                    "n_retain_known": retain[1],
-                    "n_utility_known": utility[1],
-                    "n_tuning": tuned[1],
-                    "stop_step": retain[2],
-                    # Wall time of the run where this benchmark ran it (None: run before times were kept).
-                    "seconds": timings.get(run_id),
-                    "note": note,
-                }
-            )
+                ucfg.validate()
+                path = out_dir / point.spec / tag / point.label
+                key = stage_key("bench-tuning", TUNING_FORMAT, base_key, ucfg, ecfg, ids)
+                note = ""
+                run_id = f"tuning/{point.spec}/{tag}/{point.label}"
+                if not stage_done(path, key):
+                    if not quiet:
+                        progress.message(
+                            f"tuning {point.spec} on {tag}: {point.label} ({stage} {i + 1 - first} of {len(batch)})"
+                        )
+                    model, tok = runner.inputs.model(runner.layout.model(tag))
+                    ident = {
+                        "run_id": run_id,
+                        "task": run_id,
+                        "model": tag,
+                        "size": p["size"],
+                        "n_params": p["n_params"],
+                        "seed": seed,
+                        "world": world,
+                        "method": point.spec,
+                        "level": "tuning",
+                        "selection": cfg.selection,
+                    }
+                    inputs = UnlearnInputs(
+                        model=model,
+                        tokenizer=tok,
+                        forget=sets["tuning"],
+                        retain=sets["retain"],
+                        evaluated=[(role, sets[name]) for name, role in TUNING_ROLES],
+                        identity=ident,
+                        bios=bios,
+                        sets=ids,
+                    )
+                    started = time.perf_counter()
+                    try:
+                        with progress.quiet(quiet):
+                            run_unlearn(ucfg, ecfg, inputs, path, key=key, keep_model=False)
+                    except TrainingError as err:
+                        # A point whose loss diverged is a point of the grid too: what it measured
+                        # before it stopped is its cost (none: no cost, never chosen over one that has one).
+                        note = str(err)
+                        progress.message(f"tuning {point.spec} on {tag}: {point.label} stopped: {note}")
+                    timings[run_id] = round(time.perf_counter() - started, 1)
+                    write_json(timings_path, timings)
+                traj_path = path / "trajectory.parquet"
+                traj = read_parquet(traj_path) if traj_path.is_file() else _NO_TRAJECTORY
+                retain = stopping_cost(traj, "retain")
+                utility = stopping_cost(traj, "utility")
+                tuned = stopping_cost(traj, "forget")
+                rows.append(
+                    {
+                        "method": point.spec,
+                        "point": point.label,
+                        "grid_index": i,
+                        # grid: a point of bench.lr_grid; refine-N: the N-th bisection round's midpoint.
+                        "stage": stage,
+                        "lr": point.lr,
+                        "param": point.param or "",
+                        "value": _plain(point.value) if point.param else "",
+                        "model": tag,
+                        "seed": seed,
+                        "retain_drop": retain[0],
+                        "utility_drop": utility[0],
+                        "tuning_set_forgotten": tuned[0],
+                        "n_retain_known": retain[1],
+                        "n_utility_known": utility[1],
+                        "n_tuning": tuned[1],
+                        "stop_step": retain[2],
+                        # Wall time of the run where this benchmark ran it (None: run before times were kept).
+                        "seconds": timings.get(run_id),
+                        "note": note,
+                    }
+                )
+
+    measure(points, 0, "grid")
+    for round_ in range(1, b.refine_steps + 1):
+        tried = {(r["method"], r["point"]) for r in rows}
+        batch = [
+            q
+            for q in refinements(pd.DataFrame(rows), b.target_retain_drop, b.tolerance)
+            if (q.spec, q.label) not in tried
+        ]
+        if not batch:
+            break
+        measure(batch, len({(r["method"], r["point"]) for r in rows}), f"refine-{round_}")
     runs = pd.DataFrame(rows)
     choice = choose(runs, b.target_retain_drop, b.tolerance)
     return json_safe(
