@@ -174,11 +174,7 @@ def run_lines(record: dict[str, Any], info: dict[str, Any]) -> list[str]:
             tuning += f" ({len(runs) - timed} run before tuning times were kept)"
     else:
         tuning = "not recorded"
-    lines = study_run_lines(info)
-    at = next((i for i, line in enumerate(lines) if line.startswith("wall time:")), len(lines))
-    lines[at:at] = [f"tuning wall time: {tuning}"]
-    lines[at + 1] = lines[at + 1].replace("wall time:", "study wall time:", 1)
-    return lines
+    return study_run_lines(info, wall_label="study wall time", before_wall=[f"tuning wall time: {tuning}"])
 
 
 def _chosen(record: dict[str, Any]) -> pd.DataFrame:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -364,12 +365,17 @@ def _wall_line(wall: dict[str, Any] | None) -> str:
     return line
 
 
-def run_lines(info: dict[str, Any]) -> list[str]:
+def run_lines(
+    info: dict[str, Any], wall_label: str = "wall time", before_wall: Sequence[str] = ()
+) -> list[str]:
+    """The Run section's lines; a caller that ran more than the study (the benchmark) names the
+    study's wall time `wall_label` and puts its own lines (`before_wall`) ahead of it."""
     return [
         f"command: {info['command']}",
         f"commit: {info['commit']}",
         f"report: {info.get('report_command', '')} at {info.get('report_commit', '')}",
-        f"wall time: {_wall_line(info.get('wall_time'))}",
+        *before_wall,
+        f"{wall_label}: {_wall_line(info.get('wall_time'))}",
         f"hardware: {info['hardware']}",
         f"versions: {info['versions']}",
     ]
