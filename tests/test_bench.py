@@ -349,6 +349,15 @@ def test_report_publishes_a_benchmark_with_its_run_section(bench, tmp_path):
     )
     # A second rebuild into the same directory is allowed (it is the benchmark's own output now).
     assert main(["bench", "--out", str(out), "--publish", str(dest)]) == 0
+    # A study run with other settings than the tuning record chose (a stopped rerun) is not published.
+    record_path = out / "study" / "study.json"
+    saved = record_path.read_text()
+    try:
+        record_path.write_text(json.dumps({**json.loads(saved), "config_key": "other"}))
+        assert main(["bench", "--out", str(out), "--publish", str(tmp_path / "other")]) == 2
+    finally:
+        record_path.write_text(saved)
+    assert not (tmp_path / "other" / "leaderboard.csv").exists()
 
 
 def test_publishing_an_unfinished_benchmark_is_one_line(tmp_path, capsys):

@@ -101,6 +101,16 @@ def rebuild(bench_dir: str | Path, out: str | Path | None = None) -> Path:
         cfg.validate()
     except (ConfigError, TypeError, AttributeError) as err:
         raise DataError(f"{tuning}: its config cannot be read ({err}); rerun the benchmark") from None
+    # tuning.json is written when the whole benchmark ends: a rerun with new settings that was stopped
+    # in its study leaves the old record beside a study of the new settings. Publish only a pair.
+    from frequnlearn.study.keys import config_key
+
+    tuned = cfg.study_config({m: c["settings"] for m, c in record["chosen"].items()})
+    if read_json(RunLayout(study_dir).study_record).get("config_key") != config_key(tuned):
+        raise DataError(
+            f"--out {bench_dir}: its study ran with other settings than tuning.json chose (a rerun that "
+            f"has not finished?); run `frequnlearn bench CONFIG --out {bench_dir}` to the end first"
+        )
     out = Path(out) if out is not None else bench_dir
     write_outputs(out, cfg, record, runs_table(record), study_dir)
     if out != bench_dir:
