@@ -364,9 +364,10 @@ def test_publishing_an_unfinished_benchmark_is_one_line(tmp_path, capsys):
     from frequnlearn.records import claim_output_dir
 
     claim_output_dir(tmp_path / "b", "bench")
-    assert main(["bench", "--out", str(tmp_path / "b"), "--publish", str(tmp_path / "r")]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "has not finished" in err and "frequnlearn bench" in err
+    for dry in ([], ["--dry-run"]):
+        assert main(["bench", "--out", str(tmp_path / "b"), "--publish", str(tmp_path / "r"), *dry]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "has not finished" in err and "frequnlearn bench" in err
     assert not (tmp_path / "r" / "leaderboard.csv").exists()
 
 

@@ -85,8 +85,10 @@ def _publish(args: argparse.Namespace) -> int:
     records, with the study's report under study/report/; nothing is trained or evaluated."""
     from pathlib import Path
 
+    from frequnlearn.bench.run import finished, rebuild
     from frequnlearn.errors import ConfigError
     from frequnlearn.records import check_output_dir
+    from frequnlearn.study.cli import load_registries
 
     if not args.out:
         raise ConfigError(
@@ -94,22 +96,20 @@ def _publish(args: argparse.Namespace) -> int:
         )
     bench_dir = Path(args.out)
     dest = check_output_dir(args.publish, "bench", flag="--publish")
+    load_registries()
     if args.dry_run:
         from frequnlearn.cli_common import print_dry_run
 
+        finished(bench_dir)
         print_dry_run(
             "bench",
             [
-                f"would read the benchmark {bench_dir} (tuning.json and the study's per-item records)",
+                f"would read the finished benchmark {bench_dir} (tuning.json and the study's per-item records)",
                 f"would write {dest}: leaderboard.csv, leaderboard.png, tuning.json, tuning.csv, mia.csv, "
                 "extraction.csv, report.md, report.html, and the study's report in study/report/",
             ],
         )
         return 0
-    from frequnlearn.bench.run import rebuild
-    from frequnlearn.study.cli import load_registries
-
-    load_registries()
     done = rebuild(bench_dir, dest)
     print(f"published leaderboard: {done / 'leaderboard.csv'}")
     print(f"published report: {done / 'report.html'}")

@@ -75,22 +75,20 @@ def run_bench(cfg: BenchConfig, out: str | Path, quiet: bool = False) -> Path:
     return out
 
 
-def rebuild(bench_dir: str | Path, out: str | Path | None = None) -> Path:
-    """Write a finished benchmark's leaderboard and report again from what it recorded (its
-    tuning.json and its study's per-item records), into `out` (default: `bench_dir` itself), with
-    the study's own report as `out/study/report/`. `frequnlearn bench --out BENCH_DIR --publish
-    results/NAME` publishes a benchmark this way; nothing is trained or evaluated."""
-    from frequnlearn.bench.config import BenchConfig
-    from frequnlearn.bench.tuning import runs_table
+def finished(bench_dir: Path) -> tuple[BenchConfig, dict[str, Any]]:
+    """The config and tuning record of a finished benchmark directory, after checking that it is one:
+    tuning.json readable, and a study run with exactly the settings that record chose (tuning.json is
+    written when the whole benchmark ends, so a rerun with new settings stopped in its study leaves the
+    old record beside a study of the new settings: not a pair to publish)."""
     from frequnlearn.config import from_dict
     from frequnlearn.errors import ConfigError, DataError
     from frequnlearn.layout import RunLayout
     from frequnlearn.records import read_json
+    from frequnlearn.study.keys import config_key
 
-    bench_dir = Path(bench_dir)
     tuning = bench_dir / "tuning.json"
-    study_dir = bench_dir / STUDY_DIR
-    if not tuning.is_file() or not RunLayout(study_dir).study_record.is_file():
+    study_record = RunLayout(bench_dir / STUDY_DIR).study_record
+    if not tuning.is_file() or not study_record.is_file():
         raise DataError(
             f"--out {bench_dir}: the benchmark has not finished (no tuning.json or study/study.json); "
             f"run `frequnlearn bench CONFIG --out {bench_dir}` to the end first"
@@ -101,16 +99,26 @@ def rebuild(bench_dir: str | Path, out: str | Path | None = None) -> Path:
         cfg.validate()
     except (ConfigError, TypeError, AttributeError) as err:
         raise DataError(f"{tuning}: its config cannot be read ({err}); rerun the benchmark") from None
-    # tuning.json is written when the whole benchmark ends: a rerun with new settings that was stopped
-    # in its study leaves the old record beside a study of the new settings. Publish only a pair.
-    from frequnlearn.study.keys import config_key
-
     tuned = cfg.study_config({m: c["settings"] for m, c in record["chosen"].items()})
-    if read_json(RunLayout(study_dir).study_record).get("config_key") != config_key(tuned):
+    if read_json(study_record).get("config_key") != config_key(tuned):
         raise DataError(
             f"--out {bench_dir}: its study ran with other settings than tuning.json chose (a rerun that "
             f"has not finished?); run `frequnlearn bench CONFIG --out {bench_dir}` to the end first"
         )
+    return cfg, record
+
+
+def rebuild(bench_dir: str | Path, out: str | Path | None = None) -> Path:
+    """Write a finished benchmark's leaderboard and report again from what it recorded (its
+    tuning.json and its study's per-item records), into `out` (default: `bench_dir` itself), with
+    the study's own report as `out/study/report/`. `frequnlearn bench --out BENCH_DIR --publish
+    results/NAME` publishes a benchmark this way; nothing is trained or evaluated."""
+    from frequnlearn.bench.tuning import runs_table
+    from frequnlearn.layout import RunLayout
+
+    bench_dir = Path(bench_dir)
+    cfg, record = finished(bench_dir)
+    study_dir = bench_dir / STUDY_DIR
     out = Path(out) if out is not None else bench_dir
     write_outputs(out, cfg, record, runs_table(record), study_dir)
     if out != bench_dir:
