@@ -180,7 +180,7 @@ def describe_bench(cfg: BenchConfig, out: Path) -> str:
     ]
     lines.append(f"    lr grid: {', '.join(f'{lr:g}' for lr in b.lr_grid)}")
     if b.refine_steps:
-        n = len(s.methods) + sum(len(v) - 1 for g in b.param_grid.values() for v in g.values())
+        n = len({(q.spec, q.value) for q in points})
         lines.append(
             f"    then up to {b.refine_steps} bisection rounds of the rate for each of {n} method settings "
             f"whose retain drop crosses the target: at most {b.refine_steps * n * len(seeds)} more runs"

@@ -311,7 +311,7 @@ def run_tuning(
         ]
         if not batch:
             break
-        measure(batch, len({(r["method"], r["point"]) for r in rows}), f"refine-{round_}")
+        measure(batch, len(tried), f"refine-{round_}")
     runs = pd.DataFrame(rows)
     choice = choose(runs, b.target_retain_drop, b.tolerance)
     return json_safe(
