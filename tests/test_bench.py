@@ -116,6 +116,24 @@ def test_choose_takes_the_point_closest_to_the_target_retain_cost():
     assert c.loc["idk+gd", "point"] == "5e-05" and not bool(c.loc["idk+gd", "matched"])
 
 
+def test_prefer_largest_rate_takes_the_largest_matched_rate_and_falls_back_to_the_closest():
+    """Under a retain-drop stopping rule every rate past the cost stops near it: `closest` picks the
+    smallest rate that just reaches it (0.05 exactly), `largest_rate` the largest within 0.05 +- 0.02."""
+    runs = _runs(
+        {
+            "ga+gd": [("1e-05", 0.0, 0.0), ("5e-05", 0.05, 0.1), ("1e-04", 0.066, 0.3), ("3e-04", 0.2, 0.3)],
+            # Nothing within the tolerance: the closest, not matched, as with `closest`.
+            "idk+gd": [("1e-05", 0.0, 0.0), ("5e-05", 0.2, 0.0)],
+        }
+    )
+    closest = choose(runs, 0.05, 0.02).set_index("method")
+    largest = choose(runs, 0.05, 0.02, prefer="largest_rate").set_index("method")
+    assert closest.loc["ga+gd", "point"] == "5e-05"
+    assert largest.loc["ga+gd", "point"] == "1e-04" and bool(largest.loc["ga+gd", "matched"])
+    assert largest.loc["idk+gd", "point"] == closest.loc["idk+gd", "point"] == "1e-05"
+    assert not bool(largest.loc["idk+gd", "matched"])
+
+
 def test_choose_averages_the_tuned_seeds():
     runs = pd.concat(
         [

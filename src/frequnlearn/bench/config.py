@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from frequnlearn.config.base import check, load_config
 from frequnlearn.config.study import StudyConfig
@@ -20,7 +20,8 @@ class BenchOptions:
     Each method unlearns a tuning set (`tuning_size` known items of retain people, never evaluated as
     targets, never in a forget or control set) at every point of its grid; the point whose retain
     accuracy drop at the stopping point is closest to `target_retain_drop` is the method's setting in
-    the study (ties: the smaller utility drop, then the first in the grid). `refine_steps` bisects the
+    the study (ties: the smaller utility drop, then the first in the grid; `prefer: largest_rate` takes
+    the largest rate within `tolerance` instead). `refine_steps` bisects the
     learning rate between the grid's two rates around the target before the choice."""
 
     # Learning rates tried for every method.
@@ -42,6 +43,10 @@ class BenchOptions:
     # between two neighbouring rates, the geometric midpoint is tried next, up to this many times per
     # method and tuned value (a half-decade grid often steps from no cost straight past the band).
     refine_steps: int = 0
+    # Which point within the tolerance is the method's setting: `closest` to the target, or the
+    # `largest_rate` (for a config with a retain-drop stopping rule, unlearn.stop_retain_drop, which
+    # ends every run near the cost: the largest matched rate reaches it well before max_steps).
+    prefer: Literal["closest", "largest_rate"] = "closest"
 
     def validate(self) -> None:
         check(len(self.lr_grid) >= 1, "lr_grid", "give at least one learning rate")
@@ -51,6 +56,7 @@ class BenchOptions:
         check(0.0 <= self.tolerance < 1.0, "tolerance", "must be within [0, 1), e.g. 0.02")
         check(self.tuning_size >= 1, "tuning_size", "must be >= 1")
         check(0 <= self.refine_steps <= 10, "refine_steps", "must be within [0, 10], e.g. 3")
+        check(self.prefer in ("closest", "largest_rate"), "prefer", "must be closest or largest_rate")
         fields = {f.name for f in dataclasses.fields(_unlearn_fields())}
         for spec, grid in self.param_grid.items():
             check(

@@ -8,7 +8,8 @@ from the pretrained weights with the study's own `unlearn:` settings (step budge
 schedule; only the tuned values replaced) and the study's retain-loss people, evaluated on the very
 retain and utility people the study's runs of that seed evaluate. Its cost is the drop of normalised
 retain (and utility) accuracy at the run's stopping point (its last evaluated step). The point closest
-to the target cost is chosen. Nothing here reads a forget or control item, so changing them cannot
+to the target cost is chosen (or, with `bench.prefer: largest_rate`, the largest rate within the
+tolerance). Nothing here reads a forget or control item, so changing them cannot
 change the choice (`tests/test_bench.py` checks it).
 """
 
@@ -148,10 +149,17 @@ def stopping_cost(traj: pd.DataFrame, role: str, probe: str = "question") -> tup
     return 1.0 - float((end["known"] == 1.0).sum()) / len(known0), len(known0), float(last)
 
 
-def choose(runs: pd.DataFrame, target: float, tolerance: float) -> pd.DataFrame:
+def choose(runs: pd.DataFrame, target: float, tolerance: float, prefer: str = "closest") -> pd.DataFrame:
     """One row per method: the grid point whose mean retain drop over the tuned seeds is closest to
     `target` (ties: the smaller utility drop, then the earlier point of the grid). Reads only the
-    retain and utility columns; `matched` says whether the drop lies within `tolerance` of the target."""
+    retain and utility columns; `matched` says whether the drop lies within `tolerance` of the target.
+
+    `prefer="largest_rate"` takes, among the points within `tolerance`, the one with the largest
+    learning rate (then the closest, as above), and the closest point where none is within it. With a
+    retain-drop stopping rule every rate past the cost stops near it, so "closest" is a near-tie
+    decided by rounding, and its winner is the smallest rate that just reaches the cost in S_max
+    steps: a set that costs less per step than the tuning set then ends below the band. The largest
+    matched rate reaches the cost well before S_max and leaves the rule to end the run."""
     by = ["method", "point"]
     mean = (
         runs.groupby(by, sort=False)
@@ -171,8 +179,11 @@ def choose(runs: pd.DataFrame, target: float, tolerance: float) -> pd.DataFrame:
     for _, g in mean.groupby("method", sort=False):
         # Drops are shares of a few items: distances equal but for rounding are a tie.
         g = g.assign(_u=g["utility_drop"].fillna(math.inf), _d=g["distance"].round(9).fillna(math.inf))
-        best = g.sort_values(["_d", "_u", "grid_index"], kind="stable").iloc[0]
-        rows.append(best.drop(["_u", "_d"]))
+        g = g.sort_values(["_d", "_u", "grid_index"], kind="stable")
+        within = g[g["_d"] <= tolerance + 1e-9]
+        if prefer == "largest_rate" and len(within):
+            g = within.sort_values("lr", ascending=False, kind="stable")
+        rows.append(g.iloc[0].drop(["_u", "_d"]))
     out = pd.DataFrame(rows).reset_index(drop=True)
     out["matched"] = out["distance"] <= tolerance + 1e-9
     return out
@@ -313,7 +324,7 @@ def run_tuning(
             break
         measure(batch, len(tried), f"refine-{round_}")
     runs = pd.DataFrame(rows)
-    choice = choose(runs, b.target_retain_drop, b.tolerance)
+    choice = choose(runs, b.target_retain_drop, b.tolerance, b.prefer)
     return json_safe(
         {
             "target_retain_drop": b.target_retain_drop,
