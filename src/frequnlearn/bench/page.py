@@ -131,8 +131,13 @@ def markdown(cfg: Any, board: pd.DataFrame, record: dict[str, Any], ctx: Any) ->
             else ""
         )
         + "). The cost is the drop of normalised retain accuracy at the stopping point on the study's own "
-        "evaluated retain people; the point closest to the target was chosen (ties: smaller utility drop). "
-        "Every run: `tuning.csv`; the grid, the sets and the choice: `tuning.json`.",
+        "evaluated retain people; "
+        + (
+            "the largest rate within the tolerance was chosen (the closest point where none was). "
+            if b.prefer == "largest_rate"
+            else "the point closest to the target was chosen (ties: smaller utility drop). "
+        )
+        + "Every run: `tuning.csv`; the grid, the sets and the choice: `tuning.json`.",
         "",
         as_markdown(_chosen(record)),
         "",

@@ -185,6 +185,19 @@ def describe_bench(cfg: BenchConfig, out: Path) -> str:
             f"    then up to {b.refine_steps} bisection rounds of the rate for each of {n} method settings "
             f"whose retain drop crosses the target: at most {b.refine_steps * n * len(seeds)} more runs"
         )
+    lines.append(
+        "    choice: "
+        + (
+            f"the largest rate within {b.target_retain_drop} +- {b.tolerance} (else the closest point)"
+            if b.prefer == "largest_rate"
+            else f"the point closest to {b.target_retain_drop}"
+        )
+        + (
+            f"; every run stops once its retain drop exceeds {cfg.unlearn.stop_retain_drop}"
+            if cfg.unlearn.stop_retain_drop is not None
+            else ""
+        )
+    )
     for spec in s.methods:
         n = sum(p.spec == spec for p in points)
         extra = "".join(f" x {k} {v}" for k, v in b.param_grid.get(spec, {}).items())
