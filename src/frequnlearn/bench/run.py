@@ -25,9 +25,11 @@ from frequnlearn.records import atomic_open, output_set, run_info, write_json
 
 STUDY_DIR = "study"
 TUNING_DIR = "tuning"
+# The tuning record: written with the leaderboard, so its presence says the benchmark finished.
+TUNING_RECORD = "tuning.json"
 # What the benchmark writes at the top of OUT, replaced as one set (report.html last).
 BENCH_FILES = (
-    "tuning.json",
+    TUNING_RECORD,
     "tuning.csv",
     "leaderboard.csv",
     "leaderboard.png",
@@ -86,7 +88,7 @@ def finished(bench_dir: Path) -> tuple[BenchConfig, dict[str, Any]]:
     from frequnlearn.records import read_json
     from frequnlearn.study.keys import config_key
 
-    tuning = bench_dir / "tuning.json"
+    tuning = bench_dir / TUNING_RECORD
     study_record = RunLayout(bench_dir / STUDY_DIR).study_record
     if not tuning.is_file() or not study_record.is_file():
         raise DataError(
@@ -146,7 +148,7 @@ def write_outputs(
     png = figure(board, ctx.lay.high, ctx.lay.low)
     md = markdown(cfg, board, record, ctx)
     with output_set(out, BENCH_FILES, "report.html", kind="bench") as tmp:
-        write_json(tmp / "tuning.json", record)
+        write_json(tmp / TUNING_RECORD, record)
         for name, df in (
             ("tuning.csv", runs),
             ("leaderboard.csv", board),
