@@ -200,6 +200,113 @@ def chosen_overrides(choice: pd.DataFrame) -> dict[str, dict[str, Any]]:
     return out
 
 
+@dataclass
+class _TunedModel:
+    """One tuned model (a study `baseline` task) with its tuning sets and the item ids they record."""
+
+    task: Any
+    sets: dict[str, list[QAItem]]
+    bios: Any
+    ids: dict[str, list[str]]
+
+
+class _Tuning:
+    """The tuning runs of one benchmark: each (point, model) run, or read back when done for its key,
+    and its costs appended to `rows`; the wall times kept in `out_dir/timings.json` across resumed
+    parts (as the study's), for the report's Run section."""
+
+    def __init__(self, cfg: Any, runner: Any, ecfg: Any, out_dir: Path, quiet: bool) -> None:
+        self.cfg, self.runner, self.ecfg, self.out_dir, self.quiet = cfg, runner, ecfg, out_dir, quiet
+        self.rows: list[dict[str, Any]] = []
+        self.timings_path = out_dir / TIMINGS
+        self.timings = read_json(self.timings_path) if self.timings_path.is_file() else {}
+
+    def measure(self, models: list[_TunedModel], batch: list[GridPoint], first: int, stage: str) -> None:
+        """Every point of `batch` on every tuned model; grid indices from `first`."""
+        for m in models:
+            for i, point in enumerate(batch, start=first):
+                self.rows.append(self.run(m, point, i, stage, f"{stage} {i + 1 - first} of {len(batch)}"))
+
+    def run(self, m: _TunedModel, point: GridPoint, index: int, stage: str, where: str) -> dict[str, Any]:
+        """One tuning run's row: run it unless done for its key, then read its costs back."""
+        from frequnlearn.unlearn.stage import UnlearnInputs, run_unlearn
+
+        p, runner = m.task.params, self.runner
+        tag, seed = m.task.name, p["seed"]
+        ucfg = dataclasses.replace(
+            runner.keys.unlearn_cfg({"method": point.spec, "seed": seed}), **point.overrides
+        )
+        ucfg.validate()
+        path = self.out_dir / point.spec / tag / point.label
+        key = stage_key("bench-tuning", TUNING_FORMAT, runner.keys.baseline(p), ucfg, self.ecfg, m.ids)
+        note = ""
+        run_id = f"tuning/{point.spec}/{tag}/{point.label}"
+        if not stage_done(path, key):
+            if not self.quiet:
+                progress.message(f"tuning {point.spec} on {tag}: {point.label} ({where})")
+            model, tok = runner.inputs.model(runner.layout.model(tag))
+            ident = {
+                "run_id": run_id,
+                "task": run_id,
+                "model": tag,
+                "size": p["size"],
+                "n_params": p["n_params"],
+                "seed": seed,
+                "world": p["world"],
+                "method": point.spec,
+                "level": "tuning",
+                "selection": self.cfg.selection,
+            }
+            inputs = UnlearnInputs(
+                model=model,
+                tokenizer=tok,
+                forget=m.sets["tuning"],
+                retain=m.sets["retain"],
+                evaluated=[(role, m.sets[name]) for name, role in TUNING_ROLES],
+                identity=ident,
+                bios=m.bios,
+                sets=m.ids,
+            )
+            started = time.perf_counter()
+            try:
+                with progress.quiet(self.quiet):
+                    run_unlearn(ucfg, self.ecfg, inputs, path, key=key, keep_model=False)
+            except TrainingError as err:
+                # A point whose loss diverged is a point of the grid too: what it measured before it
+                # stopped is its cost (none: no cost, never chosen over one that has one).
+                note = str(err)
+                progress.message(f"tuning {point.spec} on {tag}: {point.label} stopped: {note}")
+            self.timings[run_id] = round(time.perf_counter() - started, 1)
+            write_json(self.timings_path, self.timings)
+        traj_path = path / "trajectory.parquet"
+        traj = read_parquet(traj_path) if traj_path.is_file() else _NO_TRAJECTORY
+        retain = stopping_cost(traj, "retain")
+        utility = stopping_cost(traj, "utility")
+        tuned = stopping_cost(traj, "forget")
+        return {
+            "method": point.spec,
+            "point": point.label,
+            "grid_index": index,
+            # grid: a point of bench.lr_grid; refine-N: the N-th bisection round's midpoint.
+            "stage": stage,
+            "lr": point.lr,
+            "param": point.param or "",
+            "value": _plain(point.value) if point.param else "",
+            "model": tag,
+            "seed": seed,
+            "retain_drop": retain[0],
+            "utility_drop": utility[0],
+            "tuning_set_forgotten": tuned[0],
+            "n_retain_known": retain[1],
+            "n_utility_known": utility[1],
+            "n_tuning": tuned[1],
+            "stop_step": retain[2],
+            # Wall time of the run where this benchmark ran it (None: run before times were kept).
+            "seconds": self.timings.get(run_id),
+            "note": note,
+        }
+
+
 def run_tuning(
     cfg: Any, runner: Any, baselines: list[Any], out_dir: Path, quiet: bool = False
 ) -> dict[str, Any]:
@@ -207,112 +314,20 @@ def run_tuning(
     models and baseline scores `runner`, the study's TaskRunner, reads), each run kept in
     `out_dir/<method>/<model>/<point>/` and skipped when done for its key; returns the tuning record
     (grid, sets, every run's costs, the choice)."""
-    from frequnlearn.unlearn.stage import UnlearnInputs, run_unlearn
-
     b, s = cfg.bench, cfg.study
     points = grid(s.methods, b.lr_grid, b.param_grid)
     ecfg = tuning_eval(cfg.evaluate)
-    rows: list[dict[str, Any]] = []
-    sets_record: dict[str, dict[str, list[str]]] = {}
-    # OUT/tuning/timings.json: {run_id: seconds} of every tuning run, kept across resumed parts (as
-    # the study's), for the report's Run section.
-    timings_path = out_dir / TIMINGS
-    timings = read_json(timings_path) if timings_path.is_file() else {}
     models = []
     for task in baselines:
         p = task.params
         items, bios = runner.inputs.items(p["world"])
         known = runner.inputs.known(task.name) if cfg.selection == "known" else None
         sets = tuning_sets(items, known, s, p["seed"], b.tuning_size)
-        sets_record[task.name] = {k: [it.item_id for it in v] for k, v in sets.items()}
-        models.append((task, sets, bios))
-
-    def measure(batch: list[GridPoint], first: int, stage: str) -> None:
-        """Run (or read back) every point of `batch` on every tuned model; grid indices from `first`."""
-        for task, sets, bios in models:
-            p = task.params
-            tag, seed, world = task.name, p["seed"], p["world"]
-            ids = sets_record[tag]
-            base_key = runner.keys.baseline(p)
-            for i, point in enumerate(batch, start=first):
-                ucfg = dataclasses.replace(
-                    runner.keys.unlearn_cfg({"method": point.spec, "seed": seed}), **point.overrides
-                )
-                ucfg.validate()
-                path = out_dir / point.spec / tag / point.label
-                key = stage_key("bench-tuning", TUNING_FORMAT, base_key, ucfg, ecfg, ids)
-                note = ""
-                run_id = f"tuning/{point.spec}/{tag}/{point.label}"
-                if not stage_done(path, key):
-                    if not quiet:
-                        progress.message(
-                            f"tuning {point.spec} on {tag}: {point.label} ({stage} {i + 1 - first} of {len(batch)})"
-                        )
-                    model, tok = runner.inputs.model(runner.layout.model(tag))
-                    ident = {
-                        "run_id": run_id,
-                        "task": run_id,
-                        "model": tag,
-                        "size": p["size"],
-                        "n_params": p["n_params"],
-                        "seed": seed,
-                        "world": world,
-                        "method": point.spec,
-                        "level": "tuning",
-                        "selection": cfg.selection,
-                    }
-                    inputs = UnlearnInputs(
-                        model=model,
-                        tokenizer=tok,
-                        forget=sets["tuning"],
-                        retain=sets["retain"],
-                        evaluated=[(role, sets[name]) for name, role in TUNING_ROLES],
-                        identity=ident,
-                        bios=bios,
-                        sets=ids,
-                    )
-                    started = time.perf_counter()
-                    try:
-                        with progress.quiet(quiet):
-                            run_unlearn(ucfg, ecfg, inputs, path, key=key, keep_model=False)
-                    except TrainingError as err:
-                        # A point whose loss diverged is a point of the grid too: what it measured
-                        # before it stopped is its cost (none: no cost, never chosen over one that has one).
-                        note = str(err)
-                        progress.message(f"tuning {point.spec} on {tag}: {point.label} stopped: {note}")
-                    timings[run_id] = round(time.perf_counter() - started, 1)
-                    write_json(timings_path, timings)
-                traj_path = path / "trajectory.parquet"
-                traj = read_parquet(traj_path) if traj_path.is_file() else _NO_TRAJECTORY
-                retain = stopping_cost(traj, "retain")
-                utility = stopping_cost(traj, "utility")
-                tuned = stopping_cost(traj, "forget")
-                rows.append(
-                    {
-                        "method": point.spec,
-                        "point": point.label,
-                        "grid_index": i,
-                        # grid: a point of bench.lr_grid; refine-N: the N-th bisection round's midpoint.
-                        "stage": stage,
-                        "lr": point.lr,
-                        "param": point.param or "",
-                        "value": _plain(point.value) if point.param else "",
-                        "model": tag,
-                        "seed": seed,
-                        "retain_drop": retain[0],
-                        "utility_drop": utility[0],
-                        "tuning_set_forgotten": tuned[0],
-                        "n_retain_known": retain[1],
-                        "n_utility_known": utility[1],
-                        "n_tuning": tuned[1],
-                        "stop_step": retain[2],
-                        # Wall time of the run where this benchmark ran it (None: run before times were kept).
-                        "seconds": timings.get(run_id),
-                        "note": note,
-                    }
-                )
-
-    measure(points, 0, "grid")
+        models.append(_TunedModel(task, sets, bios, {k: [it.item_id for it in v] for k, v in sets.items()}))
+    sets_record = {m.task.name: m.ids for m in models}
+    tuning = _Tuning(cfg, runner, ecfg, out_dir, quiet)
+    rows = tuning.rows
+    tuning.measure(models, points, 0, "grid")
     for round_ in range(1, b.refine_steps + 1):
         tried = {(r["method"], r["point"]) for r in rows}
         batch = [
@@ -322,7 +337,7 @@ def run_tuning(
         ]
         if not batch:
             break
-        measure(batch, len(tried), f"refine-{round_}")
+        tuning.measure(models, batch, len(tried), f"refine-{round_}")
     runs = pd.DataFrame(rows)
     choice = choose(runs, b.target_retain_drop, b.tolerance, b.prefer)
     return json_safe(
