@@ -63,9 +63,10 @@ def main(argv: list[str] | None = None) -> int:
                 + _belongs_to_option(item, sys.argv[1:] if argv is None else argv)
             )
     from frequnlearn import progress
-    from frequnlearn.records import running_command
+    from frequnlearn.records import code_commit, running_command
 
     progress.route_logging()
+    code_commit()  # the commit a run records is the checkout's when the command started
     try:
         with progress.quiet_third_party(), running_command(argv):
             return int(args.func(args) or 0)

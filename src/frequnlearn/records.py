@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
+import functools
 import hashlib
 import json
 import os
@@ -726,11 +727,14 @@ def input_hashes(**specs: str | None) -> dict[str, str]:
     return found
 
 
+@functools.cache
 def code_commit() -> str:
     """`git describe --always` of the checkout this package runs from, when a checkout tracks it (an
     installed copy may sit inside someone else's repository, which names nothing of ours), with
     `-dirty` when the package's code or the configs differ from that commit: other files (results
-    being written, notes) do not make the numbers."""
+    being written, notes) do not make the numbers. Read once per process (`frequnlearn.cli.main`
+    reads it first): the code a long run imported is the checkout's at its start, whatever is
+    committed while it runs."""
     import subprocess
 
     here = Path(__file__).parent
