@@ -488,6 +488,9 @@ def test_budget_names_the_stopping_rule():
     only_l = budget({"epochs": 5, "stop_forget_level": 0.25}, [])
     assert only_l.startswith("stopping rule (L = 0.25, T = off, S_max = 5 epochs)") and "retain" not in only_l
     assert "not recorded" in budget({})
+    restored = budget({"max_steps": 20, "stop_retain_drop": 0.07, "stop_restore": True}, [6, 20])
+    assert "dropped by more than 0.07 (then back to the last evaluated step within it)" in restored
+    assert "back to" not in text
 
 
 # ------------------------------------------------------------------------------------ the report page

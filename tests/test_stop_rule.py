@@ -115,6 +115,7 @@ def test_lr_zero_never_reaches_L_and_runs_its_budget(tiny_gpt2_dir, tmp_path):
         "T": 0.2,
         "S_max": 12,
         "probe": "question",
+        "restored": None,
     }
 
 
@@ -154,6 +155,44 @@ def test_retain_drop_stops_the_run_before_L(tiny_gpt2_dir, tmp_path):
         assert stop["reason"] == "retain_drop" and not stop["forget_level_reached"]
         assert stop["step_reached_L"] is None and stop["retain_drop"] > 0.0
     assert result.steps == stop["step"] == first_drop
+
+
+def test_stop_restore_puts_back_the_last_step_within_the_retain_budget(tiny_gpt2_dir, tmp_path):
+    """The retain drop first exceeds T=0 at step k: the run ends there, and with stop_restore its weights,
+    trajectory and summary are those of step k-1, the last step within the budget, which the unstopped
+    run's weights at k-1 confirm (determinism: a stopped run is the free run's prefix)."""
+    _, _, seen_free = _run(tiny_gpt2_dir, tmp_path / "free", lr=1e-2)
+    first_drop = next(s for s, _, acc in seen_free if seen_free[0][2] - acc > 0.0)
+    assert first_drop >= 2
+    kept = first_drop - 1
+    result, stop, seen = _run(
+        tiny_gpt2_dir, tmp_path / "restore", lr=1e-2, stop_retain_drop=0.0, stop_restore=True
+    )
+    assert stop["reason"] == "retain_drop" and result.steps == stop["step"] == kept
+    assert stop["restored"] == {
+        "from_step": first_drop,
+        "retain_drop": pytest.approx(seen_free[0][2] - seen_free[first_drop][2]),
+    }
+    assert (
+        stop["retain_drop"] == pytest.approx(seen_free[0][2] - seen_free[kept][2])
+        and stop["retain_drop"] <= 0.0
+    )
+    traj = pd.read_parquet(tmp_path / "restore" / "trajectory.parquet")
+    assert traj["step"].max() == kept and sorted(
+        read_json(tmp_path / "restore" / "run.json")["summary"]["evaluated_steps"]
+    ) == list(range(kept + 1))
+    # The saved weights are the free run's at step `kept`: rerun it for exactly that many steps.
+    _, _, _ = _run(tiny_gpt2_dir, tmp_path / "prefix", lr=1e-2, max_steps=kept)
+    a, _ = load_model_and_tokenizer(tmp_path / "restore" / "model")
+    b, _ = load_model_and_tokenizer(tmp_path / "prefix" / "model")
+    for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(pa, pb), name
+    assert seen[: kept + 1] == seen_free[: kept + 1]
+
+
+def test_stop_restore_needs_a_retain_budget():
+    with pytest.raises(ConfigError, match="stop_restore"):
+        _cfg(stop_restore=True).validate()
 
 
 def _frame(

@@ -130,6 +130,12 @@ class UnlearnConfig:
     # forget fastest; run.json's summary.stop says which criterion ended it and whether L was reached.
     stop_forget_level: float | None = None
     stop_retain_drop: float | None = None
+    # With stop_retain_drop: when the retain drop ends a run, the trainable weights of the last
+    # evaluated step whose drop was within T are put back, and that step is the run's stopping point
+    # (the model saved, the trajectory kept up to it; summary.stop.restored says from where). A run
+    # then never ends past its retain budget, however steep the step that crossed it. It keeps a copy
+    # of the trainable weights in CPU memory (the adapter only, with LoRA).
+    stop_restore: bool = False
     # The probe whose generation accuracy the stopping rule reads.
     stop_probe: Literal["question", "paraphrase", "bio"] = "question"
 
@@ -226,6 +232,11 @@ class UnlearnConfig:
             self.stop_retain_drop is None or 0.0 <= self.stop_retain_drop < 1.0,
             "stop_retain_drop",
             "must be within [0, 1) (a drop in accuracy) or null",
+        )
+        check(
+            not self.stop_restore or self.stop_retain_drop is not None,
+            "stop_restore",
+            "restores the weights of the last step within stop_retain_drop; set stop_retain_drop or drop it",
         )
         check(self.eval_every >= 0, "eval_every", "must be >= 0 (0 turns it off)")
         check_range(self.eval_every, "eval_every", 0, MAX_STEPS, " (0 turns it off)")

@@ -80,7 +80,10 @@ def budget(unlearn: dict[str, Any], last_steps: Sequence[float] = ()) -> str:
         if level is not None:
             parts.append(f"the targets' normalised generation accuracy is <= {level}")
         if drop is not None:
-            parts.append(f"retain accuracy has dropped by more than {drop}")
+            parts.append(
+                f"retain accuracy has dropped by more than {drop}"
+                + (" (then back to the last evaluated step within it)" if unlearn.get("stop_restore") else "")
+            )
         s_max = f"{max_steps} steps" if max_steps else f"{unlearn.get('epochs', '?')} epochs"
         named = f"L = {_off(level)}, T = {_off(drop)}, S_max = {s_max}"
         rule = f"stopping rule ({named}): stop when {' or '.join(parts)}, else after {cap}"

@@ -215,6 +215,14 @@ class Trajectory:
     def frame(self) -> pd.DataFrame | None:
         return pd.concat(self.frames, ignore_index=True) if self.frames else None
 
+    def truncate(self, state: UnlearnState, step: int) -> None:
+        """Forget the evaluations after `step` (the weights were put back to it) and rewrite the file."""
+        self.frames = [f for f in self.frames if int(f["step"].max()) <= step]
+        self.evaluated = {s for s in self.evaluated if s <= step}
+        if state.accelerator.is_main_process and self.frames:
+            write_parquet(pd.concat(self.frames, ignore_index=True), self.path, self.meta)
+        state.accelerator.wait_for_everyone()
+
 
 # ---------------------------------------------------------------- the stopping rule
 
@@ -310,6 +318,34 @@ class StopRule:
         }
 
 
+class Restore:
+    """`stop_restore`: the trainable weights (on the CPU) of the last evaluated step that did not stop
+    the run, with what the rule measured there, put back when the retain drop ends the run."""
+
+    def __init__(self) -> None:
+        self.step = -1
+        self.weights: list[torch.Tensor] = []
+        self.measured = (math.nan, math.nan)
+
+    def take(self, state: UnlearnState, rule: StopRule) -> None:
+        if state.step == self.step:
+            return
+        self.step = state.step
+        self.weights = [p.detach().to("cpu", copy=True) for p in state.params]
+        self.measured = (rule.forget_level, rule.retain_drop)
+
+    def put_back(self, state: UnlearnState, rule: StopRule, trajectory: Trajectory) -> dict[str, Any]:
+        """Restore the kept step; returns summary.stop.restored (the step and drop that crossed T)."""
+        crossed = {"from_step": state.step, "retain_drop": rule.retain_drop}
+        with torch.no_grad():
+            for p, w in zip(state.params, self.weights):
+                p.copy_(w.to(p.device))
+        state.step = self.step
+        rule.forget_level, rule.retain_drop = self.measured
+        trajectory.truncate(state, self.step)
+        return crossed
+
+
 # ---------------------------------------------------------------- the loop
 
 
@@ -343,8 +379,16 @@ def unlearn(
         write_jsonl(log_path, [])
     title = f"unlearn {cfg.method}" + (f"+{cfg.retain_loss}" if state.terms.retain is not None else "")
     rule = StopRule(cfg, state.total, active=eval_fn is not None)
+    keep = Restore() if cfg.stop_restore and rule.enabled else None
+
+    def check(step: int) -> str | None:
+        reason = rule.check(acc, trajectory.evaluate(state, step), step)
+        if reason is None and keep is not None:
+            keep.take(state, rule)
+        return reason
+
     with progress.bar(state.total, title, unit="step", enabled=acc.is_main_process) as bar:
-        stop = rule.check(acc, trajectory.evaluate(state, 0), 0)
+        stop = check(0)
         while state.step < state.total and stop is None:
             batches = iter(state.data.loader(acc, state.epoch))
             while state.step < state.total and stop is None:
@@ -358,19 +402,21 @@ def unlearn(
                 bar.set(**{k: f"{row[f'{k}_loss']:.4g}" for k in ("forget", "retain") if f"{k}_loss" in row})
                 bar.update(1)
                 if state.step in points:
-                    stop = rule.check(acc, trajectory.evaluate(state, state.step), state.step)
+                    stop = check(state.step)
             state.epoch += 1
             if cfg.eval_each_epoch and stop is None:
-                stop = rule.check(acc, trajectory.evaluate(state, state.step), state.step)
+                stop = check(state.step)
     if stop is not None and acc.is_main_process:
         progress.message(
             f"stopped at step {state.step} of {state.total}: "
             + (f"forget level {rule.forget_level:.3g} <= {rule.L:g}" if stop == "forget_level"
                else f"retain accuracy dropped by {rule.retain_drop:.3g} > {rule.T:g}")
+            + (f"; the weights of step {keep.step} are put back" if stop == "retain_drop" and keep else "")
         )  # fmt: skip
-    final = log[-1] if log else {}
+    restored = keep.put_back(state, rule, trajectory) if stop == "retain_drop" and keep is not None else None
+    final = next((row for row in reversed(log) if row["step"] <= state.step), {})
     summary = _summary(state, len(forget), len(retain), sorted(trajectory.evaluated), final)
-    summary["stop"] = rule.record(stop, state.step)
+    summary["stop"] = {**rule.record(stop, state.step), "restored": restored}
     model_dir = write_outputs(state, tokenizer, {**meta, **(info or {}), "summary": summary})
     for p in state.frozen:
         p.requires_grad_(True)
