@@ -196,6 +196,7 @@ def describe_bench(cfg: BenchConfig, out: Path) -> str:
         )
         + (
             f"; every run stops once its retain drop exceeds {cfg.unlearn.stop_retain_drop}"
+            + (", put back to its last evaluated step within it" if cfg.unlearn.stop_restore else "")
             if cfg.unlearn.stop_retain_drop is not None
             else ""
         )
