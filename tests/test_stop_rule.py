@@ -116,6 +116,7 @@ def test_lr_zero_never_reaches_L_and_runs_its_budget(tiny_gpt2_dir, tmp_path):
         "S_max": 12,
         "probe": "question",
         "restored": None,
+        "backtracks": [],
     }
 
 
@@ -193,6 +194,102 @@ def test_stop_restore_puts_back_the_last_step_within_the_retain_budget(tiny_gpt2
 def test_stop_restore_needs_a_retain_budget():
     with pytest.raises(ConfigError, match="stop_restore"):
         _cfg(stop_restore=True).validate()
+
+
+@pytest.mark.parametrize(
+    "kw, field",
+    [
+        ({"stop_retain_drop": 0.1, "stop_backtrack": 1}, "stop_backtrack"),
+        ({"stop_retain_drop": 0.1, "stop_restore": True, "stop_backtrack": -1}, "stop_backtrack"),
+        ({"stop_retain_drop": 0.1, "stop_restore": True, "stop_backtrack_factor": 1.0}, "stop_backtrack_factor"),
+    ],
+)
+def test_stop_backtrack_needs_restore_and_a_shrinking_factor(kw, field):
+    with pytest.raises(ConfigError, match=field):
+        _cfg(**kw).validate()
+
+
+def test_back_off_puts_weights_optimizer_and_schedule_back_and_scales_the_rate():
+    """Two AdamW steps on a linear layer are kept, two more are taken and undone: the weights and the
+    optimizer state are the kept step's exactly, and the linear schedule goes on at half its rate."""
+    import copy
+    from types import SimpleNamespace
+
+    from transformers import get_scheduler
+
+    from frequnlearn.unlearn.loop import Restore
+
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(3, 2)
+    params = list(layer.parameters())
+    opt = torch.optim.AdamW(params, lr=0.1)
+    sched = get_scheduler("linear", opt, num_warmup_steps=0, num_training_steps=10)
+    state = SimpleNamespace(params=params, optimizer=opt, scheduler=sched, step=0)
+    rule = SimpleNamespace(forget_level=1.0, retain_drop=0.0)
+    cut: list[int] = []
+    trajectory = SimpleNamespace(truncate=lambda st, step: cut.append(step))
+
+    def step() -> None:
+        layer(torch.ones(1, 3)).pow(2).sum().backward()
+        opt.step()
+        sched.step()
+        opt.zero_grad()
+        state.step += 1
+
+    keep = Restore(backtracks=1, factor=0.5)
+    step(), step()
+    keep.take(state, rule)
+    weights = [p.detach().clone() for p in params]
+    kept = copy.deepcopy(opt.state_dict())
+    assert sched.get_last_lr()[0] == pytest.approx(0.1 * (1 - 2 / 10))
+    step(), step()
+    rule.retain_drop = 0.2
+    record = keep.back_off(state, rule, trajectory)
+    assert record == {"from_step": 4, "retain_drop": 0.2, "to_step": 2, "lr": pytest.approx(0.04)}
+    assert state.step == 2 and cut == [2] and rule.retain_drop == 0.0 and keep.left == 0
+    assert keep.backtracks == [record]
+    for p, w in zip(params, weights):
+        assert torch.equal(p, w)
+    now = opt.state_dict()
+    for i, s in kept["state"].items():
+        for name, value in s.items():
+            assert torch.equal(torch.as_tensor(now["state"][i][name]), torch.as_tensor(value)), name
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.04)
+    step()
+    assert sched.get_last_lr()[0] == pytest.approx(0.5 * 0.1 * (1 - 3 / 10))
+
+
+def test_stop_backtrack_goes_on_from_the_last_step_within_the_budget_at_a_smaller_rate(tiny_gpt2_dir, tmp_path):
+    """T=0 is first crossed at step k: with one backtrack the run goes back to k-1 (the free run's prefix
+    so far), takes its later steps at half the rate, evaluated at each, and ends at the next crossing
+    (put back) or at max_steps; the log keeps one row per step of the final run."""
+    _, _, seen_free = _run(tiny_gpt2_dir, tmp_path / "free", lr=1e-2)
+    k = next(s for s, _, acc in seen_free if seen_free[0][2] - acc > 0.0)
+    assert k >= 2
+    out = tmp_path / "back"
+    # Scheduled: every step up to k, then only the last; after the backtrack every step is evaluated.
+    result, stop, seen = _run(
+        tiny_gpt2_dir, out, lr=1e-2, stop_retain_drop=0.0, stop_restore=True, stop_backtrack=1,
+        eval_every=0, eval_steps=[*range(k + 1), 12],
+    )  # fmt: skip
+    assert stop["backtracks"] == [
+        {"from_step": k, "retain_drop": pytest.approx(seen_free[0][2] - seen_free[k][2]), "to_step": k - 1,
+         "lr": pytest.approx(5e-3)}
+    ]  # fmt: skip
+    assert seen[: k + 1] == seen_free[: k + 1]
+    after = [s for s, _, _ in seen[k + 1 :]]
+    end = stop["restored"]["from_step"] if stop["restored"] else 12
+    assert after == list(range(k, end + 1))
+    log = [row for row in map(__import__("json").loads, (out / "log.jsonl").read_text().splitlines())]
+    assert [row["step"] for row in log] == list(range(1, len(log) + 1)) and len(log) >= result.steps
+    assert all(row["lr"] == pytest.approx(1e-2 if row["step"] < k else 5e-3) for row in log)
+    if stop["reason"] == "retain_drop":
+        assert stop["step"] == stop["restored"]["from_step"] - 1 >= k - 1
+    else:
+        assert stop["reason"] == "max_steps" and result.steps == 12
+    traj = pd.read_parquet(out / "trajectory.parquet")
+    assert traj.groupby(["step", "item_id", "probe", "family"]).size().max() == 1
+    assert traj["step"].max() == result.steps
 
 
 def _frame(

@@ -136,6 +136,14 @@ class UnlearnConfig:
     # then never ends past its retain budget, however steep the step that crossed it. It keeps a copy
     # of the trainable weights in CPU memory (the adapter only, with LoRA).
     stop_restore: bool = False
+    # With stop_restore: the first `stop_backtrack` times the retain drop crosses T, the run is put
+    # back (weights, optimizer and schedule state) to its last evaluated step within T, its rate is
+    # multiplied by stop_backtrack_factor, and it goes on, evaluated at every step from there; the
+    # next crossing after those ends it (put back). A step that jumps past T then does not end the
+    # run far below it: the run closes in on its budget with smaller steps, as a backtracking line
+    # search does. The batches go on from where they were (the crossing batch is not retaken).
+    stop_backtrack: int = 0
+    stop_backtrack_factor: float = 0.5
     # The probe whose generation accuracy the stopping rule reads.
     stop_probe: Literal["question", "paraphrase", "bio"] = "question"
 
@@ -237,6 +245,17 @@ class UnlearnConfig:
             not self.stop_restore or self.stop_retain_drop is not None,
             "stop_restore",
             "restores the weights of the last step within stop_retain_drop; set stop_retain_drop or drop it",
+        )
+        check(self.stop_backtrack >= 0, "stop_backtrack", "must be >= 0 (0: the first crossing ends the run)")
+        check(
+            self.stop_backtrack == 0 or self.stop_restore,
+            "stop_backtrack",
+            "puts a run back to its last step within stop_retain_drop; set stop_restore: true or drop it",
+        )
+        check(
+            0.0 < self.stop_backtrack_factor < 1.0,
+            "stop_backtrack_factor",
+            "must be within (0, 1): the share of the rate kept after each crossing",
         )
         check(self.eval_every >= 0, "eval_every", "must be >= 0 (0 turns it off)")
         check_range(self.eval_every, "eval_every", 0, MAX_STEPS, " (0 turns it off)")

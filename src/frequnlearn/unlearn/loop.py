@@ -320,18 +320,29 @@ class StopRule:
 
 class Restore:
     """`stop_restore`: the trainable weights (on the CPU) of the last evaluated step that did not stop
-    the run, with what the rule measured there, put back when the retain drop ends the run."""
+    the run, with what the rule measured there, put back when the retain drop ends the run.
 
-    def __init__(self) -> None:
+    With `stop_backtrack` N > 0 it also keeps the optimizer's and the schedule's state of that step,
+    so that the first N crossings put the whole run back there (`back_off`) and it goes on at a rate
+    `stop_backtrack_factor` times smaller, as if the crossing steps had never been taken."""
+
+    def __init__(self, backtracks: int = 0, factor: float = 0.5) -> None:
         self.step = -1
         self.weights: list[torch.Tensor] = []
         self.measured = (math.nan, math.nan)
+        self.left, self.factor = backtracks, factor
+        self.optimizer_state: dict[str, Any] | None = None
+        self.scheduler_state: dict[str, Any] | None = None
+        self.backtracks: list[dict[str, Any]] = []  # summary.stop.backtracks, one per back_off
 
     def take(self, state: UnlearnState, rule: StopRule) -> None:
         if state.step == self.step:
             return
         self.step = state.step
         self.weights = [p.detach().to("cpu", copy=True) for p in state.params]
+        if self.left:  # only a run that goes on needs them
+            self.optimizer_state = _on_cpu(state.optimizer.state_dict())
+            self.scheduler_state = copy.deepcopy(state.scheduler.state_dict())
         self.measured = (rule.forget_level, rule.retain_drop)
 
     def put_back(self, state: UnlearnState, rule: StopRule, trajectory: Trajectory) -> dict[str, Any]:
@@ -344,6 +355,35 @@ class Restore:
         rule.forget_level, rule.retain_drop = self.measured
         trajectory.truncate(state, self.step)
         return crossed
+
+    def back_off(self, state: UnlearnState, rule: StopRule, trajectory: Trajectory) -> dict[str, Any]:
+        """Put weights, optimizer and schedule back to the kept step and shrink the rate; returns the
+        record of summary.stop.backtracks (the crossing step and drop, the step gone back to, the new
+        rate)."""
+        assert self.optimizer_state is not None and self.scheduler_state is not None and self.left > 0
+        crossed = self.put_back(state, rule, trajectory)
+        state.optimizer.load_state_dict(self.optimizer_state)
+        state.scheduler.load_state_dict(self.scheduler_state)
+        # Every later rate of the schedule is base_lr * f(step): scaling base_lrs scales them all.
+        state.scheduler.base_lrs = [b * self.factor for b in state.scheduler.base_lrs]
+        for group in state.optimizer.param_groups:
+            group["lr"] *= self.factor
+        state.scheduler._last_lr = [group["lr"] for group in state.optimizer.param_groups]
+        self.left -= 1
+        record = {**crossed, "to_step": self.step, "lr": state.scheduler.get_last_lr()[0]}
+        self.backtracks.append(record)
+        return record
+
+
+def _on_cpu(value: Any) -> Any:
+    """A copy of a (nested) state dict with every tensor on the CPU: a snapshot, not a view."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):
+        return {k: _on_cpu(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_on_cpu(v) for v in value)
+    return copy.deepcopy(value)
 
 
 # ---------------------------------------------------------------- the loop
@@ -379,12 +419,26 @@ def unlearn(
         write_jsonl(log_path, [])
     title = f"unlearn {cfg.method}" + (f"+{cfg.retain_loss}" if state.terms.retain is not None else "")
     rule = StopRule(cfg, state.total, active=eval_fn is not None)
-    keep = Restore() if cfg.stop_restore and rule.enabled else None
+    keep = Restore(cfg.stop_backtrack, cfg.stop_backtrack_factor) if cfg.stop_restore and rule.enabled else None
 
     def check(step: int) -> str | None:
         reason = rule.check(acc, trajectory.evaluate(state, step), step)
         if reason is None and keep is not None:
             keep.take(state, rule)
+        if reason == "retain_drop" and keep is not None and keep.left:
+            back = keep.back_off(state, rule, trajectory)
+            # The undone steps leave the log; summary.stop.backtracks records them.
+            log[:] = [row for row in log if row["step"] <= state.step]
+            if acc.is_main_process:
+                write_jsonl(log_path, log)
+                progress.message(
+                    f"retain accuracy dropped by {back['retain_drop']:.3g} > {rule.T:g} at step {step}: "
+                    f"back to step {state.step}, lr now {back['lr']:.3g}"
+                )
+            bar.update(state.step - step)
+            # Close to the budget now: every step is evaluated, so the next crossing is caught at once.
+            points.update(range(state.step + 1, state.total + 1))
+            return None
         return reason
 
     with progress.bar(state.total, title, unit="step", enabled=acc.is_main_process) as bar:
@@ -416,7 +470,11 @@ def unlearn(
     restored = keep.put_back(state, rule, trajectory) if stop == "retain_drop" and keep is not None else None
     final = next((row for row in reversed(log) if row["step"] <= state.step), {})
     summary = _summary(state, len(forget), len(retain), sorted(trajectory.evaluated), final)
-    summary["stop"] = {**rule.record(stop, state.step), "restored": restored}
+    summary["stop"] = {
+        **rule.record(stop, state.step),
+        "restored": restored,
+        "backtracks": keep.backtracks if keep is not None else [],
+    }
     model_dir = write_outputs(state, tokenizer, {**meta, **(info or {}), "summary": summary})
     for p in state.frozen:
         p.requires_grad_(True)
