@@ -201,7 +201,10 @@ def test_stop_restore_needs_a_retain_budget():
     [
         ({"stop_retain_drop": 0.1, "stop_backtrack": 1}, "stop_backtrack"),
         ({"stop_retain_drop": 0.1, "stop_restore": True, "stop_backtrack": -1}, "stop_backtrack"),
-        ({"stop_retain_drop": 0.1, "stop_restore": True, "stop_backtrack_factor": 1.0}, "stop_backtrack_factor"),
+        (
+            {"stop_retain_drop": 0.1, "stop_restore": True, "stop_backtrack_factor": 1.0},
+            "stop_backtrack_factor",
+        ),
     ],
 )
 def test_stop_backtrack_needs_restore_and_a_shrinking_factor(kw, field):
@@ -259,7 +262,9 @@ def test_back_off_puts_weights_optimizer_and_schedule_back_and_scales_the_rate()
     assert sched.get_last_lr()[0] == pytest.approx(0.5 * 0.1 * (1 - 3 / 10))
 
 
-def test_stop_backtrack_goes_on_from_the_last_step_within_the_budget_at_a_smaller_rate(tiny_gpt2_dir, tmp_path):
+def test_stop_backtrack_goes_on_from_the_last_step_within_the_budget_at_a_smaller_rate(
+    tiny_gpt2_dir, tmp_path
+):
     """T=0 is first crossed at step k: with one backtrack the run goes back to k-1 (the free run's prefix
     so far), takes its later steps at half the rate, evaluated at each, and ends at the next crossing
     (put back) or at max_steps; the log keeps one row per step of the final run."""

@@ -419,7 +419,9 @@ def unlearn(
         write_jsonl(log_path, [])
     title = f"unlearn {cfg.method}" + (f"+{cfg.retain_loss}" if state.terms.retain is not None else "")
     rule = StopRule(cfg, state.total, active=eval_fn is not None)
-    keep = Restore(cfg.stop_backtrack, cfg.stop_backtrack_factor) if cfg.stop_restore and rule.enabled else None
+    keep = (
+        Restore(cfg.stop_backtrack, cfg.stop_backtrack_factor) if cfg.stop_restore and rule.enabled else None
+    )
 
     def check(step: int) -> str | None:
         reason = rule.check(acc, trajectory.evaluate(state, step), step)
