@@ -491,6 +491,14 @@ def test_budget_names_the_stopping_rule():
     restored = budget({"max_steps": 20, "stop_retain_drop": 0.07, "stop_restore": True}, [6, 20])
     assert "dropped by more than 0.07 (then back to the last evaluated step within it)" in restored
     assert "back to" not in text
+    backtracked = budget(
+        {"max_steps": 20, "stop_retain_drop": 0.07, "stop_restore": True, "stop_backtrack": 2,
+         "stop_backtrack_factor": 0.5}, [6, 20],
+    )  # fmt: skip
+    assert (
+        "(then back to the last evaluated step within it; the first 2 such crossings go on from there at "
+        "0.5 times the rate)" in backtracked
+    )
 
 
 # ------------------------------------------------------------------------------------ the report page

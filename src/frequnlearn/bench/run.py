@@ -197,6 +197,12 @@ def describe_bench(cfg: BenchConfig, out: Path) -> str:
         + (
             f"; every run stops once its retain drop exceeds {cfg.unlearn.stop_retain_drop}"
             + (", put back to its last evaluated step within it" if cfg.unlearn.stop_restore else "")
+            + (
+                f" (the first {cfg.unlearn.stop_backtrack} times going on from there at "
+                f"{cfg.unlearn.stop_backtrack_factor:g} times the rate, evaluated every step)"
+                if cfg.unlearn.stop_restore and cfg.unlearn.stop_backtrack
+                else ""
+            )
             if cfg.unlearn.stop_retain_drop is not None
             else ""
         )

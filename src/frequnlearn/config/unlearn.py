@@ -143,7 +143,7 @@ class UnlearnConfig:
     # run far below it: the run closes in on its budget with smaller steps, as a backtracking line
     # search does. The batches go on from where they were (the crossing batch is not retaken).
     stop_backtrack: int = 0
-    stop_backtrack_factor: float = 0.5
+    stop_backtrack_factor: float = 0.5  # the share of the rate kept after each backtrack, in (0, 1)
     # The probe whose generation accuracy the stopping rule reads.
     stop_probe: Literal["question", "paraphrase", "bio"] = "question"
 

@@ -82,7 +82,14 @@ def budget(unlearn: dict[str, Any], last_steps: Sequence[float] = ()) -> str:
         if drop is not None:
             parts.append(
                 f"retain accuracy has dropped by more than {drop}"
-                + (" (then back to the last evaluated step within it)" if unlearn.get("stop_restore") else "")
+                + (" (then back to the last evaluated step within it" if unlearn.get("stop_restore") else "")
+                + (
+                    f"; the first {unlearn['stop_backtrack']} such crossings go on from there at "
+                    f"{unlearn.get('stop_backtrack_factor', 0.5):g} times the rate"
+                    if unlearn.get("stop_restore") and unlearn.get("stop_backtrack")
+                    else ""
+                )
+                + (")" if unlearn.get("stop_restore") else "")
             )
         s_max = f"{max_steps} steps" if max_steps else f"{unlearn.get('epochs', '?')} epochs"
         named = f"L = {_off(level)}, T = {_off(drop)}, S_max = {s_max}"
