@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from frequnlearn.report.prose import as_markdown
+from frequnlearn.config import to_dict
+from frequnlearn.report.prose import as_markdown, budget
 
 # The leaderboard's columns the report's first table shows (all of them are in leaderboard.csv).
 SHOWN = (
@@ -103,8 +104,7 @@ def markdown(cfg: Any, board: pd.DataFrame, record: dict[str, Any], ctx: Any) ->
         "most equally (smallest |gap|). "
         f"Seeds: {seeds}; known target items per level per seed: "
         + (", ".join(f"{k[2:]} {v}" for k, v in per_seed.items()) or "none")
-        + f". Budget: {cfg.unlearn.max_steps or cfg.unlearn.epochs} "
-        f"{'steps' if cfg.unlearn.max_steps else 'epochs'} at lr chosen on retain items alone "
+        + f". Budget: {budget(to_dict(cfg.unlearn))}; lr chosen on retain items alone "
         f"(target retain drop {b.target_retain_drop} +- {b.tolerance}; {matched} of {len(board)} methods "
         "within it in the study itself).",
         "",
