@@ -262,6 +262,39 @@ def test_back_off_puts_weights_optimizer_and_schedule_back_and_scales_the_rate()
     assert sched.get_last_lr()[0] == pytest.approx(0.5 * 0.1 * (1 - 3 / 10))
 
 
+def test_back_to_back_crossings_shrink_the_rate_each_time():
+    """The step after a backtrack crosses T again before any step within it was evaluated: the run goes
+    back to the same step, at a quarter of the rate, not at half of the first one again."""
+    from types import SimpleNamespace
+
+    from transformers import get_scheduler
+
+    from frequnlearn.unlearn.loop import Restore
+
+    layer = torch.nn.Linear(3, 2)
+    opt = torch.optim.AdamW(list(layer.parameters()), lr=0.1)
+    sched = get_scheduler("constant", opt, num_warmup_steps=0, num_training_steps=10)
+    state = SimpleNamespace(params=list(layer.parameters()), optimizer=opt, scheduler=sched, step=0)
+    rule = SimpleNamespace(forget_level=1.0, retain_drop=0.0)
+    trajectory = SimpleNamespace(truncate=lambda st, step: None)
+
+    def step() -> None:
+        layer(torch.ones(1, 3)).sum().backward()
+        opt.step(), sched.step(), opt.zero_grad()
+        state.step += 1
+
+    keep = Restore(backtracks=2, factor=0.5)
+    keep.take(state, rule)
+    rates = []
+    for _ in range(2):
+        step()
+        rule.retain_drop = 0.3
+        rates.append(keep.back_off(state, rule, trajectory)["lr"])
+    assert rates == [pytest.approx(0.05), pytest.approx(0.025)] and state.step == 0 and keep.left == 0
+    step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.025)
+
+
 def test_stop_backtrack_goes_on_from_the_last_step_within_the_budget_at_a_smaller_rate(
     tiny_gpt2_dir, tmp_path
 ):

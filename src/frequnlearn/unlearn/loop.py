@@ -369,6 +369,10 @@ class Restore:
         for group in state.optimizer.param_groups:
             group["lr"] *= self.factor
         state.scheduler._last_lr = [group["lr"] for group in state.optimizer.param_groups]
+        # The kept step now carries the smaller rate: a crossing before the next evaluation within T
+        # comes back here and shrinks it again, rather than from the old rate.
+        self.optimizer_state = _on_cpu(state.optimizer.state_dict())
+        self.scheduler_state = copy.deepcopy(state.scheduler.state_dict())
         self.left -= 1
         record = {**crossed, "to_step": self.step, "lr": state.scheduler.get_last_lr()[0]}
         self.backtracks.append(record)
