@@ -81,10 +81,11 @@ def test_no_config_is_one_line(capsys):
 # ---------------------------------------------------------------------------------- the tuning
 
 
-def _runs(drops: dict[str, list[tuple[str, float, float]]]) -> pd.DataFrame:
+def _runs(drops: dict[str, list[tuple]]) -> pd.DataFrame:
+    """Tuning rows from (point, retain drop, utility drop[, share of the tuning set forgotten])."""
     rows = []
     for method, points in drops.items():
-        for i, (label, retain, utility) in enumerate(points):
+        for i, (label, retain, utility, *forgotten) in enumerate(points):
             rows.append(
                 {
                     "method": method,
@@ -96,6 +97,7 @@ def _runs(drops: dict[str, list[tuple[str, float, float]]]) -> pd.DataFrame:
                     "seed": 0,
                     "retain_drop": retain,
                     "utility_drop": utility,
+                    "tuning_set_forgotten": forgotten[0] if forgotten else math.nan,
                 }
             )
     return pd.DataFrame(rows)
@@ -134,6 +136,28 @@ def test_prefer_largest_rate_takes_the_largest_matched_rate_and_falls_back_to_th
     assert largest.loc["ga+gd", "point"] == "1e-04" and bool(largest.loc["ga+gd", "matched"])
     assert largest.loc["idk+gd", "point"] == closest.loc["idk+gd", "point"] == "1e-05"
     assert not bool(largest.loc["idk+gd", "matched"])
+
+
+def test_prefer_most_forgotten_takes_the_matched_point_that_forgets_most_of_the_tuning_set():
+    """A large rate jumps to the cost in a step and forgets 0.15 of the tuning set; a smaller one spends
+    the budget over many steps and forgets 0.3 at the same cost: `most_forgotten` takes the smaller
+    rate, `largest_rate` the larger. A point outside the band is never taken, however much it forgets;
+    ties go to the closest; with nothing in the band, the closest point, not matched."""
+    runs = _runs(
+        {
+            "ga+gd": [("1e-05", 0.0, 0.0, 0.0), ("3e-04", 0.06, 0.3, 0.3), ("3e-03", 0.05, 0.2, 0.15),
+                      ("1e-02", 0.3, 0.5, 0.9)],
+            "npo+gd": [("1e-04", 0.065, 0.1, 0.2), ("3e-04", 0.052, 0.1, 0.2)],
+            "idk+gd": [("1e-05", 0.0, 0.0, 0.0), ("5e-05", 0.2, 0.0, 0.5)],
+        }
+    )  # fmt: skip
+    most = choose(runs, 0.05, 0.02, prefer="most_forgotten").set_index("method")
+    largest = choose(runs, 0.05, 0.02, prefer="largest_rate").set_index("method")
+    assert most.loc["ga+gd", "point"] == "3e-04" and bool(most.loc["ga+gd", "matched"])
+    assert most.loc["ga+gd", "tuning_set_forgotten"] == pytest.approx(0.3)
+    assert largest.loc["ga+gd", "point"] == "3e-03"
+    assert most.loc["npo+gd", "point"] == "3e-04"
+    assert most.loc["idk+gd", "point"] == "1e-05" and not bool(most.loc["idk+gd", "matched"])
 
 
 def test_choose_averages_the_tuned_seeds():

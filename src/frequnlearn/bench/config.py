@@ -21,7 +21,8 @@ class BenchOptions:
     targets, never in a forget or control set) at every point of its grid; the point whose retain
     accuracy drop at the stopping point is closest to `target_retain_drop` is the method's setting in
     the study (ties: the smaller utility drop, then the first in the grid; `prefer: largest_rate` takes
-    the largest rate within `tolerance` instead). `refine_steps` bisects the
+    the largest rate within `tolerance` instead, `prefer: most_forgotten` the point within it that
+    forgets the largest share of the tuning set). `refine_steps` bisects the
     learning rate between the grid's two rates around the target before the choice."""
 
     # Learning rates tried for every method.
@@ -43,10 +44,12 @@ class BenchOptions:
     # between two neighbouring rates, the geometric midpoint is tried next, up to this many times per
     # method and tuned value (a half-decade grid often steps from no cost straight past the band).
     refine_steps: int = 0
-    # Which point within the tolerance is the method's setting: `closest` to the target, or the
+    # Which point within the tolerance is the method's setting: `closest` to the target, the
     # `largest_rate` (for a config with a retain-drop stopping rule, unlearn.stop_retain_drop, which
-    # ends every run near the cost: the largest matched rate reaches it well before max_steps).
-    prefer: Literal["closest", "largest_rate"] = "closest"
+    # ends every run near the cost: the largest matched rate reaches it well before max_steps), or
+    # the one that forgets `most_forgotten` of the tuning set (each method at its most effective
+    # setting for that cost; the tuning set is retain people's, never a forget item).
+    prefer: Literal["closest", "largest_rate", "most_forgotten"] = "closest"
 
     def validate(self) -> None:
         check(len(self.lr_grid) >= 1, "lr_grid", "give at least one learning rate")
@@ -56,7 +59,11 @@ class BenchOptions:
         check(0.0 <= self.tolerance < 1.0, "tolerance", "must be within [0, 1), e.g. 0.02")
         check(self.tuning_size >= 1, "tuning_size", "must be >= 1")
         check(0 <= self.refine_steps <= 10, "refine_steps", "must be within [0, 10], e.g. 3")
-        check(self.prefer in ("closest", "largest_rate"), "prefer", "must be closest or largest_rate")
+        check(
+            self.prefer in ("closest", "largest_rate", "most_forgotten"),
+            "prefer",
+            "must be closest, largest_rate or most_forgotten",
+        )
         fields = {f.name for f in dataclasses.fields(_unlearn_fields())}
         for spec, grid in self.param_grid.items():
             check(

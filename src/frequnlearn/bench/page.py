@@ -135,6 +135,9 @@ def markdown(cfg: Any, board: pd.DataFrame, record: dict[str, Any], ctx: Any) ->
         + (
             "the largest rate within the tolerance was chosen (the closest point where none was). "
             if b.prefer == "largest_rate"
+            else "the point within the tolerance that forgot the largest share of the tuning set was chosen "
+            "(the closest point where none was). "
+            if b.prefer == "most_forgotten"
             else "the point closest to the target was chosen (ties: smaller utility drop). "
         )
         + "Every run: `tuning.csv`; the grid, the sets and the choice: `tuning.json`.",
@@ -194,13 +197,19 @@ def _chosen(record: dict[str, Any]) -> pd.DataFrame:
                 "retain_drop": c["retain_drop"],
                 "utility_drop": c["utility_drop"],
                 "matched": c["matched"],
-                "grid (point: retain drop)": "; ".join(
-                    f"{p}: {d:.3f}" if isinstance(d, float) and math.isfinite(d) else f"{p}: n/a"
-                    for p, d in g.groupby("point", sort=False)["retain_drop"].mean().items()
+                "grid (point: retain drop / share of the tuning set forgotten)": "; ".join(
+                    f"{p}: {_num(d, 3)} / {_num(f, 2)}"
+                    for p, (d, f) in g.groupby("point", sort=False)[["retain_drop", "tuning_set_forgotten"]]
+                    .mean()
+                    .iterrows()
                 ),
             }
         )
     return pd.DataFrame(rows)
+
+
+def _num(x: Any, digits: int) -> str:
+    return f"{x:.{digits}f}" if isinstance(x, float) and math.isfinite(x) else "n/a"
 
 
 def page_html(md: str, png: bytes | None) -> str:

@@ -192,6 +192,9 @@ def describe_bench(cfg: BenchConfig, out: Path) -> str:
         + (
             f"the largest rate within {b.target_retain_drop} +- {b.tolerance} (else the closest point)"
             if b.prefer == "largest_rate"
+            else f"the point within {b.target_retain_drop} +- {b.tolerance} that forgets most of the tuning set "
+            "(else the closest point)"
+            if b.prefer == "most_forgotten"
             else f"the point closest to {b.target_retain_drop}"
         )
         + (

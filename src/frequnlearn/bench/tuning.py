@@ -9,7 +9,8 @@ schedule; only the tuned values replaced) and the study's retain-loss people, ev
 retain and utility people the study's runs of that seed evaluate. Its cost is the drop of normalised
 retain (and utility) accuracy at the run's stopping point (its last evaluated step). The point closest
 to the target cost is chosen (or, with `bench.prefer: largest_rate`, the largest rate within the
-tolerance). Nothing here reads a forget or control item, so changing them cannot
+tolerance; with `most_forgotten`, the point within it that forgets most of the tuning set). Nothing
+here reads a forget or control item, so changing them cannot
 change the choice (`tests/test_bench.py` checks it).
 """
 
@@ -159,7 +160,15 @@ def choose(runs: pd.DataFrame, target: float, tolerance: float, prefer: str = "c
     retain-drop stopping rule every rate past the cost stops near it, so "closest" is a near-tie
     decided by rounding, and its winner is the smallest rate that just reaches the cost in S_max
     steps: a set that costs less per step than the tuning set then ends below the band. The largest
-    matched rate reaches the cost well before S_max and leaves the rule to end the run."""
+    matched rate reaches the cost well before S_max and leaves the rule to end the run.
+
+    `prefer="most_forgotten"` takes, among the points within `tolerance`, the one whose mean share of
+    the tuning set no longer generated at the stopping point (`tuning_set_forgotten`) is largest
+    (then the closest, as above): each method at the setting that forgets most for the matched
+    cost, as a method's own authors would tune it. Rates that jump past the budget in a step or two
+    reach the same cost having forgotten less than rates that spend the budget over many steps, so
+    the largest rate is not the most effective one. The tuning set is retain people's items; no
+    forget or control item is read."""
     by = ["method", "point"]
     mean = (
         runs.groupby(by, sort=False)
@@ -170,6 +179,7 @@ def choose(runs: pd.DataFrame, target: float, tolerance: float, prefer: str = "c
             value=("value", "first"),
             retain_drop=("retain_drop", "mean"),
             utility_drop=("utility_drop", "mean"),
+            tuning_set_forgotten=("tuning_set_forgotten", "mean"),
             seeds=("seed", "nunique"),
         )
         .reset_index()
@@ -183,6 +193,13 @@ def choose(runs: pd.DataFrame, target: float, tolerance: float, prefer: str = "c
         within = g[g["_d"] <= tolerance + 1e-9]
         if prefer == "largest_rate" and len(within):
             g = within.sort_values("lr", ascending=False, kind="stable")
+        elif prefer == "most_forgotten" and len(within):
+            forgotten = within["tuning_set_forgotten"].round(9).fillna(-math.inf)
+            g = (
+                within.assign(_f=forgotten)
+                .sort_values("_f", ascending=False, kind="stable")
+                .drop(columns="_f")
+            )
         rows.append(g.iloc[0].drop(["_u", "_d"]))
     out = pd.DataFrame(rows).reset_index(drop=True)
     out["matched"] = out["distance"] <= tolerance + 1e-9
