@@ -50,7 +50,10 @@ def test_benchmark_config_names_every_registered_method_and_is_large_enough(caps
     )
     out = capsys.readouterr().out
     assert "114 grid points" in out and "84 unlearn" in out
-    assert "choice: the largest rate within 0.05 +- 0.02" in out and "retain drop exceeds 0.07" in out
+    assert (
+        "choice: the point within 0.05 +- 0.02 that forgets most of the tuning set" in out
+        and "retain drop exceeds 0.07" in out
+    )
     assert "(the first 2 times going on from there at 0.5 times the rate, evaluated every step)" in out
 
 
